@@ -1,0 +1,194 @@
+"""Loop-level kernel IR: the contract between fusion (``tracejit``) and the code generators.
+
+A :class:`Kernel` describes one fused loop nest over an iteration space of ``ndim`` dims.
+The last ``n_reduce`` dims are the *reduction* (inner) space, the others the *outer*
+(parallel) space.  Every operand is a strided view: element ``idx`` of operand ``k`` lives at
+``base_k + sum_d idx[d] * stride_k[d]`` (strides in elements, offsets already applied to the
+base pointer by the runtime).  A broadcast dim has stride 0; an output written once per
+outer point has stride 0 on every reduce dim.
+
+Extents and strides are runtime arguments.  What is structural (and so part of the cache
+key) is each operand's *layout pattern*: per dim, ``"b"`` (stride 0), ``"c"`` (stride 1) or
+``"s"`` (any other stride).  One compiled kernel serves every size with the same pattern.
+
+The body is a list of stages run, in order, for every outer point:
+
+* :class:`Reduce` loops over the reduce space and folds an expression into an accumulator;
+  later stages read the result as ``Acc(i)`` (``i`` = the stage's position).
+* :class:`Store` writes an expression to an output, either once per outer point
+  (``over_reduce=False``) or at every point of the reduce space (``over_reduce=True``,
+  e.g. the normalising pass of softmax).
+
+With ``n_reduce == 0`` a kernel is purely elementwise: its stages are ``Store``\\ s.
+
+Expressions are small immutable trees (shared sub-trees are allowed and are emitted once).
+Scalar ops are named by strings from :data:`SCALAR_OPS`; every code generator implements
+all of them.  Comparisons and predicates produce ``bool``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Union
+
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64")
+
+# name -> arity.  Semantics follow NumPy for the operand dtype (all operands of an op share
+# one dtype unless noted; the front end inserts casts).
+SCALAR_OPS: dict[str, int] = {
+    # arithmetic
+    "neg": 1, "abs": 1, "sign": 1, "square": 1, "reciprocal": 1,
+    "add": 2, "sub": 2, "mul": 2, "div": 2,          # div: true division (floats), C-style trunc for ints is NOT used
+    "floordiv": 2, "mod": 2,                          # Python semantics (sign of divisor), ints and floats
+    "max": 2, "min": 2,                               # NaN-propagating for floats
+    "pow": 2, "atan2": 2, "copysign": 2, "hypot": 2, "logaddexp": 2, "nextafter": 2,
+    # transcendental (float only)
+    "exp": 1, "exp2": 1, "expm1": 1, "log": 1, "log2": 1, "log10": 1, "log1p": 1,
+    "sqrt": 1, "rsqrt": 1, "sin": 1, "cos": 1, "tan": 1, "asin": 1, "acos": 1, "atan": 1,
+    "sinh": 1, "cosh": 1, "tanh": 1, "asinh": 1, "acosh": 1, "atanh": 1,
+    "erf": 1, "sigmoid": 1,
+    # rounding (float; identity on ints)
+    "floor": 1, "ceil": 1, "round": 1, "trunc": 1,   # round: half to even
+    # predicates -> bool
+    "isnan": 1, "isinf": 1, "isfinite": 1, "signbit": 1,
+    "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2, "ge": 2,
+    # logical (bool) and bitwise (ints and bool)
+    "not": 1, "and": 2, "or": 2, "xor": 2, "invert": 1, "shl": 2, "shr": 2,
+    # select(cond: bool, a, b)
+    "where": 3,
+    # cast(x) to the node's dtype (float->int truncates toward zero; ->bool is x != 0)
+    "cast": 1,
+}
+
+REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")  # arg*: int64 flat index into the reduce space
+
+
+@dataclass(frozen=True)
+class Load:
+    """The value of input ``input`` at the current index."""
+    input: int
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Union[bool, int, float]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Acc:
+    """The result of reduce stage ``stage`` at the current outer point."""
+    stage: int
+
+
+@dataclass(frozen=True)
+class Index:
+    """The current loop index along iteration dim ``dim`` (int64)."""
+    dim: int
+
+
+@dataclass(frozen=True)
+class Op:
+    op: str
+    args: tuple["Expr", ...]
+    dtype: str
+
+
+Expr = Union[Load, Const, Acc, Index, Op]
+
+
+@dataclass(frozen=True)
+class Reduce:
+    op: str            # one of REDUCE_OPS
+    expr: Expr
+    dtype: str         # accumulator/result dtype (int64 for argmax/argmin)
+
+
+@dataclass(frozen=True)
+class Store:
+    output: int
+    expr: Expr
+    over_reduce: bool = False
+
+
+Stage = Union[Reduce, Store]
+
+
+@dataclass(frozen=True)
+class Operand:
+    dtype: str
+    layout: tuple[str, ...]   # per iteration dim: "b" | "c" | "s"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    ndim: int
+    n_reduce: int
+    inputs: tuple[Operand, ...]
+    outputs: tuple[Operand, ...]
+    stages: tuple[Stage, ...]
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", structural_key(self))
+
+    @property
+    def n_outer(self) -> int:
+        return self.ndim - self.n_reduce
+
+
+def structural_key(k: Kernel) -> str:
+    """Content hash of everything that decides the generated code (not the name, not sizes)."""
+    text = repr((k.ndim, k.n_reduce, k.inputs, k.outputs, k.stages))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def walk(expr: Expr):
+    """Yield every node of an expression tree once (post-order, shared nodes once)."""
+    seen: set[int] = set()
+    stack: list[tuple[Expr, bool]] = [(expr, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            yield node
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        if isinstance(node, Op):
+            stack.extend((a, False) for a in reversed(node.args))
+
+
+def format_expr(expr: Expr) -> str:
+    if isinstance(expr, Load):
+        return f"in{expr.input}[i]"
+    if isinstance(expr, Const):
+        return f"{expr.value!r}:{expr.dtype}"
+    if isinstance(expr, Acc):
+        return f"acc{expr.stage}"
+    if isinstance(expr, Index):
+        return f"i{expr.dim}"
+    if expr.op == "cast":
+        return f"{expr.dtype}({format_expr(expr.args[0])})"
+    return f"{expr.op}({', '.join(format_expr(a) for a in expr.args)})"
+
+
+def format_kernel(k: Kernel) -> str:
+    """Readable text of a kernel: its operands, loop nest and stages."""
+    outer = ", ".join(f"i{d}" for d in range(k.n_outer))
+    inner = ", ".join(f"i{d}" for d in range(k.n_outer, k.ndim))
+    lines = [f"kernel {k.name}  [{k.key}]"]
+    for kind, ops in (("in", k.inputs), ("out", k.outputs)):
+        for i, o in enumerate(ops):
+            lines.append(f"  {kind}{i}: {o.dtype} layout={''.join(o.layout) or '-'}")
+    lines.append(f"  parallel for ({outer}):" if outer else "  (single point):")
+    for s, st in enumerate(k.stages):
+        if isinstance(st, Reduce):
+            lines.append(f"    acc{s} = {st.op} over ({inner}) of {format_expr(st.expr)}  : {st.dtype}")
+        else:
+            loop = f"for ({inner}): " if st.over_reduce else ""
+            lines.append(f"    {loop}out{st.output}[i] = {format_expr(st.expr)}")
+    return "\n".join(lines)
