@@ -94,14 +94,9 @@ def entry_name(kernel: kir.Kernel) -> str:
     return f"{base}_{kernel.key[:12]}"
 
 
-def _scalar_emitter():
-    from codegen import scalar
-    return scalar.emit_op
-
-
 def lower_to_llvm(kernel: kir.Kernel) -> str:
     """The (unoptimised) LLVM IR text of ``kernel`` for ``nvptx64-nvidia-cuda``."""
-    return str(lower(kernel, _scalar_emitter(), entry_name(kernel)))
+    return str(lower(kernel, entry_name(kernel)))
 
 
 def _optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from codegen import kir, nvvm
-from codegen.nvvm import I1, I64
+from codegen import kir, nvvm, scalar
+from codegen.nvvm import I64
 
 TRIPLE = "nvptx64-nvidia-cuda"
 DATA_LAYOUT = "e-i64:64-i128:128-v16:16-v32:32-n16:32:64"
@@ -35,28 +35,9 @@ VECTOR_BYTES = 16
 MAX_VECTOR_WIDTH = 8
 MAX_WARPS = 32  # 1024 threads per block
 
-_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8,
-             "float16": 2, "float32": 4, "float64": 8}
-
-ScalarEmitter = Callable[[ir.IRBuilder, str, list, list, str], ir.Value]
-
-
-def itemsize(dtype: str) -> int:
-    return _ITEMSIZE[dtype]
-
-
-def reg_type(dtype: str) -> ir.Type:
-    """Register type of a dtype (bool is i1)."""
-    if dtype == "bool":
-        return I1
-    if dtype.startswith(("int", "uint")):
-        return ir.IntType(8 * _ITEMSIZE[dtype])
-    return {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}[dtype]
-
-
-def mem_type(dtype: str) -> ir.Type:
-    """In-memory type of a dtype (bool is one byte)."""
-    return ir.IntType(8) if dtype == "bool" else reg_type(dtype)
+reg_type = scalar.value_type      # bool is i1 in registers
+mem_type = scalar.storage_type    # and one byte in memory
+itemsize = scalar.itemsize
 
 
 def to_mem(b: ir.IRBuilder, v: ir.Value, dtype: str) -> ir.Value:
@@ -104,9 +85,9 @@ def _add_offsets(b: ir.IRBuilder, terms: list) -> ir.Value:
 
 
 class _Lowering:
-    def __init__(self, kernel: kir.Kernel, emit: ScalarEmitter, name: str) -> None:
+    def __init__(self, kernel: kir.Kernel, name: str) -> None:
         self.k = kernel
-        self.emit = emit
+        self.emit = scalar.emit_op
         self.module = ir.Module(name=kernel.name)
         self.module.triple = TRIPLE
         self.module.data_layout = DATA_LAYOUT
@@ -195,7 +176,7 @@ class _Lowering:
             if isinstance(node, kir.Load):
                 v = loads(node.input)
             elif isinstance(node, kir.Const):
-                v = ir.Constant(reg_type(node.dtype), node.value)
+                v = scalar.const(node.dtype, node.value)
             elif isinstance(node, kir.Acc):
                 v = self.accs[node.stage]
             elif isinstance(node, kir.Index):
@@ -503,22 +484,17 @@ class _Combiner:
 
     def _extreme(self, largest: bool) -> ir.Constant:
         dt = self.dtype
-        t = reg_type(dt)
-        if dt.startswith("float"):
-            return ir.Constant(t, float("inf") if largest else float("-inf"))
-        if dt == "bool":
-            return ir.Constant(t, int(largest))
-        bits = 8 * itemsize(dt)
-        if dt.startswith("uint"):
-            return ir.Constant(t, (1 << bits) - 1 if largest else 0)
-        return ir.Constant(t, (1 << (bits - 1)) - 1 if largest else -(1 << (bits - 1)))
+        if scalar.is_float(dt):
+            return scalar.const(dt, float("inf") if largest else float("-inf"))
+        if dt in ("bool", "uint8"):
+            bits = scalar.INT_BITS[dt]
+            return scalar.const(dt, (1 << bits) - 1 if largest else 0)
+        bits = scalar.INT_BITS[dt]
+        return scalar.const(dt, (1 << (bits - 1)) - 1 if largest else -(1 << (bits - 1)))
 
     def identity(self) -> list[ir.Value]:
-        t = reg_type(self.dtype)
-        if self.op == "sum":
-            return [ir.Constant(t, 0.0 if self.dtype.startswith("float") else 0)]
-        if self.op == "prod":
-            return [ir.Constant(t, 1.0 if self.dtype.startswith("float") else 1)]
+        if self.op in ("sum", "prod"):
+            return [scalar.const(self.dtype, int(self.op == "prod"))]
         if self.op in ("max", "argmax"):
             v = self._extreme(largest=False)
         else:
@@ -536,7 +512,7 @@ class _Combiner:
         (va, ia), (vc, ic) = a, c
         better = emit(b, "gt" if self.op == "argmax" else "lt", [vc, va], [dt, dt], "bool")
         tie = emit(b, "eq", [vc, va], [dt, dt], "bool")
-        if dt.startswith("float"):
+        if scalar.is_float(dt):
             nan_a = emit(b, "isnan", [va], [dt], "bool")
             nan_c = emit(b, "isnan", [vc], [dt], "bool")
             better = b.or_(b.and_(better, b.not_(nan_a)), b.and_(nan_c, b.not_(nan_a)))
@@ -545,6 +521,6 @@ class _Combiner:
         return [b.select(take, vc, va), b.select(take, ic, ia)]
 
 
-def lower(kernel: kir.Kernel, emit: ScalarEmitter, name: str) -> ir.Module:
+def lower(kernel: kir.Kernel, name: str) -> ir.Module:
     """Build the NVPTX LLVM module of ``kernel`` with entry point ``name``."""
-    return _Lowering(kernel, emit, name).build()
+    return _Lowering(kernel, name).build()
