@@ -1,0 +1,55 @@
+"""tracejit: eager tensors on the Array API, and a tracing JIT that fuses them into kernels.
+
+    import tracejit as tj
+    x = tj.asarray([[1.0, 2.0], [3.0, 4.0]])
+    y = tj.exp(x) * 2 + x.sum(axis=1, keepdims=True)      # eager, op by op
+
+    @tj.jit
+    def f(x):                                             # traced once, fused, compiled
+        return tj.tanh(x * 1.5).sum(axis=-1)
+"""
+from . import dtypes as _dtypes
+from .api import *  # noqa: F403
+from .api import __all__ as _api_all
+from .device import default_device, set_default_device
+from .dtypes import finfo, iinfo, isdtype, result_type
+from .errors import ConcretizationError, TracejitError, UnsupportedUnderJitError
+from .jit import Spec, explain, jit, spec
+from .tensor import Device, Tensor
+
+bool = _dtypes.bool_  # noqa: A001
+int8 = _dtypes.int8
+int16 = _dtypes.int16
+int32 = _dtypes.int32
+int64 = _dtypes.int64
+uint8 = _dtypes.uint8
+float16 = _dtypes.float16
+float32 = _dtypes.float32
+float64 = _dtypes.float64
+
+e = 2.718281828459045
+pi = 3.141592653589793
+inf = float("inf")
+nan = float("nan")
+newaxis = None
+
+__array_api_version__ = "2023.12"
+__version__ = "0.1.0"
+
+
+def can_cast(from_: object, to: object, /) -> "bool":  # type: ignore[valid-type]
+    """Array API ``can_cast``: whether promotion of ``from_`` and ``to`` gives ``to``."""
+    src = _dtypes.canonical(getattr(from_, "dtype", from_))
+    dst = _dtypes.canonical(to)
+    try:
+        return _dtypes.promote_types(src, dst) == dst
+    except TypeError:
+        return False
+
+
+__all__ = list(_api_all) + [
+    "Tensor", "Device", "jit", "spec", "Spec", "explain", "ConcretizationError", "TracejitError",
+    "UnsupportedUnderJitError", "default_device", "set_default_device", "finfo", "iinfo", "isdtype",
+    "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
+    "float64", "e", "pi", "inf", "nan", "newaxis",
+]

@@ -1,0 +1,97 @@
+"""Turning user inputs into tensors, and the promotion/broadcast prelude of elementwise ops."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import prims as P
+from ..tensor import Tensor
+
+PY_SCALARS = (bool, int, float)
+
+
+def is_scalar(x: Any) -> bool:
+    return isinstance(x, PY_SCALARS) or (isinstance(x, np.generic) and x.ndim == 0 and not
+                                         isinstance(x, np.ndarray))
+
+
+def as_tensor(x: Any, dtype: np.dtype | None = None) -> Tensor:
+    """A tensor for ``x`` (tensors pass through; arrays and nested lists become constants)."""
+    if isinstance(x, Tensor):
+        return x if dtype is None else P.cast(x, dtype)
+    if isinstance(x, np.generic):
+        x = np.asarray(x)
+    if isinstance(x, np.ndarray):
+        arr = x if dtype is None else x.astype(dtype)
+        if arr.dtype not in dt.ALL_DTYPES:
+            arr = arr.astype(dt.canonical(arr.dtype))
+        return P.constant(arr)
+    if dtype is None:
+        dtype = _infer_dtype(x)
+    return P.constant(np.asarray(x, dtype=dtype))
+
+
+def _infer_dtype(x: Any) -> np.dtype:
+    """Default dtype of Python data (lists of bools/ints/floats), by the standard's rules."""
+    flat = np.asarray(x)
+    if flat.dtype.kind == "b":
+        return dt.bool_
+    if flat.dtype.kind in "iu":
+        return dt.default_int
+    if flat.dtype.kind == "f":
+        return dt.default_float
+    if flat.dtype == object or flat.dtype.kind in "UO":
+        raise TypeError(f"cannot make a tensor from {type(x).__name__} data")
+    return dt.canonical(flat.dtype)
+
+
+def operands(op: str, *args: Any) -> list[Tensor]:
+    """Promote (weak Python scalars included) and broadcast ``args`` to one dtype and shape."""
+    strong = [a for a in args if not is_scalar(a)]
+    tensors = [a if isinstance(a, Tensor) else as_tensor(a) for a in strong]
+    if tensors:
+        dtype = dt.promote_types(*(t.dtype for t in tensors))
+        for a in args:
+            if is_scalar(a):
+                dtype = dt.weak_scalar_dtype(a, dtype)
+    else:
+        dtype = dt.promote_types(*(dt.scalar_dtype(a) for a in args))
+    it = iter(tensors)
+    full = [P.constant(np.asarray(a, dtype=dtype)) if is_scalar(a) else P.cast(next(it), dtype) for a in args]
+    shape = broadcast_shapes_for(op, *(t.shape for t in full))
+    return [P.broadcast_to(t, shape) for t in full]
+
+
+def broadcast_shapes_for(op: str, *shapes: Sequence[int]) -> tuple[int, ...]:
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for s in shapes:
+        for i, n in enumerate(s):
+            j = ndim - len(s) + i
+            if n != out[j] and n != 1 and out[j] != 1:
+                listed = " and ".join(str(tuple(x)) for x in shapes)
+                raise ValueError(f"{op}: shapes {listed} cannot be broadcast together "
+                                 f"(dim {j - ndim}: {out[j]} vs {n})")
+            if n != 1:
+                out[j] = n
+    return tuple(out)
+
+
+def normalize_axis(axis: int, ndim: int, op: str) -> int:
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: axis {axis} is out of range for a {ndim}-D tensor")
+    return axis % max(ndim, 1)
+
+
+def normalize_axes(axis: int | Sequence[int] | None, ndim: int, op: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    axes = tuple(sorted(normalize_axis(a, ndim, op) for a in axis))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return axes

@@ -1,0 +1,188 @@
+"""Creation functions of the Array API."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import prims as P
+from ..tensor import Device, Tensor
+from ._convert import _infer_dtype
+
+
+def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"negative dimensions are not allowed: {shape}")
+    return shape
+
+
+def _placed(t: Tensor, device: Any) -> Tensor:
+    if device is None:
+        from ..device import default_device
+        device = default_device()
+    device = Device.parse(device)
+    return t if t.device == device else t.to_device(device)
+
+
+def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None,
+            requires_grad: bool = False) -> Tensor:
+    """A tensor from a tensor, NumPy array, DLPack producer, Python scalar or nested sequence."""
+    want = None if dtype is None else dt.canonical(dtype)
+    if isinstance(obj, Tensor):
+        out = obj if want is None else P.cast(obj, want)
+        if copy and out is obj:
+            out = P.bind("constant", value=np.array(obj.numpy(), copy=True)) if not obj.is_tracer else \
+                P.add(obj, P.zeros_like(obj))
+        if copy is False and out is not obj:
+            raise ValueError("asarray(copy=False) would need a copy to change the dtype")
+    else:
+        if not isinstance(obj, np.ndarray) and hasattr(obj, "__dlpack__"):
+            obj = np.from_dlpack(obj)
+        if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+            arr = np.asarray(obj)
+            if want is None and arr.dtype not in dt.ALL_DTYPES:
+                want = dt.canonical(arr.dtype)
+        else:
+            if want is None:
+                want = _infer_dtype(obj)
+            if isinstance(obj, (list, tuple)):
+                obj = [np.asarray(o) if isinstance(o, Tensor) else o for o in obj]
+            arr = np.asarray(obj)
+        if copy is False and want is not None and arr.dtype != want:
+            raise ValueError("asarray(copy=False) would need a copy to change the dtype")
+        if want is not None and arr.dtype != want:
+            if dt.is_int(want) and arr.dtype.kind in "iu":
+                info = np.iinfo(want)
+                if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                    raise OverflowError(f"values out of range for {want.name}")
+            arr = arr.astype(want)
+        elif copy:
+            arr = arr.copy()
+        out = P.bind("constant", value=arr)
+    out = _placed(out, device) if device is not None else out
+    if requires_grad:
+        out.requires_grad = True
+    return out
+
+
+def full(shape: int | Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    if dtype is None:
+        dtype = dt.scalar_dtype(fill_value if not isinstance(fill_value, Tensor) else fill_value.item())
+    shape = _shape(shape)
+    dtype = dt.canonical(dtype)
+    arr = np.empty(shape, dtype=dtype)
+    arr.fill(fill_value)
+    return _placed(P.bind("constant", value=arr), device)
+
+
+def zeros(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
+    return full(shape, 0, dtype=dt.canonical(dtype or dt.default_float), device=device)
+
+
+def ones(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
+    return full(shape, 1, dtype=dt.canonical(dtype or dt.default_float), device=device)
+
+
+def empty(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
+    return zeros(shape, dtype=dtype, device=device)
+
+
+def _like(fn, x: Tensor, dtype: Any, device: Any, *args: Any) -> Tensor:
+    return fn(x.shape, *args, dtype=dtype or x.dtype, device=device or x.device)
+
+
+def zeros_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _like(zeros, x, dtype, device)
+
+
+def ones_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _like(ones, x, dtype, device)
+
+
+def empty_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _like(empty, x, dtype, device)
+
+
+def full_like(x: Tensor, /, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return full(x.shape, fill_value, dtype=dtype or x.dtype, device=device or x.device)
+
+
+def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """Evenly spaced values in ``[start, stop)``; integers give int64, any float the default float."""
+    if stop is None:
+        start, stop = 0, start
+    if step == 0:
+        raise ValueError("arange: step must not be zero")
+    if dtype is None:
+        is_f = any(isinstance(v, float) for v in (start, stop, step))
+        dtype = dt.default_float if is_f else dt.default_int
+    dtype = dt.canonical(dtype)
+    n = max(0, math.ceil((stop - start) / step))
+    arr = (start + step * np.arange(n, dtype=np.float64 if dt.is_float(dtype) else np.int64)).astype(dtype)
+    return _placed(P.bind("constant", value=arr), device)
+
+
+def linspace(start: Any, stop: Any, /, num: int, *, dtype: Any = None, device: Any = None,
+             endpoint: bool = True) -> Tensor:
+    dtype = dt.canonical(dtype or dt.default_float)
+    arr = np.linspace(start, stop, num, endpoint=endpoint, dtype=np.float64).astype(dtype)
+    return _placed(P.bind("constant", value=arr), device)
+
+
+def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
+        device: Any = None) -> Tensor:
+    dtype = dt.canonical(dtype or dt.default_float)
+    return _placed(P.bind("constant", value=np.eye(n_rows, n_cols, k=k, dtype=dtype)), device)
+
+
+def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
+    """A tensor sharing memory with a DLPack producer (NumPy, PyTorch, JAX, another tensor)."""
+    if isinstance(x, Tensor):
+        return x
+    arr = np.from_dlpack(x)
+    return asarray(arr, copy=copy, device=device)
+
+
+def meshgrid(*arrays: Tensor, indexing: str = "xy") -> list[Tensor]:
+    from .manipulation import broadcast_to, reshape
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
+    n = len(arrays)
+    sizes = [a.size for a in arrays]
+    if indexing == "xy" and n >= 2:
+        sizes[0], sizes[1] = sizes[1], sizes[0]
+    out = []
+    for i, a in enumerate(arrays):
+        view = [1] * n
+        axis = i
+        if indexing == "xy" and n >= 2 and i < 2:
+            axis = 1 - i
+        view[axis] = a.size
+        out.append(broadcast_to(reshape(a, tuple(view)), tuple(sizes)))
+    return out
+
+
+def _tri_mask(x: Tensor, k: int, upper: bool) -> Tensor:
+    from .elementwise import greater_equal, less_equal, subtract, where
+    rows, cols = x.shape[-2], x.shape[-1]
+    i = P.bind("iota", shape=(rows, cols), axis=0, dtype=dt.int64)
+    j = P.bind("iota", shape=(rows, cols), axis=1, dtype=dt.int64)
+    d = subtract(j, i)
+    keep = greater_equal(d, k) if upper else less_equal(d, k)
+    return where(keep, x, P.zeros_like(x) if x.ndim == 2 else 0)
+
+
+def tril(x: Tensor, /, *, k: int = 0) -> Tensor:
+    """Lower triangle of the last two dims (above diagonal ``k`` zeroed)."""
+    return _tri_mask(x, k, upper=False)
+
+
+def triu(x: Tensor, /, *, k: int = 0) -> Tensor:
+    """Upper triangle of the last two dims (below diagonal ``k`` zeroed)."""
+    return _tri_mask(x, k, upper=True)

@@ -1,0 +1,148 @@
+"""Indexing: basic indexing as views (slice + reshape), integer/boolean arrays through ``take``."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import prims as P
+from ..errors import ConcretizationError, user_frame
+from ..tensor import Tensor
+from ._convert import as_tensor, normalize_axis
+
+
+def _expand_key(key: Any, ndim: int) -> list[Any]:
+    key = list(key) if isinstance(key, tuple) else [key]
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    used = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if used > ndim:
+        raise IndexError(f"too many indices for a tensor of dimension {ndim}: {used}")
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key[i:i + 1] = [slice(None)] * (ndim - used)
+    else:
+        key += [slice(None)] * (ndim - used)
+    return key
+
+
+def _is_basic(k: Any) -> bool:
+    return k is None or isinstance(k, (slice, int, np.integer)) or (
+        isinstance(k, Tensor) and k.ndim == 0 and dt.is_int(k.dtype) and not k.is_tracer)
+
+
+def _basic_plan(shape: tuple[int, ...], key: list[Any]):
+    """(start, stop, step) per dim, the final shape, and whether any dim really is sliced."""
+    start, stop, step, out_shape = [], [], [], []
+    dim = 0
+    for k in key:
+        if k is None:
+            out_shape.append(1)
+            continue
+        n = shape[dim]
+        if isinstance(k, slice):
+            b, e, s = k.indices(n)
+            start.append(b)
+            stop.append(e)
+            step.append(s)
+            out_shape.append(len(range(b, e, s)))
+        else:
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {dim} with size {n}")
+            i %= n
+            start.append(i)
+            stop.append(i + 1)
+            step.append(1)
+        dim += 1
+    trivial = all(b == 0 and s == 1 and e == n for b, e, s, n in zip(start, stop, step, shape))
+    return tuple(start), tuple(stop), tuple(step), tuple(out_shape), trivial
+
+
+def getitem(x: Tensor, key: Any) -> Tensor:
+    """``x[key]``: ints, slices (any step), None, Ellipsis, integer arrays and boolean masks."""
+    if isinstance(key, (Tensor, np.ndarray, list)) or (
+            isinstance(key, tuple) and any(isinstance(k, (Tensor, np.ndarray, list)) and not _is_basic(k)
+                                           for k in key)):
+        return _advanced(x, key)
+    k = _expand_key(key, x.ndim)
+    start, stop, step, out_shape, trivial = _basic_plan(x.shape, k)
+    out = x if trivial else P.slice(x, start=start, stop=stop, step=step)
+    return out if out.shape == out_shape else P.reshape(out, shape=out_shape)
+
+
+def _advanced(x: Tensor, key: Any) -> Tensor:
+    if not isinstance(key, tuple):
+        key = (key,)
+    arrays = [i for i, k in enumerate(key) if not _is_basic(k) and k is not Ellipsis]
+    if len(arrays) != 1 or any(k is Ellipsis or k is None for k in key):
+        raise IndexError("tracejit supports one integer or boolean array in an index, with ints and slices "
+                         "around it; use take() for more")
+    pos = arrays[0]
+    idx = as_tensor(key[pos])
+    if dt.is_bool(idx.dtype):
+        if idx.is_tracer:
+            raise ConcretizationError(
+                f"boolean-mask indexing has a data-dependent shape and cannot be traced by jit\n"
+                f"  at {user_frame()}\nuse tracejit.where(mask, x, 0) instead, or run eagerly")
+        flat_axes = idx.ndim
+        before = getitem(x, tuple(key[:pos]) + (Ellipsis,)) if pos else x
+        lead = before.shape[:pos]
+        merged = P.reshape(before, shape=lead + (int(np.prod(before.shape[pos:pos + flat_axes])),)
+                           + before.shape[pos + flat_axes:])
+        nz = np.flatnonzero(idx.numpy()).astype(np.int64)
+        out = P.take(merged, P.constant(nz), axis=pos)
+        rest = key[pos + 1:]
+        return getitem(out, (slice(None),) * (pos + 1) + tuple(rest)) if rest else out
+    if not dt.is_int(idx.dtype):
+        raise IndexError(f"arrays used as indices must be integer or boolean, got {idx.dtype.name}")
+    head = getitem(x, tuple(key[:pos]) + (Ellipsis,)) if pos else x
+    axis = sum(1 for k in key[:pos] if isinstance(k, slice))
+    n = head.shape[axis]
+    idx = P.bind("mod", idx, P.full(idx.shape, n, idx.dtype)) if not idx.is_tracer and idx.size and \
+        int(np.min(idx.numpy())) < 0 and int(np.min(idx.numpy())) >= -n else idx
+    out = P.take(head, idx, axis=axis)
+    rest = key[pos + 1:]
+    if rest:
+        out = getitem(out, (slice(None),) * (axis + idx.ndim) + tuple(rest))
+    return out
+
+
+def take(x: Tensor, indices: Tensor, /, *, axis: int | None = None) -> Tensor:
+    """Elements of ``x`` at integer ``indices`` along ``axis`` (Array API ``take``)."""
+    x = as_tensor(x)
+    if axis is None:
+        if x.ndim != 1:
+            raise ValueError(f"take: axis is required for a {x.ndim}-D tensor")
+        axis = 0
+    return P.take(x, as_tensor(indices), axis=normalize_axis(axis, x.ndim, "take"))
+
+
+def setitem(x: Tensor, key: Any, value: Any) -> None:
+    """``x[key] = value``: in place on eager tensors; a functional update when traced."""
+    if not x.is_tracer and not (isinstance(value, Tensor) and value.is_tracer):
+        from ..tracing import current_trace
+        if current_trace() is None:
+            npkey = tuple(k.numpy() if isinstance(k, Tensor) else k for k in key) if isinstance(key, tuple) \
+                else (key.numpy() if isinstance(key, Tensor) else key)
+            v = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+            x._value[npkey] = v.astype(x.dtype, copy=False)
+            return
+    k = _expand_key(key, x.ndim)
+    if not all(_is_basic(i) for i in k):
+        raise NotImplementedError("under jit, x[key] = value supports ints, slices, None and Ellipsis in key")
+    k = [i for i in k if i is not None]
+    start, stop, step, _, _ = _basic_plan(x.shape, k)
+    slice_shape = tuple(len(range(b, e, s)) for b, e, s in zip(start, stop, step))
+    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float)) else
+               P.constant(np.asarray(value, dtype=x.dtype)), x.dtype)
+    v = P.broadcast_to(P.reshape(v, shape=tuple(n for n in v.shape)) if v.ndim else v,
+                       _squeezed_target(v, slice_shape, k))
+    v = P.reshape(v, shape=slice_shape) if v.shape != slice_shape else v
+    x._assign(P.slice_scatter(x, v, start=start, stop=stop, step=step))
+
+
+def _squeezed_target(v: Tensor, slice_shape: tuple[int, ...], key: list[Any]) -> tuple[int, ...]:
+    """The shape ``value`` must broadcast to: the slice's shape without the int-indexed dims."""
+    return tuple(n for n, k in zip(slice_shape, key) if isinstance(k, slice))

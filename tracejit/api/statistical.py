@@ -1,0 +1,115 @@
+"""Reductions: statistical and searching functions of the Array API."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .. import dtypes as dt
+from .. import prims as P
+from ..tensor import Tensor
+from ._convert import as_tensor, normalize_axes, normalize_axis
+
+Axis = int | Sequence[int] | None
+
+
+def _finish(r: Tensor, x: Tensor, axes: tuple[int, ...], keepdims: bool) -> Tensor:
+    if keepdims:
+        return r
+    return P.reshape(r, shape=tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def _reduce(prim: str, x: Tensor, axis: Axis, keepdims: bool, dtype: Any = None) -> Tensor:
+    x = as_tensor(x)
+    axes = normalize_axes(axis, x.ndim, prim)
+    if dtype is not None:
+        x = P.cast(x, dt.canonical(dtype))
+    if not axes:
+        return x
+    return _finish(P.bind(prim, x, axes=axes), x, axes, keepdims)
+
+
+def _sum_dtype(x: Tensor) -> Any:
+    # the standard: sums of small ints accumulate in the default int; bool counts as int
+    if dt.is_bool(x.dtype) or (dt.is_int(x.dtype) and x.dtype.itemsize < 8):
+        return dt.int64
+    return None
+
+
+def sum(x: Tensor, /, *, axis: Axis = None, dtype: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    x = as_tensor(x)
+    return _reduce("reduce_sum", x, axis, keepdims, dtype or _sum_dtype(x))
+
+
+def prod(x: Tensor, /, *, axis: Axis = None, dtype: Any = None, keepdims: bool = False) -> Tensor:
+    x = as_tensor(x)
+    return _reduce("reduce_prod", x, axis, keepdims, dtype or _sum_dtype(x))
+
+
+def max(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _reduce("reduce_max", x, axis, keepdims)
+
+
+def min(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _reduce("reduce_min", x, axis, keepdims)
+
+
+def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    x = as_tensor(x)
+    if not dt.is_float(x.dtype):
+        raise TypeError(f"mean needs a floating-point dtype, got {x.dtype.name}")
+    axes = normalize_axes(axis, x.ndim, "mean")
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    s = sum(x, axis=axes, keepdims=keepdims)
+    return P.mul(s, P.full(s.shape, 1.0 / count if count else float("nan"), s.dtype))
+
+
+def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:
+    """Variance, as mean of squared deviations (two passes; fuses into row kernels)."""
+    x = as_tensor(x)
+    axes = normalize_axes(axis, x.ndim, "var")
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    mu = mean(x, axis=axes, keepdims=True)
+    d = P.sub(x, P.broadcast_to(mu, x.shape))
+    ss = sum(P.mul(d, d), axis=axes, keepdims=keepdims)
+    denom = count - correction
+    return P.mul(ss, P.full(ss.shape, 1.0 / denom if denom > 0 else float("nan"), ss.dtype))
+
+
+def std(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:
+    return P.sqrt(var(x, axis=axis, correction=correction, keepdims=keepdims))
+
+
+def _arg(prim: str, x: Tensor, axis: int | None, keepdims: bool) -> Tensor:
+    x = as_tensor(x)
+    if axis is None:
+        flat = P.reshape(x, shape=(x.size,)) if x.ndim != 1 else x
+        r = P.bind(prim, flat, axes=(0,))
+        return P.reshape(r, shape=(1,) * x.ndim if keepdims else ())
+    ax = normalize_axis(axis, x.ndim, prim)
+    return _finish(P.bind(prim, x, axes=(ax,)), x, (ax,), keepdims)
+
+
+def argmax(x: Tensor, /, *, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    return _arg("argmax", x, axis, keepdims)
+
+
+def argmin(x: Tensor, /, *, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    return _arg("argmin", x, axis, keepdims)
+
+
+def all(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """True where no element along ``axis`` is false (True for an empty reduction)."""
+    x = as_tensor(x)
+    false_count = sum(P.cast(P.logical_not(P.cast(x, dt.bool_)), dt.int64), axis=axis, keepdims=keepdims)
+    return P.eq(false_count, P.zeros_like(false_count))
+
+
+def any(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """True where some element along ``axis`` is true (False for an empty reduction)."""
+    x = as_tensor(x)
+    true_count = sum(P.cast(P.cast(x, dt.bool_), dt.int64), axis=axis, keepdims=keepdims)
+    return P.gt(true_count, P.zeros_like(true_count))

@@ -1,0 +1,179 @@
+"""Data types and the type-promotion rules (Python Array API standard, 2023.12).
+
+Dtypes are NumPy dtype objects, so ``tj.float32 == np.float32`` and NumPy interop needs no
+translation.  Promotion follows the standard's table within a kind.  Where the standard
+leaves mixed kinds to the implementation, tracejit follows PyTorch: ``bool`` with a number
+takes the number's type, an integer with a float takes the float's type (so float32 data
+stays float32).  Python scalars are *weakly typed*: they take the tensor's dtype when the
+kinds are compatible (``x_f32 * 2.0`` is float32, ``x_i8 + 1`` is int8), else the default
+dtype of their kind.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+bool_ = np.dtype("bool")  # exported as ``tracejit.bool``
+int8 = np.dtype("int8")
+int16 = np.dtype("int16")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+uint8 = np.dtype("uint8")
+float16 = np.dtype("float16")
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+
+ALL_DTYPES = (bool_, int8, int16, int32, int64, uint8, float16, float32, float64)
+INT_DTYPES = (int8, int16, int32, int64, uint8)
+FLOAT_DTYPES = (float16, float32, float64)
+NUMERIC_DTYPES = INT_DTYPES + FLOAT_DTYPES
+
+default_float = float32
+default_int = int64
+
+DType = np.dtype
+
+
+def is_float(dt: np.dtype) -> bool:
+    return dt.kind == "f"
+
+
+def is_int(dt: np.dtype) -> bool:
+    return dt.kind in "iu"
+
+
+def is_bool(dt: np.dtype) -> bool:
+    return dt.kind == "b"
+
+
+def canonical(dtype: Any) -> np.dtype:
+    """Turn a user's dtype spelling into one of ours, or raise naming it."""
+    if dtype is float:
+        return default_float
+    if dtype is int:
+        return default_int
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"data type not understood: {dtype!r}") from None
+    if dt not in ALL_DTYPES:
+        supported = ", ".join(d.name for d in ALL_DTYPES)
+        raise TypeError(f"unsupported data type {dt.name}; tracejit supports {supported}")
+    return dt
+
+
+def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
+    if a == b:
+        return a
+    if is_bool(a):
+        return b
+    if is_bool(b):
+        return a
+    if is_float(a) and is_float(b):
+        return a if a.itemsize >= b.itemsize else b
+    if is_float(a):
+        return a
+    if is_float(b):
+        return b
+    # both integers: the standard's table (uint8 with a signed type widens to fit)
+    if a.kind == b.kind:
+        return a if a.itemsize >= b.itemsize else b
+    signed, unsigned = (a, b) if a.kind == "i" else (b, a)
+    if signed.itemsize > unsigned.itemsize:
+        return signed
+    return np.dtype(f"int{min(unsigned.itemsize * 2, 8) * 8}")
+
+
+def promote_types(*dtypes: np.dtype) -> np.dtype:
+    """The dtype that every one of ``dtypes`` converts to (strongly typed operands only)."""
+    if not dtypes:
+        raise ValueError("promote_types needs at least one dtype")
+    out = dtypes[0]
+    for d in dtypes[1:]:
+        out = _promote_pair(out, d)
+    return out
+
+
+def scalar_dtype(value: Any) -> np.dtype:
+    """The default dtype of a Python scalar taken on its own."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool_
+    if isinstance(value, (int, np.integer)):
+        return default_int
+    if isinstance(value, (float, np.floating)):
+        return default_float
+    raise TypeError(f"expected a bool, int or float scalar, got {type(value).__name__}")
+
+
+def weak_scalar_dtype(value: Any, strong: np.dtype) -> np.dtype:
+    """The dtype a Python scalar takes next to a tensor of dtype ``strong``."""
+    if isinstance(value, (bool, np.bool_)):
+        return strong
+    if isinstance(value, (int, np.integer)):
+        if is_bool(strong):
+            return default_int
+        if is_int(strong):
+            info = np.iinfo(strong)
+            if not info.min <= value <= info.max:
+                raise OverflowError(f"Python integer {value} out of bounds for {strong.name}")
+        return strong
+    if isinstance(value, (float, np.floating)):
+        return strong if is_float(strong) else default_float
+    raise TypeError(f"expected a bool, int or float scalar, got {type(value).__name__}")
+
+
+def result_type(*items: Any) -> np.dtype:
+    """Array API ``result_type``: dtypes, tensors and (weak) Python scalars."""
+    strong = [canonical(getattr(i, "dtype", i)) for i in items if not _is_py_scalar(i)]
+    weak = [i for i in items if _is_py_scalar(i)]
+    if not strong:
+        if not weak:
+            raise ValueError("result_type needs at least one argument")
+        return promote_types(*(scalar_dtype(w) for w in weak))
+    out = promote_types(*strong)
+    for w in weak:
+        out = weak_scalar_dtype(w, out)
+    return out
+
+
+def _is_py_scalar(x: Any) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+def finfo(dtype: Any) -> Any:
+    """Array API ``finfo`` (bits, eps, max, min, smallest_normal, dtype)."""
+    dt = canonical(getattr(dtype, "dtype", dtype))
+    if not is_float(dt):
+        raise TypeError(f"finfo needs a floating-point dtype, got {dt.name}")
+    return np.finfo(dt)
+
+
+def iinfo(dtype: Any) -> Any:
+    """Array API ``iinfo`` (bits, max, min, dtype)."""
+    dt = canonical(getattr(dtype, "dtype", dtype))
+    if not is_int(dt):
+        raise TypeError(f"iinfo needs an integer dtype, got {dt.name}")
+    return np.iinfo(dt)
+
+
+def isdtype(dtype: Any, kind: Any) -> bool:
+    """Array API ``isdtype``."""
+    dt = canonical(dtype)
+    if isinstance(kind, tuple):
+        return any(isdtype(dt, k) for k in kind)
+    if isinstance(kind, str):
+        kinds = {
+            "bool": is_bool(dt),
+            "signed integer": dt.kind == "i",
+            "unsigned integer": dt.kind == "u",
+            "integral": is_int(dt),
+            "real floating": is_float(dt),
+            "complex floating": False,
+            "numeric": not is_bool(dt),
+        }
+        if kind not in kinds:
+            raise ValueError(f"unknown dtype kind {kind!r}")
+        return kinds[kind]
+    return dt == canonical(kind)
+

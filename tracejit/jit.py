@@ -1,0 +1,322 @@
+"""``jit``: trace a Python function once per signature, optimize the graph, run it compiled.
+
+The trace cache key is the argument tree structure, each tensor's (shape, dtype, device) and
+the static arguments' values.  Compiled kernels are cached separately by structure (see
+``tracejit.compiler``), so a new batch size costs a re-trace, not a new LLVM compile.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import dtypes as dt
+from . import passes
+from .errors import TracejitError
+from .graph import Graph
+from .ops import AVal
+from .pytree import flatten, unflatten
+from .tensor import CPU, Device, Tensor
+from .tracing import Trace, current_trace, tracing
+
+log = logging.getLogger("tracejit.jit")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Shape, dtype and device of an argument, for ``lower``/``explain`` without data."""
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    device: Device = CPU
+
+    @property
+    def aval(self) -> AVal:
+        return AVal(self.shape, self.dtype)
+
+
+def spec(shape: Sequence[int], dtype: Any = None, device: Any = "cpu") -> Spec:
+    return Spec(tuple(int(s) for s in shape), dt.canonical(dtype or dt.default_float), Device.parse(device))
+
+
+def _is_leaf(x: Any) -> bool:
+    return isinstance(x, (Tensor, Spec, np.ndarray))
+
+
+def _signature(leaf: Any) -> Any:
+    if isinstance(leaf, Tensor):
+        return (leaf.shape, leaf.dtype, leaf.device)
+    if isinstance(leaf, Spec):
+        return (leaf.shape, leaf.dtype, leaf.device)
+    if isinstance(leaf, np.ndarray):
+        return (leaf.shape, dt.canonical(leaf.dtype), CPU)
+    if isinstance(leaf, (bool, int, float)):
+        return ("scalar", type(leaf))
+    raise TypeError(f"jit: argument leaf of type {type(leaf).__name__} is not a tensor, array or Python "
+                    f"scalar; pass it through static_argnames/static_argnums")
+
+
+def _leaf_aval(leaf: Any) -> tuple[AVal, Device]:
+    if isinstance(leaf, (Tensor, Spec)):
+        return AVal(leaf.shape, leaf.dtype), leaf.device
+    if isinstance(leaf, np.ndarray):
+        return AVal(leaf.shape, dt.canonical(leaf.dtype)), CPU
+    return AVal((), dt.scalar_dtype(leaf)), CPU
+
+
+def _leaf_array(leaf: Any, aval: AVal) -> np.ndarray:
+    if isinstance(leaf, Tensor):
+        a = leaf._value if leaf._trace is None else leaf._concrete("jit argument")
+    else:
+        a = np.asarray(leaf, dtype=aval.dtype)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+@dataclass
+class Traced:
+    """One trace: the optimized graph and how its inputs and outputs map to Python values."""
+    graph: Graph
+    in_avals: list[AVal]
+    captures: list[Tensor]
+    out_tree: Any
+    out_is_tensor: list[bool]
+    out_static: list[Any]
+    n_outputs: int                          # graph outputs that are user results
+    writebacks: list[Any]                   # (target, graph output index): target is an arg index or Tensor
+    pass_stats: dict[str, int] = field(default_factory=dict)
+
+
+def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[int | str, Any],
+                   ) -> Traced:
+    trace = Trace()
+    with tracing(trace):
+        avals = [_leaf_aval(leaf) for leaf in leaves]
+        tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
+        input_nodes = [t._node for t in tracers]
+        args, kwargs = unflatten(treedef, tracers)
+        args = list(args)
+        for k, v in sorted((k, v) for k, v in static.items() if isinstance(k, int)):
+            args.insert(k, v)
+        kwargs.update({k: v for k, v in static.items() if isinstance(k, str)})
+        try:
+            out = fn(*args, **kwargs)
+            out_leaves, out_tree = flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
+            out_is_tensor = [isinstance(x, Tensor) for x in out_leaves]
+            out_nodes = [trace.node_of(x) for x in out_leaves if isinstance(x, Tensor)]
+        finally:
+            mutated = trace.finish()
+    g = trace.graph
+    g.outputs = list(out_nodes)
+    writebacks: list[Any] = []
+    for i, (t, start) in enumerate(zip(tracers, input_nodes)):
+        if t._node != start:
+            writebacks.append((i, len(g.outputs)))
+            g.outputs.append(t._node)
+    for t, node in mutated:
+        writebacks.append((t, len(g.outputs)))
+        g.outputs.append(node)
+    stats = passes.optimize(g)
+    return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
+                  [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
+                  stats)
+
+
+def _default_backend() -> str:
+    return os.environ.get("TRACEJIT_BACKEND", "llvm")
+
+
+class CompiledEntry:
+    """A trace plus its executable: the object a cache hit runs."""
+
+    def __init__(self, traced: Traced, backend: str, device: Device) -> None:
+        self.traced = traced
+        self.backend = backend
+        self.device = device
+        if backend == "interpret":
+            from .interpret import Interpreter
+            self.executable: Any = Interpreter(traced.graph)
+        elif backend == "llvm":
+            from .compiler import compile_graph
+            self.executable = compile_graph(traced.graph, device)
+        else:
+            raise ValueError(f"unknown backend {backend!r}; use 'llvm' or 'interpret'")
+        self._writeback_args = [(i, k) for i, k in traced.writebacks if isinstance(i, int)]
+        self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, Tensor)]
+
+    def run(self, leaves: list[Any]) -> Any:
+        tr = self.traced
+        arrays = [_leaf_array(x, a) for x, a in zip(leaves, tr.in_avals)]
+        arrays += [c._value for c in tr.captures]
+        outs = self.executable(arrays)
+        for i, k in self._writeback_args:
+            np.copyto(leaves[i]._value, outs[k])
+        for t, k in self._writeback_captures:
+            np.copyto(t._value, outs[k])
+        results, it = [], iter(outs[:tr.n_outputs])
+        for is_t, static in zip(tr.out_is_tensor, tr.out_static):
+            results.append(Tensor._from_array(next(it), self.device) if is_t else static)
+        return unflatten(tr.out_tree, results)
+
+
+class Jitted:
+    """A function compiled on first call for each new argument signature."""
+
+    def __init__(self, fn: Callable, static_argnums: Sequence[int] = (), static_argnames: Sequence[str] = (),
+                 backend: str | None = None) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.backend = backend
+        sig = None
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            pass
+        params = list(sig.parameters) if sig else []
+        self.static_argnums = set(static_argnums)
+        self.static_argnames = set(static_argnames)
+        for name in static_argnames:   # a static name may also be passed positionally
+            if name in params:
+                self.static_argnums.add(params.index(name))
+        self._params = params
+        self._cache: dict[Any, CompiledEntry] = {}
+        self._lock = threading.Lock()
+        self._stats = {"traces": 0, "hits": 0}
+
+    def _split(self, args: tuple, kwargs: dict) -> tuple[list, Any, dict, tuple]:
+        static: dict[int | str, Any] = {}
+        dyn_args = []
+        for i, a in enumerate(args):
+            if i in self.static_argnums:
+                static[i] = a
+            else:
+                dyn_args.append(a)
+        dyn_kwargs = {}
+        for k, v in kwargs.items():
+            if k in self.static_argnames:
+                static[k] = v
+            else:
+                dyn_kwargs[k] = v
+        leaves, treedef = flatten((tuple(dyn_args), dyn_kwargs), is_leaf=_is_leaf)
+        try:
+            static_key = tuple(sorted(static.items(), key=lambda kv: repr(kv[0])))
+            hash(static_key)
+        except TypeError:
+            raise TypeError(f"jit({self.__name__}): static arguments must be hashable, got "
+                            f"{ {k: type(v).__name__ for k, v in static.items()} }") from None
+        return leaves, treedef, static, static_key
+
+    def _entry(self, leaves: list, treedef: Any, static: dict, static_key: tuple,
+               backend: str | None = None) -> CompiledEntry:
+        devices = {d for d in (_leaf_aval(x)[1] for x in leaves)}
+        if len(devices) > 1:
+            raise ValueError(f"jit({self.__name__}): arguments are on different devices: "
+                             f"{', '.join(sorted(map(str, devices)))}")
+        backend = backend or self.backend or _default_backend()
+        key = (treedef, tuple(_signature(x) for x in leaves), static_key, backend)
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._stats["hits"] += 1
+            return entry
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                if self._stats["traces"]:
+                    log.info("recompiling %s for %s", self.__name__, key[1])
+                traced = trace_function(self.fn, leaves, treedef, static)
+                entry = CompiledEntry(traced, backend, devices.pop() if devices else CPU)
+                self._cache[key] = entry
+                self._stats["traces"] += 1
+        return entry
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if current_trace() is not None:     # called from inside another trace: inline it
+            return self.fn(*args, **kwargs)
+        leaves, treedef, static, static_key = self._split(args, kwargs)
+        return self._entry(leaves, treedef, static, static_key).run(leaves)
+
+    def lower(self, *args: Any, device: Any = None, backend: str | None = None, **kwargs: Any) -> Lowered:
+        """Trace and compile for the given arguments or :func:`spec`\\ s without running."""
+        if device is not None:
+            d = Device.parse(device)
+            args, kwargs = _with_device((args, kwargs), d)
+        leaves, treedef, static, static_key = self._split(args, kwargs)
+        return Lowered(self._entry(leaves, treedef, static, static_key, backend))
+
+    def explain(self, *args: Any, **kwargs: Any) -> Any:
+        """The graph, fusion groups and why each boundary is there, kernels and generated code."""
+        from .explain import Explanation
+        return Explanation(self.lower(*args, **kwargs).entry)
+
+    def cache_info(self) -> dict[str, Any]:
+        """Traces, trace-cache hits, and kernel cache statistics."""
+        info = dict(self._stats, entries=len(self._cache))
+        try:
+            from .compiler import kernel_cache_stats
+            info.update(kernel_cache_stats())
+        except ImportError:
+            pass
+        return info
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+def _with_device(tree: Any, device: Device) -> Any:
+    leaves, td = flatten(tree, is_leaf=_is_leaf)
+    return unflatten(td, [Spec(x.shape, x.dtype, device) if isinstance(x, (Spec, Tensor)) else x
+                          for x in leaves])
+
+
+class Lowered:
+    """The result of :meth:`Jitted.lower`: the optimized graph and the compiled kernels."""
+
+    def __init__(self, entry: CompiledEntry) -> None:
+        self.entry = entry
+
+    @property
+    def graph(self) -> Graph:
+        return self.entry.traced.graph
+
+    @property
+    def kernels(self) -> list[Any]:
+        return list(getattr(self.entry.executable, "kernels", []))
+
+    def as_text(self) -> str:
+        return self.graph.format()
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+
+def jit(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), backend: str | None = None) -> Any:
+    """Compile ``fn``: trace it once per argument signature, fuse, and run generated kernels.
+
+    Usable as ``@jit``, ``@jit(static_argnames=("n",))`` or ``jit(f, ...)``.
+    ``backend``: ``"llvm"`` (default; CPU machine code or PTX) or ``"interpret"`` (the reference
+    executor, op by op through NumPy).
+    """
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    if isinstance(static_argnames, str):
+        static_argnames = (static_argnames,)
+
+    def wrap(f: Callable) -> Jitted:
+        return Jitted(f, static_argnums, static_argnames, backend)
+
+    return wrap if fn is None else wrap(fn)
+
+
+def explain(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``tj.explain(f, *args)``: like ``jit(f).explain(*args)``."""
+    f = fn if isinstance(fn, Jitted) else jit(fn)
+    return f.explain(*args, **kwargs)
+
+
+__all__ = ["jit", "spec", "Spec", "Jitted", "Lowered", "explain", "TracejitError"]

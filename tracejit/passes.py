@@ -1,0 +1,206 @@
+"""Graph passes: dead-code elimination, CSE, constant folding and algebraic simplification.
+
+Floating-point semantics are kept, with one documented exception: ``x + 0`` and ``x - 0``
+fold to ``x`` for floats too, which keeps a ``-0.0`` that IEEE addition would turn into
+``+0.0``.  ``x - x`` and ``x * 0`` fold only for integers (``inf - inf`` and ``nan * 0`` are
+nan), and nothing is reassociated.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import networkx as nx
+import numpy as np
+
+from . import dtypes as dt
+from .graph import Graph, freeze
+from .ops import PRIMS, AVal
+
+FOLD_LIMIT = 4096   # fold only results this small (or no larger than the constants they read)
+
+
+def dce(g: Graph) -> int:
+    """Remove nodes that no output depends on (graph inputs are kept: they are the signature)."""
+    live = set(g.outputs) | set(g.inputs)
+    for o in g.outputs:
+        live |= nx.ancestors(g.g, o)
+    dead = [n for n in g.g if n not in live]
+    g.g.remove_nodes_from(dead)
+    return len(dead)
+
+
+def cse(g: Graph) -> int:
+    """Merge nodes computing the same op on the same inputs with the same params."""
+    seen: dict[tuple, int] = {}
+    merged = 0
+    for nid in g.topo():
+        n = g.node(nid)
+        if n.op == "input":
+            continue
+        key = (n.op, n.inputs, freeze(n.params))
+        other = seen.get(key)
+        if other is None:
+            seen[key] = nid
+        else:
+            g.replace_all_uses(nid, other)
+            merged += 1
+    dce(g)
+    return merged
+
+
+def constant_value(g: Graph, nid: int) -> np.ndarray | None:
+    """The value of a node built only from constants through views, else None."""
+    n = g.node(nid)
+    if n.op == "constant":
+        return n.params["value"]
+    if n.op in ("reshape", "expand", "permute", "slice") and g.node(n.inputs[0]).op in (
+            "constant", "reshape", "expand", "permute", "slice"):
+        inner = constant_value(g, n.inputs[0])
+        return None if inner is None else PRIMS[n.op].impl(inner, **n.params)
+    return None
+
+
+def _uniform(g: Graph, nid: int) -> float | int | bool | None:
+    """The single value of a node that is one constant broadcast everywhere, else None."""
+    v = constant_value(g, nid)
+    if v is None or v.size == 0:
+        return None
+    first = v.reshape(-1)[0]
+    if not np.all(v == first) or (isinstance(first, np.floating) and np.isnan(first)):
+        return None
+    return first.item()
+
+
+def fold_constants(g: Graph) -> int:
+    """Evaluate ops whose inputs are all constants, when the result stays small."""
+    folded = 0
+    for nid in g.topo():
+        n = g.node(nid)
+        prim = PRIMS.get(n.op)
+        if prim is None or prim.kind in ("source", "host") or n.op in ("expand",) or not n.inputs:
+            continue
+        values = [constant_value(g, i) for i in n.inputs]
+        if any(v is None for v in values):
+            continue
+        size = int(np.prod(n.shape, dtype=np.int64))
+        if size > FOLD_LIMIT and size > max(v.size for v in values):
+            continue
+        if all(g.node(i).op != "constant" for i in n.inputs) and prim.kind == "movement":
+            continue  # views of constants stay views
+        out = np.ascontiguousarray(prim.impl(*values, **n.params))
+        new = g.add("constant", (), {"value": out}, AVal(out.shape, out.dtype))
+        g.replace_all_uses(nid, new)
+        folded += 1
+    dce(g)
+    return folded
+
+
+def _same_as(g: Graph, nid: int, other: int) -> int | None:
+    return other if g.node(other).aval == g.node(nid).aval else None
+
+
+def _rule_identity_operand(g: Graph, nid: int) -> int | None:
+    n = g.node(nid)
+    if n.op not in ("add", "sub", "mul", "div", "or", "and", "xor"):
+        return None
+    a, b = n.inputs
+    ua, ub = _uniform(g, a), _uniform(g, b)
+    if n.op in ("add", "or", "xor"):
+        if ub is not None and ub == 0:
+            return _same_as(g, nid, a)
+        if ua is not None and ua == 0:
+            return _same_as(g, nid, b)
+    if n.op == "sub" and ub is not None and ub == 0:
+        return _same_as(g, nid, a)
+    if n.op in ("mul", "div") and ub is not None and ub == 1 and not dt.is_bool(n.dtype):
+        return _same_as(g, nid, a)
+    if n.op == "mul" and ua is not None and ua == 1 and not dt.is_bool(n.dtype):
+        return _same_as(g, nid, b)
+    if n.op == "and" and dt.is_bool(n.dtype):
+        if ub is True:
+            return _same_as(g, nid, a)
+        if ua is True:
+            return _same_as(g, nid, b)
+    return None
+
+
+def _zeros(g: Graph, nid: int) -> int:
+    n = g.node(nid)
+    c = g.add("constant", (), {"value": np.zeros((), n.dtype)}, AVal((), n.dtype))
+    r = g.add("reshape", (c,), {"shape": (1,) * len(n.shape)}, AVal((1,) * len(n.shape), n.dtype))
+    return g.add("expand", (r,), {"shape": n.shape}, n.aval) if n.shape else c
+
+
+def _rule_integer_zero(g: Graph, nid: int) -> int | None:
+    n = g.node(nid)
+    if not dt.is_int(n.dtype):
+        return None
+    if n.op == "sub" and n.inputs[0] == n.inputs[1]:
+        return _zeros(g, nid)
+    if n.op == "mul" and any(_uniform(g, i) == 0 for i in n.inputs):
+        return _zeros(g, nid)
+    return None
+
+
+def _rule_involution(g: Graph, nid: int) -> int | None:
+    n = g.node(nid)
+    if n.op in ("neg", "logical_not", "bitwise_invert"):
+        inner = g.node(n.inputs[0])
+        if inner.op == n.op:
+            return inner.inputs[0]
+    return None
+
+
+def _rule_movement(g: Graph, nid: int) -> int | None:
+    n = g.node(nid)
+    src = n.inputs[0] if n.inputs else None
+    if n.op in ("reshape", "expand") and g.node(src).shape == n.shape:
+        return src
+    if n.op == "cast" and g.node(src).dtype == n.dtype:
+        return src
+    if n.op == "permute" and n.params["perm"] == tuple(range(len(n.shape))):
+        return src
+    if n.op == "slice":
+        s = g.node(src).shape
+        p = n.params
+        if all(b == 0 and e == k and st == 1 for b, e, st, k in zip(p["start"], p["stop"], p["step"], s)):
+            return src
+    inner = g.node(src) if src is not None else None
+    if n.op == "reshape" and inner.op == "reshape":
+        return g.add("reshape", inner.inputs, {"shape": n.shape}, n.aval)
+    if n.op == "permute" and inner.op == "permute":
+        perm = tuple(inner.params["perm"][p] for p in n.params["perm"])
+        return g.add("permute", inner.inputs, {"perm": perm}, n.aval)
+    return None
+
+
+RULES: list[Callable[[Graph, int], int | None]] = [
+    _rule_identity_operand, _rule_integer_zero, _rule_involution, _rule_movement]
+
+
+def simplify(g: Graph) -> int:
+    """Apply the algebraic rules until nothing changes."""
+    total = 0
+    changed = True
+    while changed:
+        changed = False
+        for nid in g.topo():
+            if nid not in g or g.node(nid).op == "input":
+                continue
+            for rule in RULES:
+                new = rule(g, nid)
+                if new is not None and new != nid:
+                    g.replace_all_uses(nid, new)
+                    total += 1
+                    changed = True
+                    break
+        dce(g)
+    return total
+
+
+def optimize(g: Graph) -> dict[str, int]:
+    """The standard pipeline; returns how much each pass changed (for logging and explain)."""
+    stats = {"dce": dce(g), "simplify": simplify(g), "fold": fold_constants(g), "cse": cse(g)}
+    stats["simplify"] += simplify(g)
+    g.verify()
+    return stats

@@ -1,0 +1,110 @@
+"""Binding primitives: the single path every op takes, eager or traced.
+
+:func:`bind` applies the op table's shape/dtype rule, then either records the op in the
+active trace (static mode) or runs its NumPy reference (dynamic mode), and finally lets
+autograd record it on the tape.  The functions named after each primitive (``prims.add``,
+``prims.reduce_sum``, …) are thin calls of :func:`bind`; the public API and the VJPs use them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import dtypes as dt
+from . import tracing
+from .ops import PRIMS
+from .tensor import Tensor, check_same_device
+
+
+def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
+    prim = PRIMS[name]
+    aval = prim.infer(*(x.aval for x in inputs), **params)
+    trace = tracing.current_trace()
+    if trace is not None:
+        out = trace.record(prim, inputs, params, aval)
+    else:
+        for x in inputs:
+            if x._trace is not None:
+                raise tracing.leaked_tracer_error(x)
+        device = check_same_device(name, inputs)
+        value = prim.impl(*(x._value for x in inputs), **params)
+        out = Tensor._from_array(np.asarray(value), device)
+    if tracing.grad_enabled() and prim.vjp is not None and any(x.requires_grad for x in inputs):
+        from . import autograd
+        autograd.record(out, prim, inputs, params)
+    return out
+
+
+def _make(name: str):
+    def call(*inputs: Tensor, **params: Any) -> Tensor:
+        return bind(name, *inputs, **params)
+    call.__name__ = name
+    call.__doc__ = f"The ``{name}`` primitive (see tracejit.ops)."
+    return call
+
+
+for _name in PRIMS:
+    globals()[_name] = _make(_name)
+
+
+# ---------------------------------------------------------------------------- small composites
+# used by VJPs and the API layer; each is a couple of primitives
+
+def constant(value: Any, dtype: np.dtype | None = None) -> Tensor:
+    arr = np.asarray(value, dtype=dtype)
+    return bind("constant", value=arr)
+
+
+def full(shape: tuple[int, ...], value: Any, dtype: np.dtype) -> Tensor:
+    c = constant(np.asarray(value, dtype=dtype))
+    if not shape:
+        return c
+    return bind("expand", bind("reshape", c, shape=(1,) * len(shape)), shape=tuple(shape))
+
+
+def full_like(x: Tensor, value: Any) -> Tensor:
+    return full(x.shape, value, x.dtype)
+
+
+def zeros_like(x: Tensor) -> Tensor:
+    return full_like(x, 0)
+
+
+def flip(x: Tensor, axis: int) -> Tensor:
+    n = x.shape[axis]
+    start = tuple(n - 1 if i == axis else 0 for i in range(x.ndim))
+    stop = tuple(-1 if i == axis else s for i, s in enumerate(x.shape))
+    step = tuple(-1 if i == axis else 1 for i in range(x.ndim))
+    return bind("slice", x, start=start, stop=stop, step=step)
+
+
+def broadcast_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Right-aligned broadcast: reshape to add leading 1s, then expand."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    if x.ndim > len(shape):
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}")
+    if x.ndim < len(shape):
+        x = bind("reshape", x, shape=(1,) * (len(shape) - x.ndim) + x.shape)
+    return bind("expand", x, shape=shape)
+
+
+def cast(x: Tensor, dtype: np.dtype) -> Tensor:
+    return x if x.dtype == dtype else bind("cast", x, dtype=dtype)
+
+
+def sum_to_shape(g: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Reduce a broadcast gradient back to ``shape`` (the VJP of right-aligned broadcasting)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = bind("reduce_sum", g, axes=axes)
+    return bind("reshape", g, shape=tuple(shape))
+
+
+def is_float(x: Tensor) -> bool:
+    return dt.is_float(x.dtype)

@@ -1,0 +1,100 @@
+"""Tracing: recording ops on tracer tensors into a :class:`~tracejit.graph.Graph`.
+
+While a trace is active (per thread) every primitive bound goes into its graph, whatever its
+inputs: tracers of the trace read their node, and eager tensors captured from outside the
+function become extra graph inputs (bound by reference at every call, so in-place updates of
+a captured parameter are seen, and written back when the function mutates it).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import TracejitError, user_frame
+from .graph import Graph
+from .ops import AVal, Prim
+from .tensor import Tensor
+
+_local = threading.local()
+
+
+def current_trace() -> Trace | None:
+    stack = getattr(_local, "traces", None)
+    return stack[-1] if stack else None
+
+
+@contextlib.contextmanager
+def tracing(trace: Trace) -> Iterator[Trace]:
+    stack = _local.__dict__.setdefault("traces", [])
+    stack.append(trace)
+    try:
+        yield trace
+    finally:
+        stack.pop()
+
+
+def grad_enabled() -> bool:
+    return getattr(_local, "grad_enabled", True)
+
+
+def set_grad_enabled(flag: bool) -> bool:
+    old = grad_enabled()
+    _local.grad_enabled = flag
+    return old
+
+
+def leaked_tracer_error(t: Tensor) -> TracejitError:
+    return TracejitError(
+        f"a traced value {t.aval} escaped from the jitted function it was traced in and was used "
+        f"outside it at {user_frame()}; return it from the function instead of storing it")
+
+
+class Trace:
+    """One tracing of a Python function: the graph so far and the captured eager tensors."""
+
+    def __init__(self) -> None:
+        self.graph = Graph()
+        self.captures: list[Tensor] = []
+        self._captured: dict[int, int] = {}   # id(tensor) -> input node
+        self.mutated: dict[int, Tensor] = {}  # captured eager tensors updated in place
+
+    def new_input(self, aval: AVal, name: str = "") -> Tensor:
+        return Tensor._tracer(self, self.graph.add_input(aval, name), aval)
+
+    def node_of(self, t: Tensor) -> int:
+        if t._trace is self:
+            return t._node
+        if t._trace is not None:
+            raise leaked_tracer_error(t)
+        nid = self._captured.get(id(t))
+        if nid is None:
+            nid = self.graph.add_input(t.aval, name="captured")
+            self._captured[id(t)] = nid
+            self.captures.append(t)
+        return nid
+
+    def record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+        nid = self.graph.add(prim.name, [self.node_of(x) for x in inputs], params, aval)
+        return Tensor._tracer(self, nid, aval)
+
+    def assign(self, target: Tensor, new: Tensor) -> None:
+        """``target`` now holds ``new``'s value (an in-place op); remembered for write-back."""
+        nid = self.node_of(new)
+        if target._trace is None:            # an eager tensor captured from outside
+            self.node_of(target)
+            self.mutated.setdefault(id(target), target)
+            target._trace = self
+        target._node = nid
+
+    def finish(self) -> list[tuple[Tensor, int]]:
+        """End of tracing: turn mutated eager tensors back into eager ones.
+
+        Returns (captured tensor, final node) for each of them, for the write-back.
+        """
+        out = []
+        for t in self.mutated.values():
+            out.append((t, t._node))
+            t._trace, t._node = None, -1
+        return out
