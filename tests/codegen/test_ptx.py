@@ -1,7 +1,6 @@
 """PTX generation: hand-built kernels are lowered and assembled with ``ptxas`` (no GPU needed)."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 
 import pytest
@@ -15,7 +14,22 @@ pytestmark = pytest.mark.skipif(shutil.which("ptxas") is None,
 FLOATS = ("float16", "float32", "float64")
 INTS = ("int8", "int16", "int32", "int64", "uint8")
 NUMERIC = INTS + FLOATS
-HAS_MATHLIB = importlib.util.find_spec("codegen.mathlib") is not None
+
+
+def _math_problem() -> str | None:
+    """Why transcendental ops cannot be lowered yet (None when they can)."""
+    f = "float32"
+    c = Operand(f, ("c",))
+    k = Kernel("probe", 1, 0, (c,), (c,), (Store(0, Op("exp", (Load(0),), f)),))
+    try:
+        ptx.lower_to_llvm(k)
+    except (ImportError, AttributeError, NotImplementedError) as e:
+        return f"transcendental lowering unavailable: {e!r}"
+    return None
+
+
+MATH_PROBLEM = _math_problem()
+HAS_MATHLIB = MATH_PROBLEM is None
 MATH = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos",
         "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "pow", "atan2", "sigmoid",
         "logaddexp", "hypot"}
@@ -24,8 +38,8 @@ MATH = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "
 def assemble(k: Kernel, arch: str = "sm_90") -> ptx.PtxKernel:
     pk = ptx.compile_kernel(k, arch)
     ptx.ptxas_check(pk.ptx, arch)
-    # LLVM aborts the process on llvm.exp.* & co. for NVPTX: none may ever be emitted
-    assert "llvm." not in pk.ptx and "call" not in pk.ptx.replace("callseq", "")
+    # LLVM aborts the process on llvm.exp.* & co. for NVPTX: no external math may be referenced
+    assert "llvm." not in pk.ptx and ".extern" not in pk.ptx
     return pk
 
 
@@ -51,7 +65,7 @@ ELEMENTWISE_OPS = sorted(op for op in kir.SCALAR_OPS if op not in ("where", "cas
 @pytest.mark.parametrize("op", ELEMENTWISE_OPS)
 def test_every_scalar_op_every_dtype(op):
     if op in MATH and not HAS_MATHLIB:
-        pytest.skip("codegen.mathlib (transcendental approximations) not available yet")
+        pytest.skip(MATH_PROBLEM)
     dtypes, result = op_dtypes(op)
     arity = kir.SCALAR_OPS[op]
     inputs, outputs, stages = [], [], []
@@ -175,7 +189,7 @@ def layernorm_kernel() -> Kernel:
 @pytest.mark.parametrize("arch", ["sm_90", "sm_75", "sm_80"])
 def test_softmax_is_one_kernel(arch):
     if not HAS_MATHLIB:
-        pytest.skip("codegen.mathlib (exp) not available yet")
+        pytest.skip(MATH_PROBLEM)
     pk = assemble(softmax_kernel(), arch)
     assert pk.ptx.count(".entry") == 1 and pk.ptx.count("bar.sync") == 4
 
