@@ -28,9 +28,10 @@ from codegen.ptx_lower import DATA_LAYOUT, TRIPLE, lower, vector_width
 
 __all__ = ["PtxKernel", "PtxasError", "compile_kernel", "lower_to_llvm", "launch_geometry",
            "param_types", "ptxas_check", "ptxas_available", "arch_of", "DEFAULT_ARCH", "TRIPLE",
-           "DATA_LAYOUT"]
+           "DATA_LAYOUT", "CODEGEN_VERSION"]
 
 DEFAULT_ARCH = "sm_90"
+CODEGEN_VERSION = 1  # bump whenever the generated PTX changes (part of the disk cache key)
 REDUCE_BLOCK = 256
 ELEMENTWISE_BLOCK = 256
 # grid-stride loops make any grid correct; this caps launch overhead for huge tensors while
