@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from llvmlite import ir
 
+from codegen import mathlib
+
 FLOAT_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 INT_BITS = {"bool": 1, "int8": 8, "int16": 16, "int32": 32, "int64": 64, "uint8": 8}
 SIGNED = frozenset({"int8", "int16", "int32", "int64"})
@@ -25,10 +27,7 @@ I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 
 # Implemented by codegen.mathlib (float32/float64; float16 is computed in float32).
-MATH_OPS = frozenset({
-    "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos",
-    "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "pow", "atan2",
-})
+MATH_OPS = mathlib.FUNCTIONS
 
 
 def is_float(dtype: str) -> bool:
@@ -117,10 +116,9 @@ def intrinsic(builder: ir.IRBuilder, name: str, args: Sequence[ir.Value], ret: i
     return builder.call(fn, list(args))
 
 
-def _math(builder: ir.IRBuilder, name: str, args: Sequence[ir.Value], dtype: str) -> ir.Value:
+def _math(builder: ir.IRBuilder, name: str, args: Sequence[ir.Value]) -> ir.Value:
     """One transcendental function, from :mod:`codegen.mathlib` (float32/float64 only)."""
-    from codegen import mathlib
-    return mathlib.emit_math(builder, name, list(args), dtype)
+    return mathlib.emit(builder, name, list(args))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -255,32 +253,6 @@ def _nextafter(b: ir.IRBuilder, x, y, dtype: str):
     return _select(b, b.or_(_isnan(b, x), _isnan(b, y)), b.fadd(x, y), r)
 
 
-def _hypot(b: ir.IRBuilder, x, y, dtype: str):
-    ax, ay = intrinsic(b, "fabs", [x]), intrinsic(b, "fabs", [y])
-    big = intrinsic(b, "maxnum", [ax, ay])
-    small = intrinsic(b, "minnum", [ax, ay])
-    zero, one = _zero(x, dtype), _one(x, dtype)
-    # Scale by the larger magnitude so squares neither overflow nor underflow.
-    ratio = b.fdiv(small, _select(b, b.fcmp_ordered("==", big, zero), one, big))
-    r = b.fmul(big, intrinsic(b, "sqrt", [intrinsic(b, "fma", [ratio, ratio, one])]))
-    inf = _like(x, ir.Constant(value_type(dtype), float("inf")))
-    any_inf = b.or_(b.fcmp_ordered("==", ax, inf), b.fcmp_ordered("==", ay, inf))
-    any_nan = b.or_(_isnan(b, x), _isnan(b, y))
-    r = _select(b, any_nan, b.fadd(x, y), r)
-    return _select(b, any_inf, inf, r)                                     # hypot(inf, nan) = inf
-
-
-def _logaddexp(b: ir.IRBuilder, x, y, dtype: str):
-    big = intrinsic(b, "maxnum", [x, y])
-    diff = b.fsub(_zero(x, dtype), intrinsic(b, "fabs", [b.fsub(x, y)]))
-    r = b.fadd(big, _math(b, "log1p", [_math(b, "exp", [diff], dtype)], dtype))
-    # Equal infinities give NaN differences: x + log(2) keeps them infinite.
-    same = b.fcmp_ordered("==", x, y)
-    ln2 = _like(x, ir.Constant(value_type(dtype), 0.6931471805599453))
-    r = _select(b, same, b.fadd(x, ln2), r)
-    return _select(b, b.or_(_isnan(b, x), _isnan(b, y)), b.fadd(x, y), r)
-
-
 def _sign(b: ir.IRBuilder, x, dtype: str):
     zero, one = _zero(x, dtype), _one(x, dtype)
     if is_float(dtype):
@@ -313,7 +285,7 @@ def emit_op(builder: ir.IRBuilder, op: str, args: Sequence[ir.Value], arg_dtypes
     if op == "where":
         return builder.select(args[0], args[1], args[2])
     src = arg_dtypes[0]
-    if src == "float16" and (op in MATH_OPS or op in ("logaddexp", "hypot", "sigmoid")):
+    if src == "float16" and op in MATH_OPS:
         # Computed in float32 and rounded once, as NumPy does for half precision.
         wide = [cast(builder, a, "float16", "float32") for a in args]
         out = emit_op(builder, op, wide, ["float32"] * len(args), "float32")
@@ -332,7 +304,7 @@ def _float_op(b: ir.IRBuilder, op: str, a: list, dt: str) -> ir.Value:
     y = a[1] if len(a) > 1 else None
     zero, one = _zero(x, dt), _one(x, dt)
     if op in MATH_OPS:
-        return _math(b, op, a, dt)
+        return _math(b, op, a)
     simple = {
         "add": lambda: b.fadd(x, y), "sub": lambda: b.fsub(x, y), "mul": lambda: b.fmul(x, y),
         "div": lambda: b.fdiv(x, y), "neg": lambda: b.fneg(x), "square": lambda: b.fmul(x, x),
@@ -348,9 +320,7 @@ def _float_op(b: ir.IRBuilder, op: str, a: list, dt: str) -> ir.Value:
         "sign": lambda: _sign(b, x, dt),
         "floordiv": lambda: _float_floordiv_mod(b, x, y, dt)[0],
         "mod": lambda: _float_floordiv_mod(b, x, y, dt)[1],
-        "hypot": lambda: _hypot(b, x, y, dt), "logaddexp": lambda: _logaddexp(b, x, y, dt),
         "nextafter": lambda: _nextafter(b, x, y, dt),
-        "sigmoid": lambda: b.fdiv(one, b.fadd(one, _math(b, "exp", [b.fneg(x)], dt))),
     }
     if op in simple:
         return simple[op]()

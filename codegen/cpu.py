@@ -1,0 +1,641 @@
+"""CPU code generation: a :class:`codegen.kir.Kernel` -> LLVM IR -> host object code.
+
+Every kernel becomes one C-ABI function::
+
+    void tj_<key>(int64 start, int64 end, const int64 *shape, const int64 *strides, void **ptrs)
+
+which runs the outer (parallel) points ``[start, end)`` of the flattened outer space, so a
+runtime can split the outer space across threads.  ``strides`` holds ``ndim`` element strides
+per operand and ``ptrs`` one base pointer per operand, inputs first, then outputs.
+
+Loops are vectorized explicitly (LLVM's loop vectorizer sees through none of the strided,
+multi-stage structure): lanes run along one iteration dim, the *vector dim*:
+
+* elementwise kernels and *column* reductions (reduce dims strided, innermost outer dim
+  contiguous): lanes along the innermost outer dim, a block of outer points at a time;
+* *row* reductions (innermost reduce dim contiguous): lanes along the innermost reduce dim,
+  several vector registers of accumulators, one outer point at a time.
+
+Each vector loop has a scalar remainder loop; sub-expressions that do not vary along the
+vector dim (broadcast loads and what is computed from them) are hoisted out of it.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from codegen import kir
+from codegen.scalar import (
+    I32,
+    I64,
+    cast,
+    const,
+    emit_op,
+    is_float,
+    itemsize,
+    splat,
+    storage_type,
+    value_type,
+    width_of,
+)
+
+# Bump when the generated code changes, so on-disk caches do not serve stale kernels.
+CODEGEN_VERSION = "cpu-1"
+
+VECTOR_BYTES = 64          # bytes of data per vector step (2 AVX2 / 1 AVX-512 register)
+ROW_VECTOR_BYTES = 128     # row reductions: more independent accumulators to hide latency
+
+KernelFn = Callable[..., None]
+_ARGTYPES = (ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+KERNEL_CFUNCTYPE = ctypes.CFUNCTYPE(None, *_ARGTYPES)
+
+
+@dataclass(frozen=True)
+class CpuArtifact:
+    """Compiled kernel: relocatable host object code exporting ``symbol``."""
+    symbol: str
+    object_code: bytes
+    llvm_ir: str = ""
+
+
+def symbol_name(kernel: kir.Kernel) -> str:
+    return f"tj_{kernel.key}"
+
+
+# --------------------------------------------------------------------------- expression helpers
+
+
+def expr_dtype(k: kir.Kernel, e: kir.Expr) -> str:
+    if isinstance(e, kir.Load):
+        return k.inputs[e.input].dtype
+    if isinstance(e, kir.Acc):
+        return k.stages[e.stage].dtype
+    if isinstance(e, kir.Index):
+        return "int64"
+    return e.dtype
+
+
+def _all_dtypes(k: kir.Kernel) -> set[str]:
+    dts = {o.dtype for o in k.inputs + k.outputs}
+    for st in k.stages:
+        dts.update(n.dtype for n in kir.walk(st.expr) if isinstance(n, (kir.Op, kir.Const)))
+        if isinstance(st, kir.Reduce):
+            dts.add(st.dtype)
+    return dts
+
+
+def _reduce_acc_dtype(st: kir.Reduce) -> str:
+    """Accumulator dtype: low-precision float sums accumulate in float64 (accurate, cheap)."""
+    if st.op == "sum" and st.dtype in ("float16", "float32"):
+        return "float64"
+    if st.op == "prod" and st.dtype == "float16":
+        return "float32"
+    return st.dtype
+
+
+def _loads(k: kir.Kernel, exprs) -> set[int]:
+    return {n.input for e in exprs for n in kir.walk(e) if isinstance(n, kir.Load)}
+
+
+def _row_mode(k: kir.Kernel) -> bool:
+    """Reductions: lanes along the innermost reduce dim (True) or the innermost outer dim."""
+    if k.n_reduce == 0:
+        return False
+    if k.n_outer == 0:
+        return True
+    rdim, odim = k.ndim - 1, k.n_outer - 1
+    inner = [k.stages[i] for i in range(len(k.stages))
+             if isinstance(k.stages[i], kir.Reduce) or k.stages[i].over_reduce]
+    ops = [k.inputs[i] for i in _loads(k, [s.expr for s in inner])]
+    ops += [k.outputs[s.output] for s in inner if isinstance(s, kir.Store)]
+    row = sum(o.layout[rdim] == "c" for o in ops)
+    col = sum(o.layout[odim] == "c" and o.layout[rdim] != "c" for o in ops)
+    return row >= col
+
+
+# --------------------------------------------------------------------------- evaluation context
+
+
+@dataclass
+class _Ctx:
+    """Where an expression is evaluated: one point, or ``width`` points along ``vdim``."""
+    width: int | None
+    vdim: int | None
+    offsets: list[ir.Value]                   # element offset of lane 0, per operand
+    index: dict[int, ir.Value]                # loop index per iteration dim (absent = 0)
+    accs: dict[int, ir.Value]
+    hoisted: dict[kir.Expr, ir.Value] = field(default_factory=dict)
+    memo: dict[kir.Expr, ir.Value] = field(default_factory=dict)
+
+    def at(self, width: int | None, vdim: int | None, offsets, index) -> _Ctx:
+        return _Ctx(width, vdim, offsets, index, self.accs, dict(self.hoisted))
+
+
+class _Lowering:
+    def __init__(self, kernel: kir.Kernel, symbol: str):
+        self.k = kernel
+        self.module = ir.Module(name=kernel.name)
+        fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64.as_pointer(), I64.as_pointer(),
+                                               ir.IntType(8).as_pointer().as_pointer()])
+        self.fn = ir.Function(self.module, fnty, name=symbol)
+        self.fn.attributes.add("nounwind")
+        for a, n in zip(self.fn.args, ("start", "end", "shape", "strides", "ptrs")):
+            a.name = n
+        # Allocas get a block of their own (builders index into blocks: sharing one would
+        # shift the main builder's position); it falls through to the body at the end.
+        self.alloca_block = self.fn.append_basic_block("entry")
+        self.alloca_b = ir.IRBuilder(self.alloca_block)
+        self.b = ir.IRBuilder(self.fn.append_basic_block("start"))
+        self.operands = list(kernel.inputs) + list(kernel.outputs)
+        big = max(itemsize(d) for d in _all_dtypes(kernel))
+        self.vw = max(4, min(32, VECTOR_BYTES // big))
+        self.row_vw = max(8, min(64, ROW_VECTOR_BYTES // big))
+        self.row_mode = _row_mode(kernel)
+
+    # ----------------------------------------------------------------- small builders
+
+    def i64(self, v: int) -> ir.Constant:
+        return ir.Constant(I64, v)
+
+    def alloca(self, ty: ir.Type, init: ir.Value, name: str = "") -> ir.AllocaInstr:
+        slot = self.alloca_b.alloca(ty, name=name)
+        self.b.store(init, slot)
+        return slot
+
+    @contextmanager
+    def loop(self, lo: ir.Value, hi: ir.Value, step: int = 1, name: str = "i"):
+        """``for i = lo; i + step <= hi; i += step``; yields i.  After it, ``self.last_i`` is
+        the first index not run (for remainder loops)."""
+        b = self.b
+        pre = b.block
+        head = self.fn.append_basic_block(f"{name}.head")
+        body = self.fn.append_basic_block(f"{name}.body")
+        done = self.fn.append_basic_block(f"{name}.done")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=name)
+        i.add_incoming(lo, pre)
+        b.cbranch(b.icmp_signed("<", b.add(i, self.i64(step - 1)), hi), body, done)
+        b.position_at_end(body)
+        yield i
+        i.add_incoming(b.add(i, self.i64(step)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+        self.last_i = i
+
+    @contextmanager
+    def if_(self, cond: ir.Value):
+        with self.b.if_then(cond):
+            yield
+
+    # ----------------------------------------------------------------- function body
+
+    def build(self) -> ir.Module:
+        k, b = self.k, self.b
+        args = self.fn.args
+        self.shape = [b.load(b.gep(args[2], [self.i64(d)]), name=f"n{d}") for d in range(k.ndim)]
+        nops, nd = len(self.operands), k.ndim
+        self.strides = [[b.load(b.gep(args[3], [self.i64(o * nd + d)])) for d in range(nd)]
+                        for o in range(nops)]
+        self.ptrs = [b.bitcast(b.load(b.gep(args[4], [self.i64(o)])),
+                               storage_type(op.dtype).as_pointer(), name=f"p{o}")
+                     for o, op in enumerate(self.operands)]
+        start, end = args[0], args[1]
+        zero_offsets = [self.i64(0)] * nops
+        if k.n_outer == 0:
+            with self.if_(b.icmp_signed("<", start, end)):
+                self.point(_Ctx(None, None, zero_offsets, {}, {}))
+        else:
+            self.outer_rows(start, end)
+        b.ret_void()
+        self.alloca_b.branch(self.fn.basic_blocks[1])
+        return self.module
+
+    def outer_rows(self, start: ir.Value, end: ir.Value) -> None:
+        """Walk [start, end) of the flattened outer space one row (innermost outer dim) at a time."""
+        k, b = self.k, self.b
+        last = k.n_outer - 1
+        o_slot = self.alloca(I64, start, "o")
+        head = self.fn.append_basic_block("row.head")
+        body = self.fn.append_basic_block("row.body")
+        done = self.fn.append_basic_block("row.done")
+        b.branch(head)
+        b.position_at_end(head)
+        o = b.load(o_slot)
+        b.cbranch(b.icmp_signed("<", o, end), body, done)
+        b.position_at_end(body)
+        n_last = self.shape[last]
+        q = b.sdiv(o, n_last)
+        j0 = b.sub(o, b.mul(q, n_last))
+        j1 = b.add(j0, b.sub(end, o))
+        j1 = b.select(b.icmp_signed("<", j1, n_last), j1, n_last)
+        index: dict[int, ir.Value] = {}
+        for d in range(last - 1, -1, -1):
+            if d == 0:
+                index[d] = q
+            else:
+                nq = b.sdiv(q, self.shape[d])
+                index[d] = b.sub(q, b.mul(nq, self.shape[d]))
+                q = nq
+        offsets = []
+        for op in range(len(self.operands)):
+            off = self.i64(0)
+            for d in range(last):
+                off = b.add(off, b.mul(index[d], self.strides[op][d]))
+            offsets.append(off)
+        base = _Ctx(None, None, offsets, index, {})
+        if self.row_mode:
+            with self.loop(j0, j1, 1, "j") as j:
+                self.point(self.shifted(base, last, j, None))
+        else:
+            exprs = [st.expr for st in k.stages]
+            self.vector_range(base, last, j0, j1, self.vw, self.point, exprs, range(k.n_outer, k.ndim))
+        b.store(b.add(o, b.sub(j1, j0)), o_slot)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def shifted(self, ctx: _Ctx, dim: int, i: ir.Value, width: int | None) -> _Ctx:
+        """``ctx`` moved to index ``i`` along ``dim`` (lanes along ``dim`` if ``width``)."""
+        b = self.b
+        offsets = [b.add(off, b.mul(i, self.strides[o][dim])) for o, off in enumerate(ctx.offsets)]
+        index = dict(ctx.index)
+        index[dim] = i
+        vdim = dim if width else ctx.vdim
+        return ctx.at(width if width else ctx.width, vdim, offsets, index)
+
+    def vector_range(self, ctx: _Ctx, dim: int, lo, hi, width: int, work, exprs, inner_dims=()) -> None:
+        """Run ``work(ctx)`` for indices [lo, hi) along ``dim``: vector steps then a scalar tail.
+
+        ``exprs`` are what ``work`` evaluates; their parts that vary neither along ``dim`` nor
+        along ``inner_dims`` (loops ``work`` runs itself) are computed once, before the loops.
+        """
+        b = self.b
+        with self.if_(b.icmp_signed("<", lo, hi)):
+            hoisted = self.hoist(ctx, {dim, *inner_dims}, dim, lo, exprs)
+            ctx = ctx.at(ctx.width, ctx.vdim, ctx.offsets, ctx.index)
+            ctx.hoisted = hoisted
+            with self.loop(lo, hi, width, "v") as i:
+                work(self.shifted(ctx, dim, i, width))
+            rest = self.last_i
+            with self.loop(rest, hi, 1, "s") as i:
+                work(self.shifted(ctx, dim, i, None))
+
+    # ----------------------------------------------------------------- hoisting
+
+    def varies(self, e: kir.Expr, dims: set[int], accs: dict[int, ir.Value], memo: dict) -> bool:
+        if e in memo:
+            return memo[e]
+        if isinstance(e, kir.Load):
+            r = any(self.k.inputs[e.input].layout[d] != "b" for d in dims)
+        elif isinstance(e, kir.Index):
+            r = e.dim in dims
+        elif isinstance(e, kir.Acc):
+            r = e.stage not in accs or width_of(accs[e.stage]) is not None
+        elif isinstance(e, kir.Const):
+            r = False
+        else:
+            r = any([self.varies(a, dims, accs, memo) for a in e.args])
+        memo[e] = r
+        return r
+
+    def hoist(self, ctx: _Ctx, dims: set[int], dim: int, lo: ir.Value, exprs) -> dict:
+        """Evaluate, before a loop along ``dim``, the sub-expressions that vary along no ``dims``."""
+        if ctx.width is not None:
+            return dict(ctx.hoisted)        # lanes already run along another dim: keep it simple
+        memo: dict = {}
+        found: list[kir.Expr] = []
+
+        def visit(e):
+            if isinstance(e, kir.Const) or e in ctx.hoisted:
+                return
+            if not self.varies(e, dims, ctx.accs, memo):
+                if isinstance(e, (kir.Load, kir.Op)):
+                    found.append(e)
+                return
+            if isinstance(e, kir.Op):
+                for a in e.args:
+                    visit(a)
+
+        for e in exprs:
+            visit(e)
+        at_lo = self.shifted(ctx, dim, lo, None)
+        out = dict(ctx.hoisted)
+        for e in found:
+            out[e] = self.eval(e, at_lo)
+        return out
+
+    # ----------------------------------------------------------------- expressions
+
+    def eval(self, e: kir.Expr, ctx: _Ctx) -> ir.Value:
+        if e in ctx.memo:
+            return ctx.memo[e]
+        b, w = self.b, ctx.width
+        if e in ctx.hoisted:
+            v = splat(b, ctx.hoisted[e], w)
+        elif isinstance(e, kir.Const):
+            v = const(e.dtype, e.value, w)
+        elif isinstance(e, kir.Load):
+            v = self.load(e.input, ctx)
+        elif isinstance(e, kir.Acc):
+            v = splat(b, ctx.accs[e.stage], w)
+        elif isinstance(e, kir.Index):
+            i = ctx.index.get(e.dim, self.i64(0))
+            v = splat(b, i, w)
+            if w and e.dim == ctx.vdim:
+                v = b.add(v, ir.Constant(ir.VectorType(I64, w), list(range(w))))
+        else:
+            args = [self.eval(a, ctx) for a in e.args]
+            dts = [expr_dtype(self.k, a) for a in e.args]
+            v = emit_op(b, e.op, args, dts, e.dtype)
+        ctx.memo[e] = v
+        return v
+
+    def _lane_ptrs(self, o: int, ctx: _Ctx):
+        b = self.b
+        base = b.gep(self.ptrs[o], [ctx.offsets[o]], inbounds=True)
+        stride = self.strides[o][ctx.vdim]
+        return [b.gep(base, [b.mul(self.i64(lane), stride)], inbounds=True) for lane in range(ctx.width)]
+
+    def load(self, i: int, ctx: _Ctx) -> ir.Value:
+        b, op, w = self.b, self.k.inputs[i], ctx.width
+        sty = storage_type(op.dtype)
+        layout = op.layout[ctx.vdim] if w else "b"
+        if layout == "c":
+            ptr = b.gep(self.ptrs[i], [ctx.offsets[i]], inbounds=True)
+            v = b.load(b.bitcast(ptr, ir.VectorType(sty, w).as_pointer()), align=itemsize(op.dtype))
+        elif layout == "s":
+            v = ir.Constant(ir.VectorType(sty, w), ir.Undefined)
+            for lane, p in enumerate(self._lane_ptrs(i, ctx)):
+                v = b.insert_element(v, b.load(p), I32(lane))
+        else:
+            v = splat(b, b.load(b.gep(self.ptrs[i], [ctx.offsets[i]], inbounds=True)), w)
+        if op.dtype == "bool":
+            v = b.icmp_unsigned("!=", v, ir.Constant(v.type, None))
+        return v
+
+    def store(self, out: int, value: ir.Value, ctx: _Ctx) -> None:
+        b, w = self.b, ctx.width
+        o = len(self.k.inputs) + out
+        op = self.k.outputs[out]
+        sty = storage_type(op.dtype)
+        if op.dtype == "bool":
+            value = b.zext(value, ir.VectorType(sty, w) if w else sty)
+        layout = op.layout[ctx.vdim] if w else None
+        if layout == "c":
+            ptr = b.gep(self.ptrs[o], [ctx.offsets[o]], inbounds=True)
+            b.store(value, b.bitcast(ptr, ir.VectorType(sty, w).as_pointer()), align=itemsize(op.dtype))
+        elif layout == "s":
+            for lane, p in enumerate(self._lane_ptrs(o, ctx)):
+                b.store(b.extract_element(value, I32(lane)), p)
+        else:
+            if w:                               # every lane writes one place: the last one wins
+                value = b.extract_element(value, I32(w - 1))
+            b.store(value, b.gep(self.ptrs[o], [ctx.offsets[o]], inbounds=True))
+
+    # ----------------------------------------------------------------- stages
+
+    def point(self, ctx: _Ctx) -> None:
+        """All stages at one outer point (or ``ctx.width`` outer points along ``ctx.vdim``)."""
+        ctx.accs = {}
+        for s, st in enumerate(self.k.stages):
+            if isinstance(st, kir.Reduce):
+                acc = self.reduce(st, ctx)
+                ctx.accs[s] = acc
+            elif st.over_reduce:
+                self.reduce_space(ctx, lambda c, st=st: self.store(st.output, self._typed(st, c), c), st.expr)
+            else:
+                self.store(st.output, self._typed(st, ctx), ctx)
+
+    def _typed(self, st: kir.Store, ctx: _Ctx) -> ir.Value:
+        v = self.eval(st.expr, ctx)
+        return cast(self.b, v, expr_dtype(self.k, st.expr), self.k.outputs[st.output].dtype)
+
+    def reduce_space(self, ctx: _Ctx, work, expr: kir.Expr) -> None:
+        """Run ``work`` over the whole reduce space (row mode: vectorized along its last dim)."""
+        k = self.k
+        dims = list(range(k.n_outer, k.ndim))
+
+        def nest(c: _Ctx, rest: list[int]):
+            d = rest[0]
+            if len(rest) == 1 and self.row_mode:
+                self.vector_range(c, d, self.i64(0), self.shape[d], self.row_vw, work, [expr])
+            elif len(rest) == 1:
+                with self.loop(self.i64(0), self.shape[d], 1, f"r{d}") as i:
+                    work(self.shifted(c, d, i, None))
+            else:
+                with self.loop(self.i64(0), self.shape[d], 1, f"r{d}") as i:
+                    nest(self.shifted(c, d, i, None), rest[1:])
+
+        nest(ctx.at(ctx.width, ctx.vdim, ctx.offsets, ctx.index), dims)
+
+    def reduce(self, st: kir.Reduce, ctx: _Ctx) -> ir.Value:
+        """Fold ``st.expr`` over the reduce space; the result has ``ctx``'s shape."""
+        b, k = self.b, self.k
+        arg = st.op in ("argmax", "argmin")
+        edt = expr_dtype(k, st.expr)
+        adt = edt if arg else _reduce_acc_dtype(st)
+        widths = [ctx.width] if not self.row_mode else [None, self.row_vw]
+        # One accumulator (and flat-index accumulator for arg*) per vector shape used.
+        slots = {w: self.alloca(_vt(adt, w), _init(st.op, adt, w)) for w in widths}
+        islots = {w: self.alloca(_vt("int64", w), const("int64", 0, w)) for w in widths} if arg else {}
+        flat = self.alloca(I64, self.i64(0), "flat") if arg and not self.row_mode else None
+
+        def work(c: _Ctx):
+            w = c.width
+            x = self.eval(st.expr, c)
+            acc = b.load(slots[w])
+            if not arg:
+                b.store(_combine(b, st.op, acc, cast(b, x, edt, adt), adt), slots[w])
+                return
+            idx = self._flat_index(c) if flat is None else splat(b, b.load(flat), w)
+            take = _arg_better(b, st.op, x, acc, adt)
+            b.store(b.select(take, x, acc), slots[w])
+            b.store(b.select(take, idx, b.load(islots[w])), islots[w])
+            if flat is not None:
+                b.store(b.add(b.load(flat), self.i64(1)), flat)
+
+        self.reduce_space(ctx, work, st.expr)
+        if not self.row_mode:
+            result = b.load(slots[ctx.width])
+            if arg:
+                return b.load(islots[ctx.width])
+            return cast(b, result, adt, st.dtype)
+        # Row mode: fold the vector lanes, then the scalar tail.
+        vec = b.load(slots[self.row_vw])
+        if arg:
+            v, i = _arg_hreduce(b, st.op, vec, b.load(islots[self.row_vw]), adt)
+            take = _arg_better_full(b, st.op, b.load(slots[None]), b.load(islots[None]), v, i, adt)
+            return b.select(take, b.load(islots[None]), i)
+        v = _hreduce(b, vec, lambda x, y: _combine(b, st.op, x, y, adt))
+        return cast(b, _combine(b, st.op, v, b.load(slots[None]), adt), adt, st.dtype)
+
+    def _flat_index(self, c: _Ctx) -> ir.Value:
+        """Row-major flat index into the reduce space of ``c`` (per lane if vector)."""
+        b, k = self.b, self.k
+        flat = self.i64(0)
+        for d in range(k.n_outer, k.ndim):
+            flat = b.add(b.mul(flat, self.shape[d]), c.index.get(d, self.i64(0)))
+        if c.width:
+            lanes = ir.Constant(ir.VectorType(I64, c.width), list(range(c.width)))
+            flat = b.add(splat(b, flat, c.width), lanes)
+        return flat
+
+
+# --------------------------------------------------------------------------- reduction helpers
+
+
+def _vt(dtype: str, width: int | None) -> ir.Type:
+    t = value_type(dtype)
+    return ir.VectorType(t, width) if width else t
+
+
+def _init(op: str, dtype: str, width: int | None) -> ir.Constant:
+    if op == "sum":
+        return const(dtype, 0, width)
+    if op == "prod":
+        return const(dtype, 1, width)
+    high = op in ("min", "argmin")
+    if is_float(dtype):
+        return const(dtype, float("inf") if high else float("-inf"), width)
+    if dtype == "bool":
+        return const(dtype, 1 if high else 0, width)
+    if dtype == "uint8":
+        return const(dtype, 255 if high else 0, width)
+    bits = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}[dtype]
+    return const(dtype, (1 << (bits - 1)) - 1 if high else -(1 << (bits - 1)), width)
+
+
+def _combine(b: ir.IRBuilder, op: str, x, y, dtype: str):
+    name = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}[op]
+    return emit_op(b, name, [x, y], [dtype, dtype], dtype)
+
+
+def _arg_better(b, op: str, x, acc, dtype: str):
+    """Does candidate ``x`` (seen later) beat ``acc``?  NaN beats everything, as in NumPy."""
+    better = emit_op(b, "gt" if op == "argmax" else "lt", [x, acc], [dtype, dtype], "bool")
+    if is_float(dtype):
+        nan_x = emit_op(b, "isnan", [x], [dtype], "bool")
+        nan_a = emit_op(b, "isnan", [acc], [dtype], "bool")
+        better = b.or_(better, b.and_(nan_x, b.not_(nan_a)))
+    return better
+
+
+def _arg_better_full(b, op: str, vx, ix, va, ia, dtype: str):
+    """Order-free version of :func:`_arg_better`: ties (and two NaNs) go to the smaller index."""
+    better = _arg_better(b, op, vx, va, dtype)
+    worse = _arg_better(b, op, va, vx, dtype)
+    earlier = b.icmp_signed("<", ix, ia)
+    return b.or_(better, b.and_(b.not_(worse), earlier))
+
+
+def _halves(b: ir.IRBuilder, v):
+    n = v.type.count // 2
+    lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+    hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
+    return lo, hi
+
+
+def _hreduce(b: ir.IRBuilder, v, combine):
+    """Tree reduction of a vector's lanes (log2 steps instead of a serial chain)."""
+    while v.type.count > 1:
+        lo, hi = _halves(b, v)
+        v = combine(lo, hi)
+    return b.extract_element(v, I32(0))
+
+
+def _arg_hreduce(b: ir.IRBuilder, op: str, v, idx, dtype: str):
+    while v.type.count > 1:
+        vlo, vhi = _halves(b, v)
+        ilo, ihi = _halves(b, idx)
+        take = _arg_better_full(b, op, vhi, ihi, vlo, ilo, dtype)
+        v, idx = b.select(take, vhi, vlo), b.select(take, ihi, ilo)
+    return b.extract_element(v, I32(0)), b.extract_element(idx, I32(0))
+
+
+# --------------------------------------------------------------------------- lowering entry points
+
+
+def lower(kernel: kir.Kernel) -> ir.Module:
+    """The unoptimized LLVM module of ``kernel`` (one function named :func:`symbol_name`)."""
+    return _Lowering(kernel, symbol_name(kernel)).build()
+
+
+_lock = threading.RLock()
+_target_machine: llvm.TargetMachine | None = None
+
+
+def target_machine() -> llvm.TargetMachine:
+    """The host TargetMachine (created once: building one per kernel costs milliseconds)."""
+    global _target_machine
+    with _lock:
+        if _target_machine is None:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            target = llvm.Target.from_default_triple()
+            _target_machine = target.create_target_machine(
+                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                opt=3, reloc="pic", codemodel="jitdefault")
+        return _target_machine
+
+
+def host_id() -> str:
+    """Everything about the host that decides the object code (part of cache keys)."""
+    return "|".join((CODEGEN_VERSION, ".".join(map(str, llvm.llvm_version_info)), llvm.get_process_triple(),
+                     llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()))
+
+
+def optimize(module_text: str) -> llvm.ModuleRef:
+    tm = target_machine()
+    mod = llvm.parse_assembly(module_text)
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    # Loops are vectorized by construction; LLVM's vectorizers would only re-vectorize the
+    # scalar remainder loops, costing compile time and code size.
+    pto.loop_vectorization = False
+    pto.slp_vectorization = False
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+def compile_kernel(kernel: kir.Kernel) -> CpuArtifact:
+    """Lower, optimize (O3, host CPU features) and assemble ``kernel`` to object code."""
+    text = str(lower(kernel))
+    mod = optimize(text)
+    with _lock:                      # one shared TargetMachine: serialize code emission on it
+        obj = target_machine().emit_object(mod)
+    return CpuArtifact(symbol_name(kernel), obj, text)
+
+
+_engine: llvm.ExecutionEngine | None = None
+_loaded: dict[str, int] = {}
+
+
+def load(artifact: CpuArtifact) -> KernelFn:
+    """Link ``artifact``'s object code into this process; return the kernel as a ctypes function."""
+    global _engine
+    with _lock:
+        addr = _loaded.get(artifact.symbol)
+        if addr is None:
+            if _engine is None:
+                _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
+            _engine.add_object_file(llvm.ObjectFileRef.from_data(artifact.object_code))
+            _engine.finalize_object()
+            addr = _engine.get_function_address(artifact.symbol)
+            if not addr:
+                raise RuntimeError(f"kernel symbol {artifact.symbol} not found in its object code")
+            _loaded[artifact.symbol] = addr
+    return KERNEL_CFUNCTYPE(addr)
+
+
+def optimized_ir(kernel: kir.Kernel) -> str:
+    """The optimized LLVM IR of ``kernel`` (for ``explain``)."""
+    return str(optimize(str(lower(kernel))))

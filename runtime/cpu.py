@@ -1,0 +1,323 @@
+"""Execute kernels and :class:`runtime.program.Program`\\ s on the host CPU.
+
+* :func:`run_kernel` runs one kernel on NumPy arrays (tests, eager mode).
+* :class:`CpuProgram` runs a whole program; everything that does not change between calls
+  (kernels, shape and stride arrays, work splits) is prepared once, so a call only binds
+  buffers and passes pointers.
+
+Large kernels are split by outer range over a pool of blocking worker threads (the ctypes
+call releases the GIL); small ones run on the calling thread, where a hand-off would cost
+more than the work.  Buffers come from a size-class pool: allocating (and first touching)
+tens of MiB costs more than most kernels that fill them.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from codegen import kir
+from runtime.kernel_cache import KernelCache, default_cache
+from runtime.program import Extern, Launch, Program, View
+
+SMALL_WORK = 32 * 1024          # iteration points below which a launch stays on one thread
+_HUGE = 2 * 1024 * 1024
+
+
+def num_threads() -> int:
+    return max(1, int(os.environ.get("TRACEJIT_NUM_THREADS") or os.cpu_count() or 1))
+
+
+# --------------------------------------------------------------------------- thread pool
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, num_threads() - 1), thread_name_prefix="tracejit")
+        return _pool
+
+
+def _split(n: int, parts: int, align: int = 64) -> list[tuple[int, int]]:
+    """[0, n) in ``parts`` nearly equal ranges, inner bounds rounded to ``align``."""
+    bounds = [0]
+    for p in range(1, parts):
+        cut = (n * p // parts) // align * align
+        if cut > bounds[-1]:
+            bounds.append(cut)
+    bounds.append(n)
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def launch(fn, ranges: Sequence[tuple[int, int]], shape_p: int, strides_p: int, ptrs_p: int) -> None:
+    """Run ``fn`` over each outer range: the first on this thread, the rest on the pool."""
+    if len(ranges) == 1:
+        fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
+        return
+    futures = [_executor().submit(fn, a, b, shape_p, strides_p, ptrs_p) for a, b in ranges[1:]]
+    fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
+    for f in futures:
+        f.result()
+
+
+def plan_ranges(shape: Sequence[int], n_outer: int, threads: int | None = None) -> list[tuple[int, int]]:
+    """How to split a launch's outer space across threads (one range when small)."""
+    outer = int(np.prod(shape[:n_outer], dtype=np.int64))
+    work = int(np.prod(shape, dtype=np.int64))
+    threads = num_threads() if threads is None else threads
+    if outer == 0 or work == 0:
+        return []
+    if threads <= 1 or work < SMALL_WORK or outer < 2:
+        return [(0, outer)]
+    return _split(outer, min(threads, outer), align=64 if outer >= 64 * threads else 1)
+
+
+# --------------------------------------------------------------------------- buffer pool
+
+
+class _Block:
+    """Raw host memory of one size class; large blocks are anonymous mmaps (huge pages)."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+        if nbytes >= _HUGE:
+            self._map = mmap.mmap(-1, nbytes)
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                try:
+                    self._map.madvise(mmap.MADV_HUGEPAGE)
+                except OSError:
+                    pass
+            self.array = np.frombuffer(self._map, dtype=np.uint8)
+        else:
+            self.array = np.empty(max(nbytes, 64), dtype=np.uint8)
+        self.address = self.array.ctypes.data
+
+
+class _Lease:
+    """Owner of a pooled block handed to the user: the block returns to the pool when the last
+    array viewing it dies (so results are never overwritten while alive)."""
+
+    def __init__(self, pool: BufferPool, block: _Block):
+        self.block = block
+        self.__array_interface__ = block.array.__array_interface__
+        weakref.finalize(self, pool.release, block)
+
+
+class BufferPool:
+    """Reusable host buffers by size class (powers of two, at least 64 bytes)."""
+
+    def __init__(self, max_cached_bytes: int = 1 << 31):
+        self._free: dict[int, list[_Block]] = {}
+        self._cached = 0
+        self._max = max_cached_bytes
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def size_class(nbytes: int) -> int:
+        return 1 << max(6, (max(nbytes, 1) - 1).bit_length())
+
+    def acquire(self, nbytes: int) -> _Block:
+        size = self.size_class(nbytes)
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                self._cached -= size
+                return free.pop()
+        return _Block(size)
+
+    def release(self, block: _Block) -> None:
+        with self._lock:
+            if self._cached + block.nbytes <= self._max:
+                self._free.setdefault(block.nbytes, []).append(block)
+                self._cached += block.nbytes
+
+    def lease(self, block: _Block) -> np.ndarray:
+        """``block`` as a uint8 array owned by the caller; it comes back here once unreferenced."""
+        return np.asarray(_Lease(self, block))
+
+
+_buffers = BufferPool()
+
+
+# --------------------------------------------------------------------------- single kernels
+
+
+def layout_of(shape: Sequence[int], strides: Sequence[int]) -> tuple[str, ...]:
+    """The layout pattern (``"b"``/``"c"``/``"s"`` per dim) of a view with element ``strides``."""
+    return tuple("b" if st == 0 else "c" if st == 1 else "s" for n, st in zip(shape, strides))
+
+
+def _check_layout(kernel: kir.Kernel, shape, all_strides) -> None:
+    for i, (op, strides) in enumerate(zip(kernel.inputs + kernel.outputs, all_strides)):
+        for d, (n, st, lay) in enumerate(zip(shape, strides, op.layout)):
+            if n > 1 and ((lay == "b" and st != 0) or (lay == "c" and st != 1)):
+                raise ValueError(f"kernel {kernel.name}: operand {i} has stride {st} on dim {d}, "
+                                 f"but the kernel was built for layout {''.join(op.layout)!r}")
+
+
+def run_kernel(kernel: kir.Kernel, shape: Sequence[int], inputs: Sequence[np.ndarray],
+               outputs: Sequence[np.ndarray], threads: int | None = None,
+               cache: KernelCache | None = None) -> None:
+    """Run ``kernel`` over iteration space ``shape`` on NumPy arrays.
+
+    Each array is viewed broadcast to ``shape`` (outputs of reductions: give them size 1, or
+    stride 0, along the reduce dims) and its strides are passed to the kernel.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != kernel.ndim or len(inputs) != len(kernel.inputs) or len(outputs) != len(kernel.outputs):
+        raise ValueError(f"kernel {kernel.name}: expected ndim {kernel.ndim}, {len(kernel.inputs)} inputs, "
+                         f"{len(kernel.outputs)} outputs; got shape {shape}, {len(inputs)}, {len(outputs)}")
+    arrays, strides, keep = [], [], []
+    for k, (a, op) in enumerate(zip(list(inputs) + list(outputs), kernel.inputs + kernel.outputs)):
+        a = np.asarray(a)
+        if a.dtype != np.dtype(op.dtype):
+            raise TypeError(f"kernel {kernel.name}: operand {k} is {a.dtype}, expected {op.dtype}")
+        if k >= len(inputs) and not a.flags.writeable:
+            raise ValueError(f"kernel {kernel.name}: output {k - len(inputs)} is read-only")
+        v = np.broadcast_to(a, shape)
+        arrays.append(v.ctypes.data if v.size else 0)
+        strides.append([s // a.itemsize for s in v.strides])
+        keep.append(a)
+    _check_layout(kernel, shape, strides)
+    ranges = plan_ranges(shape, kernel.n_outer, threads)
+    if not ranges:
+        return
+    fn = (cache or default_cache()).get(kernel).fn
+    shape_a = np.array(shape or [0], dtype=np.int64)
+    strides_a = np.array(strides, dtype=np.int64).reshape(-1)
+    if strides_a.size == 0:
+        strides_a = np.zeros(1, dtype=np.int64)
+    ptrs_a = np.array(arrays or [0], dtype=np.uintp)
+    launch(fn, ranges, shape_a.ctypes.data, strides_a.ctypes.data, ptrs_a.ctypes.data)
+
+
+# --------------------------------------------------------------------------- programs
+
+
+class _PreparedLaunch:
+    """A Launch with its argument arrays built once; only pointers change per call."""
+
+    def __init__(self, step: Launch, slot_dtypes: Sequence[str], cache: KernelCache):
+        k = step.kernel
+        self.fn = cache.get(k).fn
+        self.shape = np.array(step.shape or (0,), dtype=np.int64)
+        views = step.inputs + step.outputs
+        strides = [list(v.strides) for v in views]
+        _check_layout(k, step.shape, strides)
+        self.strides = np.array(strides or [[0]], dtype=np.int64).reshape(-1)
+        if self.strides.size == 0:
+            self.strides = np.zeros(1, dtype=np.int64)
+        self.slots = np.array([v.slot for v in views], dtype=np.intp)
+        self.byte_offsets = np.array([v.offset * np.dtype(slot_dtypes[v.slot]).itemsize for v in views],
+                                     dtype=np.uintp)
+        self.ptrs = np.zeros(max(1, len(views)), dtype=np.uintp)
+        self.ranges = plan_ranges(step.shape, k.n_outer)
+        self.args = (self.shape.ctypes.data, self.strides.ctypes.data, self.ptrs.ctypes.data)
+
+    def run(self, bases: np.ndarray) -> None:
+        if not self.ranges:
+            return
+        if self.slots.size:
+            self.ptrs[: self.slots.size] = bases[self.slots] + self.byte_offsets
+        launch(self.fn, self.ranges, *self.args)
+
+
+def _strided(buf: np.ndarray, dtype: str, view: View, shape: Sequence[int]) -> np.ndarray:
+    dt = np.dtype(dtype)
+    flat = buf.view(np.uint8)[view.offset * dt.itemsize:].view(dt) if buf.size else buf.view(dt)
+    return np.lib.stride_tricks.as_strided(flat, shape=tuple(shape),
+                                           strides=tuple(s * dt.itemsize for s in view.strides))
+
+
+class CpuProgram:
+    """A program ready to run: ``outputs = prog(*inputs)``.  Not re-entrant (one call at a time)."""
+
+    def __init__(self, program: Program, cache: KernelCache | None = None):
+        self.program = p = program
+        cache = cache or default_cache()
+        self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch) else s
+                      for s in p.steps]
+        self.constants = {s: np.ascontiguousarray(c) for s, c in p.constants.items()}
+        self.output_slots = {v.slot for v, _, _ in p.outputs}
+        self.temp_slots = [s for s in range(p.n_inputs, len(p.slot_nbytes)) if s not in self.constants]
+        self._lock = threading.Lock()
+
+    def _bind(self, inputs: Sequence[np.ndarray]) -> tuple[list, dict]:
+        p = self.program
+        bufs: list = [None] * len(p.slot_nbytes)
+        for i, x in enumerate(inputs):
+            x = np.ascontiguousarray(x)
+            if x.dtype != np.dtype(p.slot_dtypes[i]) or x.nbytes < p.slot_nbytes[i]:
+                raise ValueError(f"input {i}: expected {p.slot_dtypes[i]} with {p.slot_nbytes[i]} bytes, "
+                                 f"got {x.dtype} with {x.nbytes} bytes")
+            bufs[i] = x
+        for s, c in self.constants.items():
+            bufs[s] = c
+        blocks: dict[int, object] = {}
+        for s in self.temp_slots:
+            reuse = p.aliases.get(s)
+            if reuse is not None and reuse in blocks and p.slot_nbytes[s] <= blocks[reuse].nbytes \
+                    and reuse not in self.output_slots and s not in self.output_slots:
+                blocks[s] = blocks[reuse]
+            else:
+                blocks[s] = _buffers.acquire(p.slot_nbytes[s])
+            bufs[s] = blocks[s].array
+        return bufs, blocks
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        p = self.program
+        if len(inputs) != p.n_inputs:
+            raise TypeError(f"program takes {p.n_inputs} inputs, got {len(inputs)}")
+        with self._lock:
+            bufs, blocks = self._bind(inputs)
+            bases = np.array([b.ctypes.data if b is not None else 0 for b in bufs], dtype=np.uintp)
+            for step in self.steps:
+                if isinstance(step, _PreparedLaunch):
+                    step.run(bases)
+                else:
+                    _run_extern(step, bufs, p.slot_dtypes)
+            results = self._collect(bufs, blocks)
+            released = set()
+            for s, block in blocks.items():
+                if s not in self.output_slots and id(block) not in released:
+                    released.add(id(block))
+                    _buffers.release(block)
+        for in_slot, out_index in p.writebacks:
+            np.copyto(inputs[in_slot], results[out_index].reshape(np.shape(inputs[in_slot])))
+        return results
+
+    def _collect(self, bufs: list, blocks: dict) -> list[np.ndarray]:
+        leased: dict[int, np.ndarray] = {}
+        results = []
+        for view, shape, dtype in self.program.outputs:
+            if view.slot in blocks:
+                if view.slot not in leased:
+                    leased[view.slot] = _buffers.lease(blocks[view.slot])
+                results.append(_strided(leased[view.slot], dtype, view, shape))
+            else:       # an input or constant passed through: never alias the caller's memory
+                results.append(_strided(bufs[view.slot], dtype, view, shape).copy())
+        return results
+
+
+def _run_extern(step: Extern, bufs: list, slot_dtypes: Sequence[str]) -> None:
+    views = step.inputs + step.outputs
+    arrays = [_strided(bufs[v.slot], slot_dtypes[v.slot], v, shp) for v, shp in zip(views, step.shapes)]
+    if step.name == "matmul":
+        a, b, out = arrays
+        np.matmul(a, b, out=out)
+    else:
+        raise NotImplementedError(f"extern {step.name!r} on the CPU")
+
+
+def run_program(program: Program, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Prepare and run ``program`` once (callers that repeat should keep a :class:`CpuProgram`)."""
+    return CpuProgram(program)(*inputs)
