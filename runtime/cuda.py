@@ -1,0 +1,355 @@
+"""CUDA runtime through pycuda: device, caching allocator, PTX modules, launches, programs.
+
+pycuda is imported lazily, so importing this module (and everything CPU) works without it;
+:func:`is_available` / :func:`unavailable_reason` say whether a GPU can be used and why not.
+
+All work goes to the default stream of the device's primary context.  Kernels come from
+:mod:`codegen.ptx` through the PTX cache (a program holds kir kernels, so running one needs the
+code generator).  Extern ``matmul`` runs as a kir reduction kernel (see
+:mod:`runtime.cuda_extern`): correct for any strides, not a tuned GEMM.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.cuda_alloc import Block, CachingAllocator
+from runtime.cuda_args import PackedArgs, pack_launch
+from runtime.program import Extern, Launch, Program, View
+
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8,
+             "float16": 2, "float32": 4, "float64": 8}
+
+
+# --------------------------------------------------------------------------- availability
+
+def probe(import_module: Callable[[str], Any] = importlib.import_module) -> tuple[Any, str | None]:
+    """``(pycuda.driver or None, reason it cannot be used or None)``; ``import_module`` is injectable."""
+    try:
+        drv = import_module("pycuda.driver")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "pycuda":
+            return None, "pycuda is not installed (pip install 'tracejit[cuda]')"
+        return None, f"no CUDA driver: importing pycuda failed ({e})"
+    except ImportError as e:  # pycuda's extension links libcuda: a missing driver shows up here
+        return None, f"no CUDA driver: importing pycuda failed ({e})"
+    try:
+        drv.init()
+    except Exception as e:  # pycuda raises its own driver errors
+        return None, f"no CUDA driver: cuInit failed ({e})"
+    try:
+        count = drv.Device.count()
+    except Exception as e:
+        return None, f"no CUDA device: cannot count devices ({e})"
+    if count == 0:
+        return None, "no CUDA device: the driver reports 0 GPUs"
+    return drv, None
+
+
+@functools.cache
+def _probe_once() -> tuple[Any, str | None]:
+    return probe()
+
+
+def is_available() -> bool:
+    return _probe_once()[1] is None
+
+
+def unavailable_reason() -> str | None:
+    """Why the GPU cannot be used: pycuda not installed / no driver / no device (None if it can)."""
+    return _probe_once()[1]
+
+
+def driver() -> Any:
+    drv, reason = _probe_once()
+    if reason is not None:
+        raise RuntimeError(f"CUDA is not available: {reason}")
+    return drv
+
+
+def itemsize(dtype: str) -> int:
+    return _ITEMSIZE[dtype]
+
+
+# --------------------------------------------------------------------------- buffers
+
+class _PycudaMemory:
+    """The allocator's driver interface on top of pycuda (OOM becomes Python's MemoryError)."""
+
+    def __init__(self, drv: Any) -> None:
+        self._drv = drv
+
+    def alloc(self, nbytes: int) -> Any:
+        try:
+            return self._drv.mem_alloc(nbytes)
+        except self._drv.MemoryError as e:
+            raise MemoryError(str(e)) from e
+
+    def free(self, handle: Any) -> None:
+        handle.free()
+
+    def address(self, handle: Any) -> int:
+        return int(handle)
+
+
+class DeviceBuffer:
+    """Device memory from the caching allocator; returned to the pool when collected or freed."""
+
+    def __init__(self, allocator: CachingAllocator, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._block: Block = allocator.allocate(nbytes)
+        self._release = weakref.finalize(self, allocator.free, self._block)
+
+    @property
+    def ptr(self) -> int:
+        return self._block.ptr
+
+    def free(self) -> None:
+        """Give the memory back to the pool now (the buffer must not be used afterwards)."""
+        self._release()
+
+    def __repr__(self) -> str:
+        return f"DeviceBuffer(ptr={self.ptr:#x}, nbytes={self.nbytes})"
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """A strided view of a device buffer: what a program returns per output."""
+    buffer: DeviceBuffer
+    offset: int                  # elements
+    strides: tuple[int, ...]     # elements
+    shape: tuple[int, ...]
+    dtype: str
+
+
+# --------------------------------------------------------------------------- device
+
+class CudaDevice:
+    """One GPU: primary context, allocator, module cache, launches and program execution."""
+
+    def __init__(self, index: int = 0) -> None:
+        drv = driver()
+        self._drv = drv
+        self.index = index
+        self._dev = drv.Device(index)
+        self.name = self._dev.name()
+        major, minor = self._dev.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        self._ctx = self._dev.retain_primary_context()
+        self._ctx.push()
+        self.allocator = CachingAllocator(_PycudaMemory(drv))
+        self._functions: dict[tuple[str, str], Any] = {}
+        self._constants: dict[int, tuple[weakref.ref, dict[int, DeviceBuffer]]] = {}
+
+    # memory ------------------------------------------------------------------------------------
+    def empty(self, nbytes: int) -> DeviceBuffer:
+        return DeviceBuffer(self.allocator, nbytes)
+
+    def to_device(self, array: np.ndarray) -> DeviceBuffer:
+        a = np.ascontiguousarray(array)
+        buf = self.empty(a.nbytes)
+        if a.nbytes:
+            self._drv.memcpy_htod(buf.ptr, a)
+        return buf
+
+    def to_host(self, buf: DeviceBuffer, shape: tuple[int, ...], dtype: str, offset: int = 0) -> np.ndarray:
+        """Copy a contiguous region (``offset`` in elements) into a new NumPy array."""
+        out = np.empty(shape, dtype=np.dtype(dtype))
+        if out.nbytes:
+            if offset * out.itemsize + out.nbytes > buf.nbytes:
+                raise ValueError(f"reading {out.nbytes} bytes at element {offset} overruns {buf}")
+            self._drv.memcpy_dtoh(out, buf.ptr + offset * out.itemsize)
+        return out
+
+    def array_to_host(self, arr: DeviceArray) -> np.ndarray:
+        """Copy any strided device view to a new contiguous NumPy array."""
+        if _is_contiguous(arr.shape, arr.strides):
+            return self.to_host(arr.buffer, arr.shape, arr.dtype, arr.offset)
+        dense = self.copy(arr)
+        return self.to_host(dense.buffer, arr.shape, arr.dtype)
+
+    def copy(self, arr: DeviceArray, out: DeviceArray | None = None) -> DeviceArray:
+        """Copy a strided view into ``out`` (default: a new contiguous array) on the device."""
+        from runtime.cuda_extern import copy_kernel
+        if out is None:
+            n = int(np.prod(arr.shape, dtype=np.int64))
+            out = DeviceArray(self.empty(n * itemsize(arr.dtype)), 0, _contiguous_strides(arr.shape),
+                              arr.shape, arr.dtype)
+        if out.shape != arr.shape:
+            raise ValueError(f"copy between shapes {arr.shape} and {out.shape}")
+        k = copy_kernel(arr.dtype, arr.strides, out.strides)
+        self.launch_kernel(k, arr.shape, [arr], [out])
+        return out
+
+    def memory_stats(self) -> dict[str, int]:
+        return self.allocator.memory_stats()
+
+    def empty_cache(self) -> None:
+        self.allocator.empty_cache()
+
+    # modules and launches ----------------------------------------------------------------------
+    def function(self, pk: Any) -> Any:
+        """The loaded, prepared function of a :class:`codegen.ptx.PtxKernel` (cached by key, arch)."""
+        key = (pk.key, pk.arch)
+        fn = self._functions.get(key)
+        if fn is None:
+            module = self._drv.module_from_buffer(pk.ptx.encode())
+            fn = module.get_function(pk.entry)
+            fn.prepare(_param_format(pk))
+            fn._tracejit_module = module  # keep the module alive with its function
+            self._functions[key] = fn
+        return fn
+
+    def launch(self, pk: Any, grid: int, block: int, args: PackedArgs, shared: int = 0) -> None:
+        fn = self.function(pk)
+        fn.prepared_call((grid, 1, 1), (block, 1, 1), *args.values, shared_size=shared)
+
+    def launch_kernel(self, kernel: Any, shape: Sequence[int], inputs: Sequence[DeviceArray],
+                      outputs: Sequence[DeviceArray]) -> None:
+        """Compile (cached) and run a kir kernel over ``shape`` on strided device arrays."""
+        from codegen.ptx import launch_geometry
+        from runtime.ptx_cache import default_ptx_cache
+        shape = tuple(int(s) for s in shape)
+        ops = [*inputs, *outputs]
+        n_outer = len(shape) - kernel.n_reduce
+        if int(np.prod(shape[:n_outer], dtype=np.int64)) == 0:
+            return
+        if kernel.n_reduce == 0 and int(np.prod(shape, dtype=np.int64)) == 0:
+            return
+        pk = default_ptx_cache().get(kernel, self.arch)
+        args = pack_launch([a.buffer.ptr for a in ops], [a.offset for a in ops],
+                           [itemsize(a.dtype) for a in ops], shape, [a.strides for a in ops])
+        grid, block, shared = launch_geometry(pk, shape)
+        self.launch(pk, grid, block, args, shared)
+
+    # timing ------------------------------------------------------------------------------------
+    def event(self) -> Any:
+        """A recorded CUDA event (``end.time_since(start)`` gives milliseconds)."""
+        ev = self._drv.Event()
+        ev.record()
+        return ev
+
+    def synchronize(self) -> None:
+        self._drv.Context.synchronize()
+
+    # programs ----------------------------------------------------------------------------------
+    def run_program(self, program: Program, inputs: Sequence[DeviceBuffer]) -> list[DeviceArray]:
+        """Execute ``program`` with its first slots bound to ``inputs``; returns its outputs."""
+        return _ProgramRun(self, program, inputs).run()
+
+    def _program_constants(self, program: Program) -> dict[int, DeviceBuffer]:
+        entry = self._constants.get(id(program))
+        if entry is None or entry[0]() is not program:
+            bufs = {slot: self.to_device(np.asarray(v)) for slot, v in program.constants.items()}
+            entry = (weakref.ref(program), bufs)
+            self._constants[id(program)] = entry
+        return entry[1]
+
+
+def _param_format(pk: Any) -> str:
+    return "P" * pk.n_operands + "q" * (pk.ndim * (1 + pk.n_operands))
+
+
+def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= int(n)
+    return tuple(reversed(strides))
+
+
+def _is_contiguous(shape: Sequence[int], strides: Sequence[int]) -> bool:
+    return all(n == 1 or s == c for n, s, c in zip(shape, strides, _contiguous_strides(shape), strict=True))
+
+
+class _ProgramRun:
+    """One execution of a program: slot binding, steps in order, outputs and writebacks."""
+
+    def __init__(self, dev: CudaDevice, program: Program, inputs: Sequence[DeviceBuffer]) -> None:
+        if len(inputs) != program.n_inputs:
+            raise ValueError(f"program takes {program.n_inputs} inputs, got {len(inputs)}")
+        self.dev, self.p = dev, program
+        self.slots: dict[int, DeviceBuffer] = {}
+        for i, buf in enumerate(inputs):
+            if buf.nbytes < program.slot_nbytes[i]:
+                raise ValueError(f"input {i} has {buf.nbytes} bytes, the program needs "
+                                 f"{program.slot_nbytes[i]}")
+            self.slots[i] = buf
+        self.slots.update(dev._program_constants(program))
+
+    def buffer(self, slot: int) -> DeviceBuffer:
+        buf = self.slots.get(slot)
+        if buf is None:
+            target = self.p.aliases.get(slot)
+            buf = self.buffer(target) if target is not None else self.dev.empty(self.p.slot_nbytes[slot])
+            self.slots[slot] = buf
+        return buf
+
+    def array(self, view: View, shape: tuple[int, ...], dtype: str) -> DeviceArray:
+        return DeviceArray(self.buffer(view.slot), view.offset, tuple(view.strides), shape, dtype)
+
+    def run(self) -> list[DeviceArray]:
+        for step in self.p.steps:
+            if isinstance(step, Launch):
+                k = step.kernel
+                ins = [self.array(v, step.shape, o.dtype) for v, o in zip(step.inputs, k.inputs, strict=True)]
+                outs = [self.array(v, step.shape, o.dtype)
+                        for v, o in zip(step.outputs, k.outputs, strict=True)]
+                self.dev.launch_kernel(k, step.shape, ins, outs)
+            elif isinstance(step, Extern):
+                self.extern(step)
+            else:
+                raise TypeError(f"unknown program step {step!r}")
+        results = [self.array(v, tuple(shape), dtype) for v, shape, dtype in self.p.outputs]
+        for slot, out_index in self.p.writebacks:
+            res = results[out_index]
+            dst = DeviceArray(self.slots[slot], 0, _contiguous_strides(res.shape), res.shape, res.dtype)
+            if dst.buffer is not res.buffer or res.offset or dst.strides != res.strides:
+                self.dev.copy(res, dst)
+        return results
+
+    def extern(self, step: Extern) -> None:
+        if step.name != "matmul":
+            raise NotImplementedError(f"extern {step.name!r} is not supported on the GPU")
+        from runtime.cuda_extern import matmul_launch
+        views = [*step.inputs, *step.outputs]
+        kernel, shape, strides = matmul_launch(step.dtype, step.shapes, tuple(v.strides for v in views))
+        ops = [DeviceArray(self.buffer(v.slot), v.offset, st, shape, step.dtype)
+               for v, st in zip(views, strides, strict=True)]
+        self.dev.launch_kernel(kernel, shape, ops[:2], ops[2:])
+
+
+# --------------------------------------------------------------------------- process-wide
+
+_devices: dict[int, CudaDevice] = {}
+_lock = threading.Lock()
+
+
+def device(index: int = 0) -> CudaDevice:
+    """The process-wide :class:`CudaDevice` for GPU ``index`` (created on first use)."""
+    with _lock:
+        dev = _devices.get(index)
+        if dev is None:
+            dev = _devices[index] = CudaDevice(index)
+        return dev
+
+
+def synchronize() -> None:
+    for dev in list(_devices.values()):
+        dev.synchronize()
+
+
+def memory_stats(index: int = 0) -> dict[str, int]:
+    return device(index).memory_stats()
+
+
+def empty_cache() -> None:
+    for dev in list(_devices.values()):
+        dev.empty_cache()

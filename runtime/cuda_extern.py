@@ -1,0 +1,66 @@
+"""GPU fallbacks expressed as kir kernels: extern ``matmul`` and strided copies.
+
+The matmul is the reduction ``out[b, m, n] = sum_k a[b, m, k] * b[b, k, n]`` over the
+iteration space ``(B, M, N, K)`` with ``K`` as the reduce dim, lowered like every other row
+reduction: one block per output element.  It is correct for any strides and dtype but far from
+a tiled shared-memory GEMM (each block re-reads a row of ``a`` and a column of ``b`` from L2),
+so it suits small or skinny products only.
+"""
+from __future__ import annotations
+
+from codegen import kir
+from codegen.kir import Acc, Kernel, Load, Op, Operand, Reduce, Store
+
+
+def layout_of(strides: tuple[int, ...]) -> tuple[str, ...]:
+    """The kir layout pattern of concrete strides."""
+    return tuple("b" if s == 0 else "c" if s == 1 else "s" for s in strides)
+
+
+def _acc_dtype(dtype: str) -> str:
+    if dtype in ("float16", "float32"):
+        return "float32"
+    if dtype == "float64":
+        return "float64"
+    return "int64"
+
+
+Shape = tuple[int, ...]
+
+
+def matmul_launch(dtype: str, shapes: tuple[Shape, ...],
+                  strides: tuple[Shape, ...]) -> tuple[Kernel, Shape, list[Shape]]:
+    """(kernel, iteration shape, per-operand iteration strides) for a batched matmul.
+
+    ``shapes``/``strides``: a ``(B, M, K)``, b ``(B, K, N)``, out ``(B, M, N)`` (2-d operands
+    get a batch of 1).
+    """
+    def three(shape, st):
+        return ((1, *shape), (0, *st)) if len(shape) == 2 else (tuple(shape), tuple(st))
+
+    (sa, ta), (sb, tb), (so, to) = (three(s, t) for s, t in zip(shapes, strides, strict=True))
+    B, M, K = sa
+    Bb, Kb, N = sb
+    if Kb != K or so[1:] != (M, N) or (B != Bb and 1 not in (B, Bb)):
+        raise ValueError(f"matmul shapes do not match: {shapes}")
+    # iteration dims (b, m, n, k); a batch of 1 on an operand broadcasts
+    it_a = (ta[0] if B > 1 else 0, ta[1], 0, ta[2])
+    it_b = (tb[0] if Bb > 1 else 0, 0, tb[2], tb[1])
+    it_o = (to[0], to[1], to[2], 0)
+    acc = _acc_dtype(dtype)
+
+    def load(i: int) -> kir.Expr:
+        return Load(i) if acc == dtype else Op("cast", (Load(i),), acc)
+    prod = Op("mul", (load(0), load(1)), acc)
+    result = Acc(0) if acc == dtype else Op("cast", (Acc(0),), dtype)
+    kernel = Kernel("matmul", 4, 1,
+                    (Operand(dtype, layout_of(it_a)), Operand(dtype, layout_of(it_b))),
+                    (Operand(dtype, layout_of(it_o)),),
+                    (Reduce("sum", prod, acc), Store(0, result)))
+    return kernel, (max(B, Bb), M, N, K), [it_a, it_b, it_o]
+
+
+def copy_kernel(dtype: str, src_strides: tuple[int, ...], dst_strides: tuple[int, ...]) -> Kernel:
+    """Elementwise copy between two strided views of the same shape."""
+    return Kernel("copy", len(src_strides), 0, (Operand(dtype, layout_of(src_strides)),),
+                  (Operand(dtype, layout_of(dst_strides)),), (Store(0, Load(0)),))

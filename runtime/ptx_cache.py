@@ -1,0 +1,137 @@
+"""In-memory and on-disk cache of PTX kernels, keyed by (kernel structure, GPU architecture).
+
+Same directory, environment switches and entry discipline as :mod:`runtime.kernel_cache` (the
+CPU cache): entries are written to a temporary file and renamed into place, carry the sha256 of
+their payload, and a damaged entry is logged, ignored and rebuilt.  The key also covers LLVM's
+version and :data:`codegen.ptx.CODEGEN_VERSION`, so a new code generator never reads stale PTX.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import llvmlite.binding as llvm
+
+from codegen import ptx
+from codegen.kir import Kernel
+from runtime.kernel_cache import default_cache_dir
+
+log = logging.getLogger("tracejit.cache")
+
+_MAGIC = b"TJPTX1\n"
+
+
+def _disk_disabled() -> bool:
+    return os.environ.get("TRACEJIT_DISABLE_CACHE", "") not in ("", "0")
+
+
+def encode_entry(pk: ptx.PtxKernel) -> bytes:
+    payload = pk.ptx.encode()
+    meta = {f.name: getattr(pk, f.name) for f in dataclasses.fields(pk) if f.name != "ptx"}
+    header = {**meta, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    return _MAGIC + json.dumps(header).encode() + b"\n" + payload
+
+
+def decode_entry(data: bytes) -> ptx.PtxKernel:
+    """Parse and verify an entry; raises ValueError on any damage."""
+    if not data.startswith(_MAGIC):
+        raise ValueError("bad magic")
+    head, sep, payload = data[len(_MAGIC):].partition(b"\n")
+    if not sep:
+        raise ValueError("truncated header")
+    try:
+        header = json.loads(head)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"bad header: {e}") from None
+    if len(payload) != header.pop("size") or hashlib.sha256(payload).hexdigest() != header.pop("sha256"):
+        raise ValueError("checksum mismatch (truncated or corrupted)")
+    try:
+        return ptx.PtxKernel(ptx=payload.decode(), **header)
+    except TypeError as e:
+        raise ValueError(f"bad header fields: {e}") from None
+
+
+class PtxCache:
+    """PTX by (structural key, arch); ``stats`` counts where each request was served from."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, disk: bool | None = None):
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.disk = (not _disk_disabled()) if disk is None else disk
+        self.stats = {"compiled": 0, "disk_hits": 0, "memory_hits": 0, "disk_errors": 0}
+        self._memory: dict[tuple[str, str], ptx.PtxKernel] = {}
+        self._lock = threading.Lock()
+
+    def path_for(self, kernel: Kernel, arch: str) -> Path:
+        ident = f"{kernel.key}|{arch}|{ptx.CODEGEN_VERSION}|{llvm.llvm_version_info}"
+        return self.directory / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.ptx.tjk"
+
+    def get(self, kernel: Kernel, arch: str = ptx.DEFAULT_ARCH) -> ptx.PtxKernel:
+        arch = ptx.arch_of(arch)
+        with self._lock:
+            hit = self._memory.get((kernel.key, arch))
+            if hit is not None:
+                self.stats["memory_hits"] += 1
+                return hit
+            pk = self._read(kernel, arch) if self.disk else None
+            if pk is None:
+                pk = ptx.compile_kernel(kernel, arch)
+                self.stats["compiled"] += 1
+                if self.disk:
+                    self._write(kernel, arch, pk)
+            else:
+                self.stats["disk_hits"] += 1
+            self._memory[(kernel.key, arch)] = pk
+            return pk
+
+    def _read(self, kernel: Kernel, arch: str) -> ptx.PtxKernel | None:
+        path = self.path_for(kernel, arch)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.warning("ptx cache: cannot read %s (%s); recompiling", path, e)
+            return None
+        try:
+            pk = decode_entry(data)
+            if (pk.key, pk.arch) != (kernel.key, arch):
+                raise ValueError("entry is for another kernel")
+            return pk
+        except (ValueError, KeyError, UnicodeDecodeError) as e:
+            self.stats["disk_errors"] += 1
+            log.warning("ptx cache: ignoring damaged entry %s (%s); recompiling", path, e)
+            return None
+
+    def _write(self, kernel: Kernel, arch: str, pk: ptx.PtxKernel) -> None:
+        path = self.path_for(kernel, arch)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tjk")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(encode_entry(pk))
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as e:
+            log.warning("ptx cache: cannot write %s (%s)", path, e)
+
+
+_default: PtxCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_ptx_cache() -> PtxCache:
+    """The process-wide PTX cache (configured from the environment on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = PtxCache()
+        return _default
