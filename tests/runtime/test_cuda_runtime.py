@@ -128,7 +128,8 @@ def test_pack_launch_layout():
 def test_pack_launch_matches_the_kernel_signature():
     f = "float32"
     k = Kernel("k", 3, 1, (Operand(f, ("s", "s", "c")), Operand(f, ("b", "b", "c"))),
-               (Operand(f, ("c", "c", "b")),), (Reduce("sum", Op("mul", (Load(0), Load(1)), f), f), Store(0, Acc(0))))
+               (Operand(f, ("c", "c", "b")),),
+               (Reduce("sum", Op("mul", (Load(0), Load(1)), f), f), Store(0, Acc(0))))
     args = pack_launch([1, 2, 3], [0, 0, 0], [4, 4, 4], [2, 3, 4], [[12, 4, 1], [0, 0, 1], [3, 1, 0]])
     assert args.fmt == ptx.param_types(k)
 
