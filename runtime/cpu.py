@@ -74,7 +74,7 @@ def plan_ranges(shape: Sequence[int], n_outer: int, threads: int | None = None) 
     outer = int(np.prod(shape[:n_outer], dtype=np.int64))
     work = int(np.prod(shape, dtype=np.int64))
     threads = num_threads() if threads is None else threads
-    if outer == 0 or work == 0:
+    if outer == 0:                  # (an empty reduce space still writes every output)
         return []
     if threads <= 1 or work < SMALL_WORK or outer < 2:
         return [(0, outer)]
@@ -184,7 +184,7 @@ def run_kernel(kernel: kir.Kernel, shape: Sequence[int], inputs: Sequence[np.nda
         if k >= len(inputs) and not a.flags.writeable:
             raise ValueError(f"kernel {kernel.name}: output {k - len(inputs)} is read-only")
         v = np.broadcast_to(a, shape)
-        arrays.append(v.ctypes.data if v.size else 0)
+        arrays.append(a.ctypes.data if a.size else 0)
         strides.append([s // a.itemsize for s in v.strides])
         keep.append(a)
     _check_layout(kernel, shape, strides)
