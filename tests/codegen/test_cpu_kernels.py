@@ -199,8 +199,10 @@ def test_layernorm():
     mean = op("mul", "float32", kir.Acc(0), inv_d)
     centered = op("sub", "float32", L(0), mean)
     var = op("mul", "float32", kir.Acc(1), inv_d)
-    norm = op("mul", "float32", centered, op("rsqrt", "float32", op("add", "float32", var, C(1e-5, "float32"))))
-    stages = [kir.Reduce("sum", L(0), "float32"), kir.Reduce("sum", op("square", "float32", centered), "float32"),
+    inv_std = op("rsqrt", "float32", op("add", "float32", var, C(1e-5, "float32")))
+    norm = op("mul", "float32", centered, inv_std)
+    stages = [kir.Reduce("sum", L(0), "float32"),
+              kir.Reduce("sum", op("square", "float32", centered), "float32"),
               kir.Store(0, op("add", "float32", op("mul", "float32", norm, L(1)), L(2)), over_reduce=True),
               kir.Store(1, mean)]
     out, mean_out = np.empty((n, d), np.float32), np.empty((n, 1), np.float32)
