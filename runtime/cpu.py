@@ -16,7 +16,7 @@ import mmap
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -308,12 +308,23 @@ class CpuProgram:
         return results
 
 
+EXTERNS: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def register_extern(name: str, fn: Callable[..., np.ndarray]) -> None:
+    """Make ``Extern(name)`` steps run ``fn(*input_arrays, **params)`` (result copied to the output)."""
+    EXTERNS[name] = fn
+
+
 def _run_extern(step: Extern, bufs: list, slot_dtypes: Sequence[str]) -> None:
     views = step.inputs + step.outputs
     arrays = [_strided(bufs[v.slot], slot_dtypes[v.slot], v, shp) for v, shp in zip(views, step.shapes)]
     if step.name == "matmul":
         a, b, out = arrays
         np.matmul(a, b, out=out)
+    elif step.name in EXTERNS:
+        *ins, out = arrays
+        out[...] = EXTERNS[step.name](*ins, **dict(step.params))
     else:
         raise NotImplementedError(f"extern {step.name!r} on the CPU")
 

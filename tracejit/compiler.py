@@ -1,0 +1,210 @@
+"""From an optimized graph to a runnable program: split reductions, fuse, schedule, plan buffers.
+
+The result is a :class:`runtime.program.Program` (data) wrapped with the runtime that runs it.
+Kernels are compiled through the structural kernel cache, so a new batch size re-traces but
+reuses every compiled kernel.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from runtime import program as rp
+
+from . import fusion
+from .errors import UnsupportedUnderJitError
+from .graph import Graph
+from .ops import PRIMS, AVal
+from .tensor import Device
+from .views import View
+
+log = logging.getLogger("tracejit.compile")
+
+SPLIT_MIN = 1 << 17       # a full reduction at least this long is split so every core takes part
+SPLIT_PARTS = (64, 48, 32, 16, 8, 4, 2)
+
+
+def split_reductions(g: Graph) -> int:
+    """Rewrite ``reduce(x)`` over everything into ``reduce(reduce(reshape(x, (P, N/P)), 1), 0)``.
+
+    A kernel is parallel over its outer points only; a full reduction has one.
+    """
+    count = 0
+    for nid in g.topo():
+        n = g.node(nid)
+        if n.op not in ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
+            continue
+        src = g.node(n.inputs[0])
+        outer = math.prod(s for d, s in enumerate(src.shape) if d not in n.params["axes"])
+        total = math.prod(src.shape)
+        if outer != 1 or total < SPLIT_MIN:
+            continue
+        parts = next((p for p in SPLIT_PARTS if total % p == 0), None)
+        if parts is None:
+            continue
+        dtype = n.dtype
+        r = g.add("reshape", (n.inputs[0],), {"shape": (parts, total // parts)},
+                  AVal((parts, total // parts), src.dtype))
+        partial = g.add(n.op, (r,), {"axes": (1,)}, AVal((parts, 1), dtype))
+        final = g.add(n.op, (partial,), {"axes": (0,)}, AVal((1, 1), dtype))
+        out = g.add("reshape", (final,), {"shape": n.shape}, n.aval)
+        g.replace_all_uses(nid, out)
+        g.remove(nid)
+        count += 1
+    return count
+
+
+class CompiledProgram:
+    """A fused program ready to run on one device: ``outputs = prog(list_of_input_arrays)``."""
+
+    def __init__(self, g: Graph, plan: fusion.FusionPlan, program: rp.Program, device: Device) -> None:
+        self.graph = g
+        self.plan = plan
+        self.program = program
+        self.device = device
+        if device.type == "cuda":
+            from runtime import cuda
+            self._run = cuda.CudaProgram(program)
+        else:
+            from runtime.cpu import CpuProgram
+            self._run = CpuProgram(program)
+
+    @property
+    def kernels(self) -> list[Any]:
+        return [s.kernel for s in self.plan.steps if isinstance(s, fusion.KernelPlan)]
+
+    @property
+    def n_kernels(self) -> int:
+        return len(self.kernels)
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self._run(*inputs)
+
+
+def compile_graph(g: Graph, device: Device) -> CompiledProgram:
+    """Fuse and compile an optimized graph (the graph is copied; the caller's stays as traced)."""
+    g = _copy(g)
+    for nid in g.g:
+        n = g.node(nid)
+        if n.op != "input" and PRIMS[n.op].kind == "host" and device.type == "cuda":
+            raise UnsupportedUnderJitError(f"{n.op} has no GPU kernel; run it eagerly or on the CPU")
+    split_reductions(g)
+    plan = fusion.plan(g)
+    program = _to_program(g, plan)
+    log.debug("compiled %d kernels", sum(isinstance(s, fusion.KernelPlan) for s in plan.steps))
+    return CompiledProgram(g, plan, program, device)
+
+
+def _copy(g: Graph) -> Graph:
+    import copy
+    new = Graph(g.g.copy(), list(g.inputs), list(g.outputs))
+    for nid in new.g:
+        node = new.g.nodes[nid]["node"]
+        new.g.nodes[nid]["node"] = copy.copy(node)
+    new._ids = iter(range(max(g.g.nodes, default=-1) + 1, 1 << 62))
+    return new
+
+
+def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
+    slot_of: dict[int, int] = {}
+    nbytes: list[int] = []
+    dtypes: list[str] = []
+
+    def new_slot(nid: int) -> int:
+        n = g.node(nid)
+        slot_of[nid] = len(nbytes)
+        nbytes.append(max(1, math.prod(n.shape)) * n.dtype.itemsize)
+        dtypes.append(n.dtype.name)
+        return slot_of[nid]
+
+    for nid in g.inputs:
+        new_slot(nid)
+    constants = {}
+    for nid, value in plan.constants.items():
+        constants[new_slot(nid)] = value
+    for step in plan.steps:
+        outs = [step.node] if isinstance(step, fusion.ExternPlan) else [o for o, _ in step.outputs]
+        for o in outs:
+            new_slot(o)
+
+    def resolve(nid: int, view: View) -> rp.View:
+        if nid in plan.aliases:
+            raise AssertionError("kernel operands never name view nodes")
+        return rp.View(slot_of[nid], view.offset, view.strides)
+
+    steps: list[Any] = []
+    for step in plan.steps:
+        if isinstance(step, fusion.KernelPlan):
+            steps.append(rp.Launch(step.kernel, step.shape,
+                                   tuple(resolve(n, v) for n, v in step.inputs),
+                                   tuple(resolve(n, v) for n, v in step.outputs)))
+        else:
+            n = g.node(step.node)
+            out = View.contiguous(n.shape)
+            steps.append(rp.Extern(n.op, tuple(resolve(b, v) for b, v in step.inputs),
+                                   (rp.View(slot_of[step.node], 0, out.strides),),
+                                   tuple(v.shape for _, v in step.inputs) + (n.shape,), n.dtype.name,
+                                   tuple(sorted(n.params.items()))))
+    outputs = []
+    for o in g.outputs:
+        base, view = plan.aliases.get(o, (o, View.contiguous(g.node(o).shape)))
+        outputs.append((rp.View(slot_of[base], view.offset, view.strides), g.node(o).shape, g.node(o).dtype.name))
+    program = rp.Program(len(g.inputs), nbytes, dtypes, constants, steps, outputs)
+    program.aliases = _buffer_plan(program)
+    return program
+
+
+def _buffer_plan(p: rp.Program) -> dict[int, int]:
+    """Let a temporary reuse the buffer of one whose last reader has run (greedy, by size)."""
+    outputs = {v.slot for v, _, _ in p.outputs}
+    last_use: dict[int, int] = {}
+    for k, step in enumerate(p.steps):
+        for v in step.inputs:
+            last_use[v.slot] = k
+    free: list[int] = []
+    aliases: dict[int, int] = {}
+    owner: dict[int, int] = {}
+    for k, step in enumerate(p.steps):
+        for v in step.outputs:
+            s = v.slot
+            if s in outputs or s < p.n_inputs or s in p.constants:
+                continue
+            fit = next((f for f in free if p.slot_nbytes[f] >= p.slot_nbytes[s]), None)
+            if fit is not None:
+                free.remove(fit)
+                aliases[s] = owner.get(fit, fit)
+            owner[s] = aliases.get(s, s)
+        for v in step.inputs:
+            s = v.slot
+            if last_use.get(s) == k and s not in outputs and s >= p.n_inputs and s not in p.constants \
+                    and s not in {o.slot for o in step.outputs}:
+                free.append(s)
+    return aliases
+
+
+def peak_bytes(p: rp.Program) -> int:
+    """Bytes of temporaries and outputs the program allocates, after buffer reuse."""
+    return sum(p.slot_nbytes[s] for s in range(p.n_inputs, len(p.slot_nbytes))
+               if s not in p.constants and s not in p.aliases)
+
+
+def kernel_cache_stats() -> dict[str, int]:
+    from runtime.kernel_cache import default_cache
+    return {f"kernels_{k}": v for k, v in default_cache().stats.items()}
+
+
+def _register_externs() -> None:
+    """Host ops run as extern steps through the op table's NumPy references."""
+    from runtime import cpu
+    register = getattr(cpu, "register_extern", None)
+    if register is None:
+        return
+    for name, prim in PRIMS.items():
+        if prim.kind == "host" or name in ("pad", "concat", "slice_scatter"):
+            register(name, prim.impl)
+
+
+_register_externs()

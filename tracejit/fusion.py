@@ -1,0 +1,470 @@
+"""Fusion: decide which values live in memory, and build one kernel per remaining group.
+
+The rules, in the order they are applied (each materialized value records its reason, which
+``explain`` prints):
+
+1. Graph outputs live in memory.
+2. Matmul and host ops (sort, take, pad, concat, …) run as extern steps; their operands live
+   in memory, read through strided views when a movement chain allows it.
+3. A value used by several consumers is recomputed in each of them when its expression is
+   cheap (``RECOMPUTE_LIMIT``), else materialized once.
+4. Every other value is computed inside the kernel of the materialized value that needs it:
+   elementwise chains, broadcasts and views fuse, and movement ops become index arithmetic
+   on the kernel's loads.
+5. A reduction whose result is read back broadcast over the reduced axes, by a consumer of
+   the same shape, becomes a *stage* of that consumer's kernel (softmax and layer_norm are
+   one kernel).  Read in any other way, it is materialized by a kernel of its own (which
+   still fuses its elementwise producers).
+6. A reshape that no strides can express materializes its operand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from codegen import kir
+
+from .graph import Graph
+from .ops import PRIMS, REDUCTIONS
+from .views import View, contiguous_strides
+
+VIEW_OPS = ("reshape", "permute", "expand", "slice")
+RECOMPUTE_LIMIT = 6          # cost units; a transcendental costs 4, other ops 1, views 0
+_EXPENSIVE = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos",
+              "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "pow", "atan2", "div",
+              "sqrt", "rsqrt", "logaddexp", "hypot"}
+
+Path = tuple[tuple[str, tuple, tuple[int, ...], int], ...]   # (op, params, shape, node) from the root down
+
+
+class NeedsMaterialization(Exception):
+    def __init__(self, node: int, reason: str) -> None:
+        super().__init__(reason)
+        self.node, self.reason = node, reason
+
+
+@dataclass
+class KernelPlan:
+    """One fused kernel: the kir kernel, its launch shape and which buffers its operands view."""
+    kernel: kir.Kernel
+    shape: tuple[int, ...]
+    inputs: list[tuple[int, View]]           # (buffer node, view in iteration order)
+    outputs: list[tuple[int, View]]          # (node stored, view)
+    members: set[int]                        # graph nodes computed inside
+    root: int
+
+
+@dataclass
+class ExternPlan:
+    node: int
+    inputs: list[tuple[int, View]]           # (buffer node, view in the operand's logical shape)
+
+
+@dataclass
+class FusionPlan:
+    materialized: dict[int, str]             # node -> why it lives in memory
+    aliases: dict[int, tuple[int, View]]     # view nodes that are strided views of another buffer
+    steps: list[Any] = field(default_factory=list)   # KernelPlan | ExternPlan, in execution order
+    constants: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def _is_buffer_source(g: Graph, nid: int) -> bool:
+    n = g.node(nid)
+    return n.op == "input" or (n.op == "constant" and _uniform(n.params["value"]) is None)
+
+
+def _uniform(v: np.ndarray) -> Any:
+    if v.size == 0:
+        return 0
+    first = v.reshape(-1)[0]
+    return first.item() if np.all(v == first) or (np.all(np.isnan(v)) if v.dtype.kind == "f" else False) \
+        else None
+
+
+def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]) -> int:
+    if nid in memo:
+        return memo[nid]
+    n = g.node(nid)
+    if nid in materialized or n.op in ("input", "constant", "iota"):
+        c = 0
+    elif n.op in REDUCTIONS or PRIMS[n.op].kind not in ("elementwise", "movement"):
+        c = RECOMPUTE_LIMIT + 1
+    else:
+        own = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
+        c = own + sum(_cost(g, i, materialized, memo) for i in n.inputs)
+    memo[nid] = c
+    return c
+
+
+def _is_extern(g: Graph, nid: int) -> bool:
+    n = g.node(nid)
+    return n.op not in ("input",) and (PRIMS[n.op].kind in ("matmul", "host")
+                                         or n.op in ("pad", "concat", "slice_scatter"))
+
+
+def plan(g: Graph) -> FusionPlan:
+    """Group the graph's nodes into kernels and extern steps."""
+    materialized: dict[int, str] = {}
+    for o in g.outputs:
+        materialized.setdefault(o, "graph output")
+    order = g.topo()
+    for nid in order:
+        if _is_extern(g, nid):
+            materialized.setdefault(nid, f"result of {g.node(nid).op} (extern step)")
+    # multi-use values: recompute when cheap
+    for nid in order:
+        n = g.node(nid)
+        if nid in materialized or n.op in ("input", "constant", "iota") or n.op in REDUCTIONS:
+            continue
+        users = g.users(nid)
+        if len(users) > 1 and n.op not in VIEW_OPS:
+            cost = _cost(g, nid, materialized, {})
+            if cost > RECOMPUTE_LIMIT:
+                materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
+    while True:
+        try:
+            return _build(g, order, dict(materialized))
+        except NeedsMaterialization as e:
+            if e.node in materialized:
+                raise
+            materialized[e.node] = e.reason
+
+
+def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPlan:
+    fp = FusionPlan(materialized, {})
+    produced: set[int] = set()
+    pending = list(materialized)
+    while pending:
+        pending = [n for n in order if n in materialized and n not in produced]
+        if not pending:
+            break
+        for nid in pending:
+            if nid in produced:
+                continue
+            n = g.node(nid)
+            if n.op == "input":
+                produced.add(nid)
+            elif n.op == "constant" and _uniform(n.params["value"]) is None:
+                fp.constants[nid] = np.ascontiguousarray(n.params["value"])
+                produced.add(nid)
+            elif n.op in VIEW_OPS and _view_alias(g, nid, materialized) is not None:
+                fp.aliases[nid] = _view_alias(g, nid, materialized)
+                produced.add(nid)
+            elif _is_extern(g, nid):
+                ins = []
+                for i in n.inputs:
+                    ins.append(_operand_view(g, i, materialized, f"operand of {n.op}"))
+                fp.steps.append(ExternPlan(nid, ins))
+                produced.add(nid)
+            else:
+                kp = KernelBuilder(g, materialized, nid).build()
+                fp.steps.append(kp)
+                produced.update(node for node, _ in kp.outputs)
+        # kernels may have asked for more buffers (reductions read in a non-fusable way)
+    _order_steps(g, fp)
+    return fp
+
+
+def _order_steps(g: Graph, fp: FusionPlan) -> None:
+    """Execution order: a step runs after the steps producing every buffer it reads."""
+    producer: dict[int, int] = {}
+    for k, step in enumerate(fp.steps):
+        outs = [step.node] if isinstance(step, ExternPlan) else [o for o, _ in step.outputs]
+        for o in outs:
+            producer[o] = k
+
+    def buffer_of(node: int) -> int:
+        while node in fp.aliases:
+            node = fp.aliases[node][0]
+        return node
+
+    import networkx as nx
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(fp.steps)))
+    for k, step in enumerate(fp.steps):
+        for node, _ in step.inputs:
+            src = producer.get(buffer_of(node))
+            if src is not None and src != k:
+                dag.add_edge(src, k)
+    if not nx.is_directed_acyclic_graph(dag):
+        raise AssertionError("fusion created a cycle between kernels")
+    fp.steps = [fp.steps[k] for k in nx.lexicographical_topological_sort(dag)]
+
+
+def _chain(g: Graph, nid: int) -> tuple[int, Path]:
+    """Follow view ops down from ``nid``: (the first non-view node, the path of view ops)."""
+    path: list = []
+    while g.node(nid).op in VIEW_OPS:
+        n = g.node(nid)
+        path.append(_step(n, nid))
+        nid = n.inputs[0]
+    return nid, tuple(path)
+
+
+def _step(n: Any, nid: int) -> tuple[str, tuple, tuple[int, ...], int]:
+    return (n.op, tuple(sorted(n.params.items())), n.shape, nid)
+
+
+def _apply_path(view: View, path: Path) -> View | None:
+    for op, params, shape, _ in reversed(path):
+        view = view.apply(op, dict(params), shape)
+        if view is None:
+            return None
+    return view
+
+
+def _failing_view_op(view: View, path: Path) -> int:
+    """The node of the first view op (from the bottom) that strides cannot express."""
+    for op, params, shape, nid in reversed(path):
+        nxt = view.apply(op, dict(params), shape)
+        if nxt is None:
+            return nid
+        view = nxt
+    raise AssertionError("path is expressible")
+
+
+def _view_alias(g: Graph, nid: int, materialized: dict[int, str]) -> tuple[int, View] | None:
+    base, path = _chain(g, nid)
+    if not (base in materialized or _is_buffer_source(g, base)):
+        if g.node(base).op in ("constant", "iota"):
+            return None      # a broadcast constant: computed by a kernel, not stored
+        materialized[base] = f"read through a view by %{nid}"
+    v = _apply_path(View.contiguous(g.node(base).shape), path)
+    if v is None:
+        return None
+    return base, v
+
+
+def _operand_view(g: Graph, nid: int, materialized: dict[int, str], why: str) -> tuple[int, View]:
+    base, path = _chain(g, nid)
+    if base in materialized or _is_buffer_source(g, base):
+        v = _apply_path(View.contiguous(g.node(base).shape), path)
+        if v is not None:
+            return base, v
+    if nid not in materialized:
+        raise NeedsMaterialization(nid, why)
+    return nid, View.contiguous(g.node(nid).shape)
+
+
+class KernelBuilder:
+    """Builds the kir kernel computing materialized node ``root`` (and its fused stages)."""
+
+    def __init__(self, g: Graph, materialized: dict[int, str], root: int) -> None:
+        self.g = g
+        self.materialized = materialized
+        self.root = root
+        self.members: set[int] = set()
+        self.loads: dict[tuple[int, View], int] = {}
+        self.stage_of: dict[int, int] = {}     # absorbed reduction -> stage index
+        self._memo: dict[tuple[int, Path], kir.Expr] = {}
+
+    # ------------------------------------------------------------------ planning
+    def build(self) -> KernelPlan:
+        g, root = self.g, self.root
+        rn = g.node(root)
+        space = g.node(rn.inputs[0]).shape if rn.op in REDUCTIONS else rn.shape
+        absorbed = self._absorbable(root, space)
+        axes = None
+        if rn.op in REDUCTIONS:
+            axes = rn.params["axes"]
+        elif absorbed:
+            axes = g.node(absorbed[0]).params["axes"]
+        absorbed = [r for r in absorbed if g.node(r).params["axes"] == axes]
+        ndim = len(space)
+        reduce_dims = list(axes) if axes is not None else []
+        self.perm = [d for d in range(ndim) if d not in reduce_dims] + reduce_dims
+        self.space = tuple(space)
+        self.n_reduce = len(reduce_dims)
+        stages: list[Any] = []
+        outputs: list[tuple[int, View]] = []
+        for r in absorbed:
+            self.stage_of[r] = len(stages)
+            rn_ = g.node(r)
+            stages.append(kir.Reduce(REDUCTIONS[rn_.op], self.expr(rn_.inputs[0], ()), self._reduce_dtype(r)))
+            self.members.add(r)
+            if r in self.materialized and r != root:
+                outputs.append((r, self._reduced_view(r)))
+                stages.append(kir.Store(len(outputs) - 1, kir.Acc(self.stage_of[r]), False))
+        if rn.op in REDUCTIONS:
+            self.stage_of[root] = len(stages)
+            stages.append(kir.Reduce(REDUCTIONS[rn.op], self.expr(rn.inputs[0], ()), self._reduce_dtype(root)))
+            outputs.append((root, self._reduced_view(root)))
+            stages.append(kir.Store(len(outputs) - 1, kir.Acc(self.stage_of[root]), False))
+        else:
+            outputs.append((root, self._iter_view(View.contiguous(rn.shape))))
+            stages.append(kir.Store(len(outputs) - 1, self.expr(root, ()), self.n_reduce > 0))
+        self.members.add(root)
+        return self._finish(stages, outputs)
+
+    def _reduce_dtype(self, r: int) -> str:
+        return self.g.node(r).dtype.name
+
+    def _absorbable(self, root: int, space: tuple[int, ...]) -> list[int]:
+        """Reductions over ``space`` that the root's expression reads broadcast back (topo order)."""
+        found: list[int] = []
+        seen: set[tuple[int, Path]] = set()
+
+        def walk(nid: int, path: Path, top: bool) -> None:
+            if (nid, path) in seen:
+                return
+            seen.add((nid, path))
+            n = self.g.node(nid)
+            if not top and nid in self.materialized and n.op not in REDUCTIONS:
+                return
+            if n.op in REDUCTIONS:
+                if not top:
+                    if self.g.node(n.inputs[0]).shape != space or not self._is_broadcast_back(nid, path, space):
+                        return
+                    if nid not in found:
+                        found.append(nid)
+                walk(n.inputs[0], (), False)
+                return
+            if n.op in VIEW_OPS:
+                walk(n.inputs[0], path + (_step(n, nid),), False)
+                return
+            if n.op in ("input", "constant", "iota") or _is_extern(self.g, nid):
+                return
+            for i in n.inputs:
+                walk(i, path, False)
+
+        walk(root, (), True)
+        order = {nid: k for k, nid in enumerate(self.g.topo())}
+        return sorted(found, key=order.__getitem__)
+
+    def _is_broadcast_back(self, r: int, path: Path, space: tuple[int, ...]) -> bool:
+        rshape = self.g.node(r).shape
+        v = _apply_path(View.contiguous(rshape), path)
+        if v is None or v.shape != tuple(space) or v.offset != 0:
+            return False
+        axes = self.g.node(r).params["axes"]
+        want = contiguous_strides(rshape)
+        return all((s == 0) if d in axes else (s == want[d] or space[d] == 1)
+                   for d, s in enumerate(v.strides))
+
+    # ------------------------------------------------------------------ expressions
+    def expr(self, nid: int, path: Path) -> kir.Expr:
+        key = (nid, path)
+        e = self._memo.get(key)
+        if e is None:
+            e = self._memo[key] = self._expr(nid, path)
+        return e
+
+    def _expr(self, nid: int, path: Path) -> kir.Expr:
+        g = self.g
+        n = g.node(nid)
+        if nid in self.stage_of and self._is_broadcast_back(nid, path, self.space):
+            return kir.Acc(self.stage_of[nid])
+        if n.op == "constant":
+            u = _uniform(n.params["value"])
+            if u is not None:
+                return kir.Const(u, n.dtype.name)
+        if n.op == "iota":
+            return self._iota(n, path)
+        if nid in self.materialized and nid != self.root or n.op == "input" or (
+                n.op == "constant") or (n.op in REDUCTIONS and nid not in self.stage_of):
+            if nid not in self.materialized and n.op not in ("input", "constant"):
+                raise NeedsMaterialization(nid, "reduction read in a way no consumer kernel can fuse "
+                                                "(not broadcast back over its axes)")
+            return self._load(nid, path)
+        self.members.add(nid)
+        if n.op in VIEW_OPS:
+            return self.expr(n.inputs[0], path + (_step(n, nid),))
+        prim = PRIMS[n.op]
+        if prim.kind != "elementwise" or prim.lower is None:
+            raise NeedsMaterialization(nid, f"{n.op} cannot be computed inside a kernel")
+        args = [self.expr(i, path) for i in n.inputs]
+        return prim.lower(args, n.dtype.name, **n.params)
+
+    def _load(self, nid: int, path: Path) -> kir.Expr:
+        v = _apply_path(View.contiguous(self.g.node(nid).shape), path)
+        if v is None:
+            # the reshape closest to the root cannot be expressed: store what it reads
+            failing = _failing_view_op(View.contiguous(self.g.node(nid).shape), path)
+            raise NeedsMaterialization(self.g.node(failing).inputs[0],
+                                       f"read by reshape %{failing}, which no strides can express")
+        key = (nid, self._iter_view(v))
+        if key not in self.loads:
+            self.loads[key] = len(self.loads)
+        return kir.Load(self.loads[key])
+
+    def _iota(self, n: Any, path: Path) -> kir.Expr:
+        axis = n.params["axis"]
+        base = View(n.shape, tuple(1 if d == axis else 0 for d in range(len(n.shape))), 0)
+        v = _apply_path(base, path)
+        if v is None:
+            raise NeedsMaterialization(self.root, "iota through a reshape that strides cannot express")
+        iv = self._iter_view(v)
+        e: kir.Expr = kir.Const(iv.offset, "int64")
+        for j, s in enumerate(iv.strides):
+            if s:
+                term = kir.Index(j) if s == 1 else kir.Op("mul", (kir.Index(j), kir.Const(s, "int64")), "int64")
+                e = term if (isinstance(e, kir.Const) and e.value == 0) else kir.Op("add", (e, term), "int64")
+        return e if n.dtype.name == "int64" else kir.Op("cast", (e,), n.dtype.name)
+
+    def _iter_view(self, v: View) -> View:
+        """A view over the root's logical space, reordered to the kernel's iteration order."""
+        return View(tuple(v.shape[p] for p in self.perm), tuple(v.strides[p] for p in self.perm), v.offset)
+
+    def _reduced_view(self, r: int) -> View:
+        shape = self.g.node(r).shape
+        strides = contiguous_strides(shape)
+        axes = self.g.node(r).params["axes"]
+        v = View(self.space, tuple(0 if d in axes else strides[d] for d in range(len(shape))), 0)
+        return self._iter_view(v)
+
+    # ------------------------------------------------------------------ the kernel
+    def _finish(self, stages: list, outputs: list[tuple[int, View]]) -> KernelPlan:
+        g = self.g
+        shape = tuple(self.space[p] for p in self.perm)
+        inputs = sorted(self.loads, key=self.loads.__getitem__)
+        views = [v for _, v in inputs] + [v for _, v in outputs]
+        uses_index = any(isinstance(e, kir.Index) for st in stages for e in kir.walk(st.expr))
+        shape, strides, n_reduce = _collapse(shape, [v.strides for v in views], self.n_reduce,
+                                             merge=not uses_index)
+        views = [View(shape, s, v.offset) for v, s in zip(views, strides)]
+        n_in = len(inputs)
+
+        def operand(node: int, v: View) -> kir.Operand:
+            return kir.Operand(g.node(node).dtype.name, tuple(_layout(s) for s in v.strides))
+
+        kernel = kir.Kernel(
+            name=f"{g.node(self.root).op}_{self.root}",
+            ndim=len(shape), n_reduce=n_reduce,
+            inputs=tuple(operand(node, v) for (node, _), v in zip(inputs, views[:n_in])),
+            outputs=tuple(operand(node, v) for (node, _), v in zip(outputs, views[n_in:])),
+            stages=tuple(stages))
+        return KernelPlan(kernel, shape, [(node, v) for (node, _), v in zip(inputs, views[:n_in])],
+                          [(node, v) for (node, _), v in zip(outputs, views[n_in:])], self.members, self.root)
+
+
+def _layout(stride: int) -> str:
+    return "b" if stride == 0 else "c" if stride == 1 else "s"
+
+
+def _collapse(shape: tuple[int, ...], strides: list[tuple[int, ...]], n_reduce: int, merge: bool
+              ) -> tuple[tuple[int, ...], list[tuple[int, ...]], int]:
+    """Drop extent-1 dims and merge adjacent dims that every operand walks contiguously."""
+    n_outer = len(shape) - n_reduce
+    regions = [(list(range(n_outer))), list(range(n_outer, len(shape)))]
+    new_shape: list[int] = []
+    new_strides: list[list[int]] = [[] for _ in strides]
+    new_reduce = 0
+    for r, dims in enumerate(regions):
+        kept = [d for d in dims if shape[d] != 1] if merge else list(dims)
+        if r == 1 and dims and not kept:
+            kept = [dims[-1]]              # a reduce space keeps at least one dim
+        groups: list[list[int]] = []
+        for d in kept:
+            if merge and groups and all(s[groups[-1][-1]] == s[d] * shape[d] for s in strides):
+                groups[-1].append(d)
+            else:
+                groups.append([d])
+        for grp in groups:
+            new_shape.append(int(np.prod([shape[d] for d in grp])))
+            for k, s in enumerate(strides):
+                new_strides[k].append(s[grp[-1]])
+            if r == 1:
+                new_reduce += 1
+    return tuple(new_shape), [tuple(s) for s in new_strides], new_reduce
