@@ -450,7 +450,7 @@ def _reduce_infer(op: str, allowed: str = "any", out: np.dtype | None = None):
         for ax in axes:
             if not 0 <= ax < len(a.shape):
                 raise ValueError(f"{op}: axis {ax} out of range for shape {a.shape}")
-        if op in ("max", "min", "argmax", "argmin") and any(a.shape[ax] == 0 for ax in axes):
+        if op in ("reduce_max", "reduce_min", "argmax", "argmin") and any(a.shape[ax] == 0 for ax in axes):
             raise ValueError(f"{op}: zero-size reduction over axes {axes} of shape {a.shape} has no identity")
         shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
         return AVal(shape, out or a.dtype)
@@ -692,21 +692,20 @@ def _sort_infer(a: AVal, *, axis: int, descending: bool, stable: bool) -> AVal:
     return a
 
 
-def _sort_impl(a, *, axis, descending, stable):
-    if descending:
-        return -np.sort(-a, axis=axis, kind="stable") if not dt.is_bool(a.dtype) else np.flip(
-            np.sort(a, axis=axis), axis=axis)
-    return np.sort(a, axis=axis, kind="stable" if stable else "quicksort")
-
-
 def _argsort_impl(a, *, axis, descending, stable):
     if descending:
-        # stable descending: reverse, stable-sort ascending on negated order, map indices back
+        # stable descending without negation (which overflows for unsigned and minimum ints):
+        # stable-sort the reversed array ascending, then reverse the result and map indices back
         n = a.shape[axis]
-        rev = np.flip(a, axis=axis)
-        idx = np.argsort(rev, axis=axis, kind="stable")
+        idx = np.argsort(np.flip(a, axis=axis), axis=axis, kind="stable")
         return np.flip(n - 1 - idx, axis=axis).astype(np.int64)
     return np.argsort(a, axis=axis, kind="stable").astype(np.int64)
+
+
+def _sort_impl(a, *, axis, descending, stable):
+    if descending:
+        return np.take_along_axis(a, _argsort_impl(a, axis=axis, descending=True, stable=True), axis=axis)
+    return np.sort(a, axis=axis, kind="stable")
 
 
 def _cumsum_infer(a: AVal, *, axis: int, include_initial: bool) -> AVal:
@@ -774,3 +773,26 @@ _register(Prim("cumulative_sum", "host", _cumsum_infer, _cumsum_impl, vjp=_vjp_c
 _register(Prim("take", "host", _take_infer, _take_impl, vjp=_vjp_take))
 _register(Prim("scatter_add", "host", _scatter_add_infer, _scatter_add_impl,
                vjp=lambda g, out, base, idx, src, *, axis: (g, None, _P().take(g, idx, axis=axis))))
+
+
+def _cumprod_impl(a, *, axis, include_initial):
+    r = np.cumprod(a, axis=axis, dtype=np.int64 if a.dtype == np.bool_ else a.dtype)
+    if include_initial:
+        pads = [(0, 0)] * a.ndim
+        pads[axis] = (1, 0)
+        r = np.pad(r, pads, constant_values=1)
+    return r
+
+
+def _searchsorted_infer(sorted_: AVal, values: AVal, *, side: str) -> AVal:
+    if len(sorted_.shape) != 1:
+        raise ValueError(f"searchsorted: the sorted sequence must be 1-D, got shape {sorted_.shape}")
+    if side not in ("left", "right"):
+        raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+    _same("searchsorted", AVal((), sorted_.dtype), AVal((), values.dtype))
+    return AVal(values.shape, dt.int64)
+
+
+_register(Prim("cumulative_prod", "host", lambda a, **p: _cumsum_infer(a, **p), _cumprod_impl))
+_register(Prim("searchsorted", "host", _searchsorted_infer,
+               lambda s, v, *, side: np.searchsorted(s, v, side=side).astype(np.int64), vjp=_bool_vjp))

@@ -95,3 +95,19 @@ def normalize_axes(axis: int | Sequence[int] | None, ndim: int, op: str) -> tupl
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: repeated axis in {axis}")
     return axes
+
+
+def eager_value(x: Tensor, op: str, way_out: str) -> np.ndarray:
+    """``x``'s NumPy value for an op whose output shape depends on data (eager mode only).
+
+    Under ``jit`` the shape would have to be known at trace time, so this raises
+    :class:`~tracejit.errors.ConcretizationError` naming the user's line and ``way_out``.
+    """
+    from ..errors import ConcretizationError, user_frame
+    from ..tracing import current_trace
+    if x.is_tracer or current_trace() is not None:
+        raise ConcretizationError(
+            f"{op} has a data-dependent output shape and cannot be traced by tracejit.jit\n"
+            f"  at {user_frame()}\nWays out: {way_out}, or call {op} outside the jitted function "
+            "(run it eagerly).")
+    return x.numpy()

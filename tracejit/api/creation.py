@@ -113,7 +113,8 @@ def full_like(x: Tensor, /, fill_value: Any, *, dtype: Any = None, device: Any =
     return full(x.shape, fill_value, dtype=dtype or x.dtype, device=device or x.device)
 
 
-def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None) -> Tensor:
+def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
+           device: Any = None) -> Tensor:
     """Evenly spaced values in ``[start, stop)``; integers give int64, any float the default float."""
     if stop is None:
         start, stop = 0, start

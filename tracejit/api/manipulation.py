@@ -5,6 +5,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Tensor
@@ -87,3 +89,141 @@ def flip(x: Tensor, /, *, axis: int | Sequence[int] | None = None) -> Tensor:
     for a in normalize_axes(axis, x.ndim, "flip"):
         x = P.flip(x, a)
     return x
+
+
+def _flat(x: Tensor) -> Tensor:
+    return reshape(x, (x.size,)) if x.ndim != 1 else x
+
+
+def concat(arrays: Sequence[Tensor], /, *, axis: int | None = 0) -> Tensor:
+    """Join tensors along an existing axis (``axis=None`` flattens them first); dtypes promote."""
+    arrays = [as_tensor(a) for a in arrays]
+    if not arrays:
+        raise ValueError("concat needs at least one tensor")
+    dtype = dt.promote_types(*(a.dtype for a in arrays))
+    arrays = [P.cast(a, dtype) for a in arrays]
+    if axis is None:
+        arrays, axis = [_flat(a) for a in arrays], 0
+    if any(a.ndim != arrays[0].ndim for a in arrays):
+        raise ValueError(f"concat: tensors have different ranks: {[a.shape for a in arrays]}")
+    if arrays[0].ndim == 0:
+        raise ValueError("concat: zero-dimensional tensors cannot be concatenated; use stack")
+    ax = normalize_axis(axis, arrays[0].ndim, "concat")
+    parts = [a for a in arrays if a.shape[ax]] or arrays[:1]   # empty parts add nothing
+    return parts[0] if len(parts) == 1 else P.concat(*parts, axis=ax)
+
+
+def stack(arrays: Sequence[Tensor], /, *, axis: int = 0) -> Tensor:
+    """Join same-shaped tensors along a new axis."""
+    arrays = [as_tensor(a) for a in arrays]
+    if not arrays:
+        raise ValueError("stack needs at least one tensor")
+    for a in arrays[1:]:
+        if a.shape != arrays[0].shape:
+            raise ValueError(f"stack: shapes {arrays[0].shape} and {a.shape} differ")
+    ax = normalize_axis(axis, arrays[0].ndim + 1, "stack")
+    return concat([expand_dims(a, axis=ax) for a in arrays], axis=ax)
+
+
+def unstack(x: Tensor, /, *, axis: int = 0) -> tuple[Tensor, ...]:
+    """Split ``x`` into a tuple of tensors along ``axis`` (the inverse of :func:`stack`)."""
+    x = as_tensor(x)
+    ax = normalize_axis(axis, x.ndim, "unstack") if x.ndim else 0
+    if x.ndim == 0:
+        raise ValueError("unstack needs at least a 1-D tensor")
+    from .indexing import getitem
+    lead = (slice(None),) * ax
+    return tuple(getitem(x, lead + (i,)) for i in range(x.shape[ax]))
+
+
+def moveaxis(x: Tensor, source: int | Sequence[int], destination: int | Sequence[int], /) -> Tensor:
+    """Move axes to new positions, keeping the order of the others."""
+    x = as_tensor(x)
+    src = (source,) if isinstance(source, int) else tuple(source)
+    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(src) != len(dst):
+        raise ValueError(f"moveaxis: source {source} and destination {destination} differ in length")
+    src = tuple(normalize_axis(a, x.ndim, "moveaxis") for a in src)
+    dst = tuple(normalize_axis(a, x.ndim, "moveaxis") for a in dst)
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise ValueError(f"moveaxis: repeated axis in {source} or {destination}")
+    rest = [a for a in range(x.ndim) if a not in src]
+    for d, s in sorted(zip(dst, src)):
+        rest.insert(d, s)
+    return permute_dims(x, tuple(rest))
+
+
+def roll(x: Tensor, /, shift: int | Sequence[int], *, axis: int | Sequence[int] | None = None) -> Tensor:
+    """Shift elements cyclically along ``axis`` (all elements, flattened, when ``axis`` is None)."""
+    x = as_tensor(x)
+    if axis is None:
+        if not isinstance(shift, int):
+            raise ValueError("roll: with axis=None, shift must be an int")
+        return reshape(roll(_flat(x), shift, axis=0), x.shape)
+    shifts = (shift,) if isinstance(shift, int) else tuple(shift)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if len(shifts) == 1 and len(axes) > 1:
+        shifts = shifts * len(axes)
+    if len(shifts) != len(axes):
+        raise ValueError(f"roll: shift {shift} and axis {axis} differ in length")
+    for s, a in zip(shifts, axes):
+        a = normalize_axis(a, x.ndim, "roll")
+        n = x.shape[a]
+        k = s % n if n else 0
+        if k:   # the last k elements move to the front: two slices and a concat
+            head = _axis_slice(x, a, n - k, n)
+            tail = _axis_slice(x, a, 0, n - k)
+            x = P.concat(head, tail, axis=a)
+    return x
+
+
+def _axis_slice(x: Tensor, axis: int, start: int, stop: int) -> Tensor:
+    return P.slice(x, start=tuple(start if i == axis else 0 for i in range(x.ndim)),
+                   stop=tuple(stop if i == axis else n for i, n in enumerate(x.shape)),
+                   step=(1,) * x.ndim)
+
+
+def tile(x: Tensor, repetitions: Sequence[int], /) -> Tensor:
+    """Repeat the whole tensor ``repetitions[i]`` times along dim ``i`` (a broadcast, no copies)."""
+    x = as_tensor(x)
+    reps = tuple(int(r) for r in repetitions)
+    if any(r < 0 for r in reps):
+        raise ValueError(f"tile: repetitions must be non-negative, got {reps}")
+    nd = max(len(reps), x.ndim)
+    reps = (1,) * (nd - len(reps)) + reps
+    shape = (1,) * (nd - x.ndim) + x.shape
+    # interleave a broadcast dim before each dim: (r0, n0, r1, n1, ...) -> (r0*n0, r1*n1, ...)
+    inter = tuple(v for n in shape for v in (1, n))
+    big = tuple(v for r, n in zip(reps, shape) for v in (r, n))
+    out = P.broadcast_to(reshape(x, inter), big)
+    return reshape(out, tuple(r * n for r, n in zip(reps, shape)))
+
+
+def repeat(x: Tensor, repeats: int | Tensor, /, *, axis: int | None = None) -> Tensor:
+    """Repeat each element ``repeats`` times along ``axis`` (flattened when ``axis`` is None).
+
+    An int ``repeats`` is a broadcast (jit-friendly); a tensor of per-element counts has a
+    data-dependent output shape and works eagerly only.
+    """
+    x = as_tensor(x)
+    if axis is None:
+        x, axis = _flat(x), 0
+    ax = normalize_axis(axis, x.ndim, "repeat")
+    n = x.shape[ax]
+    if isinstance(repeats, (int,)) and not isinstance(repeats, bool):
+        if repeats < 0:
+            raise ValueError(f"repeat: repeats must be non-negative, got {repeats}")
+        inner = reshape(x, x.shape[:ax + 1] + (1,) + x.shape[ax + 1:])
+        big = P.broadcast_to(inner, x.shape[:ax + 1] + (repeats,) + x.shape[ax + 1:])
+        return reshape(big, x.shape[:ax] + (n * repeats,) + x.shape[ax + 1:])
+    from ._convert import eager_value
+    counts = eager_value(as_tensor(repeats), "repeat with a tensor of repeats",
+                         "pass repeats as a Python int, or make it a static argument")
+    if counts.ndim > 1 or (counts.ndim == 1 and counts.size not in (1, n)):
+        raise ValueError(f"repeat: repeats of shape {counts.shape} do not match axis {ax} of size {n}")
+    if not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise ValueError("repeat: repeats must be non-negative integers")
+    if counts.size == 1:
+        return repeat(x, int(counts.reshape(())), axis=ax)
+    idx = np.repeat(np.arange(n, dtype=np.int64), counts)
+    return P.take(x, P.constant(idx), axis=ax)

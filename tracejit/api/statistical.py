@@ -113,3 +113,52 @@ def any(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  
     x = as_tensor(x)
     true_count = sum(P.cast(P.cast(x, dt.bool_), dt.int64), axis=axis, keepdims=keepdims)
     return P.gt(true_count, P.zeros_like(true_count))
+
+
+def _cumulative(prim: str, x: Tensor, axis: int | None, dtype: Any, include_initial: bool) -> Tensor:
+    x = as_tensor(x)
+    if x.ndim == 0:
+        raise ValueError(f"{prim} needs at least a 1-D tensor, got a 0-d one")
+    if axis is None:
+        if x.ndim != 1:
+            raise ValueError(f"{prim}: axis is required for a {x.ndim}-D tensor")
+        axis = 0
+    ax = normalize_axis(axis, x.ndim, prim)
+    want = dt.canonical(dtype) if dtype is not None else _sum_dtype(x)
+    if want is not None:
+        x = P.cast(x, want)
+    return P.bind(prim, x, axis=ax, include_initial=bool(include_initial))
+
+
+def cumulative_sum(x: Tensor, /, *, axis: int | None = None, dtype: Any = None,
+                   include_initial: bool = False) -> Tensor:
+    """Running sums along ``axis`` (with a leading 0 when ``include_initial``)."""
+    return _cumulative("cumulative_sum", x, axis, dtype, include_initial)
+
+
+def cumulative_prod(x: Tensor, /, *, axis: int | None = None, dtype: Any = None,
+                    include_initial: bool = False) -> Tensor:
+    """Running products along ``axis`` (with a leading 1 when ``include_initial``)."""
+    return _cumulative("cumulative_prod", x, axis, dtype, include_initial)
+
+
+def diff(x: Tensor, /, *, axis: int = -1, n: int = 1, prepend: Tensor | None = None,
+         append: Tensor | None = None) -> Tensor:
+    """``n``-th forward difference along ``axis`` (two shifted slices and a subtraction)."""
+    from .elementwise import subtract
+    from .manipulation import _axis_slice, concat
+    x = as_tensor(x)
+    if x.ndim == 0:
+        raise ValueError("diff needs at least a 1-D tensor")
+    if n < 0:
+        raise ValueError(f"diff: n must be non-negative, got {n}")
+    ax = normalize_axis(axis, x.ndim, "diff")
+    if prepend is not None or append is not None:
+        parts = [as_tensor(p) for p in (prepend, x, append) if p is not None]
+        x = concat(parts, axis=ax)
+    for _ in range(n):
+        m = x.shape[ax]
+        if m == 0:
+            break
+        x = subtract(_axis_slice(x, ax, 1, m), _axis_slice(x, ax, 0, m - 1))
+    return x
