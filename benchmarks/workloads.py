@@ -167,7 +167,7 @@ def _softmax_jax(jax: Any) -> Callable[..., Any]:
     return w3_softmax
 
 
-_ROWS_SIZES = {"full": [(8192, 1024)], "quick": [(4096, 1024)], "cuda": [(65536, 1024), (8192, 8192)]}
+_ROWS_SIZES = {"full": [(8192, 1024)], "quick": [(8192, 1024)], "cuda": [(65536, 1024), (8192, 8192)]}
 
 W3 = Workload(
     key="W3",
@@ -247,7 +247,7 @@ W4 = Workload(
 W5a = Workload(
     key="W5a",
     title="sum",
-    sizes={"full": [(16 * 2**20,)], "quick": [(4 * 2**20,)], "cuda": [(256 * 2**20,)]},
+    sizes={"full": [(16 * 2**20,)], "quick": [(16 * 2**20,)], "cuda": [(256 * 2**20,)]},
     make_inputs=lambda s, rng: (_randn(rng, *s),),
     numpy=lambda x: np.sum(x),
     tracejit=lambda tj: (lambda x: tj.sum(x)),
@@ -263,7 +263,7 @@ W5a = Workload(
 W5b = Workload(
     key="W5b",
     title="mean axis 0",
-    sizes={"full": [(4096, 4096)], "quick": [(2048, 2048)], "cuda": [(16384, 16384)]},
+    sizes={"full": [(4096, 4096)], "quick": [(4096, 4096)], "cuda": [(16384, 16384)]},
     make_inputs=lambda s, rng: (_randn(rng, *s),),
     numpy=lambda x: np.mean(x, axis=0),
     tracejit=lambda tj: (lambda x: tj.mean(x, axis=0)),

@@ -1,0 +1,114 @@
+"""Command line: ``python -m benchmarks [--quick] [--device cuda] [--only W1,W3] [--json F] [--plot F]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from . import compile_latency, training
+from .harness import (
+    LEGEND,
+    Config,
+    Result,
+    cuda_available,
+    machine_info,
+    measure_ceilings,
+    plot,
+    render_group,
+    results_json,
+    run_workload,
+)
+from .workloads import WORKLOADS
+
+ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY]
+
+
+def selected(only: str | None) -> list[str]:
+    """Keys to run; ``W5`` selects both W5a and W5b. Unknown keys are an error."""
+    if not only:
+        return ALL_KEYS
+    keys: list[str] = []
+    for item in (s.strip() for s in only.split(",") if s.strip()):
+        matches = [k for k in ALL_KEYS if k.lower() == item.lower()
+                   or (k[:-1].lower() == item.lower() and k[-1] in "ab")]
+        if not matches:
+            raise SystemExit(f"unknown workload {item!r}; choose from {', '.join(ALL_KEYS)}")
+        keys += [m for m in matches if m not in keys]
+    return keys
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (about a minute)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(ALL_KEYS)} (W5 = W5a,W5b)")
+    ap.add_argument("--json", metavar="PATH", help="write every result as JSON")
+    ap.add_argument("--plot", metavar="PATH", help="write a speedup chart (needs matplotlib)")
+    args = ap.parse_args(argv)
+    keys = selected(args.only)
+    cfg = Config.for_args(args.quick, args.device)
+
+    if cfg.device == "cuda":
+        ok, why = cuda_available()
+        if not ok:
+            print(f"CUDA benchmarks skipped: {why}.")
+            return 0
+
+    started = time.perf_counter()
+    info = machine_info(cfg.device)
+    print(" | ".join(f"{k}: {v}" for k, v in info.items()))
+    ceilings = measure_ceilings(cfg)
+    if ceilings.copy_gbps:
+        print(f"roof line: copy {ceilings.copy_gbps:.1f} GB/s, SGEMM {ceilings.gemm_gflops:.0f} GFLOP/s "
+              f"({ceilings.how})")
+    else:
+        print(f"roof line: {ceilings.how}")
+    print(f"preset {cfg.preset}: median of {cfg.repeats} samples after {cfg.warmup} warm-up calls\n",
+          flush=True)
+
+    results: list[Result] = []
+    for wl in WORKLOADS:
+        if wl.key not in keys:
+            continue
+        for shape in wl.sizes[cfg.preset]:
+            log(f"[bench] {wl.label(shape)}")
+            group = run_workload(wl, shape, cfg)
+            results += group
+            print(render_group(group, ceilings) + "\n", flush=True)
+
+    if training.KEY in keys:
+        log(f"[bench] {training.KEY} training step")
+        group = training.run(cfg)
+        results += group
+        print(render_group(group, ceilings) + "\n", flush=True)
+
+    c1: dict[str, Any] | None = None
+    if compile_latency.KEY in keys:
+        log(f"[bench] {compile_latency.KEY} compile latency (fresh processes)")
+        c1 = compile_latency.run(cfg, log)
+        print(compile_latency.render(c1) + "\n", flush=True)
+
+    print(LEGEND)
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+    if args.json:
+        doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
+               "results": results_json(results), "compile_latency": c1}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"results written to {args.json}")
+    if args.plot:
+        print(plot(results, args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
