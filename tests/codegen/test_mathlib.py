@@ -184,7 +184,8 @@ def test_special_values(K, name, dt):
         args = [sv]
     got = K(name, *args)
     ref = reference(name, args)
-    ref_t = ref.astype(dt)
+    with np.errstate(over="ignore"):
+        ref_t = ref.astype(dt)
     if name in ("sin", "cos", "tan"):  # past the documented range: only bounded, never nan
         far = np.abs(args[0]) > 1e5
         fin = np.isfinite(args[0])
