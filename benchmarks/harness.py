@@ -284,9 +284,12 @@ def short_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[:100]}" if msg else type(e).__name__
 
 
+Preparer = Callable[[str, Workload, Sequence[np.ndarray], str], Prepared]
+
+
 def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] = IMPLS,
-                 log: Callable[[str], None] | None = None) -> list[Result]:
-    """Check and time every implementation of ``wl`` at ``shape``."""
+                 log: Callable[[str], None] | None = None, preparer: Preparer = prepare) -> list[Result]:
+    """Check and time every implementation of ``wl`` at ``shape`` (``preparer`` builds each one)."""
     rng = np.random.default_rng(0)
     inputs = wl.make_inputs(shape, rng)
     ref = reference(wl, inputs)
@@ -295,7 +298,7 @@ def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] =
     for impl in impls:
         r = Result(wl.key, wl.label(shape), impl, "ok", wl.metric, bytes=cost.bytes, flops=cost.flops)
         try:
-            p = prepare(impl, wl, inputs, cfg.device)
+            p = preparer(impl, wl, inputs, cfg.device)
             t0 = time.perf_counter()
             out = p.run()
             p.sync(out)

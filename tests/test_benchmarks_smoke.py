@@ -1,0 +1,104 @@
+"""Smoke test of the benchmark machinery on tiny sizes with NumPy only (no timing asserts)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from benchmarks import compile_latency, harness, training
+from benchmarks.__main__ import selected
+from benchmarks.harness import NUMPY, Config, Prepared, Unavailable
+from benchmarks.workloads import W1, W3, W7, WORKLOADS, W5a, Workload
+
+TINY = Config(preset="tiny", repeats=5, warmup=1, min_sample_s=0.0)
+
+
+def tiny(wl: Workload, shape: tuple[int, ...]) -> Workload:
+    return dataclasses.replace(wl, sizes={"tiny": [shape]})
+
+
+def with_broken(impl: str, wl: Workload, inputs: Sequence[np.ndarray], device: str) -> Prepared:
+    """The real preparer, plus a wrong implementation, a raising one and a missing one."""
+    if impl == "off by a little":
+        return Prepared(lambda: wl.numpy(*inputs) + np.float32(1e-2), np.asarray, lambda _: None)
+    if impl == "wrong dtype":
+        return Prepared(lambda: wl.numpy(*inputs).astype(np.float64), np.asarray, lambda _: None)
+    if impl == "raises":
+        raise ValueError("operands could not be broadcast\nsecond line")
+    if impl == "missing":
+        raise Unavailable("somelib not importable")
+    return harness.prepare(impl, wl, inputs, device)
+
+
+@pytest.mark.parametrize("wl", [W1, W3, W5a, W7], ids=lambda w: w.key)
+def test_numpy_rows_pass_their_check_and_render(wl: Workload) -> None:
+    shape = wl.sizes["quick"][0] if wl is W7 else tuple(min(d, 64) for d in wl.sizes["quick"][0])
+    results = harness.run_workload(tiny(wl, shape), shape, TINY, impls=(NUMPY,))
+    assert [r.status for r in results] == ["ok"]
+    assert len(results[0].samples_s) == TINY.repeats and results[0].median_s
+    table = harness.render_group(results, harness.Ceilings(copy_gbps=10.0, gemm_gflops=100.0))
+    assert table.startswith(wl.key) and "numpy" in table and "1.00x" in table
+
+
+def test_wrong_and_failing_implementations_are_reported_not_timed() -> None:
+    impls = (NUMPY, "off by a little", "wrong dtype", "raises", "missing")
+    results = harness.run_workload(tiny(W1, (256,)), (256,), TINY, impls=impls, preparer=with_broken)
+    by_impl = {r.impl: r for r in results}
+    assert by_impl[NUMPY].ok
+    assert by_impl["off by a little"].status == "MISMATCH"
+    assert "elements outside" in by_impl["off by a little"].detail
+    assert by_impl["wrong dtype"].status == "MISMATCH" and "dtype" in by_impl["wrong dtype"].detail
+    assert by_impl["raises"].status == "error: ValueError: operands could not be broadcast"
+    assert by_impl["missing"].status == "skipped: somelib not importable"
+    assert all(r.median_s is None and not r.samples_s for r in results if not r.ok)
+    table = harness.render_group(results, None)
+    assert table.count("MISMATCH") == 2 and "error: ValueError" in table and "skipped:" in table
+
+
+def test_every_workload_has_consistent_definitions() -> None:
+    for wl in WORKLOADS:
+        assert set(wl.sizes) == {"full", "quick", "cuda"}, wl.key
+        shape = wl.sizes["full"][0]
+        assert wl.cost(shape).bytes > 0 and wl.rtol > 0
+        small = shape if wl is W7 else tuple(min(d, 8) for d in shape)
+        inputs = wl.make_inputs(small, np.random.default_rng(0))
+        assert all(a.dtype == np.float32 for a in inputs), wl.key
+        ref = harness.reference(wl, inputs)
+        assert harness.compare(np.asarray(wl.numpy(*inputs)), ref, wl.rtol, wl.atol) == "", wl.key
+
+
+def test_training_reference_and_mismatch_detection() -> None:
+    params, x, y = training.make_problem()
+    ref = training.NumpyTrainer(params, x, y, np.float64)
+    ref_loss = float(ref.step())
+    ref_params = [a.astype(np.float32) for a in ref.params()]
+    problem, _ = training.check_step(training.NumpyTrainer(params, x, y, np.float32), ref_loss, ref_params)
+    assert problem == ""
+    flipped = [-p for p in ref_params]
+    problem, _ = training.check_step(training.NumpyTrainer(params, x, y, np.float32), ref_loss, flipped)
+    assert problem.startswith("parameter 0")
+
+
+def test_only_selection() -> None:
+    assert selected("W1,w3") == ["W1", "W3"]
+    assert selected("W5") == ["W5a", "W5b"]
+    assert selected(None)[-2:] == ["T1", "C1"]
+    with pytest.raises(SystemExit):
+        selected("W9")
+
+
+def test_compile_latency_report_reads_cache_info() -> None:
+    info = {"traces": 1, "kernels_compiled": 2, "kernels_disk_hits": 0}
+    assert compile_latency.kernel_counts(info) == (2, 0)
+    c1 = {"n": 16, "device": "cpu", "rows": [
+        {"impl": "tracejit jit", "phase": "cold", "status": "ok", "import_s": 0.1, "first_call_s": 0.5,
+         "second_call_s": 0.01, "kernels": [2, 0],
+         "shape_change": {"shapes": [[8, 4], [4, 4]], "compiled": [2, 0], "first_call_s": [0.4, 0.003],
+                          "problems": ["", ""]}},
+        {"impl": "jax.jit", "phase": "cold", "status": "skipped: jax not importable"},
+    ]}
+    text = compile_latency.render(c1)
+    assert "2/0" in text and "ok, re-trace only" in text and "skipped: jax" in text
