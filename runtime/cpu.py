@@ -232,10 +232,13 @@ class _PreparedLaunch:
 
 
 def _strided(buf: np.ndarray, dtype: str, view: View, shape: Sequence[int]) -> np.ndarray:
+    """``view`` of ``buf`` as an array (the ndarray constructor checks it stays in bounds)."""
     dt = np.dtype(dtype)
-    flat = buf.view(np.uint8)[view.offset * dt.itemsize:].view(dt) if buf.size else buf.view(dt)
-    return np.lib.stride_tricks.as_strided(flat, shape=tuple(shape),
-                                           strides=tuple(s * dt.itemsize for s in view.strides))
+    if not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf)
+    raw = buf.reshape(-1).view(np.uint8)
+    return np.ndarray(tuple(shape), dt, buffer=raw, offset=view.offset * dt.itemsize,
+                      strides=tuple(s * dt.itemsize for s in view.strides))
 
 
 class CpuProgram:
@@ -279,7 +282,7 @@ class CpuProgram:
             raise TypeError(f"program takes {p.n_inputs} inputs, got {len(inputs)}")
         with self._lock:
             bufs, blocks = self._bind(inputs)
-            bases = np.array([b.ctypes.data if b is not None else 0 for b in bufs], dtype=np.uintp)
+            bases = np.array([_address(b) for b in bufs], dtype=np.uintp)
             for step in self.steps:
                 if isinstance(step, _PreparedLaunch):
                     step.run(bases)
@@ -314,6 +317,10 @@ EXTERNS: dict[str, Callable[..., np.ndarray]] = {}
 def register_extern(name: str, fn: Callable[..., np.ndarray]) -> None:
     """Make ``Extern(name)`` steps run ``fn(*input_arrays, **params)`` (result copied to the output)."""
     EXTERNS[name] = fn
+
+
+def _address(a: np.ndarray | None) -> int:
+    return 0 if a is None else a.__array_interface__["data"][0]
 
 
 def _run_extern(step: Extern, bufs: list, slot_dtypes: Sequence[str]) -> None:
