@@ -11,11 +11,14 @@
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import default_device, set_default_device
 from .dtypes import finfo, iinfo, isdtype, result_type
 from .errors import ConcretizationError, TracejitError, UnsupportedUnderJitError
 from .jit import Spec, explain, jit, spec
+from .random import manual_seed
 from .tensor import Device, Tensor
+from .transforms import grad, value_and_grad, vjp
 
 bool = _dtypes.bool_  # noqa: A001
 int8 = _dtypes.int8
@@ -52,4 +55,6 @@ __all__ = list(_api_all) + [
     "UnsupportedUnderJitError", "default_device", "set_default_device", "finfo", "iinfo", "isdtype",
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
     "float64", "e", "pi", "inf", "nan", "newaxis",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
+    "manual_seed",
 ]

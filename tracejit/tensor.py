@@ -299,6 +299,7 @@ class Tensor:
             self._value.copy_from_device(new._value)
         if new._grad_fn is not None:
             self._grad_fn, self.requires_grad = new._grad_fn, True
+            new._grad_fn.set_output(self)   # the temporary ``new`` dies; its node now produces self
 
     def __neg__(self): return _api().negative(self)
     def __pos__(self): return _api().positive(self)

@@ -1,0 +1,342 @@
+"""Reverse-mode autodiff: an eager tape built from the op table's VJPs.
+
+Every primitive bound while grad mode is on and some input requires grad gets a
+:class:`Node` on its output's ``_grad_fn`` (``prims.bind`` calls :func:`record`).  A node
+remembers the primitive, its inputs, its parameters and, per input, the *edge* the gradient
+flows along: the input's own node at record time, or the input itself if it is a leaf.
+``backward`` walks the nodes reachable from the root in reverse topological order, calls each
+primitive's VJP and adds up the results; leaves accumulate into ``.grad``.
+
+The VJPs are written with primitives, so the same walk works eagerly and under ``jit``: with a
+trace active the backward pass is recorded into the same graph as the forward pass.  With
+``create_graph=True`` the walk runs with grad mode on, so the gradients have a tape of their
+own and can be differentiated again.
+
+Known limit: there is no version counter.  Updating in place a tensor that a VJP reads
+(``y = x.exp(); y *= 2``) makes that VJP read the new value, where PyTorch raises an error.
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import prims as P
+from . import tracing
+from .ops import Prim
+from .tensor import Tensor
+
+Edge = Any   # a Node, a leaf Tensor, or None (no gradient flows to that input)
+
+
+class Node:
+    """One recorded primitive: what its VJP needs, and where each input's gradient goes."""
+
+    __slots__ = ("prim", "params", "inputs", "edges", "_out", "_retained", "__weakref__")
+
+    def __init__(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], out: Tensor) -> None:
+        self.prim = prim
+        self.params = params
+        self.inputs: tuple[Tensor, ...] | None = inputs
+        self.edges: tuple[Edge, ...] = tuple(
+            x._grad_fn if x._grad_fn is not None else (x if x.requires_grad else None) for x in inputs)
+        # weak: the output points at its node; a strong link back would make a cycle per op.
+        # The output is alive while the node is reachable (a consumer or the caller holds it).
+        self._out = weakref.ref(out)
+        self._retained: weakref.ref | None = None
+
+    @property
+    def out(self) -> Tensor:
+        out = self._out()
+        if out is None:
+            raise RuntimeError(f"the output of {self.prim.name} was freed before backward")
+        return out
+
+    def set_output(self, t: Tensor) -> None:
+        """An in-place op made ``t`` this node's output (``x += y`` keeps ``x``, drops the temporary)."""
+        self._out = weakref.ref(t)
+
+    @property
+    def released(self) -> bool:
+        return self.inputs is None
+
+    def release(self) -> None:
+        self.inputs = None
+
+    def __repr__(self) -> str:
+        return f"<{self.prim.name}Backward>"
+
+
+def record(out: Tensor, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any]) -> None:
+    """Put ``prim``'s node on ``out`` (called by ``prims.bind``)."""
+    out._grad_fn = Node(prim, tuple(inputs), params, out)
+    out.requires_grad = True
+
+
+# ----------------------------------------------------------------------------- grad mode
+
+class _GradMode:
+    """Context manager and decorator that sets grad mode for its body, per thread."""
+
+    enabled = True
+
+    def __enter__(self) -> None:
+        self._prev = tracing.set_grad_enabled(self.enabled)
+
+    def __exit__(self, *exc: Any) -> None:
+        tracing.set_grad_enabled(self._prev)
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):  # noqa: N801
+    """``with tj.no_grad():`` / ``@tj.no_grad()``: ops in the body are not recorded for autograd."""
+
+    enabled = False
+
+
+class enable_grad(_GradMode):  # noqa: N801
+    """``with tj.enable_grad():`` / ``@tj.enable_grad()``: record ops even inside ``no_grad``."""
+
+    enabled = True
+
+
+class set_grad_enabled(_GradMode):  # noqa: N801
+    """``tj.set_grad_enabled(False)``: sets grad mode now; as a context manager, only for the body."""
+
+    def __init__(self, mode: bool) -> None:
+        self.enabled = bool(mode)
+        self._prev = tracing.set_grad_enabled(self.enabled)
+
+    def __enter__(self) -> None:
+        pass
+
+    def __call__(self, fn: Callable) -> Callable:
+        tracing.set_grad_enabled(self._prev)
+        mode = self.enabled
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+def is_grad_enabled() -> bool:
+    return tracing.grad_enabled()
+
+
+# ----------------------------------------------------------------------------- the backward walk
+
+def _topo_order(roots: list[Node], stop: set[Node]) -> list[Node]:
+    """Nodes reachable from ``roots`` (not past ``stop``), producers before consumers."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    for root in roots:
+        if id(root) in seen:
+            continue
+        seen.add(id(root))
+        stack = [(root, iter(() if root in stop else root.edges))]
+        while stack:   # iterative DFS: deep graphs (long loops) must not hit the recursion limit
+            node, children = stack[-1]
+            for e in children:
+                if isinstance(e, Node) and id(e) not in seen:
+                    seen.add(id(e))
+                    stack.append((e, iter(() if e in stop else e.edges)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def _add(acc: Tensor | None, g: Tensor) -> Tensor:
+    return g if acc is None else P.add(acc, g)
+
+
+def _check_grad(t: Tensor, g: Tensor, what: str) -> Tensor:
+    if g.shape != t.shape:
+        raise RuntimeError(f"{what}: gradient has shape {g.shape}, but the tensor has shape {t.shape}")
+    return P.cast(g, t.dtype)
+
+
+def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, retain_graph: bool = False,
+                 create_graph: bool = False, inputs: Sequence[Tensor] | None = None
+                 ) -> list[Tensor | None] | None:
+    """Backpropagate ``grads`` from ``roots``.
+
+    Without ``inputs``: accumulate into the ``.grad`` of every leaf reached (``Tensor.backward``).
+    With ``inputs``: return the gradients of those tensors (leaves or not) and touch no ``.grad``.
+    """
+    node_grads: dict[Node, Tensor] = {}
+    leaf_grads: dict[int, tuple[Tensor, Tensor]] = {}
+    want_nodes: dict[Node, Tensor | None] = {}
+    if inputs is not None:
+        for x in inputs:
+            if x._grad_fn is not None:
+                want_nodes[x._grad_fn] = None
+    root_nodes = []
+    for i, (r, g) in enumerate(zip(roots, grads)):
+        if not r.requires_grad:
+            raise RuntimeError(f"element {i} of the outputs does not require grad and has no grad_fn; "
+                               "mark an input with tj.asarray(..., requires_grad=True)")
+        if g is None:
+            if r.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for outputs with one element; "
+                                   f"this one has shape {r.shape}: pass gradient=")
+            g = P.full_like(r, 1.0)
+        g = _check_grad(r, g, "backward")
+        if r._grad_fn is None:
+            leaf_grads[id(r)] = (r, _add(leaf_grads.get(id(r), (r, None))[1], g))
+        else:
+            node_grads[r._grad_fn] = _add(node_grads.get(r._grad_fn), g)
+            root_nodes.append(r._grad_fn)
+
+    order = _topo_order(root_nodes, set(want_nodes))
+    # hold every output while walking: releasing a consumer drops the last reference to its inputs
+    outs = {id(n): n._out() for n in order}
+    prev = tracing.set_grad_enabled(create_graph)
+    try:
+        for node in reversed(order):
+            g = node_grads.pop(node, None)
+            if g is None:
+                continue
+            if node in want_nodes:
+                want_nodes[node] = g
+                continue
+            if node.released:
+                raise RuntimeError(
+                    "trying to backward through the graph a second time (or to use its tensors after "
+                    "it was freed); pass retain_graph=True to the first backward() if you need to")
+            if node._retained is not None and (t := node._retained()) is not None:
+                t.grad = _detached(_add(t.grad, g), create_graph)
+            out = outs[id(node)] if outs[id(node)] is not None else node.out
+            in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
+            for edge, gx in zip(node.edges, in_grads):
+                if edge is None or gx is None:
+                    continue
+                if isinstance(edge, Node):
+                    node_grads[edge] = _add(node_grads.get(edge), gx)
+                else:
+                    leaf_grads[id(edge)] = (edge, _add(leaf_grads.get(id(edge), (edge, None))[1], gx))
+            if not retain_graph:
+                node.release()
+    finally:
+        tracing.set_grad_enabled(prev)
+
+    if inputs is not None:
+        return [want_nodes.get(x._grad_fn) if x._grad_fn is not None else
+                leaf_grads.get(id(x), (x, None))[1] for x in inputs]
+    for t, g in leaf_grads.values():
+        _accumulate(t, g, create_graph)
+    return None
+
+
+def _detached(g: Tensor, create_graph: bool) -> Tensor:
+    if create_graph or g._trace is not None:
+        return g
+    a = g._value
+    # a leaf's .grad is updated in place later (zero_grad, jit write-back): give it its own writable memory
+    if not (a.flags.writeable and a.flags.c_contiguous and a.flags.owndata):
+        a = np.array(a)
+    return Tensor._from_array(a, g.device)
+
+
+def _accumulate(t: Tensor, g: Tensor, create_graph: bool) -> None:
+    """``t.grad += g``, also when ``t`` is an eager tensor captured by a jitted function.
+
+    Inside a trace the new gradient is a traced value.  Storing it in ``t.grad`` would leak it
+    out of the trace, so an eager ``.grad`` buffer is updated in place instead: the jit writes
+    the result back into it after every call.
+    """
+    trace = tracing.current_trace()
+    if trace is not None and t._trace is None and not create_graph:
+        if t.grad is None:
+            t.grad = Tensor._from_array(np.zeros(t.shape, t.dtype), t.device)
+            t.grad._assign(g)
+        else:
+            t.grad._assign(P.add(t.grad, g))
+        return
+    t.grad = _detached(_add(t.grad, g), create_graph)
+
+
+# ----------------------------------------------------------------------------- Tensor methods
+
+def backward(self: Tensor, gradient: Tensor | None = None, retain_graph: bool | None = None,
+             create_graph: bool = False, inputs: Sequence[Tensor] | None = None) -> None:
+    """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+    ``gradient`` is needed unless ``self`` has one element.  The graph is freed afterwards
+    unless ``retain_graph`` (default: ``create_graph``).  ``inputs``: accumulate only into these.
+    """
+    retain = create_graph if retain_graph is None else retain_graph
+    if inputs is None:
+        run_backward([self], [gradient], retain_graph=retain, create_graph=create_graph)
+        return
+    inputs = list(inputs)
+    for t, g in zip(inputs, run_backward([self], [gradient], retain_graph=retain,
+                                         create_graph=create_graph, inputs=inputs)):
+        if g is not None:
+            _accumulate(t, g, create_graph)
+
+
+def detach(self: Tensor) -> Tensor:
+    """The same values (shared memory) without autograd history."""
+    if self._trace is not None:
+        return Tensor._tracer(self._trace, self._node, self._aval, self._device)
+    return Tensor._from_array(self._value, self._device)
+
+
+def requires_grad_(self: Tensor, requires_grad: bool = True) -> Tensor:
+    """Mark a leaf as requiring grad (in place); returns ``self``."""
+    from . import dtypes as dt
+    if requires_grad and not dt.is_float(self.dtype):
+        raise RuntimeError(f"only floating-point tensors can require gradients, got {self.dtype.name}")
+    if not requires_grad and self._grad_fn is not None:
+        raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use detach() instead")
+    self.requires_grad = requires_grad
+    return self
+
+
+def retain_grad(self: Tensor) -> None:
+    """Keep ``.grad`` for this non-leaf tensor after backward (leaves always keep it)."""
+    if not self.requires_grad:
+        raise RuntimeError("retain_grad() on a tensor that does not require grad")
+    if self._grad_fn is not None:
+        self._grad_fn._retained = weakref.ref(self)
+        self._retains_grad = True
+
+
+def _is_leaf(self: Tensor) -> bool:
+    return self._grad_fn is None
+
+
+def _grad_fn(self: Tensor) -> Node | None:
+    return self._grad_fn
+
+
+def zero_(self: Tensor) -> Tensor:
+    """Fill with zeros in place."""
+    self._assign(P.zeros_like(self))
+    return self
+
+
+Tensor.backward = backward
+Tensor.detach = detach
+Tensor.requires_grad_ = requires_grad_
+Tensor.retain_grad = retain_grad
+Tensor.is_leaf = property(_is_leaf)
+Tensor.grad_fn = property(_grad_fn)
+Tensor.retains_grad = property(lambda self: self._retains_grad)
+Tensor.zero_ = zero_
+
+__all__ = ["Node", "record", "run_backward", "no_grad", "enable_grad", "set_grad_enabled",
+           "is_grad_enabled"]
