@@ -17,6 +17,7 @@ import platform
 import statistics
 import textwrap
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,9 @@ def framework(name: str) -> Any:
     if name not in _modules:
         try:
             mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            why = "not installed" if e.name == name else f"not importable ({short_error(e)})"
+            _modules[name] = Unavailable(f"{name} {why}")
         except Exception as e:  # an incomplete library may fail with anything, not just ImportError
             _modules[name] = Unavailable(f"{name} not importable ({short_error(e)})")
         else:
@@ -304,7 +308,7 @@ def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] =
             p.sync(out)
             r.first_call_s = time.perf_counter() - t0  # includes tracing/compiling for the jits
             problem = compare(p.to_numpy(out), ref, wl.rtol, wl.atol)
-            del out
+            out = None
             if problem:
                 r.status, r.detail = "MISMATCH", problem
             else:
@@ -314,10 +318,19 @@ def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] =
             r.status = f"skipped: {e}"
         except Exception as e:
             r.status = f"error: {short_error(e)}"
+        p = out = None
+        _release_device_memory(cfg.device)
         results.append(r)
         if log:
             log(f"  {r.label}: {impl}: {r.status}")
     return results
+
+
+def _release_device_memory(device: str) -> None:
+    """On a GPU, hand torch's cached blocks back so the next implementation has the memory."""
+    if device != "cpu" and isinstance(_modules.get("torch"), types.ModuleType):
+        gc.collect()
+        _modules["torch"].cuda.empty_cache()
 
 
 # --- roof line --------------------------------------------------------------------------------
