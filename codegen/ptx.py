@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -70,6 +71,10 @@ def arch_of(arch: str | tuple[int, int]) -> str:
     return f"sm_{m.group(1)}{m.group(2)}"
 
 
+# LLVM's global context and a shared TargetMachine are not thread-safe
+_lock = threading.RLock()
+
+
 def _ptx_feature(arch: str) -> str:
     sm = int(re.sub(r"\D", "", arch))
     known = [a for a in sorted(_PTX_ISA) if a <= sm]
@@ -109,15 +114,16 @@ def _optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
 def compile_kernel(kernel: kir.Kernel, arch: str = DEFAULT_ARCH) -> PtxKernel:
     """Lower, optimise and emit PTX for ``kernel`` on ``arch`` (``sm_75`` or newer)."""
     arch = arch_of(arch)
-    tm = _target_machine(arch)
     text = lower_to_llvm(kernel)
-    try:
-        mod = llvm.parse_assembly(text)
-        mod.verify()
-    except RuntimeError as e:
-        raise RuntimeError(f"invalid LLVM IR for kernel {kernel.name} [{kernel.key}]: {e}\n{text}") from e
-    _optimize(mod, tm)
-    ptx = tm.emit_assembly(mod)
+    with _lock:
+        tm = _target_machine(arch)
+        try:
+            mod = llvm.parse_assembly(text)
+            mod.verify()
+        except RuntimeError as e:
+            raise RuntimeError(f"invalid LLVM IR for kernel {kernel.name} [{kernel.key}]: {e}\n{text}") from e
+        _optimize(mod, tm)
+        ptx = tm.emit_assembly(mod)
     return PtxKernel(key=kernel.key, entry=entry_name(kernel), arch=arch, ptx=ptx, ndim=kernel.ndim,
                      n_reduce=kernel.n_reduce, n_operands=len(kernel.inputs) + len(kernel.outputs),
                      vector_width=vector_width(kernel))
