@@ -17,8 +17,10 @@ REDUCTIONS = [
 AXES = [None, 0, -1, (0, -1), (1,), ()]
 
 
-@pytest.mark.parametrize("name,ref,extra", REDUCTIONS, ids=[f"{r[0]}{'_c1' if r[2] == {'correction': 1} else ''}"
-                                                          for r in REDUCTIONS])
+REDUCTION_IDS = [r[0] + ("_c1" if r[2] == {"correction": 1} else "") for r in REDUCTIONS]
+
+
+@pytest.mark.parametrize("name,ref,extra", REDUCTIONS, ids=REDUCTION_IDS)
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NumPy warns on var over no elements
 def test_reductions(name, ref, extra, keepdims, rng, jit_backend):
@@ -65,7 +67,8 @@ def test_argmax_argmin(name, rng, jit_backend):
             assert_close(f(tj.asarray(a), axis=axis, keepdims=keepdims), expected)
 
 
-@pytest.mark.parametrize("name,ref,init", [("cumulative_sum", np.cumsum, 0), ("cumulative_prod", np.cumprod, 1)])
+@pytest.mark.parametrize("name,ref,init", [("cumulative_sum", np.cumsum, 0),
+                                           ("cumulative_prod", np.cumprod, 1)])
 def test_cumulative(name, ref, init, rng, jit_backend):
     fn = getattr(tj, name)
     f = jitted(fn, jit_backend, static_argnames=("axis", "include_initial"))
@@ -119,12 +122,13 @@ def test_searchsorted(rng, jit_backend):
     for side in ("left", "right"):
         expected = np.searchsorted(s, v, side=side)
         assert_close(tj.searchsorted(tj.asarray(s), tj.asarray(v), side=side), expected, dtype="int64")
-        f = jitted(lambda s, v: tj.searchsorted(s, v, side=side), jit_backend)
+        f = jitted(lambda s, v, side=side: tj.searchsorted(s, v, side=side), jit_backend)
         assert_close(f(tj.asarray(s), tj.asarray(v)), expected)
     perm = rng.permutation(8)
     unsorted = s[perm]
-    assert_close(tj.searchsorted(tj.asarray(unsorted), tj.asarray(v), sorter=tj.asarray(np.argsort(unsorted))),
-                 np.searchsorted(unsorted, v, sorter=np.argsort(unsorted)))
+    order = np.argsort(unsorted)
+    assert_close(tj.searchsorted(tj.asarray(unsorted), tj.asarray(v), sorter=tj.asarray(order)),
+                 np.searchsorted(unsorted, v, sorter=order))
 
 
 def test_nonzero_eager_and_under_jit(rng, jit_backend):
