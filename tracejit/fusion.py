@@ -7,7 +7,8 @@ The rules, in the order they are applied (each materialized value records its re
 2. Matmul and host ops (sort, take, pad, concat, …) run as extern steps; their operands live
    in memory, read through strided views when a movement chain allows it.
 3. A value used by several consumers is recomputed in each of them when its expression is
-   cheap (``RECOMPUTE_LIMIT``), else materialized once.
+   cheap (``RECOMPUTE_LIMIT``) or when it feeds a reduction (the row kernel that absorbs the
+   reduction recomputes it instead of a round trip through memory), else materialized once.
 4. Every other value is computed inside the kernel of the materialized value that needs it:
    elementwise chains, broadcasts and views fuse, and movement ops become index arithmetic
    on the kernel's loads.
@@ -89,7 +90,9 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     n = g.node(nid)
     if nid in materialized or n.op in ("input", "constant", "iota"):
         c = 0
-    elif n.op in REDUCTIONS or PRIMS[n.op].kind not in ("elementwise", "movement"):
+    elif n.op in REDUCTIONS:
+        c = 1       # a reduction is computed once per kernel (a stage or a load), never per use
+    elif PRIMS[n.op].kind not in ("elementwise", "movement"):
         c = RECOMPUTE_LIMIT + 1
     else:
         own = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
@@ -119,7 +122,10 @@ def plan(g: Graph) -> FusionPlan:
         if nid in materialized or n.op in ("input", "constant", "iota") or n.op in REDUCTIONS:
             continue
         users = g.users(nid)
-        if len(users) > 1 and n.op not in VIEW_OPS:
+        # a value that feeds a reduction over its own shape is recomputed by the row kernel
+        # that absorbs the reduction: recomputing beats a round trip through memory
+        feeds_row = any(g.node(u).op in REDUCTIONS for u in users)
+        if len(users) > 1 and n.op not in VIEW_OPS and not feeds_row:
             cost = _cost(g, nid, materialized, {})
             if cost > RECOMPUTE_LIMIT:
                 materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
