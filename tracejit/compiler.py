@@ -12,16 +12,19 @@ from typing import Any
 
 import numpy as np
 
+from codegen import kir
 from runtime import program as rp
 
 from . import fusion
 from .errors import UnsupportedUnderJitError
 from .graph import Graph
+from .logs import topic
 from .ops import PRIMS, AVal
 from .tensor import Device
 from .views import View
 
-log = logging.getLogger("tracejit.compile")
+log_fusion = topic("fusion")
+log_kernels = topic("kernels")
 
 SPLIT_MIN = 1 << 17       # a full reduction at least this long is split so every core takes part
 SPLIT_PARTS = (64, 48, 32, 16, 8, 4, 2)
@@ -94,7 +97,17 @@ def compile_graph(g: Graph, device: Device) -> CompiledProgram:
     split_reductions(g)
     plan = fusion.plan(g)
     program = _to_program(g, plan)
-    log.debug("compiled %d kernels", sum(isinstance(s, fusion.KernelPlan) for s in plan.steps))
+    if log_fusion.isEnabledFor(logging.INFO):
+        names = g.names()
+        for node, why in plan.materialized.items():
+            if node in names:
+                log_fusion.info("%s (%s) lives in memory: %s", names[node], g.node(node).op, why)
+        log_fusion.info("%d steps: %d kernels", len(plan.steps),
+                        sum(isinstance(s, fusion.KernelPlan) for s in plan.steps))
+    if log_kernels.isEnabledFor(logging.INFO):
+        for step in plan.steps:
+            if isinstance(step, fusion.KernelPlan):
+                log_kernels.info("%s\n  launch shape %s", kir.format_kernel(step.kernel), step.shape)
     return CompiledProgram(g, plan, program, device)
 
 
@@ -150,8 +163,9 @@ def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
                                    tuple(sorted(n.params.items()))))
     outputs = []
     for o in g.outputs:
-        base, view = plan.aliases.get(o, (o, View.contiguous(g.node(o).shape)))
-        outputs.append((rp.View(slot_of[base], view.offset, view.strides), g.node(o).shape, g.node(o).dtype.name))
+        n = g.node(o)
+        base, view = plan.aliases.get(o, (o, View.contiguous(n.shape)))
+        outputs.append((rp.View(slot_of[base], view.offset, view.strides), n.shape, n.dtype.name))
     program = rp.Program(len(g.inputs), nbytes, dtypes, constants, steps, outputs)
     program.aliases = _buffer_plan(program)
     return program

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +21,14 @@ from . import dtypes as dt
 from . import passes
 from .errors import TracejitError
 from .graph import Graph
+from .logs import topic
 from .ops import AVal
 from .pytree import flatten, unflatten
 from .tensor import CPU, Device, Tensor
 from .tracing import Trace, current_trace, tracing
 
-log = logging.getLogger("tracejit.jit")
+log_compiles = topic("compiles")
+log_recompiles = topic("recompiles")
 
 
 @dataclass(frozen=True)
@@ -227,9 +229,15 @@ class Jitted:
             entry = self._cache.get(key)
             if entry is None:
                 if self._stats["traces"]:
-                    log.info("recompiling %s for %s", self.__name__, key[1])
+                    log_recompiles.info("%s: new signature %s (%d cached)", self.__name__,
+                                        _describe(key[1]), len(self._cache))
+                t0 = time.perf_counter()
                 traced = trace_function(self.fn, leaves, treedef, static)
+                t1 = time.perf_counter()
                 entry = CompiledEntry(traced, backend, devices.pop() if devices else CPU)
+                log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",
+                                  self.__name__, _describe(key[1]), len(traced.graph), (t1 - t0) * 1e3,
+                                  backend, (time.perf_counter() - t1) * 1e3)
                 self._cache[key] = entry
                 self._stats["traces"] += 1
         return entry
@@ -265,6 +273,10 @@ class Jitted:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+
+def _describe(signature: tuple) -> str:
+    return "(" + ", ".join(f"{d.name}{list(s)}" if s != "scalar" else d.__name__ for s, d, *_ in signature) + ")"
 
 
 def _with_device(tree: Any, device: Device) -> Any:
