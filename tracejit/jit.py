@@ -276,7 +276,8 @@ class Jitted:
 
 
 def _describe(signature: tuple) -> str:
-    return "(" + ", ".join(f"{d.name}{list(s)}" if s != "scalar" else d.__name__ for s, d, *_ in signature) + ")"
+    parts = [f"{d.name}{list(s)}" if s != "scalar" else d.__name__ for s, d, *_ in signature]
+    return "(" + ", ".join(parts) + ")"
 
 
 def _with_device(tree: Any, device: Device) -> Any:
