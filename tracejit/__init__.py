@@ -9,7 +9,7 @@
         return tj.tanh(x * 1.5).sum(axis=-1)
 """
 from . import dtypes as _dtypes
-from . import nn
+from . import nn, optim
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -57,5 +57,5 @@ __all__ = list(_api_all) + [
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
-    "manual_seed", "nn",
+    "manual_seed", "nn", "optim",
 ]

@@ -1,0 +1,245 @@
+"""Optimizers with PyTorch's names, hyperparameters and update rules: SGD, Adam, AdamW.
+
+Every update is an in-place assignment under ``no_grad`` (``p._assign(...)``), and all state —
+momentum buffers, moment estimates, the step count — lives in eager tensors created with the
+parameter, never in Python numbers.  So a training step run under ``jit`` turns the updates
+into graph mutations that the jit writes back into the parameters and the state after every
+call, and a cached step keeps advancing exactly like the same code run eagerly (bias
+correction reads the step *tensor*; a Python counter would be frozen into the trace).
+
+Hyperparameters (``lr``, betas, …) are Python numbers read at trace time: changing one after
+a step was jitted needs ``step_fn.clear_cache()``, or store it as a 0-d tensor in the param
+group (``group["lr"] = tj.asarray(1e-3)``) and update that tensor in place.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from . import api as A
+from .autograd import enable_grad, no_grad
+from .tensor import Tensor
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any) -> Tensor:
+    # built directly, not through an op: inside a trace an op would give a traced constant,
+    # while state must be an eager tensor the jit captures and writes back into
+    return Tensor._from_array(np.zeros(shape, dtype=dtype))
+
+
+class Optimizer:
+    """Base class: parameter groups, per-parameter state, ``zero_grad``, ``state_dict``."""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self.state: dict[int, dict[str, Any]] = {}       # id(param) -> state
+        self.param_groups: list[dict[str, Any]] = []
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        group = dict(group)
+        ps = group["params"]
+        group["params"] = [ps] if isinstance(ps, Tensor) else list(ps)
+        for p in group["params"]:
+            if not isinstance(p, Tensor) or p.is_tracer:
+                raise TypeError(f"optimizer can only optimize eager tensors, got {type(p).__name__}")
+            if not p.requires_grad:
+                raise ValueError("optimizing a tensor that does not require grad")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in group["params"]):
+            raise ValueError("some parameters appear in more than one parameter group")
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset gradients: ``None`` (default), or zeros in place."""
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad._assign(A.zeros_like(p.grad))
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state.get(id(p))
+                    if state is None:
+                        state = self.state[id(p)] = self._init_state(p, group)
+                    self._update(p, p.grad, group, state)
+        return loss
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _update(self, p: Tensor, g: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """PyTorch's layout: ``{"state": {i: {...}}, "param_groups": [{..., "params": [i, ...]}]}``."""
+        index: dict[int, int] = {}
+        groups = []
+        for g in self.param_groups:
+            ids = []
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+                ids.append(index[id(p)])
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+        state = {index[pid]: dict(s) for pid, s in self.state.items() if pid in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyperparameters and state; state tensors are copied into existing ones in place."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has "
+                             f"{len(self.param_groups)}")
+        params = {}
+        for mine, saved in zip(self.param_groups, groups):
+            if len(mine["params"]) != len(saved["params"]):
+                raise ValueError(f"loaded state dict contains a parameter group with {len(saved['params'])} "
+                                 f"parameters, the optimizer's group has {len(mine['params'])}")
+            for i, p in zip(saved["params"], mine["params"]):
+                params[i] = p
+            mine.update({k: v for k, v in saved.items() if k != "params"})
+        for i, saved_state in state_dict["state"].items():
+            p = params.get(int(i))
+            if p is None:
+                continue
+            cur = self.state.setdefault(id(p), {})
+            for k, v in saved_state.items():
+                if isinstance(v, Tensor) or isinstance(v, np.ndarray):
+                    arr = np.asarray(v.numpy() if isinstance(v, Tensor) else v)
+                    old = cur.get(k)
+                    if isinstance(old, Tensor) and old.shape == arr.shape:
+                        np.copyto(old._value, arr, casting="unsafe")   # keep what a jitted step captured
+                    else:
+                        cur[k] = Tensor._from_array(np.array(arr, dtype=p.dtype if arr.ndim else arr.dtype))
+                else:
+                    cur[k] = v
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
+        return "\n".join(lines + [")"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay (PyTorch's rule)."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"invalid SGD hyperparameters: lr={lr}, momentum={momentum}, "
+                             f"weight_decay={weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        if not group["momentum"]:
+            return {}
+        # the first step sets buf = g: with a zero buffer that is momentum*0 + (1 - dampening)*g,
+        # exact when dampening is 0; otherwise a 0/1 flag selects it (no Python branch to freeze)
+        state = {"momentum_buffer": _zeros(p.shape, p.dtype)}
+        if group["dampening"]:
+            state["initialized"] = _zeros((), p.dtype)
+        return state
+
+    def _update(self, p: Tensor, g: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
+        lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
+        if group["maximize"]:
+            g = -g
+        if wd:
+            g = g + wd * p
+        if mom:
+            buf = state["momentum_buffer"]
+            new = buf * mom + g * (1 - damp)
+            if "initialized" in state:
+                flag = state["initialized"]
+                new = A.where(flag > 0, new, g)
+                flag._assign(A.ones_like(flag))
+            buf._assign(new)
+            g = g + new * mom if group["nesterov"] else new
+        p._assign(p - g * lr)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction, L2 ``weight_decay`` and optional AMSGrad, as PyTorch."""
+
+    decoupled = False
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
+        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or weight_decay < 0:
+            raise ValueError(f"invalid {type(self).__name__} hyperparameters: lr={lr}, betas={betas}, "
+                             f"eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        state = {"step": _zeros((), np.float64), "exp_avg": _zeros(p.shape, p.dtype),
+                 "exp_avg_sq": _zeros(p.shape, p.dtype)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = _zeros(p.shape, p.dtype)
+        return state
+
+    def _update(self, p: Tensor, g: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if group["maximize"]:
+            g = -g
+        if wd and self.decoupled:
+            p._assign(p * (1 - lr * wd))
+        elif wd:
+            g = g + wd * p
+        step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        step._assign(step + 1)
+        m._assign(m + (g - m) * (1 - b1))               # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v._assign(v * b2 + g * g * (1 - b2))
+        # bias corrections from the step tensor, in float64 like PyTorch's Python-float arithmetic
+        bc1 = 1 - b1 ** step
+        bc2_sqrt = A.sqrt(1 - b2 ** step)
+        step_size = A.astype(lr / bc1, p.dtype)
+        if group["amsgrad"]:
+            vmax = state["max_exp_avg_sq"]
+            vmax._assign(A.maximum(vmax, v))
+            v = vmax
+        denom = A.sqrt(v) / A.astype(bc2_sqrt, p.dtype) + eps
+        p._assign(p - step_size * (m / denom))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``p *= 1 - lr * weight_decay`` before the Adam step)."""
+
+    decoupled = True
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
