@@ -18,6 +18,7 @@ from .dtypes import finfo, iinfo, isdtype, result_type
 from .errors import ConcretizationError, TracejitError, UnsupportedUnderJitError
 from .jit import Spec, explain, jit, spec
 from .random import manual_seed
+from .serialization import load_state, save
 from .tensor import Device, Tensor
 from .transforms import grad, value_and_grad, vjp
 
@@ -57,5 +58,5 @@ __all__ = list(_api_all) + [
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
-    "manual_seed", "nn", "optim",
+    "manual_seed", "nn", "optim", "save", "load_state",
 ]
