@@ -82,6 +82,13 @@ class Result:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def spread(self) -> str:
+        """Interquartile range relative to the median: how noisy the samples were."""
+        if len(self.samples_s) < 4 or not self.median_s:
+            return "-"
+        q1, _, q3 = statistics.quantiles(self.samples_s, n=4)
+        return f"±{(q3 - q1) / 2 / self.median_s:.0%}"
+
     def throughput(self) -> float | None:
         """GB/s or GFLOP/s achieved by the median call (None for overhead rows)."""
         if not self.ok or not self.median_s:
@@ -433,7 +440,7 @@ def render_group(results: Sequence[Result], ceilings: Ceilings | None) -> str:
         head += f"  ({first.flops / 1e9:.3f} GFLOP per call)"
     if best:
         head += f"  best peer: {best.impl}"
-    cols = ("implementation", "median", "1st call", "vs best peer", "vs NumPy", unit, "of roof")
+    cols = ("implementation", "median", "spread", "1st call", "vs best peer", "vs NumPy", unit, "of roof")
     rows: list[tuple[str, ...]] = [cols]
     for r in results:
         if not r.ok:
@@ -444,6 +451,7 @@ def render_group(results: Sequence[Result], ceilings: Ceilings | None) -> str:
         rows.append((
             r.impl,
             fmt_time(r.median_s),
+            r.spread(),
             fmt_time(r.first_call_s),
             _speedup(best.median_s if best else None, r.median_s),
             _speedup(numpy_t, r.median_s),
@@ -465,7 +473,8 @@ def render_group(results: Sequence[Result], ceilings: Ceilings | None) -> str:
     return "\n".join(lines)
 
 
-LEGEND = ("Speedups are (other time) / (this time): >1 means this row is faster. 'of roof' is the\n"
+LEGEND = ("'spread' is half the interquartile range of the samples over their median.\n"
+          "Speedups are (other time) / (this time): >1 means this row is faster. 'of roof' is the\n"
           "achieved GB/s over the measured copy bandwidth (compulsory bytes only; read-only passes and\n"
           "inputs that stay in cache can exceed 100%), or GFLOP/s over a large SGEMM's rate.")
 
