@@ -23,7 +23,7 @@ from .errors import TracejitError
 from .graph import Graph
 from .logs import topic
 from .ops import AVal
-from .pytree import flatten, unflatten
+from .pytree import LEAF, flatten, unflatten
 from .tensor import CPU, Device, Tensor
 from .tracing import Trace, current_trace, tracing
 
@@ -160,6 +160,8 @@ class CompiledEntry:
             np.copyto(leaves[i]._value, outs[k])
         for t, k in self._writeback_captures:
             np.copyto(t._value, outs[k])
+        if tr.out_tree is LEAF and tr.out_is_tensor[0]:     # the common case, without pytree work
+            return Tensor._from_array(outs[0], self.device)
         results, it = [], iter(outs[:tr.n_outputs])
         for is_t, static in zip(tr.out_is_tensor, tr.out_static):
             results.append(Tensor._from_array(next(it), self.device) if is_t else static)
@@ -187,6 +189,7 @@ class Jitted:
                 self.static_argnums.add(params.index(name))
         self._params = params
         self._cache: dict[Any, CompiledEntry] = {}
+        self._fast: dict[Any, CompiledEntry] = {}    # (aval, device) per positional tensor -> entry
         self._lock = threading.Lock()
         self._stats = {"traces": 0, "hits": 0}
 
@@ -245,8 +248,22 @@ class Jitted:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if current_trace() is not None:     # called from inside another trace: inline it
             return self.fn(*args, **kwargs)
+        # fast path: positional tensors only, a signature seen before
+        fast_key = None
+        if not kwargs and not self.static_argnums:
+            try:
+                fast_key = tuple([(a._aval, a._device) for a in args])
+            except AttributeError:
+                fast_key = None
+            entry = self._fast.get(fast_key) if fast_key is not None else None
+            if entry is not None:
+                self._stats["hits"] += 1
+                return entry.run(args)
         leaves, treedef, static, static_key = self._split(args, kwargs)
-        return self._entry(leaves, treedef, static, static_key).run(leaves)
+        entry = self._entry(leaves, treedef, static, static_key)
+        if fast_key is not None and all(isinstance(a, Tensor) and a._trace is None for a in args):
+            self._fast[fast_key] = entry
+        return entry.run(leaves)
 
     def lower(self, *args: Any, device: Any = None, backend: str | None = None, **kwargs: Any) -> Lowered:
         """Trace and compile for the given arguments or :func:`spec`\\ s without running."""
@@ -273,6 +290,7 @@ class Jitted:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._fast.clear()
 
 
 def _describe(signature: tuple) -> str:
