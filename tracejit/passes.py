@@ -62,7 +62,11 @@ def constant_value(g: Graph, nid: int) -> np.ndarray | None:
 
 def _uniform(g: Graph, nid: int) -> float | int | bool | None:
     """The single value of a node that is one constant broadcast everywhere, else None."""
-    v = constant_value(g, nid)
+    while g.node(nid).op in ("reshape", "expand", "permute"):   # views of a uniform value are uniform
+        nid = g.node(nid).inputs[0]
+    if g.node(nid).op != "constant":
+        return None
+    v = g.node(nid).params["value"]
     if v is None or v.size == 0:
         return None
     first = v.reshape(-1)[0]
