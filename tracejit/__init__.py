@@ -8,6 +8,7 @@
     def f(x):                                             # traced once, fused, compiled
         return tj.tanh(x * 1.5).sum(axis=-1)
 """
+from . import compiler as _compiler  # noqa: F401  (loads LLVM at import, not in the first jit call)
 from . import data, nn, optim
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
