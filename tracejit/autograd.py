@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import dtypes as dt
 from . import prims as P
 from . import tracing
 from .ops import Prim
@@ -72,6 +73,8 @@ class Node:
 
 def record(out: Tensor, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any]) -> None:
     """Put ``prim``'s node on ``out`` (called by ``prims.bind``)."""
+    if not dt.is_float(out.dtype):     # integer and boolean results carry no gradient
+        return
     out._grad_fn = Node(prim, tuple(inputs), params, out)
     out.requires_grad = True
 
@@ -297,7 +300,6 @@ def detach(self: Tensor) -> Tensor:
 
 def requires_grad_(self: Tensor, requires_grad: bool = True) -> Tensor:
     """Mark a leaf as requiring grad (in place); returns ``self``."""
-    from . import dtypes as dt
     if requires_grad and not dt.is_float(self.dtype):
         raise RuntimeError(f"only floating-point tensors can require gradients, got {self.dtype.name}")
     if not requires_grad and self._grad_fn is not None:
