@@ -12,7 +12,7 @@ import tracejit as tj
 from tracejit import prims as P
 
 
-def _numeric_grad(fn: Callable[..., float], arrays: list[np.ndarray], i: int, eps: float = 1e-6) -> np.ndarray:
+def _numeric_grad(fn: Callable[..., float], arrays: list[np.ndarray], i: int, eps: float) -> np.ndarray:
     x = arrays[i]
     g = np.zeros_like(x)
     for idx in np.ndindex(x.shape):
