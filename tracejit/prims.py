@@ -100,7 +100,8 @@ def sum_to_shape(g: Tensor, shape: tuple[int, ...]) -> Tensor:
     if g.shape == tuple(shape):
         return g
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
     if axes:
         g = bind("reduce_sum", g, axes=axes)
     return bind("reshape", g, shape=tuple(shape))
