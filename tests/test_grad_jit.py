@@ -127,7 +127,7 @@ def test_backward_inside_jit_writes_grads_back(jit_backend: str) -> None:
         return loss
 
     f = tj.jit(step, backend=jit_backend)
-    for i in range(3):
+    for _ in range(3):
         x = tj.asarray(rng.standard_normal((4, 3)).astype(np.float32))
         loss = f(x)
         ref = tj.asarray(w.numpy().copy(), requires_grad=True)
