@@ -78,6 +78,19 @@ def itemsize(dtype: str) -> int:
     return _ITEMSIZE[dtype]
 
 
+def device_count() -> int:
+    """Number of visible GPUs (0 when CUDA cannot be used)."""
+    return driver().Device.count() if is_available() else 0
+
+
+@functools.cache
+def device_properties(index: int = 0) -> tuple[str, str]:
+    """``(name, "sm_XY")`` of GPU ``index``, asked of the driver without creating a context."""
+    dev = driver().Device(index)
+    major, minor = dev.compute_capability()
+    return dev.name(), f"sm_{major}{minor}"
+
+
 # --------------------------------------------------------------------------- buffers
 
 class _PycudaMemory:
@@ -128,6 +141,11 @@ class DeviceArray:
     shape: tuple[int, ...]
     dtype: str
 
+    @property
+    def is_contiguous(self) -> bool:
+        """Dense row-major from the start of its buffer: what a program input must be."""
+        return self.offset == 0 and _is_contiguous(self.shape, self.strides)
+
 
 # --------------------------------------------------------------------------- device
 
@@ -167,6 +185,15 @@ class CudaDevice:
                 raise ValueError(f"reading {out.nbytes} bytes at element {offset} overruns {buf}")
             self._drv.memcpy_dtoh(out, buf.ptr + offset * out.itemsize)
         return out
+
+    def upload(self, array: np.ndarray) -> DeviceArray:
+        """A new contiguous device array holding a copy of ``array``."""
+        a = np.ascontiguousarray(array)
+        return DeviceArray(self.to_device(a), 0, _contiguous_strides(a.shape), a.shape, a.dtype.name)
+
+    def contiguous(self, arr: DeviceArray) -> DeviceArray:
+        """``arr`` itself when it is dense from offset 0, else a dense copy."""
+        return arr if arr.is_contiguous else self.copy(arr)
 
     def array_to_host(self, arr: DeviceArray) -> np.ndarray:
         """Copy any strided device view to a new contiguous NumPy array."""
@@ -308,6 +335,9 @@ class _ProgramRun:
             else:
                 raise TypeError(f"unknown program step {step!r}")
         results = [self.array(v, tuple(shape), dtype) for v, shape, dtype in self.p.outputs]
+        # like the CPU runtime: an output never aliases the caller's input or a cached constant
+        results = [self.dev.copy(r) if v.slot < self.p.n_inputs or v.slot in self.p.constants else r
+                   for r, (v, _, _) in zip(results, self.p.outputs, strict=True)]
         for slot, out_index in self.p.writebacks:
             res = results[out_index]
             dst = DeviceArray(self.slots[slot], 0, _contiguous_strides(res.shape), res.shape, res.dtype)
@@ -317,13 +347,29 @@ class _ProgramRun:
 
     def extern(self, step: Extern) -> None:
         if step.name != "matmul":
-            raise NotImplementedError(f"extern {step.name!r} is not supported on the GPU")
+            self.host_extern(step)
+            return
         from runtime.cuda_extern import matmul_launch
         views = [*step.inputs, *step.outputs]
         kernel, shape, strides = matmul_launch(step.dtype, step.shapes, tuple(v.strides for v in views))
         ops = [DeviceArray(self.buffer(v.slot), v.offset, st, shape, step.dtype)
                for v, st in zip(views, strides, strict=True)]
         self.dev.launch_kernel(kernel, shape, ops[:2], ops[2:])
+
+    def host_extern(self, step: Extern) -> None:
+        """An extern without a GPU kernel (pad, concat, …) runs through the CPU runtime's
+        NumPy routine: its operands go to the host and the result comes back (slow, but correct)."""
+        from runtime.cpu import EXTERNS
+        fn = EXTERNS.get(step.name)
+        if fn is None:
+            raise NotImplementedError(f"extern {step.name!r} has no GPU kernel and no host routine")
+        views = [*step.inputs, *step.outputs]
+        arrays = [self.array(v, tuple(shape), self.p.slot_dtypes[v.slot])
+                  for v, shape in zip(views, step.shapes, strict=True)]
+        *ins, out = arrays
+        result = fn(*(self.dev.array_to_host(a) for a in ins), **dict(step.params))
+        host = np.ascontiguousarray(np.broadcast_to(np.asarray(result, dtype=out.dtype), out.shape))
+        self.dev.copy(self.dev.upload(host), out)
 
 
 # --------------------------------------------------------------------------- process-wide

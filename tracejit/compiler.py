@@ -10,8 +10,6 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
-
 from codegen import kir
 from runtime import program as rp
 
@@ -61,29 +59,43 @@ def split_reductions(g: Graph) -> int:
 
 
 class CompiledProgram:
-    """A fused program ready to run on one device: ``outputs = prog(list_of_input_arrays)``."""
+    """A fused program ready to run on one device: ``outputs = prog(list_of_input_arrays)``.
+
+    On CUDA the inputs are dense ``runtime.cuda.DeviceArray`` objects.  Every kernel is compiled
+    to PTX here (no GPU needed: that is what ``lower(..., device="cuda")`` shows); the GPU itself is
+    first touched by the first call.
+    """
 
     def __init__(self, g: Graph, plan: fusion.FusionPlan, program: rp.Program, device: Device) -> None:
         self.graph = g
         self.plan = plan
         self.program = program
         self.device = device
+        self.ptx: dict[str, Any] = {}       # kernel key -> codegen.ptx.PtxKernel (CUDA only)
+        self._run: Any = None
         if device.type == "cuda":
-            from runtime import cuda
-            self._run = cuda.CudaProgram(program)
+            from .device import compile_ptx
+            self.ptx = compile_ptx(program, device)
         else:
             from runtime.cpu import CpuProgram
             self._run = CpuProgram(program)
 
     @property
     def kernels(self) -> list[Any]:
-        return [s.kernel for s in self.plan.steps if isinstance(s, fusion.KernelPlan)]
+        """The fused kernels in launch order, each with its generated code as ``.source``."""
+        from .device import LoweredKernel
+        return [LoweredKernel.of(s.kernel, self.ptx.get(s.kernel.key))
+                for s in self.plan.steps if isinstance(s, fusion.KernelPlan)]
 
     @property
     def n_kernels(self) -> int:
-        return len(self.kernels)
+        return sum(isinstance(s, fusion.KernelPlan) for s in self.plan.steps)
 
-    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, inputs: list[Any]) -> list[Any]:
+        if self._run is None:
+            from .device import cuda_device
+            dev, program = cuda_device(self.device), self.program
+            self._run = lambda *bufs: dev.run_program(program, [b.buffer for b in bufs])
         return self._run(*inputs)
 
 

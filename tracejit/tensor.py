@@ -83,7 +83,7 @@ class Tensor:
         t._value = value
         t._trace = None
         t._node = -1
-        t._aval = AVal(tuple(value.shape), value.dtype)
+        t._aval = AVal(tuple(value.shape), np.dtype(value.dtype))   # device arrays name it by string
         t._device = device
         t.requires_grad = False
         t.grad = None
@@ -158,7 +158,8 @@ class Tensor:
     def _host_value(self) -> np.ndarray:
         if self._device.type == "cpu":
             return self._value
-        return self._value.get()  # a device buffer
+        from .device import host_array
+        return host_array(self._value, self._device)
 
     def numpy(self) -> np.ndarray:
         """The tensor's value as a NumPy array (a copy for GPU tensors, a view on the CPU)."""
@@ -293,10 +294,8 @@ class Tensor:
         if self.requires_grad and self._grad_fn is None and _grad_on():
             raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
                                "wrap the update in tracejit.no_grad()")
-        if self._device.type == "cpu":
-            np.copyto(self._value, new._value)
-        else:
-            self._value.copy_from_device(new._value)
+        from .device import write_back
+        write_back(self, new._value)
         if new._grad_fn is not None:
             self._grad_fn, self.requires_grad = new._grad_fn, True
             new._grad_fn.set_output(self)   # the temporary ``new`` dies; its node now produces self
