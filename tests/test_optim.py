@@ -81,7 +81,7 @@ def test_jitted_training_steps_match_eager(jit_backend: str, opt_name: str, kw: 
         runs[mode] = losses, [p.numpy().copy() for p in model.parameters()], opt
         if mode == "jit":
             assert fn.cache_info()["traces"] == 1
-    (le, pe, oe), (lj, pj, oj) = runs["eager"], runs["jit"]
+    (le, pe, _), (lj, pj, oj) = runs["eager"], runs["jit"]
     np.testing.assert_allclose(lj, le, rtol=1e-5, atol=1e-6)
     for a, b in zip(pj, pe):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
