@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         print(compile_latency.render(c1) + "\n", flush=True)
 
     print(LEGEND)
-    print(f"total {time.perf_counter() - started:.0f} s")
+    load = f", load average now {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    print(f"total {time.perf_counter() - started:.0f} s{load}")
 
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),

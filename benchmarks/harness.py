@@ -149,6 +149,9 @@ def machine_info(device: str) -> dict[str, Any]:
     except OSError:
         pass
     info: dict[str, Any] = {"cpu": model, "cores": os.cpu_count(), "device": device, **versions()}
+    if hasattr(os, "getloadavg"):
+        # Other processes on a small machine skew timings badly; record how busy it was.
+        info["load average"] = f"{os.getloadavg()[0]:.2f}"
     if device == "cuda":
         try:
             info["gpu"] = framework("torch").cuda.get_device_name(0)
@@ -309,7 +312,8 @@ def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] =
     for impl in impls:
         r = Result(wl.key, wl.label(shape), impl, "ok", wl.metric, bytes=cost.bytes, flops=cost.flops)
         try:
-            p = preparer(impl, wl, inputs, cfg.device)
+            # A private copy each: a framework may wrap NumPy memory and an in-place op would leak.
+            p = preparer(impl, wl, [a.copy() for a in inputs], cfg.device)
             t0 = time.perf_counter()
             out = p.run()
             p.sync(out)

@@ -154,7 +154,8 @@ class TorchTrainer(Trainer):
 
 class TracejitTrainer(Trainer):
     """Tensors with ``requires_grad`` and ``tj.optim.AdamW``; the jitted variant wraps the very
-    same step function in ``tj.jit`` (parameters passed in, updated in place)."""
+    same step function in ``tj.jit``. Parameters are captured, not passed: under ``jit`` an
+    argument becomes a tracer, while captured eager tensors are what the optimizer updates."""
 
     def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, jitted: bool) -> None:
         tj = framework("tracejit")
@@ -168,12 +169,14 @@ class TracejitTrainer(Trainer):
         opt = tj.optim.AdamW(self.p, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
         self.x, self.y = tj.asarray(x), tj.asarray(y)
 
-        def train_step(params: list[Any], x: Any, y: Any) -> Any:
+        params_ = self.p
+
+        def train_step(x: Any, y: Any) -> Any:
             opt.zero_grad()
             h = x
-            for i in range(0, len(params), 2):
-                h = h @ params[i] + params[i + 1]
-                if i + 2 < len(params):
+            for i in range(0, len(params_), 2):
+                h = h @ params_[i] + params_[i + 1]
+                if i + 2 < len(params_):
                     h = F.relu(h)
             loss = F.cross_entropy(h, y)
             loss.backward()
@@ -183,13 +186,15 @@ class TracejitTrainer(Trainer):
         self.fn: Callable[..., Any] = tj.jit(train_step) if jitted else train_step
 
     def step(self) -> Any:
-        return self.fn(self.p, self.x, self.y)
+        return self.fn(self.x, self.y)
 
     def params(self) -> list[np.ndarray]:
         return [np.asarray(t.detach() if hasattr(t, "detach") else t) for t in self.p]
 
 
 def make_trainer(impl: str, params: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> Trainer:
+    # Private copies: a framework may wrap NumPy memory without copying and then train in place.
+    params, x, y = [p.copy() for p in params], x.copy(), y.copy()
     if impl == NUMPY:
         return NumpyTrainer(params, x, y, np.float32)
     if impl in (TORCH, TORCH_COMPILE):
