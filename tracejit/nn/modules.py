@@ -85,8 +85,11 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError("call super().__init__() before assigning attributes to a Module")
+        target = (self._parameters if isinstance(value, Parameter) else
+                  self._modules if isinstance(value, Module) else
+                  self._buffers if name in self._buffers and isinstance(value, Tensor) else None)
         for d in (self._parameters, self._buffers, self._modules):
-            if name in d and not (d is self._buffers and isinstance(value, Tensor)):
+            if name in d and d is not target:     # re-assigning into the same store keeps its position
                 del d[name]
         if isinstance(value, Parameter):
             self.__dict__.pop(name, None)
