@@ -19,6 +19,7 @@ import numpy as np
 
 from . import dtypes as dt
 from . import passes
+from .device import write_back
 from .errors import TracejitError
 from .graph import Graph
 from .logs import topic
@@ -72,7 +73,11 @@ def _leaf_aval(leaf: Any) -> tuple[AVal, Device]:
     return AVal((), dt.scalar_dtype(leaf)), CPU
 
 
-def _leaf_array(leaf: Any, aval: AVal) -> np.ndarray:
+def _leaf_array(leaf: Any, aval: AVal, device: Device = CPU) -> Any:
+    """A program input: a dense host array, or for a GPU program a dense device array."""
+    if device.type != "cpu":
+        from .device import device_input
+        return device_input(leaf, aval, device)
     if isinstance(leaf, Tensor):
         a = leaf._value if leaf._trace is None else leaf._concrete("jit argument")
     else:
@@ -153,13 +158,14 @@ class CompiledEntry:
 
     def run(self, leaves: list[Any]) -> Any:
         tr = self.traced
-        arrays = [_leaf_array(x, a) for x, a in zip(leaves, tr.in_avals)]
-        arrays += [c._value for c in tr.captures]
+        dev = self.device
+        arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
+        arrays += [c._value if dev.type == "cpu" else _leaf_array(c, c.aval, dev) for c in tr.captures]
         outs = self.executable(arrays)
         for i, k in self._writeback_args:
-            np.copyto(leaves[i]._value, outs[k])
+            write_back(leaves[i], outs[k])
         for t, k in self._writeback_captures:
-            np.copyto(t._value, outs[k])
+            write_back(t, outs[k])
         if tr.out_tree is LEAF and tr.out_is_tensor[0]:     # the common case, without pytree work
             return Tensor._from_array(outs[0], self.device)
         results, it = [], iter(outs[:tr.n_outputs])

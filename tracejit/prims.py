@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes as dt
-from . import tracing
+from . import eager_device, tracing
 from .ops import PRIMS
 from .tensor import Tensor, check_same_device
 
@@ -23,6 +23,8 @@ def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
     trace = tracing.current_trace()
     if trace is not None:
         out = trace.record(prim, inputs, params, aval)
+    elif eager_device.on_device(inputs):
+        out = eager_device.run(prim, inputs, params, aval)
     else:
         for x in inputs:
             if x._trace is not None:

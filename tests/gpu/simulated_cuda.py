@@ -1,0 +1,103 @@
+"""A stand-in GPU for testing the CUDA front end without one.
+
+:class:`SimulatedDevice` is a :class:`runtime.cuda.CudaDevice` whose memory is host memory and
+whose launches compile the kernel to PTX (so every launched kernel is also assembled by the
+PTX code generator) and then run the same kir kernel with the CPU code generator.  Program
+execution, the caching allocator, strided copies, extern matmul and host fallbacks are the
+real runtime code.  :func:`installed` swaps it in as ``cuda:0``.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from runtime import cpu, cuda
+from runtime.cuda_alloc import CachingAllocator
+from runtime.ptx_cache import default_ptx_cache
+
+
+class HostMemory:
+    """The allocator's driver: each allocation is a NumPy byte array, its address the handle."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, np.ndarray] = {}
+
+    def alloc(self, nbytes: int) -> int:
+        a = np.zeros(max(nbytes, 1) + 256, dtype=np.uint8)
+        start = -a.ctypes.data % 256           # cuMemAlloc's alignment
+        block = a[start:start + nbytes]
+        self.blocks[block.ctypes.data] = block
+        return block.ctypes.data
+
+    def free(self, handle: int) -> None:
+        del self.blocks[handle]
+
+    def address(self, handle: int) -> int:
+        return handle
+
+
+class SimulatedDevice(cuda.CudaDevice):
+    def __init__(self) -> None:          # no driver, no context
+        self.index, self.name, self.arch = 0, "simulated GPU", "sm_90"
+        self.memory = HostMemory()
+        self.allocator = CachingAllocator(self.memory)
+        self._functions: dict[Any, Any] = {}
+        self._constants: dict[Any, Any] = {}
+        self.launches = 0
+
+    def _bytes(self, buf: cuda.DeviceBuffer) -> np.ndarray:
+        return self.memory.blocks[buf.ptr]
+
+    def to_device(self, array: np.ndarray) -> cuda.DeviceBuffer:
+        a = np.ascontiguousarray(array)
+        buf = self.empty(a.nbytes)
+        self._bytes(buf)[:a.nbytes] = a.reshape(-1).view(np.uint8)
+        return buf
+
+    def to_host(self, buf: cuda.DeviceBuffer, shape: tuple[int, ...], dtype: str,
+                offset: int = 0) -> np.ndarray:
+        out = np.empty(shape, dtype=np.dtype(dtype))
+        start = offset * out.itemsize
+        if start + out.nbytes > buf.nbytes:
+            raise ValueError(f"reading {out.nbytes} bytes at element {offset} overruns {buf}")
+        out.reshape(-1).view(np.uint8)[:] = self._bytes(buf)[start:start + out.nbytes]
+        return out
+
+    def view(self, arr: cuda.DeviceArray) -> np.ndarray:
+        dt = np.dtype(arr.dtype)
+        raw = self._bytes(arr.buffer)
+        base = raw[: raw.size // dt.itemsize * dt.itemsize].view(dt)
+        return np.lib.stride_tricks.as_strided(base[arr.offset:], arr.shape,
+                                               tuple(s * dt.itemsize for s in arr.strides))
+
+    def launch_kernel(self, kernel, shape, inputs, outputs) -> None:
+        shape = tuple(int(s) for s in shape)
+        n_outer = len(shape) - kernel.n_reduce
+        if int(np.prod(shape[:n_outer])) == 0 or (kernel.n_reduce == 0 and int(np.prod(shape)) == 0):
+            return
+        default_ptx_cache().get(kernel, self.arch)
+        cpu.run_kernel(kernel, shape, [self.view(a) for a in inputs], [self.view(a) for a in outputs])
+        self.launches += 1
+
+    def synchronize(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[SimulatedDevice]:
+    """Make ``runtime.cuda`` report an available GPU that is a :class:`SimulatedDevice`."""
+    dev = SimulatedDevice()
+    saved = (cuda._probe_once, cuda.device_properties, dict(cuda._devices))
+    cuda._probe_once = lambda: (object(), None)
+    cuda.device_properties = lambda index=0: (dev.name, dev.arch)
+    cuda._devices.clear()
+    cuda._devices[0] = dev
+    try:
+        yield dev
+    finally:
+        cuda._probe_once, cuda.device_properties = saved[0], saved[1]
+        cuda._devices.clear()
+        cuda._devices.update(saved[2])

@@ -1,0 +1,88 @@
+"""Eager ops on GPU tensors: each primitive runs as a one-op program from the same compiler.
+
+:func:`run` builds a one-node graph, compiles it with ``compile_graph`` (PTX through the kernel
+cache) and runs it on the operands' device buffers.  The compiled program is cached by
+``(primitive, params, input avals, device)``, so repeating an op costs only its launch.
+
+* Host-kind primitives (sort, take, cumulative sums, …) have no GPU kernel: their operands are
+  copied to the host, the NumPy reference runs, and the result is copied back.
+* Strided operands (views from reshape/slice/expand) are made dense on the device first.
+* A Python scalar reaches a primitive as a CPU constant broadcast to the operand's shape; such
+  operands (every element the same by construction) are uploaded as one element and expanded
+  on the device.  Any other CPU operand next to a GPU one is a device-mixing error.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import tracing
+from .graph import Graph, freeze
+from .ops import AVal, Prim
+from .tensor import Device, Tensor
+
+_programs: dict[Any, Any] = {}      # (prim, params, avals, device) -> CompiledProgram
+
+
+def on_device(inputs: tuple[Tensor, ...]) -> bool:
+    """Whether an eager op must run on a GPU (any operand lives there)."""
+    return any(x._device.type != "cpu" for x in inputs)
+
+
+def run(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+    """Run ``prim`` eagerly on GPU operands; the result lives on their device."""
+    for x in inputs:
+        if x._trace is not None:
+            raise tracing.leaked_tracer_error(x)
+    device = _common_device(prim.name, inputs)
+    if prim.kind == "host":
+        return _on_host(prim, inputs, params, device)
+    key = (prim.name, freeze(params), tuple(x.aval for x in inputs), device)
+    program = _programs.get(key)
+    if program is None:
+        program = _programs[key] = _compile(prim, params, [x.aval for x in inputs], aval, device)
+    (out,) = program([_operand(x, device) for x in inputs])
+    return Tensor._from_array(out, device)
+
+
+def cache_clear() -> None:
+    _programs.clear()
+
+
+def _compile(prim: Prim, params: dict[str, Any], avals: list[AVal], aval: AVal, device: Device) -> Any:
+    from .compiler import compile_graph
+    g = Graph()
+    ins = [g.add_input(a) for a in avals]
+    g.outputs = [g.add(prim.name, ins, params, aval)]
+    return compile_graph(g, device)
+
+
+def _common_device(op: str, inputs: tuple[Tensor, ...]) -> Device:
+    gpu = next(x.device for x in inputs if x.device.type != "cpu")
+    for x in inputs:
+        if x.device != gpu and not (x.device.type == "cpu" and _is_uniform(x._value)):
+            raise ValueError(f"{op}: operands are on different devices ({gpu} and {x.device}); "
+                             f"move one with .to(device)")
+    return gpu
+
+
+def _is_uniform(a: np.ndarray) -> bool:
+    """A scalar, or a broadcast view of one (what the API makes of a Python scalar)."""
+    return a.size <= 1 or all(s == 0 for s in a.strides)
+
+
+def _operand(x: Tensor, device: Device) -> Any:
+    from .device import cuda_device
+    dev = cuda_device(device)
+    if x.device == device:
+        return dev.contiguous(x._value)
+    from runtime.cuda import DeviceArray
+    one = dev.upload(np.asarray(x._value).reshape(-1)[:1])
+    return dev.copy(DeviceArray(one.buffer, 0, (0,) * x.ndim, x.shape, x.dtype.name))
+
+
+def _on_host(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], device: Device) -> Tensor:
+    from .device import cuda_device
+    value = prim.impl(*(x._host_value() for x in inputs), **params)
+    return Tensor._from_array(cuda_device(device).upload(np.asarray(value)), device)
