@@ -141,7 +141,7 @@ def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
     def new_slot(nid: int) -> int:
         n = g.node(nid)
         slot_of[nid] = len(nbytes)
-        nbytes.append(max(1, math.prod(n.shape)) * n.dtype.itemsize)
+        nbytes.append(math.prod(n.shape) * n.dtype.itemsize)
         dtypes.append(n.dtype.name)
         return slot_of[nid]
 

@@ -20,6 +20,7 @@ The rules, in the order they are applied (each materialized value records its re
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,7 +272,10 @@ class KernelBuilder:
         g, root = self.g, self.root
         rn = g.node(root)
         space = g.node(rn.inputs[0]).shape if rn.op in REDUCTIONS else rn.shape
-        absorbed = self._absorbable(root, space)
+        prefix: Path = ()
+        absorbed = self._absorbable(root, space, prefix)
+        if not absorbed and rn.op not in REDUCTIONS:
+            space, prefix, absorbed = self._epilogue(root)
         axes = None
         if rn.op in REDUCTIONS:
             axes = rn.params["axes"]
@@ -288,26 +292,73 @@ class KernelBuilder:
         for r in absorbed:
             self.stage_of[r] = len(stages)
             rn_ = g.node(r)
-            stages.append(kir.Reduce(REDUCTIONS[rn_.op], self.expr(rn_.inputs[0], ()), self._reduce_dtype(r)))
+            expr = self.expr(rn_.inputs[0], ())
+            stages.append(kir.Reduce(REDUCTIONS[rn_.op], expr, self._reduce_dtype(r)))
             self.members.add(r)
             if r in self.materialized and r != root:
                 outputs.append((r, self._reduced_view(r)))
                 stages.append(kir.Store(len(outputs) - 1, kir.Acc(self.stage_of[r]), False))
         if rn.op in REDUCTIONS:
             self.stage_of[root] = len(stages)
-            stages.append(kir.Reduce(REDUCTIONS[rn.op], self.expr(rn.inputs[0], ()), self._reduce_dtype(root)))
+            expr = self.expr(rn.inputs[0], ())
+            stages.append(kir.Reduce(REDUCTIONS[rn.op], expr, self._reduce_dtype(root)))
             outputs.append((root, self._reduced_view(root)))
             stages.append(kir.Store(len(outputs) - 1, kir.Acc(self.stage_of[root]), False))
         else:
-            outputs.append((root, self._iter_view(View.contiguous(rn.shape))))
-            stages.append(kir.Store(len(outputs) - 1, self.expr(root, ()), self.n_reduce > 0))
+            # with a prefix, the root is an epilogue stored once per outer point
+            view = _apply_path(View.contiguous(rn.shape), prefix)
+            outputs.append((root, self._iter_view(view)))
+            stages.append(kir.Store(len(outputs) - 1, self.expr(root, prefix), self.n_reduce > 0 and not prefix))
         self.members.add(root)
         return self._finish(stages, outputs)
+
+    def _epilogue(self, root: int) -> tuple[tuple[int, ...], Path, list[int]]:
+        """Try computing ``root`` from a reduction's result in the reduction's own kernel.
+
+        ``root`` (shape T, with as many elements as the reduction's result) is viewed as the
+        reduction's keep-dims shape broadcast over its input space S; if every reduction it
+        reads then reads back broadcast, the kernel iterates S and stores ``root`` once per
+        outer point (``mean = sum * (1/n)``, a loss after its reduction).
+        """
+        g = self.g
+        rn = g.node(root)
+        for r in self._reductions_below(root):
+            node = g.node(r)
+            if math.prod(node.shape) != math.prod(rn.shape):
+                continue
+            space = g.node(node.inputs[0]).shape
+            prefix: Path = (("expand", (("shape", space),), space, root),
+                            ("reshape", (("shape", node.shape),), node.shape, root))
+            if _apply_path(View.contiguous(rn.shape), prefix) is None:
+                continue
+            absorbed = self._absorbable(root, space, prefix)
+            if r in absorbed:
+                return space, prefix, absorbed
+        return rn.shape, (), []
+
+    def _reductions_below(self, root: int) -> list[int]:
+        """Reductions the root's fused expression reads (through unmaterialized nodes)."""
+        found, stack, seen = [], [root], set()
+        while stack:
+            nid = stack.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            n = self.g.node(nid)
+            if n.op in REDUCTIONS and nid != root:
+                found.append(nid)
+                continue
+            if nid != root and nid in self.materialized and n.op not in VIEW_OPS:
+                continue
+            if n.op in ("input", "constant", "iota") or _is_extern(self.g, nid):
+                continue
+            stack.extend(n.inputs)
+        return found
 
     def _reduce_dtype(self, r: int) -> str:
         return self.g.node(r).dtype.name
 
-    def _absorbable(self, root: int, space: tuple[int, ...]) -> list[int]:
+    def _absorbable(self, root: int, space: tuple[int, ...], prefix: Path) -> list[int]:
         """Reductions over ``space`` that the root's expression reads broadcast back (topo order)."""
         found: list[int] = []
         seen: set[tuple[int, Path]] = set()
@@ -335,7 +386,7 @@ class KernelBuilder:
             for i in n.inputs:
                 walk(i, path, False)
 
-        walk(root, (), True)
+        walk(root, prefix, True)
         order = {nid: k for k, nid in enumerate(self.g.topo())}
         return sorted(found, key=order.__getitem__)
 
@@ -368,6 +419,11 @@ class KernelBuilder:
                 return kir.Const(u, n.dtype.name)
         if n.op == "iota":
             return self._iota(n, path)
+        if n.op in VIEW_OPS and nid != self.root and (
+                nid not in self.materialized or _view_alias(g, nid, self.materialized) is not None):
+            # views stay index arithmetic, even of buffers (unless the view had to be copied)
+            self.members.add(nid)
+            return self.expr(n.inputs[0], path + (_step(n, nid),))
         if nid in self.materialized and nid != self.root or n.op == "input" or (
                 n.op == "constant") or (n.op in REDUCTIONS and nid not in self.stage_of):
             if nid not in self.materialized and n.op not in ("input", "constant"):
@@ -381,7 +437,8 @@ class KernelBuilder:
         if prim.kind != "elementwise" or prim.lower is None:
             raise NeedsMaterialization(nid, f"{n.op} cannot be computed inside a kernel")
         args = [self.expr(i, path) for i in n.inputs]
-        return prim.lower(args, n.dtype.name, **n.params)
+        params = {k: v for k, v in n.params.items() if k != "dtype"}   # the result dtype is passed as such
+        return prim.lower(args, n.dtype.name, **params)
 
     def _load(self, nid: int, path: Path) -> kir.Expr:
         v = _apply_path(View.contiguous(self.g.node(nid).shape), path)
