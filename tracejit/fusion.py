@@ -308,7 +308,8 @@ class KernelBuilder:
             # with a prefix, the root is an epilogue stored once per outer point
             view = _apply_path(View.contiguous(rn.shape), prefix)
             outputs.append((root, self._iter_view(view)))
-            stages.append(kir.Store(len(outputs) - 1, self.expr(root, prefix), self.n_reduce > 0 and not prefix))
+            over = self.n_reduce > 0 and not prefix
+            stages.append(kir.Store(len(outputs) - 1, self.expr(root, prefix), over))
         self.members.add(root)
         return self._finish(stages, outputs)
 
@@ -372,7 +373,8 @@ class KernelBuilder:
                 return
             if n.op in REDUCTIONS:
                 if not top:
-                    if self.g.node(n.inputs[0]).shape != space or not self._is_broadcast_back(nid, path, space):
+                    same_space = self.g.node(n.inputs[0]).shape == space
+                    if not same_space or not self._is_broadcast_back(nid, path, space):
                         return
                     if nid not in found:
                         found.append(nid)
@@ -462,7 +464,9 @@ class KernelBuilder:
         e: kir.Expr = kir.Const(iv.offset, "int64")
         for j, s in enumerate(iv.strides):
             if s:
-                term = kir.Index(j) if s == 1 else kir.Op("mul", (kir.Index(j), kir.Const(s, "int64")), "int64")
+                term: kir.Expr = kir.Index(j)
+                if s != 1:
+                    term = kir.Op("mul", (term, kir.Const(s, "int64")), "int64")
                 e = term if (isinstance(e, kir.Const) and e.value == 0) else kir.Op("add", (e, term), "int64")
         return e if n.dtype.name == "int64" else kir.Op("cast", (e,), n.dtype.name)
 
