@@ -92,8 +92,8 @@ def main() -> None:
         loader = tj.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, seed=0, drop_last=True)
         losses[mode] = train(mode, args, loader)
     diff = max(abs(a - b) for a, b in zip(losses["eager"], losses["jit"]))
-    print(f"eager {['%.5f' % v for v in losses['eager']]}")
-    print(f"jit   {['%.5f' % v for v in losses['jit']]}")
+    for mode, values in losses.items():
+        print(f"{mode:6s}", " ".join(f"{v:.5f}" for v in values))
     print(f"max difference of epoch losses: {diff:.2e} -> {'agree' if diff < 1e-3 else 'DIFFER'}")
 
 
