@@ -244,7 +244,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
 
 
 def _detached(g: Tensor, create_graph: bool) -> Tensor:
-    if create_graph or g._trace is not None:
+    if create_graph or g._trace is not None or g.device.type != "cpu":
         return g
     a = g._value
     # a leaf's .grad is updated in place later (zero_grad, jit write-back): give it its own writable memory
@@ -263,7 +263,8 @@ def _accumulate(t: Tensor, g: Tensor, create_graph: bool) -> None:
     trace = tracing.current_trace()
     if trace is not None and t._trace is None and not create_graph:
         if t.grad is None:
-            t.grad = Tensor._from_array(np.zeros(t.shape, t.dtype), t.device)
+            buf = Tensor._from_array(np.zeros(t.shape, t.dtype))
+            t.grad = buf if t.device.type == "cpu" else buf.to_device(t.device)
             t.grad._assign(g)
         else:
             t.grad._assign(P.add(t.grad, g))

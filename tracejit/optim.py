@@ -23,10 +23,11 @@ from .autograd import enable_grad, no_grad
 from .tensor import Tensor
 
 
-def _zeros(shape: tuple[int, ...], dtype: Any) -> Tensor:
+def _zeros(shape: tuple[int, ...], dtype: Any, like: Tensor) -> Tensor:
     # built directly, not through an op: inside a trace an op would give a traced constant,
     # while state must be an eager tensor the jit captures and writes back into
-    return Tensor._from_array(np.zeros(shape, dtype=dtype))
+    t = Tensor._from_array(np.zeros(shape, dtype=dtype))
+    return t if like.device.type == "cpu" else t.to_device(like.device)
 
 
 class Optimizer:
@@ -130,10 +131,13 @@ class Optimizer:
                 if isinstance(v, Tensor) or isinstance(v, np.ndarray):
                     arr = np.asarray(v.numpy() if isinstance(v, Tensor) else v)
                     old = cur.get(k)
+                    new = Tensor._from_array(np.array(arr, dtype=old.dtype if isinstance(old, Tensor) else
+                                                      p.dtype if arr.ndim else arr.dtype))
+                    new = new if p.device.type == "cpu" else new.to_device(p.device)
                     if isinstance(old, Tensor) and old.shape == arr.shape:
-                        np.copyto(old._value, arr, casting="unsafe")   # keep what a jitted step captured
+                        old._assign(new)      # in place: keeps what a jitted step captured
                     else:
-                        cur[k] = Tensor._from_array(np.array(arr, dtype=p.dtype if arr.ndim else arr.dtype))
+                        cur[k] = new
                 else:
                     cur[k] = v
 
@@ -163,9 +167,9 @@ class SGD(Optimizer):
             return {}
         # the first step sets buf = g: with a zero buffer that is momentum*0 + (1 - dampening)*g,
         # exact when dampening is 0; otherwise a 0/1 flag selects it (no Python branch to freeze)
-        state = {"momentum_buffer": _zeros(p.shape, p.dtype)}
+        state = {"momentum_buffer": _zeros(p.shape, p.dtype, p)}
         if group["dampening"]:
-            state["initialized"] = _zeros((), p.dtype)
+            state["initialized"] = _zeros((), p.dtype, p)
         return state
 
     def _update(self, p: Tensor, g: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
@@ -201,10 +205,10 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize))
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        state = {"step": _zeros((), np.float64), "exp_avg": _zeros(p.shape, p.dtype),
-                 "exp_avg_sq": _zeros(p.shape, p.dtype)}
+        state = {"step": _zeros((), np.float64, p), "exp_avg": _zeros(p.shape, p.dtype, p),
+                 "exp_avg_sq": _zeros(p.shape, p.dtype, p)}
         if group["amsgrad"]:
-            state["max_exp_avg_sq"] = _zeros(p.shape, p.dtype)
+            state["max_exp_avg_sq"] = _zeros(p.shape, p.dtype, p)
         return state
 
     def _update(self, p: Tensor, g: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
