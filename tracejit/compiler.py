@@ -158,6 +158,8 @@ def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
     def resolve(nid: int, view: View) -> rp.View:
         if nid in plan.aliases:
             raise AssertionError("kernel operands never name view nodes")
+        if nid not in slot_of and g.node(nid).op == "constant":     # a constant a kernel loads
+            constants[new_slot(nid)] = np.ascontiguousarray(g.node(nid).params["value"])
         return rp.View(slot_of[nid], view.offset, view.strides)
 
     steps: list[Any] = []

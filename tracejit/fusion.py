@@ -232,7 +232,12 @@ def _failing_view_op(view: View, path: Path) -> int:
     raise AssertionError("path is expressible")
 
 
+COPIED = "copied: "     # reason prefix of values that must be real buffers, not views
+
+
 def _view_alias(g: Graph, nid: int, materialized: dict[int, str]) -> tuple[int, View] | None:
+    if materialized.get(nid, "").startswith(COPIED):
+        return None
     base, path = _chain(g, nid)
     if not (base in materialized or _is_buffer_source(g, base)):
         if g.node(base).op in ("constant", "iota"):
@@ -448,7 +453,7 @@ class KernelBuilder:
             # the reshape closest to the root cannot be expressed: store what it reads
             failing = _failing_view_op(View.contiguous(self.g.node(nid).shape), path)
             raise NeedsMaterialization(self.g.node(failing).inputs[0],
-                                       f"read by reshape %{failing}, which no strides can express")
+                                       f"{COPIED}read by reshape %{failing}, which no strides can express")
         key = (nid, self._iter_view(v))
         if key not in self.loads:
             self.loads[key] = len(self.loads)
