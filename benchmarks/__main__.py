@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmarks [--quick] [--device cuda] [--only W1,W3] [--json F] [--plot F]``."""
+"""Command line: ``python -m benchmarks [--quick] [--device cuda] [--only W1,W3] [--impls ...]
+[--json F] [--plot F]``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from . import compile_latency, training
 from .harness import (
+    IMPLS,
     LEGEND,
     Config,
     Result,
@@ -42,6 +44,17 @@ def selected(only: str | None) -> list[str]:
     return keys
 
 
+def selected_impls(impls: str | None) -> list[str]:
+    """Implementations to run, in the table's order. Unknown names are an error."""
+    if not impls:
+        return list(IMPLS)
+    wanted = [s.strip() for s in impls.split(",") if s.strip()]
+    unknown = [w for w in wanted if w not in IMPLS]
+    if unknown:
+        raise SystemExit(f"unknown implementation(s) {', '.join(unknown)}; choose from {', '.join(IMPLS)}")
+    return [i for i in IMPLS if i in wanted]
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -51,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (about a minute)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(ALL_KEYS)} (W5 = W5a,W5b)")
+    ap.add_argument("--impls", help=f"comma-separated subset of: {', '.join(IMPLS)}")
     ap.add_argument("--json", metavar="PATH", help="write every result as JSON")
     ap.add_argument("--plot", metavar="PATH", help="write a speedup chart (needs matplotlib)")
     args = ap.parse_args(argv)
     keys = selected(args.only)
-    cfg = Config.for_args(args.quick, args.device)
+    cfg = Config.for_args(args.quick, args.device, selected_impls(args.impls))
 
     if cfg.device == "cuda":
         ok, why = cuda_available()

@@ -154,7 +154,7 @@ def run(cfg: Config, log: Callable[[str], None] | None = None) -> dict[str, Any]
     # Compile time barely depends on size; 16M keeps the children's reference checks quick on GPUs.
     n = min(W1.sizes[cfg.preset][0][0], 16 * 2**20)
     rows = []
-    for impl in IMPLS:
+    for impl in (i for i in IMPLS if i in cfg.impls):
         with tempfile.TemporaryDirectory(prefix="bench-c1-") as cache_dir:
             env = cache_env(impl, cache_dir)
             for phase in ("cold", "warm"):

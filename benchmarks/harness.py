@@ -52,14 +52,17 @@ class Config:
     warmup: int = 3
     # Calls shorter than this are batched into one sample so timer resolution doesn't dominate.
     min_sample_s: float = 0.01
+    impls: tuple[str, ...] = IMPLS  # which implementations to run
 
     @classmethod
-    def for_args(cls, quick: bool, device: str) -> Config:
+    def for_args(cls, quick: bool, device: str, impls: Sequence[str] = IMPLS) -> Config:
+        impls = tuple(impls)
         if device == "cuda":
-            return cls(preset="cuda", device="cuda", repeats=5 if quick else 20, warmup=1 if quick else 3)
+            return cls(preset="cuda", device="cuda", repeats=5 if quick else 20, warmup=1 if quick else 3,
+                       impls=impls)
         if quick:
-            return cls(preset="quick", repeats=5, warmup=1, min_sample_s=0.005)
-        return cls()
+            return cls(preset="quick", repeats=5, warmup=1, min_sample_s=0.005, impls=impls)
+        return cls(impls=impls)
 
 
 @dataclass
@@ -301,15 +304,18 @@ def short_error(e: BaseException) -> str:
 Preparer = Callable[[str, Workload, Sequence[np.ndarray], str], Prepared]
 
 
-def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] = IMPLS,
+def run_workload(wl: Workload, shape: Shape, cfg: Config, impls: Iterable[str] | None = None,
                  log: Callable[[str], None] | None = None, preparer: Preparer = prepare) -> list[Result]:
-    """Check and time every implementation of ``wl`` at ``shape`` (``preparer`` builds each one)."""
+    """Check and time ``impls`` (default ``cfg.impls``) of ``wl`` at ``shape``.
+
+    ``preparer`` builds each implementation (tests substitute deliberately broken ones).
+    """
     rng = np.random.default_rng(0)
     inputs = wl.make_inputs(shape, rng)
     ref = reference(wl, inputs)
     cost = wl.cost(shape)
     results = []
-    for impl in impls:
+    for impl in cfg.impls if impls is None else impls:
         r = Result(wl.key, wl.label(shape), impl, "ok", wl.metric, bytes=cost.bytes, flops=cost.flops)
         try:
             # A private copy each: a framework may wrap NumPy memory and an in-place op would leak.

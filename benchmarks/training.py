@@ -229,7 +229,7 @@ def run(cfg: Config, log: Callable[[str], None] | None = None) -> list[Result]:
     ref_loss = float(ref.step())
     ref_params = [a.astype(np.float32) for a in ref.params()]
     results = []
-    for impl in IMPLS:
+    for impl in (i for i in IMPLS if i in cfg.impls):
         r = Result(KEY, label, impl, "ok", GFLOPS, flops=flops_per_step())
         try:
             if cfg.device != "cpu":
