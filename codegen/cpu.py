@@ -11,13 +11,20 @@ per operand and ``ptrs`` one base pointer per operand, inputs first, then output
 Loops are vectorized explicitly (LLVM's loop vectorizer sees through none of the strided,
 multi-stage structure): lanes run along one iteration dim, the *vector dim*:
 
-* elementwise kernels and *column* reductions (reduce dims strided, innermost outer dim
-  contiguous): lanes along the innermost outer dim, a block of outer points at a time;
+* elementwise kernels: lanes along the innermost outer dim;
+* *column* reductions (reduce dims strided, innermost outer dim contiguous): lanes along the
+  innermost outer dim, over a *tile* of up to ``COLUMN_TILE`` outer points whose accumulators
+  live in stack arrays (L1): the reduce space is streamed one contiguous tile-wide row at a
+  time, which the prefetcher and the TLB like far better than a narrow strided column;
 * *row* reductions (innermost reduce dim contiguous): lanes along the innermost reduce dim,
-  several vector registers of accumulators, one outer point at a time.
+  several vector registers of accumulators, one outer point at a time.  float32 sums
+  accumulate in float32 lanes over blocks of ``SUM_BLOCK`` elements, each block folded into
+  float64 (float64 accuracy at float32 speed: no conversion per element).
 
 Each vector loop has a scalar remainder loop; sub-expressions that do not vary along the
-vector dim (broadcast loads and what is computed from them) are hoisted out of it.
+vector dim (broadcast loads and what is computed from them) are hoisted out of it, and a
+float division by such a value becomes a multiplication by its reciprocal (within 1.5 ulp
+of the quotient; this is what makes softmax and layer norm's last pass cheap).
 """
 from __future__ import annotations
 
@@ -46,13 +53,16 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-1"
+CODEGEN_VERSION = "cpu-2"
 
 VECTOR_BYTES = 64          # bytes of data per vector step (2 AVX2 / 1 AVX-512 register)
 ROW_VECTOR_BYTES = 128     # row reductions: more independent accumulators to hide latency
-# Column reductions: each step of the reduce loop reads this many contiguous bytes of a row;
-# wider blocks mean fewer passes over strided rows (TLB and prefetch friendlier).
-COLUMN_VECTOR_BYTES = 256
+# Column reductions: outer points per tile.  Each reduce step streams this many contiguous
+# elements of a row; the tile's accumulators (8 KiB of float64 per reduce stage) stay in L1.
+COLUMN_TILE = 1024
+# Row sums of float32: elements per float32 block (per lane: SUM_BLOCK / lanes additions)
+# before the block's partial sums are folded into the float64 accumulator.
+SUM_BLOCK = 4096
 
 KernelFn = Callable[..., None]
 _ARGTYPES = (ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -148,6 +158,9 @@ class _Lowering:
                                                ir.IntType(8).as_pointer().as_pointer()])
         self.fn = ir.Function(self.module, fnty, name=symbol)
         self.fn.attributes.add("nounwind")
+        # No library calls: the optimizer would turn zero-filling loops into memset, and MCJIT
+        # mislinks the GOT of an object with external calls (later kernels read wrong constants).
+        set.add(self.fn.attributes, '"no-builtins"')   # (llvmlite does not know string attributes)
         for a, n in zip(self.fn.args, ("start", "end", "shape", "strides", "ptrs")):
             a.name = n
         # Allocas get a block of their own (builders index into blocks: sharing one would
@@ -159,8 +172,6 @@ class _Lowering:
         big = max(itemsize(d) for d in _all_dtypes(kernel))
         self.vw = max(4, min(32, VECTOR_BYTES // big))
         self.row_vw = max(8, min(64, ROW_VECTOR_BYTES // big))
-        if kernel.n_reduce:
-            self.vw = max(8, min(64, COLUMN_VECTOR_BYTES // big))
         self.row_mode = _row_mode(kernel)
 
     # ----------------------------------------------------------------- small builders
@@ -258,6 +269,11 @@ class _Lowering:
         if self.row_mode:
             with self.loop(j0, j1, 1, "j") as j:
                 self.point(self.shifted(base, last, j, None))
+        elif k.n_reduce:
+            tile = COLUMN_TILE
+            with self.loop(j0, b.add(j1, self.i64(tile - 1)), tile, "tile") as t0:
+                t1 = b.add(t0, self.i64(tile))
+                self.column_tile(base, t0, b.select(b.icmp_signed("<", t1, j1), t1, j1))
         else:
             exprs = [st.expr for st in k.stages]
             self.vector_range(base, last, j0, j1, self.vw, self.point, exprs, range(k.n_outer, k.ndim))
@@ -274,20 +290,33 @@ class _Lowering:
         vdim = dim if width else ctx.vdim
         return ctx.at(width if width else ctx.width, vdim, offsets, index)
 
-    def vector_range(self, ctx: _Ctx, dim: int, lo, hi, width: int, work, exprs, inner_dims=()) -> None:
+    def vector_range(self, ctx: _Ctx, dim: int, lo, hi, width: int, work, exprs, inner_dims=(),
+                     block: tuple[int, Callable[[], None]] | None = None) -> None:
         """Run ``work(ctx)`` for indices [lo, hi) along ``dim``: vector steps then a scalar tail.
 
         ``exprs`` are what ``work`` evaluates; their parts that vary neither along ``dim`` nor
         along ``inner_dims`` (loops ``work`` runs itself) are computed once, before the loops.
+        ``block = (n, flush)`` calls ``flush()`` after every ``n`` indices of vector steps (``n`` a
+        multiple of ``width``) and after the last one.
         """
         b = self.b
         with self.if_(b.icmp_signed("<", lo, hi)):
             hoisted = self.hoist(ctx, {dim, *inner_dims}, dim, lo, exprs)
             ctx = ctx.at(ctx.width, ctx.vdim, ctx.offsets, ctx.index)
             ctx.hoisted = hoisted
-            with self.loop(lo, hi, width, "v") as i:
-                work(self.shifted(ctx, dim, i, width))
-            rest = self.last_i
+            if block is None:
+                with self.loop(lo, hi, width, "v") as i:
+                    work(self.shifted(ctx, dim, i, width))
+                rest = self.last_i
+            else:
+                n, flush = block
+                vend = b.sub(hi, b.srem(b.sub(hi, lo), self.i64(width)))
+                with self.loop(lo, b.add(vend, self.i64(n - 1)), n, "blk") as blo:
+                    bhi = b.add(blo, self.i64(n))
+                    with self.loop(blo, b.select(b.icmp_signed("<", bhi, vend), bhi, vend), width, "v") as i:
+                        work(self.shifted(ctx, dim, i, width))
+                    flush()
+                rest = vend
             with self.loop(rest, hi, 1, "s") as i:
                 work(self.shifted(ctx, dim, i, None))
 
@@ -310,11 +339,16 @@ class _Lowering:
         return r
 
     def hoist(self, ctx: _Ctx, dims: set[int], dim: int, lo: ir.Value, exprs) -> dict:
-        """Evaluate, before a loop along ``dim``, the sub-expressions that vary along no ``dims``."""
+        """Evaluate, before a loop along ``dim``, the sub-expressions that vary along no ``dims``.
+
+        A float division by such a value also gets its reciprocal, under ``("recip", divisor)``:
+        one division per loop instead of one per element.
+        """
         if ctx.width is not None:
             return dict(ctx.hoisted)        # lanes already run along another dim: keep it simple
         memo: dict = {}
         found: list[kir.Expr] = []
+        divisors: list[kir.Expr] = []
 
         def visit(e):
             if isinstance(e, kir.Const) or e in ctx.hoisted:
@@ -324,6 +358,10 @@ class _Lowering:
                     found.append(e)
                 return
             if isinstance(e, kir.Op):
+                d = e.args[1] if e.op == "div" else None
+                if d is not None and e.dtype in ("float32", "float64") and not isinstance(d, kir.Const) \
+                        and not self.varies(d, dims, ctx.accs, memo):
+                    divisors.append(d)
                 for a in e.args:
                     visit(a)
 
@@ -333,6 +371,9 @@ class _Lowering:
         out = dict(ctx.hoisted)
         for e in found:
             out[e] = self.eval(e, at_lo)
+        for d in divisors:
+            v = self.eval(d, at_lo)
+            out[("recip", d)] = self.b.fdiv(ir.Constant(v.type, 1.0), v)
         return out
 
     # ----------------------------------------------------------------- expressions
@@ -354,6 +395,8 @@ class _Lowering:
             v = splat(b, i, w)
             if w and e.dim == ctx.vdim:
                 v = b.add(v, ir.Constant(ir.VectorType(I64, w), list(range(w))))
+        elif e.op == "div" and ("recip", e.args[1]) in ctx.hoisted:
+            v = b.fmul(self.eval(e.args[0], ctx), splat(b, ctx.hoisted[("recip", e.args[1])], w))
         else:
             args = [self.eval(a, ctx) for a in e.args]
             dts = [expr_dtype(self.k, a) for a in e.args]
@@ -421,15 +464,17 @@ class _Lowering:
         v = self.eval(st.expr, ctx)
         return cast(self.b, v, expr_dtype(self.k, st.expr), self.k.outputs[st.output].dtype)
 
-    def reduce_space(self, ctx: _Ctx, work, expr: kir.Expr) -> None:
-        """Run ``work`` over the whole reduce space (row mode: vectorized along its last dim)."""
+    def reduce_space(self, ctx: _Ctx, work, expr: kir.Expr,
+                     block: tuple[int, Callable[[], None]] | None = None) -> None:
+        """Run ``work`` over the whole reduce space (row mode: vectorized along its last dim,
+        with ``block`` as in :meth:`vector_range`)."""
         k = self.k
         dims = list(range(k.n_outer, k.ndim))
 
         def nest(c: _Ctx, rest: list[int]):
             d = rest[0]
             if len(rest) == 1 and self.row_mode:
-                self.vector_range(c, d, self.i64(0), self.shape[d], self.row_vw, work, [expr])
+                self.vector_range(c, d, self.i64(0), self.shape[d], self.row_vw, work, [expr], block=block)
             elif len(rest) == 1:
                 with self.loop(self.i64(0), self.shape[d], 1, f"r{d}") as i:
                     work(self.shifted(c, d, i, None))
@@ -440,56 +485,127 @@ class _Lowering:
         nest(ctx.at(ctx.width, ctx.vdim, ctx.offsets, ctx.index), dims)
 
     def reduce(self, st: kir.Reduce, ctx: _Ctx) -> ir.Value:
-        """Fold ``st.expr`` over the reduce space; the result has ``ctx``'s shape."""
-        b, k = self.b, self.k
+        """Row mode: fold ``st.expr`` over the reduce space of one outer point (a scalar)."""
+        b, k, vw = self.b, self.k, self.row_vw
         arg = st.op in ("argmax", "argmin")
         edt = expr_dtype(k, st.expr)
         adt = edt if arg else _reduce_acc_dtype(st)
-        widths = [ctx.width] if not self.row_mode else [None, self.row_vw]
-        # One accumulator (and flat-index accumulator for arg*) per vector shape used.
-        slots = {w: self.alloca(_vt(adt, w), _init(st.op, adt, w)) for w in widths}
-        islots = {w: self.alloca(_vt("int64", w), const("int64", 0, w)) for w in widths} if arg else {}
-        flat = self.alloca(I64, self.i64(0), "flat") if arg and not self.row_mode else None
+        # float32 sums: vector lanes add in float32 for a block, then fold into float64 lanes.
+        lane_dt = "float32" if st.op == "sum" and adt == "float64" and edt in ("float16", "float32") else adt
+        slots = {None: self.alloca(_vt(adt, None), _init(st.op, adt, None)),
+                 vw: self.alloca(_vt(lane_dt, vw), _init(st.op, lane_dt, vw))}
+        islots = {w: self.alloca(_vt("int64", w), const("int64", 0, w)) for w in slots} if arg else {}
+        block = None
+        if lane_dt != adt:
+            wide = self.alloca(_vt(adt, vw), _init(st.op, adt, vw))
+
+            def flush():
+                b.store(b.fadd(b.load(wide), cast(b, b.load(slots[vw]), lane_dt, adt)), wide)
+                b.store(_init(st.op, lane_dt, vw), slots[vw])
+            block = (SUM_BLOCK, flush)
 
         def work(c: _Ctx):
             w = c.width
+            dt = lane_dt if w else adt
             x = self.eval(st.expr, c)
             acc = b.load(slots[w])
             if not arg:
-                b.store(_combine(b, st.op, acc, cast(b, x, edt, adt), adt), slots[w])
+                b.store(_combine(b, st.op, acc, cast(b, x, edt, dt), dt), slots[w])
                 return
-            idx = self._flat_index(c) if flat is None else splat(b, b.load(flat), w)
             take = _arg_better(b, st.op, x, acc, adt)
             b.store(b.select(take, x, acc), slots[w])
-            b.store(b.select(take, idx, b.load(islots[w])), islots[w])
-            if flat is not None:
-                b.store(b.add(b.load(flat), self.i64(1)), flat)
+            b.store(b.select(take, self._flat_index(c), b.load(islots[w])), islots[w])
 
-        self.reduce_space(ctx, work, st.expr)
-        if not self.row_mode:
-            result = b.load(slots[ctx.width])
-            if arg:
-                return b.load(islots[ctx.width])
-            return cast(b, result, adt, st.dtype)
-        # Row mode: fold the vector lanes, then the scalar tail.
-        vec = b.load(slots[self.row_vw])
+        self.reduce_space(ctx, work, st.expr, block)
+        # Fold the vector lanes, then the scalar tail.
         if arg:
-            v, i = _arg_hreduce(b, st.op, vec, b.load(islots[self.row_vw]), adt)
+            v, i = _arg_hreduce(b, st.op, b.load(slots[vw]), b.load(islots[vw]), adt)
             take = _arg_better_full(b, st.op, b.load(slots[None]), b.load(islots[None]), v, i, adt)
             return b.select(take, b.load(islots[None]), i)
-        v = _hreduce(b, vec, lambda x, y: _combine(b, st.op, x, y, adt))
+        v = _hreduce(b, b.load(wide if block else slots[vw]), lambda x, y: _combine(b, st.op, x, y, adt))
         return cast(b, _combine(b, st.op, v, b.load(slots[None]), adt), adt, st.dtype)
 
-    def _flat_index(self, c: _Ctx) -> ir.Value:
-        """Row-major flat index into the reduce space of ``c`` (per lane if vector)."""
+    def _flat_index(self, c: _Ctx, lanes: bool = True) -> ir.Value:
+        """Row-major flat index into the reduce space of ``c`` (per lane if vector and ``lanes``)."""
         b, k = self.b, self.k
         flat = self.i64(0)
         for d in range(k.n_outer, k.ndim):
             flat = b.add(b.mul(flat, self.shape[d]), c.index.get(d, self.i64(0)))
         if c.width:
-            lanes = ir.Constant(ir.VectorType(I64, c.width), list(range(c.width)))
-            flat = b.add(splat(b, flat, c.width), lanes)
+            flat = splat(b, flat, c.width)
+            if lanes:
+                flat = b.add(flat, ir.Constant(ir.VectorType(I64, c.width), list(range(c.width))))
         return flat
+
+    def column_tile(self, base: _Ctx, t0: ir.Value, t1: ir.Value) -> None:
+        """Column mode: every stage for outer points [t0, t1) of the innermost outer dim.
+
+        Each reduce stage keeps the tile's accumulators in a stack array and streams the reduce
+        space point by point, each point a contiguous run of the tile; later stages read the
+        accumulators back from the arrays.
+        """
+        k, b, vw = self.k, self.b, self.vw
+        dim = k.n_outer - 1
+        arrays: dict[int, tuple[ir.Value, ir.Value | None, str]] = {}   # stage -> (acc, index, dtype)
+
+        def ptr(arr, pos, width):
+            p = b.gep(arr, [self.i64(0), pos], inbounds=True)
+            return b.bitcast(p, ir.VectorType(p.type.pointee, width).as_pointer()) if width else p
+
+        def with_accs(c: _Ctx) -> ir.Value:
+            """Position of ``c`` in the tile; loads the finished stages' results into ``c.accs``."""
+            pos = b.sub(c.index[dim], t0)
+            c.accs = {}
+            for s, (arr, iarr, adt) in arrays.items():
+                if iarr is not None:
+                    c.accs[s] = b.load(ptr(iarr, pos, c.width), align=8)
+                else:
+                    c.accs[s] = cast(b, b.load(ptr(arr, pos, c.width), align=itemsize(adt)), adt,
+                                     k.stages[s].dtype)
+            return pos
+
+        def over_tile(c: _Ctx, work, expr: kir.Expr) -> None:
+            self.vector_range(c, dim, t0, t1, vw, work, [expr])
+
+        def new_array(dtype: str, init: ir.Constant) -> ir.Value:
+            arr = self.alloca_b.alloca(ir.ArrayType(value_type(dtype), COLUMN_TILE))
+            with self.loop(self.i64(0), self.i64(COLUMN_TILE), vw, "init") as i:
+                b.store(init, ptr(arr, i, vw), align=itemsize(dtype))
+            return arr
+
+        for s, st in enumerate(k.stages):
+            if isinstance(st, kir.Reduce):
+                arg = st.op in ("argmax", "argmin")
+                edt = expr_dtype(k, st.expr)
+                adt = edt if arg else _reduce_acc_dtype(st)
+                arr = new_array(adt, _init(st.op, adt, vw))
+                iarr = new_array("int64", const("int64", 0, vw)) if arg else None
+
+                def work(c: _Ctx, st=st, arr=arr, iarr=iarr, edt=edt, adt=adt) -> None:
+                    pos = with_accs(c)
+                    x = self.eval(st.expr, c)
+                    p = ptr(arr, pos, c.width)
+                    acc = b.load(p, align=itemsize(adt))
+                    if iarr is None:
+                        b.store(_combine(b, st.op, acc, cast(b, x, edt, adt), adt), p, align=itemsize(adt))
+                        return
+                    take = _arg_better(b, st.op, x, acc, adt)
+                    ip = ptr(iarr, pos, c.width)
+                    b.store(b.select(take, x, acc), p, align=itemsize(adt))
+                    idx = self._flat_index(c, lanes=False)
+                    b.store(b.select(take, idx, b.load(ip, align=8)), ip, align=8)
+
+                self.reduce_space(base, lambda c, w=work, e=st.expr: over_tile(c, w, e), st.expr)
+                arrays[s] = (arr, iarr, adt)
+            else:
+                def store(c: _Ctx, st=st) -> None:
+                    with_accs(c)
+                    self.store(st.output, self._typed(st, c), c)
+
+                if st.over_reduce:
+                    self.reduce_space(base, lambda c, w=store, e=st.expr: over_tile(c, w, e), st.expr)
+                else:
+                    over_tile(base, store, st.expr)
 
 
 # --------------------------------------------------------------------------- reduction helpers
@@ -517,6 +633,12 @@ def _init(op: str, dtype: str, width: int | None) -> ir.Constant:
 
 
 def _combine(b: ir.IRBuilder, op: str, x, y, dtype: str):
+    """Accumulator ``x`` folded with value ``y``."""
+    if op in ("max", "min") and is_float(dtype):
+        # A compare and select (one maxps) keeps a NaN accumulator; a NaN value replaces it.
+        # Cheaper than llvm.maximum, which also orders -0 below +0 (no matter in a reduction).
+        m = b.select(b.fcmp_ordered(">" if op == "max" else "<", y, x), y, x)
+        return b.select(b.fcmp_unordered("uno", y, y), y, m)
     name = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}[op]
     return emit_op(b, name, [x, y], [dtype, dtype], dtype)
 
