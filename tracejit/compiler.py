@@ -10,6 +10,8 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
 from codegen import kir
 from runtime import program as rp
 
