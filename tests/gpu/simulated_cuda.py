@@ -90,14 +90,15 @@ class SimulatedDevice(cuda.CudaDevice):
 def installed() -> Iterator[SimulatedDevice]:
     """Make ``runtime.cuda`` report an available GPU that is a :class:`SimulatedDevice`."""
     dev = SimulatedDevice()
-    saved = (cuda._probe_once, cuda.device_properties, dict(cuda._devices))
+    saved = (cuda._probe_once, cuda.device_properties, cuda.device_count, dict(cuda._devices))
     cuda._probe_once = lambda: (object(), None)
     cuda.device_properties = lambda index=0: (dev.name, dev.arch)
+    cuda.device_count = lambda: 1
     cuda._devices.clear()
     cuda._devices[0] = dev
     try:
         yield dev
     finally:
-        cuda._probe_once, cuda.device_properties = saved[0], saved[1]
+        cuda._probe_once, cuda.device_properties, cuda.device_count = saved[:3]
         cuda._devices.clear()
-        cuda._devices.update(saved[2])
+        cuda._devices.update(saved[3])
