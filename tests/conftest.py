@@ -10,8 +10,8 @@ import pytest
 
 import tracejit as tj
 
-# Every jit-vs-eager comparison runs on each backend listed here ("llvm" joins when it lands).
-JIT_BACKENDS = ["interpret"]
+# Every jit-vs-eager comparison runs on each backend: the reference interpreter and the compiler.
+JIT_BACKENDS = ["interpret", "llvm"]
 
 # (rtol, atol) per result dtype, against a float64 reference computed from the same inputs.
 TOLERANCES = {
