@@ -146,10 +146,6 @@ def test_compiled_training_step_kernel_count() -> None:
         opt.step()
         return loss
 
-    try:
-        lowered = tj.jit(step, backend="llvm").lower(tj.spec((32, 5), tj.float32), tj.spec((32,), tj.int64))
-    except Exception as e:  # the compiler is young: report what failed rather than erroring the suite
-        pytest.xfail(f"llvm lowering of a training step failed: {type(e).__name__}: {e}")
-    n_ops = sum(1 for _ in lowered.graph.nodes) if hasattr(lowered.graph, "nodes") else None
-    kernels = lowered.kernels
-    assert 0 < len(kernels) <= 60, f"{len(kernels)} kernels for a training step of {n_ops} nodes"
+    lowered = tj.jit(step, backend="llvm").lower(tj.spec((32, 5), tj.float32), tj.spec((32,), tj.int64))
+    # forward, backward and the AdamW update of 6 parameters: 44 kernels when this was written
+    assert 0 < len(lowered.kernels) <= 48, f"{len(lowered.kernels)} kernels for {len(lowered.graph)} graph nodes"
