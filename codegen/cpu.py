@@ -53,13 +53,16 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-2"
+CODEGEN_VERSION = "cpu-3"
 
 VECTOR_BYTES = 64          # bytes of data per vector step (2 AVX2 / 1 AVX-512 register)
 ROW_VECTOR_BYTES = 128     # row reductions: more independent accumulators to hide latency
 # Column reductions: outer points per tile.  Each reduce step streams this many contiguous
-# elements of a row; the tile's accumulators (8 KiB of float64 per reduce stage) stay in L1.
-COLUMN_TILE = 1024
+# elements of a row; the tile's accumulators (16 KiB of float64 per reduce stage) stay in L1.
+COLUMN_TILE = 2048
+# Column reductions: points of the last reduce dim folded per pass over a tile (independent
+# row streams for the prefetcher, one load and store of the accumulators per pass).
+COLUMN_UNROLL = 4
 # Row sums of float32: elements per float32 block (per lane: SUM_BLOCK / lanes additions)
 # before the block's partial sums are folded into the float64 accumulator.
 SUM_BLOCK = 4096
@@ -290,6 +293,18 @@ class _Lowering:
         vdim = dim if width else ctx.vdim
         return ctx.at(width if width else ctx.width, vdim, offsets, index)
 
+    def step(self, ctx: _Ctx, dim: int, n: int) -> _Ctx:
+        """``ctx`` moved ``n`` (a constant) further along ``dim``."""
+        if n == 0:
+            return ctx.at(ctx.width, ctx.vdim, ctx.offsets, ctx.index)
+        b = self.b
+        offsets = [b.add(off, b.mul(self.i64(n), self.strides[o][dim])) for o, off in enumerate(ctx.offsets)]
+        index = dict(ctx.index)
+        index[dim] = b.add(index.get(dim, self.i64(0)), self.i64(n))
+        c = ctx.at(ctx.width, ctx.vdim, offsets, index)
+        c.hoisted = ctx.hoisted
+        return c
+
     def vector_range(self, ctx: _Ctx, dim: int, lo, hi, width: int, work, exprs, inner_dims=(),
                      block: tuple[int, Callable[[], None]] | None = None) -> None:
         """Run ``work(ctx)`` for indices [lo, hi) along ``dim``: vector steps then a scalar tail.
@@ -465,11 +480,15 @@ class _Lowering:
         return cast(self.b, v, expr_dtype(self.k, st.expr), self.k.outputs[st.output].dtype)
 
     def reduce_space(self, ctx: _Ctx, work, expr: kir.Expr,
-                     block: tuple[int, Callable[[], None]] | None = None) -> None:
+                     block: tuple[int, Callable[[], None]] | None = None, skip_last: bool = False) -> None:
         """Run ``work`` over the whole reduce space (row mode: vectorized along its last dim,
-        with ``block`` as in :meth:`vector_range`)."""
+        with ``block`` as in :meth:`vector_range`); ``skip_last``: over all but its last dim
+        (``work`` runs that one itself)."""
         k = self.k
-        dims = list(range(k.n_outer, k.ndim))
+        dims = list(range(k.n_outer, k.ndim - skip_last))
+        if not dims:
+            work(ctx.at(ctx.width, ctx.vdim, ctx.offsets, ctx.index))
+            return
 
         def nest(c: _Ctx, rest: list[int]):
             d = rest[0]
@@ -545,7 +564,7 @@ class _Lowering:
         accumulators back from the arrays.
         """
         k, b, vw = self.k, self.b, self.vw
-        dim = k.n_outer - 1
+        dim, rdim = k.n_outer - 1, k.ndim - 1
         arrays: dict[int, tuple[ir.Value, ir.Value | None, str]] = {}   # stage -> (acc, index, dtype)
 
         def ptr(arr, pos, width):
@@ -581,21 +600,38 @@ class _Lowering:
                 arr = new_array(adt, _init(st.op, adt, vw))
                 iarr = new_array("int64", const("int64", 0, vw)) if arg else None
 
-                def work(c: _Ctx, st=st, arr=arr, iarr=iarr, edt=edt, adt=adt) -> None:
+                def fold(c: _Ctx, n: int, st=st, arr=arr, iarr=iarr, edt=edt, adt=adt) -> None:
+                    """Fold ``n`` consecutive points of the last reduce dim (from ``c``'s) into the
+                    accumulators: one load and store of them per ``n`` points."""
                     pos = with_accs(c)
-                    x = self.eval(st.expr, c)
                     p = ptr(arr, pos, c.width)
+                    ip = ptr(iarr, pos, c.width) if iarr is not None else None
                     acc = b.load(p, align=itemsize(adt))
-                    if iarr is None:
-                        b.store(_combine(b, st.op, acc, cast(b, x, edt, adt), adt), p, align=itemsize(adt))
-                        return
-                    take = _arg_better(b, st.op, x, acc, adt)
-                    ip = ptr(iarr, pos, c.width)
-                    b.store(b.select(take, x, acc), p, align=itemsize(adt))
-                    idx = self._flat_index(c, lanes=False)
-                    b.store(b.select(take, idx, b.load(ip, align=8)), ip, align=8)
+                    idx = b.load(ip, align=8) if ip is not None else None
+                    for u in range(n):
+                        cu = self.step(c, rdim, u)
+                        cu.accs = c.accs
+                        x = self.eval(st.expr, cu)
+                        if ip is None:
+                            acc = _combine(b, st.op, acc, cast(b, x, edt, adt), adt)
+                        else:
+                            take = _arg_better(b, st.op, x, acc, adt)
+                            acc = b.select(take, x, acc)
+                            idx = b.select(take, self._flat_index(cu, lanes=False), idx)
+                    b.store(acc, p, align=itemsize(adt))
+                    if ip is not None:
+                        b.store(idx, ip, align=8)
 
-                self.reduce_space(base, lambda c, w=work, e=st.expr: over_tile(c, w, e), st.expr)
+                def unrolled(c: _Ctx, fold=fold, st=st) -> None:
+                    n = COLUMN_UNROLL
+                    with self.loop(self.i64(0), self.shape[rdim], n, f"r{rdim}") as i:
+                        self.vector_range(self.shifted(c, rdim, i, None), dim, t0, t1, vw,
+                                          lambda cc: fold(cc, n), [st.expr], inner_dims=(rdim,))
+                    with self.loop(self.last_i, self.shape[rdim], 1, f"r{rdim}") as i:
+                        self.vector_range(self.shifted(c, rdim, i, None), dim, t0, t1, vw,
+                                          lambda cc: fold(cc, 1), [st.expr])
+
+                self.reduce_space(base, unrolled, st.expr, skip_last=True)
                 arrays[s] = (arr, iarr, adt)
             else:
                 def store(c: _Ctx, st=st) -> None:
