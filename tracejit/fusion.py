@@ -6,9 +6,10 @@ The rules, in the order they are applied (each materialized value records its re
 1. Graph outputs live in memory.
 2. Matmul and host ops (sort, take, pad, concat, …) run as extern steps; their operands live
    in memory, read through strided views when a movement chain allows it.
-3. A value used by several consumers is recomputed in each of them when its expression is
+3. A value read by several kernels is recomputed in each of them when its expression is
    cheap (``RECOMPUTE_LIMIT``) or when it feeds a reduction (the row kernel that absorbs the
    reduction recomputes it instead of a round trip through memory), else materialized once.
+   A value used several times inside one kernel is computed once there.
 4. Every other value is computed inside the kernel of the materialized value that needs it:
    elementwise chains, broadcasts and views fuse, and movement ops become index arithmetic
    on the kernel's loads.
@@ -117,8 +118,8 @@ def plan(g: Graph) -> FusionPlan:
     for nid in order:
         if _is_extern(g, nid):
             materialized.setdefault(nid, f"result of {g.node(nid).op} (extern step)")
-    # multi-use values: recompute when cheap
-    for nid in order:
+    # multi-use values: recompute when cheap (consumers first, so their decisions are known)
+    for nid in reversed(order):
         n = g.node(nid)
         if nid in materialized or n.op in ("input", "constant", "iota") or n.op in REDUCTIONS:
             continue
@@ -126,7 +127,8 @@ def plan(g: Graph) -> FusionPlan:
         # a value that feeds a reduction over its own shape is recomputed by the row kernel
         # that absorbs the reduction: recomputing beats a round trip through memory
         feeds_row = any(g.node(u).op in REDUCTIONS for u in users)
-        if len(users) > 1 and n.op not in VIEW_OPS and not feeds_row:
+        if len(users) > 1 and n.op not in VIEW_OPS and not feeds_row \
+                and len(_sinks(g, nid, materialized)) > 1:
             cost = _cost(g, nid, materialized, {})
             if cost > RECOMPUTE_LIMIT:
                 materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
@@ -137,6 +139,26 @@ def plan(g: Graph) -> FusionPlan:
             if e.node in materialized:
                 raise
             materialized[e.node] = e.reason
+
+
+def _sinks(g: Graph, nid: int, materialized: dict[int, str]) -> set[int]:
+    """The kernels (their stored or reduced values) that read ``nid`` through fused nodes.
+
+    A value read by one kernel only is computed once inside it, however often it is used.
+    """
+    sinks: set[int] = set()
+    stack = g.users(nid)
+    seen: set[int] = set()
+    while stack:
+        u = stack.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        if u in materialized or g.node(u).op in REDUCTIONS or _is_extern(g, u):
+            sinks.add(u)
+        else:
+            stack.extend(g.users(u))
+    return sinks
 
 
 def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPlan:

@@ -105,6 +105,8 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     with tracing(trace):
         avals = [_leaf_aval(leaf) for leaf in leaves]
         tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
+        for t, leaf in zip(tracers, leaves):     # so backward() inside the function reaches arguments
+            t.requires_grad = bool(getattr(leaf, "requires_grad", False))
         input_nodes = [t._node for t in tracers]
         args, kwargs = unflatten(treedef, tracers)
         args = list(args)
@@ -180,6 +182,7 @@ class Jitted:
     def __init__(self, fn: Callable, static_argnums: Sequence[int] = (), static_argnames: Sequence[str] = (),
                  backend: str | None = None) -> None:
         functools.update_wrapper(self, fn)
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)     # modules and partials have none
         self.fn = fn
         self.backend = backend
         sig = None
