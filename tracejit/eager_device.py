@@ -20,7 +20,7 @@ import numpy as np
 from . import tracing
 from .graph import Graph, freeze
 from .ops import AVal, Prim
-from .tensor import Device, Tensor
+from .tensor import Device, Tensor, check_same_device
 
 _programs: dict[Any, Any] = {}      # (prim, params, avals, device) -> CompiledProgram
 
@@ -59,12 +59,9 @@ def _compile(prim: Prim, params: dict[str, Any], avals: list[AVal], aval: AVal, 
 
 
 def _common_device(op: str, inputs: tuple[Tensor, ...]) -> Device:
-    gpu = next(x.device for x in inputs if x.device.type != "cpu")
-    for x in inputs:
-        if x.device != gpu and not (x.device.type == "cpu" and _is_uniform(x._value)):
-            raise ValueError(f"{op}: operands are on different devices ({gpu} and {x.device}); "
-                             f"move one with .to(device)")
-    return gpu
+    """The GPU all operands are on, host scalars aside (else the usual error naming both)."""
+    return check_same_device(op, tuple(x for x in inputs
+                                       if x.device.type != "cpu" or not _is_uniform(x._value)))
 
 
 def _is_uniform(a: np.ndarray) -> bool:
