@@ -44,7 +44,7 @@ class Unavailable(Exception):
 
 @dataclass(frozen=True)
 class Config:
-    """How hard to measure: ``preset`` picks the workload sizes (full, quick or cuda)."""
+    """What to run and how hard to measure; ``preset`` picks the workload sizes (full, quick or cuda)."""
 
     preset: str = "full"
     device: str = "cpu"
