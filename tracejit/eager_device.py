@@ -8,8 +8,8 @@ cache) and runs it on the operands' device buffers.  The compiled program is cac
   copied to the host, the NumPy reference runs, and the result is copied back.
 * Strided operands (views from reshape/slice/expand) are made dense on the device first.
 * A Python scalar reaches a primitive as a CPU constant broadcast to the operand's shape; such
-  operands (every element the same by construction) are uploaded as one element and expanded
-  on the device.  Any other CPU operand next to a GPU one is a device-mixing error.
+  an operand (every element the same by construction) is uploaded as one element and the
+  kernel reads it broadcast.  Any other CPU operand next to a GPU one is a device-mixing error.
 """
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ def run(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AV
     device = _common_device(prim.name, inputs)
     if prim.kind == "host":
         return _on_host(prim, inputs, params, device)
-    key = (prim.name, freeze(params), tuple(x.aval for x in inputs), device)
+    scalars = tuple(x.device.type == "cpu" for x in inputs)    # host scalars, by _common_device
+    avals = tuple(x.aval for x in inputs)
+    key = (prim.name, freeze(params), avals, scalars, device)
     program = _programs.get(key)
     if program is None:
-        program = _programs[key] = _compile(prim, params, [x.aval for x in inputs], aval, device)
+        program = _programs[key] = _compile(prim, params, avals, scalars, aval, device)
     (out,) = program([_operand(x, device) for x in inputs])
     return Tensor._from_array(out, device)
 
@@ -50,10 +52,22 @@ def cache_clear() -> None:
     _programs.clear()
 
 
-def _compile(prim: Prim, params: dict[str, Any], avals: list[AVal], aval: AVal, device: Device) -> Any:
+def _compile(prim: Prim, params: dict[str, Any], avals: tuple[AVal, ...], scalars: tuple[bool, ...],
+             aval: AVal, device: Device) -> Any:
+    """A one-op program; a host scalar is a 0-d input broadcast inside the kernel (stride 0)."""
     from .compiler import compile_graph
     g = Graph()
-    ins = [g.add_input(a) for a in avals]
+    ins = []
+    for a, scalar in zip(avals, scalars, strict=True):
+        if not scalar:
+            ins.append(g.add_input(a))
+            continue
+        n = g.add_input(AVal((), a.dtype))
+        if a.shape:
+            ones = (1,) * len(a.shape)
+            n = g.add("reshape", (n,), {"shape": ones}, AVal(ones, a.dtype))
+            n = g.add("expand", (n,), {"shape": a.shape}, a)
+        ins.append(n)
     g.outputs = [g.add(prim.name, ins, params, aval)]
     return compile_graph(g, device)
 
@@ -74,9 +88,8 @@ def _operand(x: Tensor, device: Device) -> Any:
     dev = cuda_device(device)
     if x.device == device:
         return dev.contiguous(x._value)
-    from runtime.cuda import DeviceArray
-    one = dev.upload(np.asarray(x._value).reshape(-1)[:1])
-    return dev.copy(DeviceArray(one.buffer, 0, (0,) * x.ndim, x.shape, x.dtype.name))
+    a = np.asarray(x._value)                       # a host scalar: upload one element
+    return dev.upload(a[(0,) * a.ndim] if a.size else np.zeros((), a.dtype))
 
 
 def _on_host(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], device: Device) -> Tensor:

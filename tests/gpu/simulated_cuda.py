@@ -1,9 +1,9 @@
 """A stand-in GPU for testing the CUDA front end without one.
 
 :class:`SimulatedDevice` is a :class:`runtime.cuda.CudaDevice` whose memory is host memory and
-whose launches compile the kernel to PTX (so every launched kernel is also assembled by the
-PTX code generator) and then run the same kir kernel with the CPU code generator.  Program
-execution, the caching allocator, strided copies, extern matmul and host fallbacks are the
+whose launches compile the kernel to PTX and assemble it with ptxas (so every kernel the front
+end launches is checked as a real driver would load it), then run the same kir kernel with the
+CPU code generator.  Program execution, the caching allocator, strided copies, extern matmul and host fallbacks are the
 real runtime code.  :func:`installed` swaps it in as ``cuda:0``.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from codegen import ptx
 from runtime import cpu, cuda
 from runtime.cuda_alloc import CachingAllocator
 from runtime.ptx_cache import default_ptx_cache
@@ -47,6 +48,7 @@ class SimulatedDevice(cuda.CudaDevice):
         self._functions: dict[Any, Any] = {}
         self._constants: dict[Any, Any] = {}
         self.launches = 0
+        self.assembled: set[str] = set()
 
     def _bytes(self, buf: cuda.DeviceBuffer) -> np.ndarray:
         return self.memory.blocks[buf.ptr]
@@ -78,7 +80,10 @@ class SimulatedDevice(cuda.CudaDevice):
         n_outer = len(shape) - kernel.n_reduce
         if int(np.prod(shape[:n_outer])) == 0 or (kernel.n_reduce == 0 and int(np.prod(shape)) == 0):
             return
-        default_ptx_cache().get(kernel, self.arch)
+        pk = default_ptx_cache().get(kernel, self.arch)
+        if pk.key not in self.assembled and ptx.ptxas_available():
+            ptx.ptxas_check(pk.ptx, self.arch)      # what a real driver would have to load
+            self.assembled.add(pk.key)
         cpu.run_kernel(kernel, shape, [self.view(a) for a in inputs], [self.view(a) for a in outputs])
         self.launches += 1
 
