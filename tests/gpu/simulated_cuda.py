@@ -3,8 +3,8 @@
 :class:`SimulatedDevice` is a :class:`runtime.cuda.CudaDevice` whose memory is host memory and
 whose launches compile the kernel to PTX and assemble it with ptxas (so every kernel the front
 end launches is checked as a real driver would load it), then run the same kir kernel with the
-CPU code generator.  Program execution, the caching allocator, strided copies, extern matmul and host fallbacks are the
-real runtime code.  :func:`installed` swaps it in as ``cuda:0``.
+CPU code generator.  Program execution, the caching allocator, strided copies, extern matmul
+and host fallbacks are the real runtime code.  :func:`installed` swaps it in as ``cuda:0``.
 """
 from __future__ import annotations
 
