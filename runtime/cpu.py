@@ -12,6 +12,7 @@ tens of MiB costs more than most kernels that fill them.
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import threading
@@ -26,6 +27,7 @@ from runtime.kernel_cache import KernelCache, default_cache
 from runtime.program import Extern, Launch, Program, View
 
 SMALL_WORK = 32 * 1024          # iteration points below which a launch stays on one thread
+SMALL_SLOT = 256 * 1024         # buffers up to this size are plain NumPy memory, not pooled
 _HUGE = 2 * 1024 * 1024
 
 
@@ -203,6 +205,29 @@ def run_kernel(kernel: kir.Kernel, shape: Sequence[int], inputs: Sequence[np.nda
 # --------------------------------------------------------------------------- programs
 
 
+def _slow_address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _probe_fast_address() -> bool:
+    """Is an ndarray's data pointer the word after its object header (``PyArrayObject.data``)?"""
+    probe = np.arange(4.0)[1:]
+    return ctypes.c_uint64.from_address(id(probe) + _DATA_FIELD).value == _slow_address(probe)
+
+
+_DATA_FIELD = 2 * ctypes.sizeof(ctypes.c_void_p)      # after ob_refcnt and ob_type
+_FAST_ADDRESS = _probe_fast_address()
+_word_at = ctypes.c_uint64.from_address
+
+
+def data_address(a: np.ndarray) -> int:
+    """Address of ``a``'s first element: reading the field directly costs ~0.1 us where
+    ``__array_interface__`` or ``.ctypes.data`` cost ~1 us (most of a tiny call's budget)."""
+    if _FAST_ADDRESS and type(a) is np.ndarray:
+        return _word_at(id(a) + _DATA_FIELD).value
+    return _slow_address(a)
+
+
 class _PreparedLaunch:
     """A Launch with its argument arrays built once; only pointers change per call."""
 
@@ -216,19 +241,23 @@ class _PreparedLaunch:
         self.strides = np.array(strides or [[0]], dtype=np.int64).reshape(-1)
         if self.strides.size == 0:
             self.strides = np.zeros(1, dtype=np.int64)
-        self.slots = np.array([v.slot for v in views], dtype=np.intp)
-        self.byte_offsets = np.array([v.offset * np.dtype(slot_dtypes[v.slot]).itemsize for v in views],
-                                     dtype=np.uintp)
-        self.ptrs = np.zeros(max(1, len(views)), dtype=np.uintp)
+        # (slot, byte offset) per operand
+        self.operands = [(v.slot, v.offset * np.dtype(slot_dtypes[v.slot]).itemsize) for v in views]
+        self.ptrs = (ctypes.c_uint64 * max(1, len(views)))()
         self.ranges = plan_ranges(step.shape, k.n_outer)
-        self.args = (self.shape.ctypes.data, self.strides.ctypes.data, self.ptrs.ctypes.data)
+        self.args = (self.shape.ctypes.data, self.strides.ctypes.data, ctypes.addressof(self.ptrs))
 
-    def run(self, bases: np.ndarray) -> None:
-        if not self.ranges:
+    def run(self, addresses: list[int]) -> None:
+        ranges = self.ranges
+        if not ranges:
             return
-        if self.slots.size:
-            self.ptrs[: self.slots.size] = bases[self.slots] + self.byte_offsets
-        launch(self.fn, self.ranges, *self.args)
+        ptrs = self.ptrs
+        for j, (slot, offset) in enumerate(self.operands):
+            ptrs[j] = addresses[slot] + offset
+        if len(ranges) == 1:
+            self.fn(ranges[0][0], ranges[0][1], *self.args)
+        else:
+            launch(self.fn, ranges, *self.args)
 
 
 def _strided(buf: np.ndarray, dtype: str, view: View, shape: Sequence[int]) -> np.ndarray:
@@ -241,8 +270,24 @@ def _strided(buf: np.ndarray, dtype: str, view: View, shape: Sequence[int]) -> n
                       strides=tuple(s * dt.itemsize for s in view.strides))
 
 
+def _is_dense(view: View, shape: Sequence[int]) -> bool:
+    """Does ``view`` cover elements [0, prod(shape)) of its slot in C order?"""
+    expect = 1
+    for n, st in zip(reversed(shape), reversed(view.strides)):
+        if n != 1 and st != expect:
+            return False
+        expect *= n
+    return view.offset == 0
+
+
 class CpuProgram:
-    """A program ready to run: ``outputs = prog(*inputs)``.  Not re-entrant (one call at a time)."""
+    """A program ready to run: ``outputs = prog(*inputs)``.  Not re-entrant (one call at a time).
+
+    Per call, only the input and output buffers change.  Slots of up to ``SMALL_SLOT`` bytes
+    skip the pool: temporaries get one buffer for the program's lifetime and outputs a fresh
+    NumPy array each call (returned as is when the output is the whole slot), so a tiny call
+    costs a few microseconds.
+    """
 
     def __init__(self, program: Program, cache: KernelCache | None = None):
         self.program = p = program
@@ -252,21 +297,56 @@ class CpuProgram:
         self.constants = {s: np.ascontiguousarray(c) for s, c in p.constants.items()}
         self.output_slots = {v.slot for v, _, _ in p.outputs}
         self.temp_slots = [s for s in range(p.n_inputs, len(p.slot_nbytes)) if s not in self.constants]
+        self._in_checks = [(np.dtype(p.slot_dtypes[i]), p.slot_nbytes[i]) for i in range(p.n_inputs)]
         self._lock = threading.Lock()
+        # Buffers and addresses that do not change between calls: constants, small temporaries.
+        self._bufs: list = [None] * len(p.slot_nbytes)
+        for s, c in self.constants.items():
+            self._bufs[s] = c
+        uses: dict[int, int] = {}
+        for v, _, _ in p.outputs:
+            uses[v.slot] = uses.get(v.slot, 0) + 1
+        fresh: dict[int, tuple[tuple[int, ...], np.dtype]] = {}     # small outputs: slot -> array
+        self._pooled: list[int] = []
+        for s in self.temp_slots:
+            nbytes = p.slot_nbytes[s]
+            if nbytes > SMALL_SLOT:
+                self._pooled.append(s)
+            elif s in self.output_slots:
+                fresh[s] = ((max(nbytes, 1),), np.dtype(np.uint8))
+            else:
+                self._bufs[s] = np.empty(max(nbytes, 64), np.uint8)
+        # An output that is the whole of a small slot used by nothing else is allocated with
+        # its final shape and dtype and returned as it is.
+        self._direct: set[int] = set()          # output indices
+        for i, (v, shape, dtype) in enumerate(p.outputs):
+            whole = np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64)) == p.slot_nbytes[v.slot]
+            if v.slot in fresh and uses[v.slot] == 1 and p.slot_dtypes[v.slot] == dtype and whole \
+                    and _is_dense(v, shape):
+                self._direct.add(i)
+                fresh[v.slot] = (tuple(shape), np.dtype(dtype))
+        self._fresh = [(s, shape, dtype) for s, (shape, dtype) in fresh.items()]
+        self._fresh_slots = set(fresh)
+        self._addresses = [0 if b is None else data_address(b) for b in self._bufs]
 
-    def _bind(self, inputs: Sequence[np.ndarray]) -> tuple[list, dict]:
+    def _bind(self, inputs: Sequence[np.ndarray]) -> tuple[list, list[int], dict]:
         p = self.program
-        bufs: list = [None] * len(p.slot_nbytes)
+        bufs = self._bufs.copy()
+        addresses = self._addresses.copy()
         for i, x in enumerate(inputs):
-            x = np.ascontiguousarray(x)
-            if x.dtype != np.dtype(p.slot_dtypes[i]) or x.nbytes < p.slot_nbytes[i]:
-                raise ValueError(f"input {i}: expected {p.slot_dtypes[i]} with {p.slot_nbytes[i]} bytes, "
+            if type(x) is not np.ndarray or not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
+            dtype, nbytes = self._in_checks[i]
+            if x.dtype != dtype or x.nbytes < nbytes:
+                raise ValueError(f"input {i}: expected {dtype} with {nbytes} bytes, "
                                  f"got {x.dtype} with {x.nbytes} bytes")
             bufs[i] = x
-        for s, c in self.constants.items():
-            bufs[s] = c
-        blocks: dict[int, object] = {}
-        for s in self.temp_slots:
+            addresses[i] = data_address(x)
+        for s, shape, dtype in self._fresh:
+            bufs[s] = a = np.empty(shape, dtype)
+            addresses[s] = data_address(a)
+        blocks: dict[int, _Block] = {}
+        for s in self._pooled:
             reuse = p.aliases.get(s)
             if reuse is not None and reuse in blocks and p.slot_nbytes[s] <= blocks[reuse].nbytes \
                     and reuse not in self.output_slots and s not in self.output_slots:
@@ -274,26 +354,27 @@ class CpuProgram:
             else:
                 blocks[s] = _buffers.acquire(p.slot_nbytes[s])
             bufs[s] = blocks[s].array
-        return bufs, blocks
+            addresses[s] = blocks[s].address
+        return bufs, addresses, blocks
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         p = self.program
         if len(inputs) != p.n_inputs:
             raise TypeError(f"program takes {p.n_inputs} inputs, got {len(inputs)}")
         with self._lock:
-            bufs, blocks = self._bind(inputs)
-            bases = np.array([_address(b) for b in bufs], dtype=np.uintp)
+            bufs, addresses, blocks = self._bind(inputs)
             for step in self.steps:
                 if isinstance(step, _PreparedLaunch):
-                    step.run(bases)
+                    step.run(addresses)
                 else:
                     _run_extern(step, bufs, p.slot_dtypes)
             results = self._collect(bufs, blocks)
-            released = set()
-            for s, block in blocks.items():
-                if s not in self.output_slots and id(block) not in released:
-                    released.add(id(block))
-                    _buffers.release(block)
+            if blocks:
+                released = set()
+                for s, block in blocks.items():
+                    if s not in self.output_slots and id(block) not in released:
+                        released.add(id(block))
+                        _buffers.release(block)
         for in_slot, out_index in p.writebacks:
             np.copyto(inputs[in_slot], results[out_index].reshape(np.shape(inputs[in_slot])))
         return results
@@ -301,13 +382,18 @@ class CpuProgram:
     def _collect(self, bufs: list, blocks: dict) -> list[np.ndarray]:
         leased: dict[int, np.ndarray] = {}
         results = []
-        for view, shape, dtype in self.program.outputs:
-            if view.slot in blocks:
-                if view.slot not in leased:
-                    leased[view.slot] = _buffers.lease(blocks[view.slot])
-                results.append(_strided(leased[view.slot], dtype, view, shape))
+        for i, (view, shape, dtype) in enumerate(self.program.outputs):
+            s = view.slot
+            if i in self._direct:
+                results.append(bufs[s])
+            elif s in blocks:
+                if s not in leased:
+                    leased[s] = _buffers.lease(blocks[s])
+                results.append(_strided(leased[s], dtype, view, shape))
+            elif s in self.output_slots and s in self._fresh_slots:
+                results.append(_strided(bufs[s], dtype, view, shape))
             else:       # an input or constant passed through: never alias the caller's memory
-                results.append(_strided(bufs[view.slot], dtype, view, shape).copy())
+                results.append(_strided(bufs[s], dtype, view, shape).copy())
         return results
 
 
@@ -317,10 +403,6 @@ EXTERNS: dict[str, Callable[..., np.ndarray]] = {}
 def register_extern(name: str, fn: Callable[..., np.ndarray]) -> None:
     """Make ``Extern(name)`` steps run ``fn(*input_arrays, **params)`` (result copied to the output)."""
     EXTERNS[name] = fn
-
-
-def _address(a: np.ndarray | None) -> int:
-    return 0 if a is None else a.__array_interface__["data"][0]
 
 
 def _run_extern(step: Extern, bufs: list, slot_dtypes: Sequence[str]) -> None:
