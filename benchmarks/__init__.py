@@ -1,6 +1,14 @@
-"""tracejit benchmark suite: ``python -m benchmarks [--quick] [--device cuda] [--only W1,W3]``.
+"""tracejit benchmark suite.
+
+    python -m benchmarks                      # every workload, full sizes, 20 samples per row
+    python -m benchmarks --quick              # same workloads, smaller sizes, 5 samples (~1 min)
+    python -m benchmarks --device cuda        # GPU sizes against torch/torch.compile on CUDA
+    python -m benchmarks --only W1,W3,C1      # a subset (W5 = W5a,W5b); T1 training, C1 compiles
+    python -m benchmarks --impls "numpy,tracejit jit"
+    python -m benchmarks --json out.json --plot out.png   # the plot needs the `bench` extra
 
 Compares tracejit (eager and ``tj.jit``) with NumPy and, where installed, PyTorch eager,
-``torch.compile`` and ``jax.jit`` on the same inputs in one process. See ``workloads.py`` for
-the workloads and ``harness.py`` for how they are checked and timed.
+``torch.compile`` and ``jax.jit`` on the same inputs in one process. ``workloads.py`` defines
+the workloads, ``harness.py`` checks and times them, ``training.py`` is the training step (T1)
+and ``compile_latency.py`` the fresh-process compile timings (C1). Results: ``RESULTS.md``.
 """

@@ -373,7 +373,7 @@ def measure_ceilings(cfg: Config) -> Ceilings:
 
     A ceiling is what the machine can do at best, so it takes the fastest repeat, not the median.
     """
-    reps = 3 if cfg.repeats < 20 else 7
+    reps = 5 if cfg.repeats < 20 else 10
     if cfg.device == "cpu":
         # 512 MiB each way: beyond the (VM-reported) last-level cache. np.copyto is single-threaded,
         # so also copy in one slice per core and take the better of the two.
