@@ -192,8 +192,91 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
                 fp.steps.append(kp)
                 produced.update(node for node, _ in kp.outputs)
         # kernels may have asked for more buffers (reductions read in a non-fusable way)
+    _merge_siblings(fp)
     _order_steps(g, fp)
     return fp
+
+
+MAX_OPERANDS = 24    # horizontal fusion stops before kernels grow unwieldy
+
+
+def _step_dag(fp: FusionPlan):
+    """Steps as a networkx DAG: an edge when one step reads a buffer another writes."""
+    import networkx as nx
+    producer: dict[int, int] = {}
+    for k, step in enumerate(fp.steps):
+        for o in ([step.node] if isinstance(step, ExternPlan) else [o for o, _ in step.outputs]):
+            producer[o] = k
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(fp.steps)))
+    for k, step in enumerate(fp.steps):
+        for node, _ in step.inputs:
+            while node in fp.aliases:
+                node = fp.aliases[node][0]
+            src = producer.get(node)
+            if src is not None and src != k:
+                dag.add_edge(src, k)
+    return dag
+
+
+def _merge_siblings(fp: FusionPlan) -> None:
+    """Horizontal fusion: elementwise kernels over the same launch shape that do not depend on
+    each other become one kernel with several outputs (an optimizer's updates of m, v and the
+    step counters; the outputs of a multi-output function).  One pass over the data, one launch.
+    """
+    import networkx as nx
+    dag = _step_dag(fp)
+    merged_into: dict[int, int] = {}
+    steps = list(fp.steps)
+    for a in range(len(steps)):
+        if a in merged_into or not isinstance(steps[a], KernelPlan) or steps[a].kernel.n_reduce:
+            continue
+        for b in range(a + 1, len(steps)):
+            sa, sb = steps[a], steps[b]
+            if b in merged_into or not isinstance(sb, KernelPlan) or sb.kernel.n_reduce \
+                    or sb.shape != sa.shape:
+                continue
+            if len(sa.inputs) + len(sb.inputs) + len(sa.outputs) + len(sb.outputs) > MAX_OPERANDS:
+                continue
+            if nx.has_path(dag, a, b) or nx.has_path(dag, b, a):
+                continue
+            steps[a] = _concat_kernels(sa, sb)
+            dag = nx.contracted_nodes(dag, a, b, self_loops=False)
+            merged_into[b] = a
+    fp.steps = [s for k, s in enumerate(steps) if k not in merged_into]
+
+
+def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
+    inputs = list(a.inputs)
+    remap: dict[int, int] = {}
+    for i, operand in enumerate(b.inputs):
+        if operand not in inputs:
+            inputs.append(operand)
+        remap[i] = inputs.index(operand)
+    memo: dict[int, kir.Expr] = {}
+
+    def rewrite(e: kir.Expr) -> kir.Expr:
+        if id(e) in memo:
+            return memo[id(e)]
+        if isinstance(e, kir.Load):
+            out: kir.Expr = kir.Load(remap[e.input])
+        elif isinstance(e, kir.Op):
+            out = kir.Op(e.op, tuple(rewrite(x) for x in e.args), e.dtype)
+        else:
+            out = e
+        memo[id(e)] = out
+        return out
+
+    n_out = len(a.outputs)
+    stages = a.kernel.stages + tuple(kir.Store(st.output + n_out, rewrite(st.expr), st.over_reduce)
+                                     for st in b.kernel.stages)
+    ka, kb = a.kernel, b.kernel
+    operands = {id(v): op for v, op in zip([v for _, v in a.inputs], ka.inputs)}
+    operands.update({id(v): op for v, op in zip([v for _, v in b.inputs], kb.inputs)})
+    kernel = kir.Kernel(name=f"{ka.name}+{kb.name}"[:60], ndim=ka.ndim, n_reduce=0,
+                        inputs=tuple(operands[id(v)] for _, v in inputs),
+                        outputs=ka.outputs + kb.outputs, stages=stages)
+    return KernelPlan(kernel, a.shape, inputs, a.outputs + b.outputs, a.members | b.members, a.root)
 
 
 def _order_steps(g: Graph, fp: FusionPlan) -> None:
