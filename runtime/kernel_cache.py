@@ -11,6 +11,7 @@ payload: an entry that does not verify is logged, ignored and rebuilt.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -67,6 +68,17 @@ def decode_entry(data: bytes) -> cpu.CpuArtifact:
     return cpu.CpuArtifact(header["symbol"], payload[:n], payload[n:].decode())
 
 
+@functools.lru_cache(maxsize=1)
+def codegen_digest() -> str:
+    """A hash of the code generator's own source: a changed generator never loads old kernels,
+    even where its version constant was not bumped."""
+    h = hashlib.sha256()
+    for path in sorted(Path(cpu.__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class KernelCache:
     """Compiled kernels by structural key; ``stats`` counts where each request was served from."""
 
@@ -78,7 +90,7 @@ class KernelCache:
         self._lock = threading.Lock()
 
     def path_for(self, kernel: Kernel) -> Path:
-        digest = hashlib.sha256(f"{kernel.key}|{cpu.host_id()}".encode()).hexdigest()[:32]
+        digest = hashlib.sha256(f"{kernel.key}|{cpu.host_id()}|{codegen_digest()}".encode()).hexdigest()[:32]
         return self.directory / f"{digest}.tjk"
 
     def get(self, kernel: Kernel) -> CompiledKernel:

@@ -20,7 +20,7 @@ import llvmlite.binding as llvm
 
 from codegen import ptx
 from codegen.kir import Kernel
-from runtime.kernel_cache import default_cache_dir
+from runtime.kernel_cache import codegen_digest, default_cache_dir
 
 log = logging.getLogger("tracejit.cache")
 
@@ -68,7 +68,7 @@ class PtxCache:
         self._lock = threading.Lock()
 
     def path_for(self, kernel: Kernel, arch: str) -> Path:
-        ident = f"{kernel.key}|{arch}|{ptx.CODEGEN_VERSION}|{llvm.llvm_version_info}"
+        ident = f"{kernel.key}|{arch}|{ptx.CODEGEN_VERSION}|{llvm.llvm_version_info}|{codegen_digest()}"
         return self.directory / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.ptx.tjk"
 
     def get(self, kernel: Kernel, arch: str = ptx.DEFAULT_ARCH) -> ptx.PtxKernel:
