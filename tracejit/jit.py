@@ -227,7 +227,8 @@ class Jitted:
 
     def _entry(self, leaves: list, treedef: Any, static: dict, static_key: tuple,
                backend: str | None = None) -> CompiledEntry:
-        devices = {d for d in (_leaf_aval(x)[1] for x in leaves)}
+        # Python scalars have no device: they go wherever the tensors are
+        devices = {_leaf_aval(x)[1] for x in leaves if not isinstance(x, (bool, int, float))}
         if len(devices) > 1:
             raise ValueError(f"jit({self.__name__}): arguments are on different devices: "
                              f"{', '.join(sorted(map(str, devices)))}")
