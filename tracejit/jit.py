@@ -105,8 +105,9 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     with tracing(trace):
         avals = [_leaf_aval(leaf) for leaf in leaves]
         tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
-        for t, leaf in zip(tracers, leaves):     # so backward() inside the function reaches arguments
-            t.requires_grad = bool(getattr(leaf, "requires_grad", False))
+        for t, leaf in zip(tracers, leaves):
+            t.requires_grad = bool(getattr(leaf, "requires_grad", False))   # backward() reaches arguments
+            t._weak = isinstance(leaf, (bool, int, float))                     # scalars promote weakly
         input_nodes = [t._node for t in tracers]
         args, kwargs = unflatten(treedef, tracers)
         args = list(args)

@@ -71,7 +71,7 @@ def check_same_device(op: str, tensors: tuple[Tensor, ...]) -> Device:
 
 class Tensor:
     __slots__ = ("_value", "_trace", "_node", "_aval", "_device", "requires_grad", "grad",
-                 "_grad_fn", "_retains_grad", "__weakref__")
+                 "_grad_fn", "_retains_grad", "_weak", "__weakref__")
 
     # ------------------------------------------------------------------ construction
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -89,6 +89,7 @@ class Tensor:
         t.grad = None
         t._grad_fn = None
         t._retains_grad = False
+        t._weak = False        # a traced Python scalar: promotes like one
         return t
 
     @classmethod
@@ -103,6 +104,7 @@ class Tensor:
         t.grad = None
         t._grad_fn = None
         t._retains_grad = False
+        t._weak = False        # a traced Python scalar: promotes like one
         return t
 
     # ------------------------------------------------------------------ attributes

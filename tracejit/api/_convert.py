@@ -48,19 +48,28 @@ def _infer_dtype(x: Any) -> np.dtype:
     return dt.canonical(flat.dtype)
 
 
+def _is_weak(a: Any) -> bool:
+    """A Python scalar, or a jit argument that was one (traced as a weakly typed 0-d tensor)."""
+    return is_scalar(a) or (isinstance(a, Tensor) and a._weak)
+
+
+_KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0}
+
+
 def operands(op: str, *args: Any) -> list[Tensor]:
     """Promote (weak Python scalars included) and broadcast ``args`` to one dtype and shape."""
-    strong = [a for a in args if not is_scalar(a)]
+    strong = [a for a in args if not _is_weak(a)]
     tensors = [a if isinstance(a, Tensor) else as_tensor(a) for a in strong]
+    weak = [a if is_scalar(a) else _KIND_EXAMPLE[a.dtype.kind] for a in args if _is_weak(a)]
     if tensors:
         dtype = dt.promote_types(*(t.dtype for t in tensors))
-        for a in args:
-            if is_scalar(a):
-                dtype = dt.weak_scalar_dtype(a, dtype)
+        for a in weak:
+            dtype = dt.weak_scalar_dtype(a, dtype)
     else:
-        dtype = dt.promote_types(*(dt.scalar_dtype(a) for a in args))
+        dtype = dt.promote_types(*(dt.scalar_dtype(a) for a in weak))
     it = iter(tensors)
-    full = [P.constant(np.asarray(a, dtype=dtype)) if is_scalar(a) else P.cast(next(it), dtype) for a in args]
+    full = [P.constant(np.asarray(a, dtype=dtype)) if is_scalar(a) else
+            P.cast(a, dtype) if _is_weak(a) else P.cast(next(it), dtype) for a in args]
     shape = broadcast_shapes_for(op, *(t.shape for t in full))
     return [P.broadcast_to(t, shape) for t in full]
 
