@@ -37,8 +37,8 @@ class View:
             perm = params["perm"]
             return View(tuple(self.shape[p] for p in perm), tuple(self.strides[p] for p in perm), self.offset)
         if op == "expand":
-            return View(out_shape, tuple(0 if n != m else s for n, m, s in zip(self.shape, out_shape, self.strides)),
-                        self.offset)
+            strides = tuple(0 if n != m else s for n, m, s in zip(self.shape, out_shape, self.strides))
+            return View(out_shape, strides, self.offset)
         if op == "slice":
             off = self.offset + sum(b * s for b, s in zip(params["start"], self.strides))
             strides = tuple(s * st for s, st in zip(self.strides, params["step"]))
