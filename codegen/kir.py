@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Union
 
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64")
 
@@ -38,7 +37,7 @@ DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float3
 SCALAR_OPS: dict[str, int] = {
     # arithmetic
     "neg": 1, "abs": 1, "sign": 1, "square": 1, "reciprocal": 1,
-    "add": 2, "sub": 2, "mul": 2, "div": 2,          # div: true division (floats), C-style trunc for ints is NOT used
+    "add": 2, "sub": 2, "mul": 2, "div": 2,          # div: true division (floats only)
     "floordiv": 2, "mod": 2,                          # Python semantics (sign of divisor), ints and floats
     "max": 2, "min": 2,                               # NaN-propagating for floats
     "pow": 2, "atan2": 2, "copysign": 2, "hypot": 2, "logaddexp": 2, "nextafter": 2,
@@ -71,7 +70,7 @@ class Load:
 
 @dataclass(frozen=True)
 class Const:
-    value: Union[bool, int, float]
+    value: bool | int | float
     dtype: str
 
 
@@ -90,11 +89,11 @@ class Index:
 @dataclass(frozen=True)
 class Op:
     op: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     dtype: str
 
 
-Expr = Union[Load, Const, Acc, Index, Op]
+Expr = Load | Const | Acc | Index | Op
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ class Store:
     over_reduce: bool = False
 
 
-Stage = Union[Reduce, Store]
+Stage = Reduce | Store
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ of a slot: ``(slot, element offset, strides in elements)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from codegen.kir import Kernel
 
@@ -46,7 +46,7 @@ class Extern:
     params: tuple[tuple[str, Any], ...] = ()
 
 
-Step = Union[Launch, Extern]
+Step = Launch | Extern
 
 
 @dataclass

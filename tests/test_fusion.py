@@ -68,7 +68,8 @@ def test_layer_norm_is_one_kernel(rng):
                  atol=1e-5)
 
 
-@pytest.mark.parametrize("reduce", [lambda y: tj.sum(y), lambda y: tj.sum(y, axis=1), lambda y: tj.mean(y, axis=0),
+@pytest.mark.parametrize("reduce", [lambda y: tj.sum(y), lambda y: tj.sum(y, axis=1),
+                                    lambda y: tj.mean(y, axis=0),
                                     lambda y: tj.max(y, axis=-1, keepdims=True)])
 def test_chain_ending_in_reduction_is_one_kernel(reduce, rng):
     x = t(rng, 32, 48)
