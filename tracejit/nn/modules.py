@@ -36,16 +36,11 @@ class Parameter(Tensor):
         src = data if isinstance(data, Tensor) else asarray(data)
         if src.is_tracer:
             raise TypeError("Parameter() needs a concrete tensor, not a traced value")
-        p = object.__new__(cls)
-        for slot in ("_value", "_trace", "_node", "_aval", "_device"):
-            setattr(p, slot, getattr(src, slot))
-        p._node = -1
-        if not p._value.flags.writeable:   # the optimizer and load_state_dict update it in place
-            p._value = np.array(p._value)
+        value = src._value
+        if src.device.type == "cpu" and not value.flags.writeable:   # updated in place by optimizers
+            value = np.array(value)
+        p = cls._from_array(value, src.device)
         p.requires_grad = requires_grad
-        p.grad = None
-        p._grad_fn = None
-        p._retains_grad = False
         return p
 
     def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
