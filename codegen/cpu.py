@@ -53,7 +53,7 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-3"
+CODEGEN_VERSION = "cpu-4"
 
 VECTOR_BYTES = 64          # bytes of data per vector step (2 AVX2 / 1 AVX-512 register)
 ROW_VECTOR_BYTES = 128     # row reductions: more independent accumulators to hide latency
