@@ -78,24 +78,9 @@ class Tensor:
         raise TypeError("create tensors with tracejit.asarray(...), zeros(...), ones(...), etc.")
 
     @classmethod
-    def _from_array(cls, value: np.ndarray, device: Device = CPU) -> Tensor:
+    def _new(cls, value: Any, trace: Any, node: int, aval: AVal, device: Device) -> Tensor:
         t = object.__new__(cls)
         t._value = value
-        t._trace = None
-        t._node = -1
-        t._aval = AVal(tuple(value.shape), np.dtype(value.dtype))   # device arrays name it by string
-        t._device = device
-        t.requires_grad = False
-        t.grad = None
-        t._grad_fn = None
-        t._retains_grad = False
-        t._weak = False        # a traced Python scalar: promotes like one
-        return t
-
-    @classmethod
-    def _tracer(cls, trace: Any, node: int, aval: AVal, device: Device = CPU) -> Tensor:
-        t = object.__new__(cls)
-        t._value = None
         t._trace = trace
         t._node = node
         t._aval = aval
@@ -106,6 +91,17 @@ class Tensor:
         t._retains_grad = False
         t._weak = False        # a traced Python scalar: promotes like one
         return t
+
+    @classmethod
+    def _from_array(cls, value: Any, device: Device = CPU) -> Tensor:
+        """An eager tensor over ``value`` (a NumPy array, or a device array on a GPU)."""
+        # device arrays name their dtype by string
+        return cls._new(value, None, -1, AVal(tuple(value.shape), np.dtype(value.dtype)), device)
+
+    @classmethod
+    def _tracer(cls, trace: Any, node: int, aval: AVal, device: Device = CPU) -> Tensor:
+        """A tensor standing for graph node ``node`` while ``trace`` records."""
+        return cls._new(None, trace, node, aval, device)
 
     # ------------------------------------------------------------------ attributes
     @property
