@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from codegen import kir
@@ -193,7 +194,7 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
                 produced.update(node for node, _ in kp.outputs)
         # kernels may have asked for more buffers (reductions read in a non-fusable way)
     _merge_siblings(fp)
-    _order_steps(g, fp)
+    _order_steps(fp)
     return fp
 
 
@@ -202,7 +203,6 @@ MAX_OPERANDS = 24    # horizontal fusion stops before kernels grow unwieldy
 
 def _step_dag(fp: FusionPlan):
     """Steps as a networkx DAG: an edge when one step reads a buffer another writes."""
-    import networkx as nx
     producer: dict[int, int] = {}
     for k, step in enumerate(fp.steps):
         for o in ([step.node] if isinstance(step, ExternPlan) else [o for o, _ in step.outputs]):
@@ -224,7 +224,6 @@ def _merge_siblings(fp: FusionPlan) -> None:
     each other become one kernel with several outputs (an optimizer's updates of m, v and the
     step counters; the outputs of a multi-output function).  One pass over the data, one launch.
     """
-    import networkx as nx
     dag = _step_dag(fp)
     merged_into: dict[int, int] = {}
     steps = list(fp.steps)
@@ -279,27 +278,9 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
     return KernelPlan(kernel, a.shape, inputs, a.outputs + b.outputs, a.members | b.members, a.root)
 
 
-def _order_steps(g: Graph, fp: FusionPlan) -> None:
+def _order_steps(fp: FusionPlan) -> None:
     """Execution order: a step runs after the steps producing every buffer it reads."""
-    producer: dict[int, int] = {}
-    for k, step in enumerate(fp.steps):
-        outs = [step.node] if isinstance(step, ExternPlan) else [o for o, _ in step.outputs]
-        for o in outs:
-            producer[o] = k
-
-    def buffer_of(node: int) -> int:
-        while node in fp.aliases:
-            node = fp.aliases[node][0]
-        return node
-
-    import networkx as nx
-    dag = nx.DiGraph()
-    dag.add_nodes_from(range(len(fp.steps)))
-    for k, step in enumerate(fp.steps):
-        for node, _ in step.inputs:
-            src = producer.get(buffer_of(node))
-            if src is not None and src != k:
-                dag.add_edge(src, k)
+    dag = _step_dag(fp)
     if not nx.is_directed_acyclic_graph(dag):
         raise AssertionError("fusion created a cycle between kernels")
     fp.steps = [fp.steps[k] for k in nx.lexicographical_topological_sort(dag)]
