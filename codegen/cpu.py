@@ -53,7 +53,7 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-5"
+CODEGEN_VERSION = "cpu-6"
 
 # Bytes of data per vector step of elementwise and column loops (4 AVX2 / 2 AVX-512 registers):
 # two or more independent chains per step keep long polynomial bodies (tanh, exp) from
@@ -68,6 +68,8 @@ COLUMN_TILE = 2048
 # Column reductions: points of the last reduce dim folded per pass over a tile (independent
 # row streams for the prefetcher, one load and store of the accumulators per pass).
 COLUMN_UNROLL = 4
+# Row kernels with several passes: prefetch the next row during the last pass.
+PREFETCH_NEXT_ROW = True
 # Row sums of float32: elements per float32 block (per lane: SUM_BLOCK / lanes additions)
 # before the block's partial sums are folded into the float64 accumulator.
 SUM_BLOCK = 4096
@@ -471,14 +473,51 @@ class _Lowering:
     def point(self, ctx: _Ctx) -> None:
         """All stages at one outer point (or ``ctx.width`` outer points along ``ctx.vdim``)."""
         ctx.accs = {}
+        prefetch_stage, self.prefetch_ops = self._prefetch_plan(), []
         for s, st in enumerate(self.k.stages):
+            if prefetch_stage is not None and s == prefetch_stage[0]:
+                self.prefetch_ops = prefetch_stage[1]
             if isinstance(st, kir.Reduce):
                 acc = self.reduce(st, ctx)
                 ctx.accs[s] = acc
             elif st.over_reduce:
-                self.reduce_space(ctx, lambda c, st=st: self.store(st.output, self._typed(st, c), c), st.expr)
+                def work(c: _Ctx, st=st) -> None:
+                    self.store(st.output, self._typed(st, c), c)
+                    self.prefetch_next(c)
+                self.reduce_space(ctx, work, st.expr)
             else:
                 self.store(st.output, self._typed(st, ctx), ctx)
+            self.prefetch_ops = []
+
+    def _prefetch_plan(self) -> tuple[int, list[int]] | None:
+        """Row kernels with several passes over a row: during the last pass, prefetch the next
+        row's inputs of the first pass (which would otherwise wait on memory with nothing to
+        overlap): (stage, input operands), or None."""
+        k = self.k
+        passes = [s for s, st in enumerate(k.stages) if isinstance(st, kir.Reduce) or st.over_reduce]
+        if not PREFETCH_NEXT_ROW or not self.row_mode or k.n_reduce != 1 or k.n_outer == 0 or len(passes) < 2:
+            return None
+        odim, rdim = k.n_outer - 1, k.ndim - 1
+        ops = [i for i in sorted(_loads(k, [k.stages[passes[0]].expr]))
+               if k.inputs[i].layout[rdim] == "c" and k.inputs[i].layout[odim] != "b"]
+        return (passes[-1], ops) if ops else None
+
+    def prefetch_next(self, c: _Ctx) -> None:
+        """Prefetch, for the inputs in ``self.prefetch_ops``, the lines of this vector step one
+        step along the innermost outer dim (out-of-bounds addresses are harmless)."""
+        if c.width is None or not self.prefetch_ops:
+            return
+        b, odim = self.b, self.k.n_outer - 1
+        for o in self.prefetch_ops:
+            nbytes = c.width * itemsize(self.k.inputs[o].dtype)
+            nxt = b.gep(self.ptrs[o], [b.add(c.offsets[o], self.strides[o][odim])])
+            p8 = b.bitcast(nxt, ir.IntType(8).as_pointer())
+            fn = self.module.globals.get("llvm.prefetch.p0")
+            if fn is None:
+                fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [p8.type, I32, I32, I32]),
+                                 name="llvm.prefetch.p0")
+            for line in range(0, nbytes, 64):   # (read, keep in all levels, data)
+                b.call(fn, [b.gep(p8, [self.i64(line)]), I32(0), I32(3), I32(1)])
 
     def _typed(self, st: kir.Store, ctx: _Ctx) -> ir.Value:
         v = self.eval(st.expr, ctx)
@@ -529,6 +568,7 @@ class _Lowering:
             block = (SUM_BLOCK, flush)
 
         def work(c: _Ctx):
+            self.prefetch_next(c)
             w = c.width
             dt = lane_dt if w else adt
             x = self.eval(st.expr, c)
