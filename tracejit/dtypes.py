@@ -10,6 +10,7 @@ dtype of their kind.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -141,20 +142,40 @@ def _is_py_scalar(x: Any) -> bool:
     return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
 
 
-def finfo(dtype: Any) -> Any:
-    """Array API ``finfo`` (bits, eps, max, min, smallest_normal, dtype)."""
-    dt = canonical(getattr(dtype, "dtype", dtype))
+@dataclass(frozen=True)
+class finfo_object:  # noqa: N801 - the standard's name
+    bits: int
+    eps: float
+    max: float
+    min: float
+    smallest_normal: float
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class iinfo_object:  # noqa: N801 - the standard's name
+    bits: int
+    max: int
+    min: int
+    dtype: np.dtype
+
+
+def finfo(type: Any, /) -> finfo_object:  # noqa: A002 - the standard's parameter name
+    """Array API ``finfo``: limits as Python scalars (``np.finfo`` gives float16/float32 scalars)."""
+    dt = canonical(getattr(type, "dtype", type))
     if not is_float(dt):
         raise TypeError(f"finfo needs a floating-point dtype, got {dt.name}")
-    return np.finfo(dt)
+    f = np.finfo(dt)
+    return finfo_object(int(f.bits), float(f.eps), float(f.max), float(f.min), float(f.smallest_normal), dt)
 
 
-def iinfo(dtype: Any) -> Any:
+def iinfo(type: Any, /) -> iinfo_object:  # noqa: A002 - the standard's parameter name
     """Array API ``iinfo`` (bits, max, min, dtype)."""
-    dt = canonical(getattr(dtype, "dtype", dtype))
+    dt = canonical(getattr(type, "dtype", type))
     if not is_int(dt):
         raise TypeError(f"iinfo needs an integer dtype, got {dt.name}")
-    return np.iinfo(dt)
+    i = np.iinfo(dt)
+    return iinfo_object(int(i.bits), int(i.max), int(i.min), dt)
 
 
 def isdtype(dtype: Any, kind: Any) -> bool:

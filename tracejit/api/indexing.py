@@ -19,8 +19,8 @@ def _expand_key(key: Any, ndim: int) -> list[Any]:
     used = sum(1 for k in key if k is not None and k is not Ellipsis)
     if used > ndim:
         raise IndexError(f"too many indices for a tensor of dimension {ndim}: {used}")
-    if Ellipsis in key:
-        i = key.index(Ellipsis)
+    if any(k is Ellipsis for k in key):  # not `in`: that would compare tensors with ==
+        i = next(j for j, k in enumerate(key) if k is Ellipsis)
         key[i:i + 1] = [slice(None)] * (ndim - used)
     else:
         key += [slice(None)] * (ndim - used)
@@ -62,9 +62,12 @@ def _basic_plan(shape: tuple[int, ...], key: list[Any]):
 
 def getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]``: ints, slices (any step), None, Ellipsis, integer arrays and boolean masks."""
-    if isinstance(key, (Tensor, np.ndarray, list)) or (
-            isinstance(key, tuple) and any(isinstance(k, (Tensor, np.ndarray, list)) and not _is_basic(k)
-                                           for k in key)):
+    keys = key if isinstance(key, tuple) else (key,)
+    if any(isinstance(k, (bool, np.bool_)) for k in keys):
+        # a Python bool is a 0-d mask (as in NumPy), not the integer index 0 or 1
+        keys = tuple(as_tensor(bool(k)) if isinstance(k, (bool, np.bool_)) else k for k in keys)
+        key = keys if isinstance(key, tuple) else keys[0]
+    if any(isinstance(k, (Tensor, np.ndarray, list)) and not _is_basic(k) for k in keys):
         return _advanced(x, key)
     k = _expand_key(key, x.ndim)
     start, stop, step, out_shape, trivial = _basic_plan(x.shape, k)
@@ -88,13 +91,14 @@ def _advanced(x: Tensor, key: Any) -> Tensor:
                 f"  at {user_frame()}\nuse tracejit.where(mask, x, 0) instead, or run eagerly")
         flat_axes = idx.ndim
         before = getitem(x, tuple(key[:pos]) + (Ellipsis,)) if pos else x
-        lead = before.shape[:pos]
-        merged = P.reshape(before, shape=lead + (int(np.prod(before.shape[pos:pos + flat_axes])),)
-                           + before.shape[pos + flat_axes:])
+        axis = sum(1 for k in key[:pos] if isinstance(k, slice))  # ints before the mask drop their dims
+        lead = before.shape[:axis]
+        merged = P.reshape(before, shape=lead + (int(np.prod(before.shape[axis:axis + flat_axes])),)
+                           + before.shape[axis + flat_axes:])
         nz = np.flatnonzero(idx.numpy()).astype(np.int64)
-        out = P.take(merged, P.constant(nz), axis=pos)
+        out = P.take(merged, P.constant(nz), axis=axis)
         rest = key[pos + 1:]
-        return getitem(out, (slice(None),) * (pos + 1) + tuple(rest)) if rest else out
+        return getitem(out, (slice(None),) * (axis + 1) + tuple(rest)) if rest else out
     if not dt.is_int(idx.dtype):
         raise IndexError(f"arrays used as indices must be integer or boolean, got {idx.dtype.name}")
     head = getitem(x, tuple(key[:pos]) + (Ellipsis,)) if pos else x

@@ -62,7 +62,8 @@ def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
     for a in axes:
         count *= x.shape[a]
     s = sum(x, axis=axes, keepdims=keepdims)
-    return P.mul(s, P.full(s.shape, 1.0 / count if count else float("nan"), s.dtype))
+    # divide, not multiply by 1/count: the mean of n equal values must be that value
+    return P.div(s, P.full(s.shape, count if count else float("nan"), s.dtype))
 
 
 def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:
@@ -76,7 +77,7 @@ def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: b
     d = P.sub(x, P.broadcast_to(mu, x.shape))
     ss = sum(P.mul(d, d), axis=axes, keepdims=keepdims)
     denom = count - correction
-    return P.mul(ss, P.full(ss.shape, 1.0 / denom if denom > 0 else float("nan"), ss.dtype))
+    return P.div(ss, P.full(ss.shape, denom if denom > 0 else float("nan"), ss.dtype))
 
 
 def std(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:

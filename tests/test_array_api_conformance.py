@@ -1,0 +1,69 @@
+"""Array API (2023.12) conformance details, checked against the Array API test suite.
+
+Each test pins one behaviour the standard specifies and tracejit once got wrong.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import jitted
+
+import tracejit as tj
+
+
+@pytest.mark.parametrize("dtype", [tj.float16, tj.float32, tj.float64])
+def test_finfo_limits_are_python_scalars(dtype):
+    # np.finfo gives float16/float32 scalars, which are not Python floats
+    info, ref = tj.finfo(dtype), np.finfo(dtype)
+    for name in ("eps", "max", "min", "smallest_normal"):
+        value = getattr(info, name)
+        assert type(value) is float and value == float(getattr(ref, name)), name
+    assert type(info.bits) is int and info.bits == ref.bits
+    assert info.dtype == dtype
+    assert tj.finfo(tj.ones(2, dtype=dtype)) == info
+
+
+@pytest.mark.parametrize("dtype", [tj.int8, tj.int16, tj.int32, tj.int64, tj.uint8])
+def test_iinfo_limits_are_python_ints(dtype):
+    info, ref = tj.iinfo(dtype), np.iinfo(dtype)
+    assert (info.bits, info.min, info.max, info.dtype) == (ref.bits, ref.min, ref.max, dtype)
+    assert all(type(v) is int for v in (info.bits, info.min, info.max))
+    assert tj.iinfo(tj.zeros(2, dtype=dtype)) == info
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", ["eager", "interpret", "llvm"])
+def test_mean_and_var_of_equal_values_are_exact(dtype, backend):
+    # sum * (1/n) rounds twice: the mean of 9 equal float64 values came out off by one ulp
+    x = np.full((3, 3), 3.00059637e15, dtype=dtype)
+
+    def f(t):
+        return tj.mean(t), tj.var(t), tj.std(t, axis=0, correction=1)
+    out = f(tj.asarray(x)) if backend == "eager" else jitted(f, backend)(tj.asarray(x))
+    mean, var, std = (np.asarray(o.numpy()) for o in out)
+    assert mean == np.mean(x)
+    assert var == 0 and np.all(std == 0)
+
+
+def test_zero_d_integer_tensor_indexes_like_an_int():
+    x = np.arange(24).reshape(2, 3, 4)
+    t = tj.asarray(x)
+    np.testing.assert_array_equal(t[tj.asarray(1)].numpy(), x[1])
+    np.testing.assert_array_equal(t[tj.asarray(1), ..., tj.asarray(-1)].numpy(), x[1, ..., -1])
+
+
+@pytest.mark.parametrize("key", [True, False, (True, 0), (0, False, slice(None))])
+def test_python_bool_index_is_a_zero_d_mask(key):
+    # bool is an int subclass: x[True] must add an axis (as in NumPy), not pick x[1]
+    x = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(tj.asarray(x)[key].numpy(), x[key])
+
+
+@pytest.mark.parametrize("key", [(slice(None), 1, "m4"), (0, "m3"), (1, "m3", 2), (0, "m3", slice(1, 3))])
+def test_boolean_mask_after_integer_index(key):
+    # an int before the mask drops its axis, so the mask starts one axis further left
+    x = np.arange(24).reshape(2, 3, 4)
+    masks = {"m4": np.array([True, False, True, True]), "m3": np.array([False, True, True])}
+    np_key = tuple(masks.get(k, k) if isinstance(k, str) else k for k in key)
+    tj_key = tuple(tj.asarray(k) if isinstance(k, np.ndarray) else k for k in np_key)
+    np.testing.assert_array_equal(tj.asarray(x)[tj_key].numpy(), x[np_key])
