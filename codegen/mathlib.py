@@ -323,9 +323,15 @@ def _sel_k(m: _Math, table):
 # ---------------------------------------------------------------------------------------------
 # exp family
 
-def _exp_reduce(m: _Math, x, lo: float, hi: float, ln2_scale: float = 1.0):
-    """x*ln2_scale = n*ln2 + r: return (expm1(r), n as int).  x clamped to [lo, hi], nan -> lo."""
-    xc = m.clamp(x, lo, hi)
+def _exp_reduce(m: _Math, x, lo: float, hi: float, ln2_scale: float = 1.0, keep_nan: bool = False):
+    """x*ln2_scale = n*ln2 + r: return (expm1(r), n as int).  x clamped to [lo, hi]; nan -> lo,
+    or with ``keep_nan`` nan stays (then expm1(r) is nan and n is junk: fine for a caller
+    that only multiplies by 2**n)."""
+    if keep_nan:    # (one maxps and one minps, and no final select on isnan(x))
+        xc = m.sel(m.lt(x, m.c(lo)), m.c(lo), x)
+        xc = m.sel(m.gt(xc, m.c(hi)), m.c(hi), xc)
+    else:
+        xc = m.clamp(x, lo, hi)
     # Round to an integer by adding 1.5*2^mant: n's float value and its integer bits at once,
     # cheaper than rint + fptosi (and one rounding fewer than rint(x*log2e)).
     magic = m.c(1.5 * 2.0 ** m.mant)
@@ -358,11 +364,10 @@ def _exp_limits(m: _Math) -> tuple[float, float]:
 def _exp_scaled(m: _Math, x, extra: int = 0):
     """exp(x) * 2**extra, nan-propagating."""
     lo, hi = _exp_limits(m)
-    u, n = _exp_reduce(m, x, lo, hi)
+    u, n = _exp_reduce(m, x, lo, hi, keep_nan=True)
     if extra:
         n = m.b.add(n, m.ci(extra))
-    y = m.ldexp(m.add(u, m.c(1.0)), n)
-    return m.sel(m.isnan(x), x, y)
+    return m.ldexp(m.add(u, m.c(1.0)), n)
 
 
 def _exp(m: _Math, x):
@@ -371,9 +376,8 @@ def _exp(m: _Math, x):
 
 def _exp2(m: _Math, x):
     lo, hi = (-151.0, 129.0) if not m.f64 else (-1076.0, 1025.0)
-    u, n = _exp_reduce(m, x, lo, hi, ln2_scale=0.0)
-    y = m.ldexp(m.add(u, m.c(1.0)), n)
-    return m.sel(m.isnan(x), x, y)
+    u, n = _exp_reduce(m, x, lo, hi, ln2_scale=0.0, keep_nan=True)
+    return m.ldexp(m.add(u, m.c(1.0)), n)
 
 
 def _expm1(m: _Math, x):
