@@ -137,9 +137,13 @@ def plan(g: Graph) -> FusionPlan:
         try:
             return _build(g, order, dict(materialized))
         except NeedsMaterialization as e:
-            if e.node in materialized:
+            old = materialized.get(e.node)
+            if old is None:
+                materialized[e.node] = e.reason
+            elif e.reason.startswith(COPIED) and not old.startswith(COPIED):
+                materialized[e.node] = f"{COPIED}{old}; {e.reason[len(COPIED):]}"   # stored, not just viewed
+            else:
                 raise
-            materialized[e.node] = e.reason
 
 
 def _sinks(g: Graph, nid: int, materialized: dict[int, str]) -> set[int]:
@@ -365,13 +369,13 @@ class KernelBuilder:
         space = g.node(rn.inputs[0]).shape if rn.op in REDUCTIONS else rn.shape
         prefix: Path = ()
         absorbed = self._absorbable(root, space, prefix)
-        if not absorbed and rn.op not in REDUCTIONS:
-            space, prefix, absorbed = self._epilogue(root)
         axes = None
         if rn.op in REDUCTIONS:
             axes = rn.params["axes"]
         elif absorbed:
             axes = g.node(absorbed[0]).params["axes"]
+        else:
+            space, prefix, absorbed, axes = self._epilogue(root)
         absorbed = [r for r in absorbed if g.node(r).params["axes"] == axes]
         ndim = len(space)
         reduce_dims = list(axes) if axes is not None else []
@@ -385,10 +389,7 @@ class KernelBuilder:
             rn_ = g.node(r)
             expr = self.expr(rn_.inputs[0], ())
             stages.append(kir.Reduce(REDUCTIONS[rn_.op], expr, self._reduce_dtype(r)))
-            self.members.add(r)
-            if r in self.materialized and r != root:
-                outputs.append((r, self._reduced_view(r)))
-                stages.append(kir.Store(len(outputs) - 1, kir.Acc(self.stage_of[r]), False))
+            self.members.add(r)      # (if r is also stored, its own kernel stores it: one producer each)
         if rn.op in REDUCTIONS:
             self.stage_of[root] = len(stages)
             expr = self.expr(rn.inputs[0], ())
@@ -404,7 +405,7 @@ class KernelBuilder:
         self.members.add(root)
         return self._finish(stages, outputs)
 
-    def _epilogue(self, root: int) -> tuple[tuple[int, ...], Path, list[int]]:
+    def _epilogue(self, root: int) -> tuple[tuple[int, ...], Path, list[int], tuple[int, ...] | None]:
         """Try computing ``root`` from a reduction's result in the reduction's own kernel.
 
         ``root`` (shape T, with as many elements as the reduction's result) is viewed as the
@@ -425,8 +426,8 @@ class KernelBuilder:
                 continue
             absorbed = self._absorbable(root, space, prefix)
             if r in absorbed:
-                return space, prefix, absorbed
-        return rn.shape, (), []
+                return space, prefix, absorbed, node.params["axes"]
+        return rn.shape, (), [], None
 
     def _reductions_below(self, root: int) -> list[int]:
         """Reductions the root's fused expression reads (through unmaterialized nodes)."""

@@ -178,8 +178,33 @@ def _rule_movement(g: Graph, nid: int) -> int | None:
     return None
 
 
+def _rule_transpose_of_matmul(g: Graph, nid: int) -> int | None:
+    """``(a @ b).mT -> b.mT @ a.mT`` when nothing else reads ``a @ b``.
+
+    Gradients of linear layers come out transposed; computing them in the layout their
+    consumers read keeps every later kernel's loads contiguous (BLAS takes transposed operands
+    for free).
+    """
+    n = g.node(nid)
+    if n.op != "permute":
+        return None
+    nd = len(n.shape)
+    if nd < 2 or n.params["perm"] != tuple(range(nd - 2)) + (nd - 1, nd - 2):
+        return None
+    mm = g.node(n.inputs[0])
+    if mm.op != "matmul" or len(g.users(n.inputs[0])) != 1 or n.inputs[0] in g.outputs:
+        return None
+    a, b = mm.inputs
+    perm = n.params["perm"]
+
+    def transposed(x: int) -> int:
+        shape = g.node(x).shape
+        return g.add("permute", (x,), {"perm": perm}, AVal(tuple(shape[p] for p in perm), g.node(x).dtype))
+    return g.add("matmul", (transposed(b), transposed(a)), {}, n.aval)
+
+
 RULES: list[Callable[[Graph, int], int | None]] = [
-    _rule_identity_operand, _rule_integer_zero, _rule_involution, _rule_movement]
+    _rule_identity_operand, _rule_integer_zero, _rule_involution, _rule_movement, _rule_transpose_of_matmul]
 
 
 def simplify(g: Graph) -> int:
