@@ -67,3 +67,33 @@ def test_boolean_mask_after_integer_index(key):
     np_key = tuple(masks.get(k, k) if isinstance(k, str) else k for k in key)
     tj_key = tuple(tj.asarray(k) if isinstance(k, np.ndarray) else k for k in np_key)
     np.testing.assert_array_equal(tj.asarray(x)[tj_key].numpy(), x[np_key])
+
+
+@pytest.mark.parametrize("obj", [[1.0, 2.0], (1, 2), 3, 2.5, True])
+def test_asarray_copy_false_refuses_python_objects(obj):
+    # copy=False must never copy, and a tensor made from Python objects always is one
+    with pytest.raises(ValueError):
+        tj.asarray(obj, copy=False)
+    np.testing.assert_array_equal(tj.asarray(obj).numpy(), np.asarray(obj))
+
+
+def test_asarray_copy_false_shares_buffers():
+    a = np.array([1.0, 2.0], dtype=np.float32)
+    t = tj.asarray(a, copy=False)
+    a[0] = 9.0
+    assert t.numpy()[0] == 9.0
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (6,)])
+def test_reshape_copy_true_does_not_alias(shape):
+    x = tj.asarray(np.arange(6.0))
+    y = tj.reshape(x, shape, copy=True)
+    y[(0,) * len(shape)] = -1.0
+    np.testing.assert_array_equal(x.numpy(), np.arange(6.0))
+
+
+def test_reshape_copy_false_refuses_to_copy():
+    x = tj.asarray(np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(tj.reshape(x, (12,), copy=False).numpy(), np.arange(12.0))
+    with pytest.raises(ValueError):
+        tj.reshape(x[:, :3], (9,), copy=False)

@@ -49,6 +49,9 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
             if want is None and arr.dtype not in dt.ALL_DTYPES:
                 want = dt.canonical(arr.dtype)
         else:
+            if copy is False and isinstance(obj, (bool, int, float, list, tuple)):
+                # Python scalars and sequences have no buffer to share: a tensor from them is a copy
+                raise ValueError(f"asarray(copy=False) would need a copy of a {type(obj).__name__}")
             if want is None:
                 want = _infer_dtype(obj)
             if isinstance(obj, (list, tuple)):

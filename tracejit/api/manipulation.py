@@ -24,9 +24,15 @@ def reshape(x: Tensor, /, shape: int | Sequence[int], *, copy: bool | None = Non
         if known == 0 or x.size % known:
             raise ValueError(f"reshape: cannot reshape {x.shape} ({x.size} elements) to {shape}")
         shape = tuple(x.size // known if s == -1 else s for s in shape)
-    if shape == x.shape:
-        return x
-    return P.reshape(x, shape=shape)
+    out = x if shape == x.shape else P.reshape(x, shape=shape)
+    if copy is None or x.is_tracer:  # traced values are never aliased, so copy has nothing to decide
+        return out
+    if copy:
+        # an eager reshape views x's buffer: copy=True must not write through to x
+        return P.bind("constant", value=np.array(out.numpy(), copy=True))
+    if x.device.type == "cpu" and x.size and not np.shares_memory(out.numpy(), x.numpy()):
+        raise ValueError(f"reshape(copy=False): {x.shape} -> {shape} needs a copy of this strided tensor")
+    return out
 
 
 def permute_dims(x: Tensor, /, axes: Sequence[int]) -> Tensor:
