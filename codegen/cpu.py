@@ -53,7 +53,7 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-7"
+CODEGEN_VERSION = "cpu-8"
 
 # Bytes of data per vector step of elementwise and column loops (4 AVX2 / 2 AVX-512 registers):
 # two or more independent chains per step keep long polynomial bodies (tanh, exp) from

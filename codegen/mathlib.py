@@ -532,25 +532,33 @@ def _trig_finish(m: _Math, x, y, keep_zero: bool):
 
 
 def _sin_f32(m: _Math, x):
-    """x = q*pi + r, |r| <= pi/2, sin(x) = (-1)^q sin(r): one polynomial, no quadrant select."""
-    fin = m.lt(m.abs(x), m.c(float("inf")))
-    xr = m.sel(fin, x, m.c(0.0))
-    # q = rint(x/pi) by the magic-number add: t's lowest mantissa bit is q's parity
+    """|x| = q*pi + r, |r| <= pi/2, sin(x) = sign(x) (-1)^q sin(r): one polynomial, one sign.
+
+    Special values need no selects on x (so x need not stay live): +-0 gives r = +0 and the
+    sign of x, inf or nan give r = nan, which the nan-keeping clamps pass on."""
+    a = m.abs(x)
+    # q = rint(|x|/pi) by the magic-number add: t's lowest mantissa bit is q's parity; adding
+    # x's sign bit to it makes bit 0 the sign of the result
     magic = m.c(1.5 * 2.0 ** 23)
-    t = m.fma(xr, m.c(1.0 / 3.141592653589793), magic)
+    t = m.fma(a, m.c(1.0 / 3.141592653589793), magic)
+    sign = m.b.add(m.as_int(t), m.b.lshr(m.as_int(x), m.ci(31)))
     q = m.sub(t, magic)
     p1, p2, p3 = _PI3_F32
-    r = m.fma(m.neg(q), m.c(p1), xr)
+    r = m.fma(m.neg(q), m.c(p1), a)
     r = m.fma(m.neg(q), m.c(p2), r)
     r = m.fma(m.neg(q), m.c(p3), r)
-    # x/pi rounds once, so q may be off by one near half-integers and |r| a little over pi/2;
+    # |x|/pi rounds once, so q may be off by one near half-integers and |r| a little over pi/2;
     # past ~1e6 the reduction has no bits left: the clamps keep the result in [-1, 1]
-    r = m.clamp(r, -1.6, 1.6)
+    r = _clamp_keep_nan(m, r, 1.6)
     z = m.mul(r, r)
-    y = m.fma(m.mul(r, z), m.poly(z, _SIN_PI_P), r)
-    y = m.clamp(y, -1.0, 1.0)
-    y = m.as_float(m.b.xor(m.as_int(y), m.b.shl(m.as_int(t), m.ci(31))))
-    return _trig_finish(m, x, y, keep_zero=True)
+    y = _clamp_keep_nan(m, m.fma(m.mul(r, z), m.poly(z, _SIN_PI_P), r), 1.0)
+    return m.as_float(m.b.xor(m.as_int(y), m.b.shl(sign, m.ci(31))))
+
+
+def _clamp_keep_nan(m: _Math, x, bound: float):
+    """x clamped to [-bound, bound], nan kept (one maxps and one minps)."""
+    x = m.sel(m.lt(x, m.c(-bound)), m.c(-bound), x)
+    return m.sel(m.gt(x, m.c(bound)), m.c(bound), x)
 
 
 def _sin(m: _Math, x):
