@@ -53,12 +53,12 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-8"
+CODEGEN_VERSION = "cpu-9"
 
-# Bytes of data per vector step of elementwise and column loops (4 AVX2 / 2 AVX-512 registers):
-# two or more independent chains per step keep long polynomial bodies (tanh, exp) from
-# stalling on latency (GELU: 1.5x faster than 64 bytes with AVX-512, 1.15x with AVX2).
-VECTOR_BYTES = 128
+# Elementwise and column loops, in host vector registers per vector step: two independent
+# chains per step keep long polynomial bodies (tanh, exp) from stalling on latency (GELU 1.4x
+# faster than one with AVX-512); more spill with AVX2's 16 registers (W1 5% slower at four).
+VECTOR_REGISTERS = 2
 # Row reductions, in host vector registers: independent accumulators and chains per step.
 # More than 4 spills with AVX2's 16 registers (softmax 10% slower at 8).
 ROW_VECTOR_REGISTERS = 4
@@ -180,7 +180,7 @@ class _Lowering:
         self.b = ir.IRBuilder(self.fn.append_basic_block("start"))
         self.operands = list(kernel.inputs) + list(kernel.outputs)
         big = max(itemsize(d) for d in _all_dtypes(kernel))
-        self.vw = max(4, min(32, VECTOR_BYTES // big))
+        self.vw = max(4, min(32, VECTOR_REGISTERS * native_vector_bytes() // big))
         self.row_vw = max(8, min(64, ROW_VECTOR_REGISTERS * native_vector_bytes() // big))
         self.row_mode = _row_mode(kernel)
 
