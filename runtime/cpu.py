@@ -23,10 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from codegen import kir
+from codegen.mathlib import FUNCTIONS as MATH_FUNCTIONS
 from runtime.kernel_cache import KernelCache, default_cache
 from runtime.program import Extern, Launch, Program, View
 
-SMALL_WORK = 32 * 1024          # iteration points below which a launch stays on one thread
+# Work (iteration points times point_cost) below which a launch stays on one thread: waking a
+# worker costs ~15 us on the 2-core VM, and a 256K-element copy ran no faster on two threads.
+SMALL_WORK = 512 * 1024
 SMALL_SLOT = 256 * 1024         # buffers up to this size are plain NumPy memory, not pooled
 _HUGE = 2 * 1024 * 1024
 
@@ -71,10 +74,25 @@ def launch(fn, ranges: Sequence[tuple[int, int]], shape_p: int, strides_p: int, 
         f.result()
 
 
-def plan_ranges(shape: Sequence[int], n_outer: int, threads: int | None = None) -> list[tuple[int, int]]:
-    """How to split a launch's outer space across threads (one range when small)."""
+_SLOW_OPS = frozenset({"div", "sqrt", "rsqrt", "floordiv", "mod"})
+
+
+def point_cost(kernel: kir.Kernel) -> float:
+    """Rough cost of one iteration point relative to a copy (transcendental functions ~8)."""
+    cost = 1.0
+    for st in kernel.stages:
+        for node in kir.walk(st.expr):
+            if isinstance(node, kir.Op):
+                cost += 8.0 if node.op in MATH_FUNCTIONS else 1.0 if node.op in _SLOW_OPS else 0.25
+    return cost
+
+
+def plan_ranges(shape: Sequence[int], n_outer: int, threads: int | None = None,
+                cost: float = 1.0) -> list[tuple[int, int]]:
+    """How to split a launch's outer space across threads (one range when small); ``cost`` is
+    the kernel's :func:`point_cost`."""
     outer = int(np.prod(shape[:n_outer], dtype=np.int64))
-    work = int(np.prod(shape, dtype=np.int64))
+    work = int(np.prod(shape, dtype=np.int64)) * cost
     threads = num_threads() if threads is None else threads
     if outer == 0:                  # (an empty reduce space still writes every output)
         return []
@@ -190,7 +208,7 @@ def run_kernel(kernel: kir.Kernel, shape: Sequence[int], inputs: Sequence[np.nda
         strides.append([s // a.itemsize for s in v.strides])
         keep.append(a)
     _check_layout(kernel, shape, strides)
-    ranges = plan_ranges(shape, kernel.n_outer, threads)
+    ranges = plan_ranges(shape, kernel.n_outer, threads, point_cost(kernel))
     if not ranges:
         return
     fn = (cache or default_cache()).get(kernel).fn
@@ -244,7 +262,7 @@ class _PreparedLaunch:
         # (slot, byte offset) per operand
         self.operands = [(v.slot, v.offset * np.dtype(slot_dtypes[v.slot]).itemsize) for v in views]
         self.ptrs = (ctypes.c_uint64 * max(1, len(views)))()
-        self.ranges = plan_ranges(step.shape, k.n_outer)
+        self.ranges = plan_ranges(step.shape, k.n_outer, cost=point_cost(k))
         self.args = (self.shape.ctypes.data, self.strides.ctypes.data, ctypes.addressof(self.ptrs))
 
     def run(self, addresses: list[int]) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 from cpu_helpers import CACHE, C, L, op
 
 from codegen import kir
-from runtime.cpu import SMALL_SLOT, CpuProgram, data_address
+from runtime.cpu import SMALL_SLOT, SMALL_WORK, CpuProgram, data_address, plan_ranges, point_cost
 from runtime.program import Launch, Program, View
 
 
@@ -73,3 +73,13 @@ def test_input_passthrough_is_copied_and_non_contiguous_inputs_work():
     np.testing.assert_array_equal(out, x * 6)
     np.testing.assert_array_equal(same, x)
     assert not np.shares_memory(same, x)
+
+
+def test_thread_split_weighs_work_per_point():
+    cheap, dear = _scale(2.0), kir.Kernel("tanh", 1, 0, _scale(2.0).inputs, _scale(2.0).outputs,
+                                          (kir.Store(0, op("tanh", "float32", L(0))),))
+    n = int(SMALL_WORK / point_cost(cheap)) - 1000
+    assert point_cost(dear) > 4 * point_cost(cheap)
+    assert len(plan_ranges((n,), 1, threads=2, cost=point_cost(cheap))) == 1
+    assert len(plan_ranges((n,), 1, threads=2, cost=point_cost(dear))) == 2
+    assert len(plan_ranges((16,), 1, threads=2, cost=point_cost(dear))) == 1
