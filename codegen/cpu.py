@@ -53,7 +53,7 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-9"
+CODEGEN_VERSION = "cpu-10"
 
 # Elementwise and column loops, in host vector registers per vector step: two independent
 # chains per step keep long polynomial bodies (tanh, exp) from stalling on latency (GELU 1.4x
@@ -631,9 +631,12 @@ class _Lowering:
         def over_tile(c: _Ctx, work, expr: kir.Expr) -> None:
             self.vector_range(c, dim, t0, t1, vw, work, [expr])
 
+        # the tile's width rounded up to whole vectors (narrow tiles: initialise only those)
+        used = b.and_(b.add(b.sub(t1, t0), self.i64(vw - 1)), self.i64(-vw))
+
         def new_array(dtype: str, init: ir.Constant) -> ir.Value:
             arr = self.alloca_b.alloca(ir.ArrayType(value_type(dtype), COLUMN_TILE))
-            with self.loop(self.i64(0), self.i64(COLUMN_TILE), vw, "init") as i:
+            with self.loop(self.i64(0), used, vw, "init") as i:
                 b.store(init, ptr(arr, i, vw), align=itemsize(dtype))
             return arr
 

@@ -120,3 +120,21 @@ def test_division_by_hoisted_value():
     np.testing.assert_allclose(outs[0], x / s, rtol=3e-7)
     np.testing.assert_allclose(outs[1], x / d, rtol=3e-7)
     np.testing.assert_array_equal(outs[2], x / np.float32(3.0))     # constants divide exactly
+
+
+def test_column_index_of_the_unrolled_reduce_dim():
+    x = randn(7, 45)                                   # iteration (column, row): rows unrolled
+    row = op("cast", "float32", kir.Index(1))
+    out = np.empty((45, 1), np.float32)
+    reduce_kernel([kir.Reduce("sum", op("mul", "float32", L(0), row), "float32"), kir.Store(0, kir.Acc(0))],
+                  [x.T], [out], x.T.shape, 1)
+    want = (x * np.arange(7, dtype=np.float32)[:, None]).sum(axis=0)
+    np.testing.assert_allclose(out[:, 0], want, rtol=1e-5)
+
+
+def test_narrow_column_tiles_with_many_outer_rows():
+    x = randn(5000, 6, 3)                               # iteration (n, c, r): tiles 3 columns wide
+    v = x.transpose(0, 2, 1)
+    out = np.empty((5000, 3, 1), np.float32)
+    reduce_kernel([kir.Reduce("max", L(0), "float32"), kir.Store(0, kir.Acc(0))], [v], [out], v.shape, 1)
+    np.testing.assert_array_equal(out[:, :, 0], x.max(axis=1))
