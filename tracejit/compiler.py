@@ -233,7 +233,7 @@ def _register_externs() -> None:
     if register is None:
         return
     for name, prim in PRIMS.items():
-        if prim.kind == "host" or name in ("pad", "concat", "slice_scatter"):
+        if prim.kind == "host" or name in fusion.EXTERN_MOVEMENT:
             register(name, prim.impl)
 
 

@@ -35,6 +35,7 @@ from .ops import PRIMS, REDUCTIONS
 from .views import View, contiguous_strides
 
 VIEW_OPS = ("reshape", "permute", "expand", "slice")
+EXTERN_MOVEMENT = ("pad", "concat", "slice_scatter")   # data movement that is not a view: extern steps
 RECOMPUTE_LIMIT = 6          # cost units; a transcendental costs 4, other ops 1, views 0
 _EXPENSIVE = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos",
               "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "pow", "atan2", "div",
@@ -106,8 +107,7 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
 
 def _is_extern(g: Graph, nid: int) -> bool:
     n = g.node(nid)
-    return n.op not in ("input",) and (PRIMS[n.op].kind in ("matmul", "host")
-                                         or n.op in ("pad", "concat", "slice_scatter"))
+    return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or n.op in EXTERN_MOVEMENT)
 
 
 def plan(g: Graph) -> FusionPlan:
@@ -169,8 +169,7 @@ def _sinks(g: Graph, nid: int, materialized: dict[int, str]) -> set[int]:
 def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPlan:
     fp = FusionPlan(materialized, {})
     produced: set[int] = set()
-    pending = list(materialized)
-    while pending:
+    while True:     # building a kernel may ask for more buffers (read through views, say)
         pending = [n for n in order if n in materialized and n not in produced]
         if not pending:
             break
@@ -178,25 +177,23 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
             if nid in produced:
                 continue
             n = g.node(nid)
+            alias = _view_alias(g, nid, materialized) if n.op in VIEW_OPS else None
             if n.op == "input":
                 produced.add(nid)
             elif n.op == "constant" and _uniform(n.params["value"]) is None:
                 fp.constants[nid] = np.ascontiguousarray(n.params["value"])
                 produced.add(nid)
-            elif n.op in VIEW_OPS and _view_alias(g, nid, materialized) is not None:
-                fp.aliases[nid] = _view_alias(g, nid, materialized)
+            elif alias is not None:
+                fp.aliases[nid] = alias
                 produced.add(nid)
             elif _is_extern(g, nid):
-                ins = []
-                for i in n.inputs:
-                    ins.append(_operand_view(g, i, materialized, f"operand of {n.op}"))
+                ins = [_operand_view(g, i, materialized, f"operand of {n.op}") for i in n.inputs]
                 fp.steps.append(ExternPlan(nid, ins))
                 produced.add(nid)
             else:
                 kp = KernelBuilder(g, materialized, nid).build()
                 fp.steps.append(kp)
                 produced.update(node for node, _ in kp.outputs)
-        # kernels may have asked for more buffers (reductions read in a non-fusable way)
     _merge_siblings(fp)
     _order_steps(fp)
     return fp
