@@ -5,7 +5,7 @@ downloaded).  Both runs start from the same weights, see the same batches and th
 dropout masks, so their losses agree to float32 rounding.
 
     python examples/train_mlp.py                       # short run (< 1 min)
-    python examples/train_mlp.py --epochs 5 --samples 20000 --backend llvm
+    python examples/train_mlp.py --epochs 5 --samples 20000 --backend interpret
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--backend", default="interpret", choices=["interpret", "llvm"])
+    ap.add_argument("--backend", default="llvm", choices=["llvm", "interpret"])
     args = ap.parse_args()
 
     x, y = make_data(args.samples)
