@@ -323,11 +323,13 @@ def _sel_k(m: _Math, table):
 # ---------------------------------------------------------------------------------------------
 # exp family
 
-def _exp_reduce(m: _Math, x, lo: float, hi: float, ln2_scale: float = 1.0, keep_nan: bool = False):
+def _exp_reduce(m: _Math, x, lo: float | None, hi: float, ln2_scale: float = 1.0, keep_nan: bool = False):
     """x*ln2_scale = n*ln2 + r: return (expm1(r), n as int).  x clamped to [lo, hi]; nan -> lo,
     or with ``keep_nan`` nan stays (then expm1(r) is nan and n is junk: fine for a caller
-    that only multiplies by 2**n)."""
-    if keep_nan:    # (one maxps and one minps, and no final select on isnan(x))
+    that only multiplies by 2**n).  ``lo=None``: x is known to be in range, no clamp."""
+    if lo is None:
+        xc = x
+    elif keep_nan:    # (one maxps and one minps, and no final select on isnan(x))
         xc = m.sel(m.lt(x, m.c(lo)), m.c(lo), x)
         xc = m.sel(m.gt(xc, m.c(hi)), m.c(hi), xc)
     else:
@@ -691,7 +693,7 @@ def _tanh_f32(m: _Math, x):
     a = m.abs(x)
     small = m.fma(m.mul(a, m.mul(a, a)), m.poly(m.mul(a, a), _TANH_P), a)
     ac = m.sel(m.gt(a, m.c(9.5)), m.c(9.5), a)
-    u, n = _exp_reduce(m, m.add(ac, ac), -1.0, 20.0)
+    u, n = _exp_reduce(m, m.add(ac, ac), None, 19.0)
     e = m.as_float(m.b.add(m.as_int(m.add(u, m.c(1.0))), m.b.shl(n, m.ci(m.mant))))
     big = m.sub(m.c(1.0), m.div(m.c(2.0), m.add(e, m.c(1.0))))
     y = m.sel(m.ge(a, m.c(0.625)), big, small)      # nan: small, which is nan
