@@ -53,7 +53,7 @@ from codegen.scalar import (
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-11"
+CODEGEN_VERSION = "cpu-12"
 
 # Elementwise and column loops, in host vector registers per vector step: two independent
 # chains per step keep long polynomial bodies (tanh, exp) from stalling on latency (GELU 1.4x

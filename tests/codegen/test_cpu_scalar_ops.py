@@ -184,3 +184,13 @@ def test_nan_to_bool_is_true():
     x = np.array([np.nan, 0.0, -0.0, 3.0], np.float64)
     (got,) = elementwise([op("cast", "bool", L(0))], [x], ["bool"])
     np.testing.assert_array_equal(got, x.astype(bool))
+
+
+def test_float_max_min_match_numpy_bitwise():
+    """Every pair of special values, signed zeros included (NumPy: ties give the second)."""
+    v = np.array([np.nan, -np.inf, -2.5, -0.0, 0.0, 1e-45, 3.0, np.inf], np.float32)
+    x, y = (a.ravel() for a in np.meshgrid(v, v))
+    mx, mn = elementwise([op(n, "float32", L(0), L(1)) for n in ("max", "min")], [x, y], ["float32"] * 2)
+    for got, ref in ((mx, np.maximum(x, y)), (mn, np.minimum(x, y))):
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
