@@ -183,6 +183,7 @@ class _Lowering:
         self.vw = max(4, min(32, VECTOR_REGISTERS * native_vector_bytes() // big))
         self.row_vw = max(8, min(64, ROW_VECTOR_REGISTERS * native_vector_bytes() // big))
         self.row_mode = _row_mode(kernel)
+        self.prefetch_ops: list[int] = []       # see prefetch_next
 
     # ----------------------------------------------------------------- small builders
 
