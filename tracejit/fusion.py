@@ -515,8 +515,9 @@ class KernelBuilder:
             # views stay index arithmetic, even of buffers (unless the view had to be copied)
             self.members.add(nid)
             return self.expr(n.inputs[0], path + (_step(n, nid),))
-        if nid in self.materialized and nid != self.root or n.op == "input" or (
-                n.op == "constant") or (n.op in REDUCTIONS and nid not in self.stage_of):
+        stored = nid in self.materialized and nid != self.root and not self._recompute(nid)
+        if stored or n.op == "input" or n.op == "constant" or (
+                n.op in REDUCTIONS and nid not in self.stage_of):
             if nid not in self.materialized and n.op not in ("input", "constant"):
                 raise NeedsMaterialization(nid, "reduction read in a way no consumer kernel can fuse "
                                                 "(not broadcast back over its axes)")
@@ -530,6 +531,18 @@ class KernelBuilder:
         args = [self.expr(i, path) for i in n.inputs]
         params = {k: v for k, v in n.params.items() if k != "dtype"}   # the result dtype is passed as such
         return prim.lower(args, n.dtype.name, **params)
+
+    def _recompute(self, nid: int) -> bool:
+        """Whether to compute a stored graph output again here rather than read it back.
+
+        Cheap elementwise outputs (an optimizer's new ``m`` and ``v``) are recomputed by the
+        kernels that read them, which frees those kernels to be merged with the one storing them.
+        """
+        n = self.g.node(nid)
+        if self.materialized[nid] != "graph output" or n.op not in PRIMS or PRIMS[n.op].kind != "elementwise":
+            return False
+        others = {k: v for k, v in self.materialized.items() if k != nid}
+        return _cost(self.g, nid, others, {}) <= RECOMPUTE_LIMIT
 
     def _load(self, nid: int, path: Path) -> kir.Expr:
         v = _apply_path(View.contiguous(self.g.node(nid).shape), path)
