@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from codegen import cpu
 from codegen.kir import Kernel
+from runtime import disk_cache
 
 log = logging.getLogger("tracejit.cache")
 
@@ -36,34 +35,14 @@ class CompiledKernel:
     fn: cpu.KernelFn
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TRACEJIT_CACHE_DIR") or Path.home() / ".cache" / "tracejit")
-
-
-def _disk_disabled() -> bool:
-    return os.environ.get("TRACEJIT_DISABLE_CACHE", "") not in ("", "0")
-
-
 def encode_entry(artifact: cpu.CpuArtifact) -> bytes:
-    payload = artifact.object_code + artifact.llvm_ir.encode()
-    header = {"symbol": artifact.symbol, "object_size": len(artifact.object_code),
-              "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-    return _MAGIC + json.dumps(header).encode() + b"\n" + payload
+    header = {"symbol": artifact.symbol, "object_size": len(artifact.object_code)}
+    return disk_cache.encode(_MAGIC, header, artifact.object_code + artifact.llvm_ir.encode())
 
 
 def decode_entry(data: bytes) -> cpu.CpuArtifact:
     """Parse and verify an entry; raises ValueError on any damage."""
-    if not data.startswith(_MAGIC):
-        raise ValueError("bad magic")
-    head, sep, payload = data[len(_MAGIC):].partition(b"\n")
-    if not sep:
-        raise ValueError("truncated header")
-    try:
-        header = json.loads(head)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"bad header: {e}") from None
-    if len(payload) != header["size"] or hashlib.sha256(payload).hexdigest() != header["sha256"]:
-        raise ValueError("checksum mismatch (truncated or corrupted)")
+    header, payload = disk_cache.decode(_MAGIC, data)
     n = header["object_size"]
     return cpu.CpuArtifact(header["symbol"], payload[:n], payload[n:].decode())
 
@@ -83,8 +62,8 @@ class KernelCache:
     """Compiled kernels by structural key; ``stats`` counts where each request was served from."""
 
     def __init__(self, directory: str | os.PathLike | None = None, disk: bool | None = None):
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
-        self.disk = (not _disk_disabled()) if disk is None else disk
+        self.directory = Path(directory) if directory is not None else disk_cache.cache_dir()
+        self.disk = (not disk_cache.disk_disabled()) if disk is None else disk
         self.stats = {"compiled": 0, "disk_hits": 0, "memory_hits": 0, "disk_errors": 0}
         self._memory: dict[str, CompiledKernel] = {}
         self._lock = threading.Lock()
@@ -114,12 +93,8 @@ class KernelCache:
 
     def _read(self, kernel: Kernel) -> cpu.CpuArtifact | None:
         path = self.path_for(kernel)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            log.warning("kernel cache: cannot read %s (%s); recompiling", path, e)
+        data = disk_cache.read(path, "kernel cache")
+        if data is None:
             return None
         try:
             artifact = decode_entry(data)
@@ -132,19 +107,7 @@ class KernelCache:
             return None
 
     def _write(self, kernel: Kernel, artifact: cpu.CpuArtifact) -> None:
-        path = self.path_for(kernel)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tjk")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(encode_entry(artifact))
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as e:
-            log.warning("kernel cache: cannot write %s (%s)", path, e)
+        disk_cache.write_atomic(self.path_for(kernel), encode_entry(artifact), "kernel cache")
 
 
 _default: KernelCache | None = None

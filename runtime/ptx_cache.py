@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -20,37 +18,22 @@ import llvmlite.binding as llvm
 
 from codegen import ptx
 from codegen.kir import Kernel
-from runtime.kernel_cache import codegen_digest, default_cache_dir
+from runtime import disk_cache
+from runtime.kernel_cache import codegen_digest
 
 log = logging.getLogger("tracejit.cache")
 
 _MAGIC = b"TJPTX1\n"
 
 
-def _disk_disabled() -> bool:
-    return os.environ.get("TRACEJIT_DISABLE_CACHE", "") not in ("", "0")
-
-
 def encode_entry(pk: ptx.PtxKernel) -> bytes:
-    payload = pk.ptx.encode()
     meta = {f.name: getattr(pk, f.name) for f in dataclasses.fields(pk) if f.name != "ptx"}
-    header = {**meta, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-    return _MAGIC + json.dumps(header).encode() + b"\n" + payload
+    return disk_cache.encode(_MAGIC, meta, pk.ptx.encode())
 
 
 def decode_entry(data: bytes) -> ptx.PtxKernel:
     """Parse and verify an entry; raises ValueError on any damage."""
-    if not data.startswith(_MAGIC):
-        raise ValueError("bad magic")
-    head, sep, payload = data[len(_MAGIC):].partition(b"\n")
-    if not sep:
-        raise ValueError("truncated header")
-    try:
-        header = json.loads(head)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"bad header: {e}") from None
-    if len(payload) != header.pop("size") or hashlib.sha256(payload).hexdigest() != header.pop("sha256"):
-        raise ValueError("checksum mismatch (truncated or corrupted)")
+    header, payload = disk_cache.decode(_MAGIC, data)
     try:
         return ptx.PtxKernel(ptx=payload.decode(), **header)
     except TypeError as e:
@@ -61,8 +44,8 @@ class PtxCache:
     """PTX by (structural key, arch); ``stats`` counts where each request was served from."""
 
     def __init__(self, directory: str | os.PathLike | None = None, disk: bool | None = None):
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
-        self.disk = (not _disk_disabled()) if disk is None else disk
+        self.directory = Path(directory) if directory is not None else disk_cache.cache_dir()
+        self.disk = (not disk_cache.disk_disabled()) if disk is None else disk
         self.stats = {"compiled": 0, "disk_hits": 0, "memory_hits": 0, "disk_errors": 0}
         self._memory: dict[tuple[str, str], ptx.PtxKernel] = {}
         self._lock = threading.Lock()
@@ -91,12 +74,8 @@ class PtxCache:
 
     def _read(self, kernel: Kernel, arch: str) -> ptx.PtxKernel | None:
         path = self.path_for(kernel, arch)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            log.warning("ptx cache: cannot read %s (%s); recompiling", path, e)
+        data = disk_cache.read(path, "ptx cache")
+        if data is None:
             return None
         try:
             pk = decode_entry(data)
@@ -109,19 +88,7 @@ class PtxCache:
             return None
 
     def _write(self, kernel: Kernel, arch: str, pk: ptx.PtxKernel) -> None:
-        path = self.path_for(kernel, arch)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tjk")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(encode_entry(pk))
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as e:
-            log.warning("ptx cache: cannot write %s (%s)", path, e)
+        disk_cache.write_atomic(self.path_for(kernel, arch), encode_entry(pk), "ptx cache")
 
 
 _default: PtxCache | None = None
