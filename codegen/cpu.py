@@ -94,14 +94,6 @@ def symbol_name(kernel: kir.Kernel) -> str:
 # --------------------------------------------------------------------------- expression helpers
 
 
-def expr_dtype(k: kir.Kernel, e: kir.Expr) -> str:
-    if isinstance(e, kir.Load):
-        return k.inputs[e.input].dtype
-    if isinstance(e, kir.Acc):
-        return k.stages[e.stage].dtype
-    if isinstance(e, kir.Index):
-        return "int64"
-    return e.dtype
 
 
 def _all_dtypes(k: kir.Kernel) -> set[str]:
@@ -422,7 +414,7 @@ class _Lowering:
             v = b.fmul(self.eval(e.args[0], ctx), splat(b, ctx.hoisted[("recip", e.args[1])], w))
         else:
             args = [self.eval(a, ctx) for a in e.args]
-            dts = [expr_dtype(self.k, a) for a in e.args]
+            dts = [kir.expr_dtype(self.k, a) for a in e.args]
             v = emit_op(b, e.op, args, dts, e.dtype)
         ctx.memo[e] = v
         return v
@@ -522,7 +514,7 @@ class _Lowering:
 
     def _typed(self, st: kir.Store, ctx: _Ctx) -> ir.Value:
         v = self.eval(st.expr, ctx)
-        return cast(self.b, v, expr_dtype(self.k, st.expr), self.k.outputs[st.output].dtype)
+        return cast(self.b, v, kir.expr_dtype(self.k, st.expr), self.k.outputs[st.output].dtype)
 
     def reduce_space(self, ctx: _Ctx, work, expr: kir.Expr,
                      block: tuple[int, Callable[[], None]] | None = None, skip_last: bool = False) -> None:
@@ -552,7 +544,7 @@ class _Lowering:
         """Row mode: fold ``st.expr`` over the reduce space of one outer point (a scalar)."""
         b, k, vw = self.b, self.k, self.row_vw
         arg = st.op in ("argmax", "argmin")
-        edt = expr_dtype(k, st.expr)
+        edt = kir.expr_dtype(k, st.expr)
         adt = edt if arg else _reduce_acc_dtype(st)
         # float32 sums: vector lanes add in float32 for a block, then fold into float64 lanes.
         lane_dt = "float32" if st.op == "sum" and adt == "float64" and edt in ("float16", "float32") else adt
@@ -644,7 +636,7 @@ class _Lowering:
         for s, st in enumerate(k.stages):
             if isinstance(st, kir.Reduce):
                 arg = st.op in ("argmax", "argmin")
-                edt = expr_dtype(k, st.expr)
+                edt = kir.expr_dtype(k, st.expr)
                 adt = edt if arg else _reduce_acc_dtype(st)
                 arr = new_array(adt, _init(st.op, adt, vw))
                 iarr = new_array("int64", const("int64", 0, vw)) if arg else None

@@ -144,6 +144,17 @@ def structural_key(k: Kernel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def expr_dtype(k: Kernel, e: Expr) -> str:
+    """The dtype of an expression node inside kernel ``k``."""
+    if isinstance(e, Load):
+        return k.inputs[e.input].dtype
+    if isinstance(e, Acc):
+        return k.stages[e.stage].dtype
+    if isinstance(e, Index):
+        return "int64"
+    return e.dtype
+
+
 def walk(expr: Expr):
     """Yield every node of an expression tree once (post-order, shared nodes once)."""
     seen: set[int] = set()

@@ -183,7 +183,8 @@ class _Lowering:
                 v = index(node.dim)
             else:
                 args = [memo[id(a)] for a in node.args]
-                v = self.emit(self.b, node.op, args, [expr_dtype(self.k, a) for a in node.args], node.dtype)
+                dtypes = [kir.expr_dtype(self.k, a) for a in node.args]
+                v = self.emit(self.b, node.op, args, dtypes, node.dtype)
             memo[id(node)] = v
         return memo[id(expr)]
 
@@ -198,15 +199,6 @@ class _Lowering:
         return self.module
 
 
-def expr_dtype(k: kir.Kernel, e: kir.Expr) -> str:
-    """The dtype of an expression node inside kernel ``k``."""
-    if isinstance(e, kir.Load):
-        return k.inputs[e.input].dtype
-    if isinstance(e, kir.Acc):
-        return k.stages[e.stage].dtype
-    if isinstance(e, kir.Index):
-        return "int64"
-    return e.dtype
 
 
 class _Elementwise:
@@ -285,7 +277,7 @@ class _Elementwise:
         for st in self.k.stages:
             v = low.eval(st.expr, loads, self.index_fn(idx, j0, j), memo)
             out = low.outputs[st.output]
-            low.store(out, offs[len(low.inputs) + st.output], low.cast(v, expr_dtype(self.k, st.expr),
+            low.store(out, offs[len(low.inputs) + st.output], low.cast(v, kir.expr_dtype(self.k, st.expr),
                                                                          out.spec.dtype))
 
     def vector_chunk(self, idx: dict, base: list, j0: ir.Value, vec_ops: set[int]) -> None:
@@ -315,7 +307,7 @@ class _Elementwise:
             out = low.outputs[st.output]
             vals = [low.eval(st.expr, lambda i, j=j: vload(i)[j], self.index_fn(idx, j0, j), memos[j])
                     for j in range(V)]
-            vals = [low.cast(v, expr_dtype(self.k, st.expr), out.spec.dtype) for v in vals]
+            vals = [low.cast(v, kir.expr_dtype(self.k, st.expr), out.spec.dtype) for v in vals]
             results[st.output] = vals
             o = n_in + st.output
             dt = out.spec.dtype
@@ -359,7 +351,7 @@ class _RowReduce:
         self.shared = {}
         for s, st in enumerate(k.stages):
             if isinstance(st, kir.Reduce):
-                arrays = [self._shared(f"red{s}", expr_dtype(k, st.expr))]
+                arrays = [self._shared(f"red{s}", kir.expr_dtype(k, st.expr))]
                 if st.op in ("argmax", "argmin"):
                     arrays.append(self._shared(f"red{s}.idx", "int64"))
                 self.shared[s] = arrays
@@ -407,12 +399,12 @@ class _RowReduce:
         v = low.eval(st.expr, loads, index, {})
         out = low.outputs[st.output]
         low.store(out, offs[len(low.inputs) + st.output],
-                  low.cast(v, expr_dtype(self.k, st.expr), out.spec.dtype))
+                  low.cast(v, kir.expr_dtype(self.k, st.expr), out.spec.dtype))
 
     # -- reductions ----------------------------------------------------------------------------
     def reduce_stage(self, s: int, st: kir.Reduce) -> ir.Value:
         low, b = self.low, self.low.b
-        vdt = expr_dtype(self.k, st.expr)
+        vdt = kir.expr_dtype(self.k, st.expr)
         is_arg = st.op in ("argmax", "argmin")
         comb = _Combiner(low, st.op, vdt if is_arg else st.dtype)
         init = comb.identity()
