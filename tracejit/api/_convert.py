@@ -9,6 +9,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Tensor
+from ..tracing import current_trace
 
 PY_SCALARS = (bool, int, float)
 
@@ -58,20 +59,29 @@ _KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0}
 
 def operands(op: str, *args: Any) -> list[Tensor]:
     """Promote (weak Python scalars included) and broadcast ``args`` to one dtype and shape."""
-    strong = [a for a in args if not _is_weak(a)]
-    tensors = [a if isinstance(a, Tensor) else as_tensor(a) for a in strong]
-    weak = [a if is_scalar(a) else _KIND_EXAMPLE[a.dtype.kind] for a in args if _is_weak(a)]
-    if tensors:
-        dtype = dt.promote_types(*(t.dtype for t in tensors))
-        for a in weak:
-            dtype = dt.weak_scalar_dtype(a, dtype)
+    vals = [a if is_scalar(a) or isinstance(a, Tensor) else as_tensor(a) for a in args]
+    strong = [v for v in vals if not _is_weak(v)]
+    weak = [v if is_scalar(v) else _KIND_EXAMPLE[v.dtype.kind] for v in vals if _is_weak(v)]
+    if strong:
+        dtype = dt.promote_types(*(t.dtype for t in strong))
+        for w in weak:
+            dtype = dt.weak_scalar_dtype(w, dtype)
     else:
-        dtype = dt.promote_types(*(dt.scalar_dtype(a) for a in weak))
-    it = iter(tensors)
-    full = [P.constant(np.asarray(a, dtype=dtype)) if is_scalar(a) else
-            P.cast(a, dtype) if _is_weak(a) else P.cast(next(it), dtype) for a in args]
-    shape = broadcast_shapes_for(op, *(t.shape for t in full))
-    return [P.broadcast_to(t, shape) for t in full]
+        dtype = dt.promote_types(*(dt.scalar_dtype(w) for w in weak))
+    shape = broadcast_shapes_for(op, *(() if is_scalar(v) else v.shape for v in vals))
+    eager = current_trace() is None
+    out = []
+    for v in vals:
+        if is_scalar(v):
+            value = np.asarray(v, dtype=dtype)
+            if eager:       # one constant already of the full shape (a free NumPy view)
+                out.append(P.constant(np.broadcast_to(value, shape)))
+                continue
+            t = P.constant(value)   # traced: a 0-d constant and a broadcast, which fusion inlines
+        else:
+            t = P.cast(v, dtype)
+        out.append(P.broadcast_to(t, shape))
+    return out
 
 
 def broadcast_shapes_for(op: str, *shapes: Sequence[int]) -> tuple[int, ...]:
