@@ -28,7 +28,7 @@ from codegen import kir
 from codegen.ptx_lower import DATA_LAYOUT, TRIPLE, lower, vector_width
 
 __all__ = ["PtxKernel", "PtxasError", "compile_kernel", "lower_to_llvm", "launch_geometry",
-           "param_types", "ptxas_check", "ptxas_available", "arch_of", "DEFAULT_ARCH", "TRIPLE",
+           "param_types", "emit_ptx", "ptxas_check", "ptxas_available", "arch_of", "DEFAULT_ARCH", "TRIPLE",
            "DATA_LAYOUT", "CODEGEN_VERSION"]
 
 DEFAULT_ARCH = "sm_90"
@@ -111,19 +111,23 @@ def _optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
     pb.getModulePassManager().run(mod, pb)
 
 
-def compile_kernel(kernel: kir.Kernel, arch: str = DEFAULT_ARCH) -> PtxKernel:
-    """Lower, optimise and emit PTX for ``kernel`` on ``arch`` (``sm_75`` or newer)."""
-    arch = arch_of(arch)
-    text = lower_to_llvm(kernel)
+def emit_ptx(text: str, arch: str, what: str) -> str:
+    """Verify, optimise and emit the NVPTX LLVM IR ``text`` (``what`` names it in errors)."""
     with _lock:
         tm = _target_machine(arch)
         try:
             mod = llvm.parse_assembly(text)
             mod.verify()
         except RuntimeError as e:
-            raise RuntimeError(f"invalid LLVM IR for kernel {kernel.name} [{kernel.key}]: {e}\n{text}") from e
+            raise RuntimeError(f"invalid LLVM IR for kernel {what}: {e}\n{text}") from e
         _optimize(mod, tm)
-        ptx = tm.emit_assembly(mod)
+        return tm.emit_assembly(mod)
+
+
+def compile_kernel(kernel: kir.Kernel, arch: str = DEFAULT_ARCH) -> PtxKernel:
+    """Lower, optimise and emit PTX for ``kernel`` on ``arch`` (``sm_75`` or newer)."""
+    arch = arch_of(arch)
+    ptx = emit_ptx(lower_to_llvm(kernel), arch, f"{kernel.name} [{kernel.key}]")
     return PtxKernel(key=kernel.key, entry=entry_name(kernel), arch=arch, ptx=ptx, ndim=kernel.ndim,
                      n_reduce=kernel.n_reduce, n_operands=len(kernel.inputs) + len(kernel.outputs),
                      vector_width=vector_width(kernel))

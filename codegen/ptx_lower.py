@@ -60,6 +60,33 @@ def _i64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+def loop(b: ir.IRBuilder, name: str, start: ir.Value, stop: ir.Value, step: ir.Value,
+         body: Callable[[ir.Value], None]) -> None:
+    """``for (i = start; i < stop; i += step) body(i)`` with the builder left after the loop."""
+    pre, fn = b.block, b.function
+    head, body_bb, done = (fn.append_basic_block(f"{name}.{part}") for part in ("head", "body", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name=name)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_unsigned("<", i, stop), body_bb, done)
+    b.position_at_end(body_bb)
+    body(i)
+    i.add_incoming(b.add(i, step), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def if_then(b: ir.IRBuilder, cond: ir.Value, name: str, body: Callable[[], None]) -> None:
+    """``if (cond) body()`` with the builder left after it."""
+    then, done = b.function.append_basic_block(f"{name}.then"), b.function.append_basic_block(f"{name}.done")
+    b.cbranch(cond, then, done)
+    b.position_at_end(then)
+    body()
+    b.branch(done)
+    b.position_at_end(done)
+
+
 @dataclass
 class _Operand:
     ptr: ir.Value
@@ -129,29 +156,10 @@ class _Lowering:
 
     def loop(self, name: str, start: ir.Value, stop: ir.Value, step: ir.Value,
              body: Callable[[ir.Value], None]) -> None:
-        """``for (i = start; i < stop; i += step) body(i)`` with the builder left after the loop."""
-        b = self.b
-        pre = b.block
-        head, body_bb, done = (self.block(f"{name}.{part}") for part in ("head", "body", "done"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name=name)
-        i.add_incoming(start, pre)
-        b.cbranch(b.icmp_unsigned("<", i, stop), body_bb, done)
-        b.position_at_end(body_bb)
-        body(i)
-        i.add_incoming(b.add(i, step), b.block)
-        b.branch(head)
-        b.position_at_end(done)
+        loop(self.b, name, start, stop, step, body)
 
     def if_then(self, cond: ir.Value, name: str, body: Callable[[], None]) -> None:
-        b = self.b
-        then, done = self.block(f"{name}.then"), self.block(f"{name}.done")
-        b.cbranch(cond, then, done)
-        b.position_at_end(then)
-        body()
-        b.branch(done)
-        b.position_at_end(done)
+        if_then(self.b, cond, name, body)
 
     def load(self, op: _Operand, offset: ir.Value) -> ir.Value:
         b, dt = self.b, op.spec.dtype

@@ -5,8 +5,8 @@ pycuda is imported lazily, so importing this module (and everything CPU) works w
 
 All work goes to the default stream of the device's primary context.  Kernels come from
 :mod:`codegen.ptx` through the PTX cache (a program holds kir kernels, so running one needs the
-code generator).  Extern ``matmul`` runs as a kir reduction kernel (see
-:mod:`runtime.cuda_extern`): correct for any strides, not a tuned GEMM.
+code generator).  Extern ``matmul`` runs the tiled shared-memory kernel of
+:mod:`codegen.ptx_matmul` for floats and a kir reduction otherwise (see :mod:`runtime.cuda_extern`).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from runtime.cuda_alloc import Block, CachingAllocator
 from runtime.cuda_args import PackedArgs, pack_launch
 from runtime.program import Extern, Launch, Program, View
 
+_MAX_GRID_Z = 65535
 _ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8,
              "float16": 2, "float32": 4, "float64": 8}
 
@@ -256,6 +257,15 @@ class CudaDevice:
         grid, block, shared = launch_geometry(pk, shape)
         self.launch(pk, grid, block, args, shared)
 
+    def launch_matmul(self, dtype: str, a: DeviceArray, b: DeviceArray, out: DeviceArray) -> None:
+        """``out = a @ b`` (2-d or batched 3-d strided views) with the tiled matmul kernel."""
+        from codegen import ptx_matmul
+        launches = matmul_launches(dtype, a, b, out)
+        if launches:
+            fn = self.function(ptx_matmul.compile_matmul(dtype, self.arch))
+            for grid, threads, args in launches:
+                fn.prepared_call(grid, (threads, 1, 1), *args.values)
+
     # timing ------------------------------------------------------------------------------------
     def event(self) -> Any:
         """A recorded CUDA event (``end.time_since(start)`` gives milliseconds)."""
@@ -278,6 +288,27 @@ class CudaDevice:
             entry = (weakref.ref(program), bufs)
             self._constants[id(program)] = entry
         return entry[1]
+
+
+def matmul_launches(dtype: str, a: DeviceArray, b: DeviceArray,
+                    out: DeviceArray) -> list[tuple[tuple[int, int, int], int, PackedArgs]]:
+    """``(grid, threads, args)`` of each tiled-matmul launch computing ``out = a @ b``.
+
+    gridDim.z (the batch) is at most 65535: larger batches go in slices, each from its own base.
+    """
+    from codegen import ptx_matmul
+    from runtime.cuda_extern import matmul_dims
+    ops = (a, b, out)
+    (B, M, N, K), strides = matmul_dims(tuple(x.shape for x in ops), tuple(x.strides for x in ops))
+    if 0 in (M, N):
+        return []
+    launches = []
+    for b0 in range(0, B, _MAX_GRID_Z):
+        offsets = [x.offset + b0 * st[0] for x, st in zip(ops, strides, strict=True)]
+        args = pack_launch([x.buffer.ptr for x in ops], offsets, [itemsize(dtype)] * 3, (M, N, K), strides)
+        grid, threads = ptx_matmul.launch_geometry(min(_MAX_GRID_Z, B - b0), M, N)
+        launches.append((grid, threads, args))
+    return launches
 
 
 def _param_format(pk: Any) -> str:
@@ -349,8 +380,13 @@ class _ProgramRun:
         if step.name != "matmul":
             self.host_extern(step)
             return
-        from runtime.cuda_extern import matmul_launch
+        from runtime.cuda_extern import matmul_launch, tiled
         views = [*step.inputs, *step.outputs]
+        if tiled(step.dtype):
+            self.dev.launch_matmul(step.dtype, *(DeviceArray(self.buffer(v.slot), v.offset, tuple(v.strides),
+                                                             tuple(shape), step.dtype)
+                                                 for v, shape in zip(views, step.shapes, strict=True)))
+            return
         kernel, shape, strides = matmul_launch(step.dtype, step.shapes, tuple(v.strides for v in views))
         ops = [DeviceArray(self.buffer(v.slot), v.offset, st, shape, step.dtype)
                for v, st in zip(views, strides, strict=True)]

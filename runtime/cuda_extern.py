@@ -1,6 +1,8 @@
-"""GPU fallbacks expressed as kir kernels: extern ``matmul`` and strided copies.
+"""Extern ``matmul`` on the GPU, and strided copies as kir kernels.
 
-The matmul is the reduction ``out[b, m, n] = sum_k a[b, m, k] * b[b, k, n]`` over the
+Floating-point matmuls run the tiled shared-memory kernel of :mod:`codegen.ptx_matmul`
+(:func:`matmul_dims` gives its extents and strides).  Other dtypes use
+:func:`matmul_launch`: the reduction ``out[b, m, n] = sum_k a[b, m, k] * b[b, k, n]`` over the
 iteration space ``(B, M, N, K)`` with ``K`` as the reduce dim, lowered like every other row
 reduction: one block per output element.  It is correct for any strides and dtype but far from
 a tiled shared-memory GEMM (each block re-reads a row of ``a`` and a column of ``b`` from L2),
@@ -28,12 +30,12 @@ def _acc_dtype(dtype: str) -> str:
 Shape = tuple[int, ...]
 
 
-def matmul_launch(dtype: str, shapes: tuple[Shape, ...],
-                  strides: tuple[Shape, ...]) -> tuple[Kernel, Shape, list[Shape]]:
-    """(kernel, iteration shape, per-operand iteration strides) for a batched matmul.
+def matmul_dims(shapes: tuple[Shape, ...], strides: tuple[Shape, ...]) -> tuple[tuple[int, int, int, int],
+                                                                                 list[Shape]]:
+    """``((B, M, N, K), [a, b, out strides])`` of a batched matmul, every operand 3-d.
 
-    ``shapes``/``strides``: a ``(B, M, K)``, b ``(B, K, N)``, out ``(B, M, N)`` (2-d operands
-    get a batch of 1).
+    ``shapes``/``strides``: a ``(B, M, K)``, b ``(B, K, N)``, out ``(B, M, N)``; a 2-d operand or
+    a batch of 1 broadcasts (its batch stride becomes 0).
     """
     def three(shape, st):
         return ((1, *shape), (0, *st)) if len(shape) == 2 else (tuple(shape), tuple(st))
@@ -43,9 +45,25 @@ def matmul_launch(dtype: str, shapes: tuple[Shape, ...],
     Bb, Kb, N = sb
     if Kb != K or so[1:] != (M, N) or (B != Bb and 1 not in (B, Bb)):
         raise ValueError(f"matmul shapes do not match: {shapes}")
-    # iteration dims (b, m, n, k); a batch of 1 on an operand broadcasts
-    it_a = (ta[0] if B > 1 else 0, ta[1], 0, ta[2])
-    it_b = (tb[0] if Bb > 1 else 0, 0, tb[2], tb[1])
+    ta = (ta[0] if B > 1 else 0, *ta[1:])
+    tb = (tb[0] if Bb > 1 else 0, *tb[1:])
+    return (max(B, Bb), M, N, K), [ta, tb, to]
+
+
+def tiled(dtype: str) -> bool:
+    """Whether ``dtype`` matmuls run the tiled kernel of :mod:`codegen.ptx_matmul`."""
+    from codegen.ptx_matmul import DTYPES
+    return dtype in DTYPES
+
+
+def matmul_launch(dtype: str, shapes: tuple[Shape, ...],
+                  strides: tuple[Shape, ...]) -> tuple[Kernel, Shape, list[Shape]]:
+    """(kernel, iteration shape, per-operand iteration strides) for a batched matmul as a kir
+    reduction (see :func:`matmul_dims` for the operands)."""
+    (B, M, N, K), (ta, tb, to) = matmul_dims(shapes, strides)
+    # iteration dims (b, m, n, k)
+    it_a = (ta[0], ta[1], 0, ta[2])
+    it_b = (tb[0], 0, tb[2], tb[1])
     it_o = (to[0], to[1], to[2], 0)
     acc = _acc_dtype(dtype)
 
@@ -57,7 +75,7 @@ def matmul_launch(dtype: str, shapes: tuple[Shape, ...],
                     (Operand(dtype, layout_of(it_a)), Operand(dtype, layout_of(it_b))),
                     (Operand(dtype, layout_of(it_o)),),
                     (Reduce("sum", prod, acc), Store(0, result)))
-    return kernel, (max(B, Bb), M, N, K), [it_a, it_b, it_o]
+    return kernel, (B, M, N, K), [it_a, it_b, it_o]
 
 
 def copy_kernel(dtype: str, src_strides: tuple[int, ...], dst_strides: tuple[int, ...]) -> Kernel:

@@ -120,13 +120,14 @@ def target_arch(device: Device) -> str:
 
 
 def program_kernels(program: Program) -> list[kir.Kernel]:
-    """Every kernel a program launches on the GPU, once each (matmul externs included)."""
-    from runtime.cuda_extern import matmul_launch
+    """Every kir kernel a program launches on the GPU, once each (matmul externs that are no
+    tiled matmul included)."""
+    from runtime.cuda_extern import matmul_launch, tiled
     seen: dict[str, kir.Kernel] = {}
     for s in program.steps:
         if isinstance(s, Launch):
             seen.setdefault(s.kernel.key, s.kernel)
-        elif isinstance(s, Extern) and s.name == "matmul":
+        elif isinstance(s, Extern) and s.name == "matmul" and not tiled(s.dtype):
             k, _, _ = matmul_launch(s.dtype, s.shapes, tuple(v.strides for v in (*s.inputs, *s.outputs)))
             seen.setdefault(k.key, k)
     return list(seen.values())
@@ -138,4 +139,11 @@ def compile_ptx(program: Program, device: Device) -> dict[str, Any]:
     from runtime.ptx_cache import default_ptx_cache
     arch = target_arch(device)
     cache = default_ptx_cache()
-    return {k.key: cache.get(k, arch) for k in program_kernels(program)}
+    from codegen.ptx_matmul import compile_matmul
+    from runtime.cuda_extern import tiled
+    out = {k.key: cache.get(k, arch) for k in program_kernels(program)}
+    for s in program.steps:
+        if isinstance(s, Extern) and s.name == "matmul" and tiled(s.dtype):
+            pk = compile_matmul(s.dtype, arch)
+            out[pk.key] = pk
+    return out

@@ -4,7 +4,8 @@
 whose launches compile the kernel to PTX and assemble it with ptxas (so every kernel the front
 end launches is checked as a real driver would load it), then run the same kir kernel with the
 CPU code generator.  Program execution, the caching allocator, strided copies, extern matmul
-and host fallbacks are the real runtime code.  :func:`installed` swaps it in as ``cuda:0``.
+(its tiled kernel assembled, the product taken by NumPy) and host fallbacks are the real runtime
+code.  :func:`installed` swaps it in as ``cuda:0``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from codegen import ptx
+from codegen import ptx, ptx_matmul
 from runtime import cpu, cuda
 from runtime.cuda_alloc import CachingAllocator
 from runtime.ptx_cache import default_ptx_cache
@@ -85,6 +86,19 @@ class SimulatedDevice(cuda.CudaDevice):
             ptx.ptxas_check(pk.ptx, self.arch)      # what a real driver would have to load
             self.assembled.add(pk.key)
         cpu.run_kernel(kernel, shape, [self.view(a) for a in inputs], [self.view(a) for a in outputs])
+        self.launches += 1
+
+    def launch_matmul(self, dtype, a, b, out) -> None:
+        if not cuda.matmul_launches(dtype, a, b, out):     # the real argument packing
+            return
+        pk = ptx_matmul.compile_matmul(dtype, self.arch)
+        if pk.key not in self.assembled and ptx.ptxas_available():
+            ptx.ptxas_check(pk.ptx, self.arch)
+            self.assembled.add(pk.key)
+        # the kernel itself is checked numerically by the thread emulator (tests/codegen)
+        x, y = self.view(a), self.view(b)
+        acc = np.float32 if dtype == "float16" else dtype
+        self.view(out)[...] = np.matmul(x.astype(acc), y.astype(acc)).astype(dtype)
         self.launches += 1
 
     def synchronize(self) -> None:

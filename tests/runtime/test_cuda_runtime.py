@@ -199,6 +199,9 @@ class FakeDevice:
     def launch_kernel(self, kernel, shape, inputs, outputs):
         self.launches.append((kernel, shape, inputs, outputs))
 
+    def launch_matmul(self, dtype, a, b, out):
+        self.launches.append(("matmul", dtype, a, b, out))
+
     def copy(self, arr, out):
         self.copies.append((arr, out))
 
@@ -230,19 +233,52 @@ def test_program_binds_slots_aliases_and_writebacks():
         cuda._ProgramRun(dev, prog, [dev.empty(8)])
 
 
-def test_extern_matmul_becomes_a_kir_reduction():
-    f = "float32"
-    prog = Program(n_inputs=2, slot_nbytes=[24 * 4, 20 * 4, 30 * 4], slot_dtypes=[f] * 3, constants={},
+def _matmul_program(dtype: str) -> Program:
+    return Program(n_inputs=2, slot_nbytes=[24 * 4, 20 * 4, 30 * 4], slot_dtypes=[dtype] * 3, constants={},
                    steps=[Extern("matmul", (View(0, 0, (4, 1)), View(1, 0, (5, 1))), (View(2, 0, (5, 1)),),
-                                 ((6, 4), (4, 5), (6, 5)), f)],
-                   outputs=[(View(2, 0, (5, 1)), (6, 5), f)])
+                                 ((6, 4), (4, 5), (6, 5)), dtype)],
+                   outputs=[(View(2, 0, (5, 1)), (6, 5), dtype)])
+
+
+def test_extern_integer_matmul_becomes_a_kir_reduction():
     dev = FakeDevice()
-    cuda._ProgramRun(dev, prog, [dev.empty(96), dev.empty(80)]).run()
+    cuda._ProgramRun(dev, _matmul_program("int32"), [dev.empty(96), dev.empty(80)]).run()
     (kernel, shape, ins, outs), = dev.launches
     assert shape == (1, 6, 5, 4) and kernel.n_reduce == 1
     assert [a.strides for a in ins + outs] == [(0, 4, 0, 1), (0, 0, 1, 5), (0, 5, 1, 0)]
     with pytest.raises(NotImplementedError, match="'conv'"):
-        cuda._ProgramRun(dev, Program(0, [], [], {}, [Extern("conv", (), (), (), f)], []), []).run()
+        cuda._ProgramRun(dev, Program(0, [], [], {}, [Extern("conv", (), (), (), "float32")], []), []).run()
+
+
+def test_extern_float_matmul_runs_the_tiled_kernel():
+    dev = FakeDevice()
+    cuda._ProgramRun(dev, _matmul_program("float32"), [dev.empty(96), dev.empty(80)]).run()
+    (tag, dtype, a, b, out), = dev.launches
+    assert (tag, dtype) == ("matmul", "float32")
+    assert [(x.shape, x.strides) for x in (a, b, out)] == [((6, 4), (4, 1)), ((4, 5), (5, 1)),
+                                                          ((6, 5), (5, 1))]
+
+
+def test_tiled_matmul_launches_pack_grid_and_batch_slices(monkeypatch):
+    dev = FakeDevice()
+    bufs = [dev.empty(1 << 20) for _ in range(3)]
+    a = cuda.DeviceArray(bufs[0], 3, (2310, 1, 70), (5, 70, 33), "float32")  # transposed batches
+    w = cuda.DeviceArray(bufs[1], 0, (1, 33), (33, 130), "float32")       # 2-d: broadcast
+    out = cuda.DeviceArray(bufs[2], 0, (70 * 130, 130, 1), (5, 70, 130), "float32")
+    (grid, threads, args), = cuda.matmul_launches("float32", a, w, out)
+    assert grid == (3, 2, 5) and threads == 256 and args.fmt == "PPP" + "q" * 12
+    assert args.values[:3] == (bufs[0].ptr + 12, bufs[1].ptr, bufs[2].ptr)
+    assert args.values[3:] == (70, 130, 33, 2310, 1, 70, 0, 1, 33, 70 * 130, 130, 1)
+    monkeypatch.setattr(cuda, "_MAX_GRID_Z", 2)
+    launches = cuda.matmul_launches("float32", a, w, out)
+    assert [g for g, _, _ in launches] == [(3, 2, 2), (3, 2, 2), (3, 2, 1)]
+    assert [p.values[0] - bufs[0].ptr for _, _, p in launches] == [12, 12 + 2 * 2310 * 4, 12 + 4 * 2310 * 4]
+    assert [p.values[2] - bufs[2].ptr for _, _, p in launches] == [0, 2 * 70 * 130 * 4, 4 * 70 * 130 * 4]
+    empty = [cuda.DeviceArray(bufs[0], 0, (0, 33, 1), (5, 0, 33), "float32"),
+             cuda.DeviceArray(bufs[2], 0, (0, 130, 1), (5, 0, 130), "float32")]
+    assert cuda.matmul_launches("float32", empty[0], w, empty[1]) == []
+    with pytest.raises(ValueError, match="do not match"):
+        cuda.matmul_launches("float32", a, out, out)
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
