@@ -18,7 +18,7 @@ DTYPES = [tj.float32, tj.float64, tj.int32, tj.bool]
 
 @functools.cache
 def assemble(source: str) -> None:
-    """``ptxas -arch=sm_90`` on one PTX module (each distinct text once per session)."""
+    """``ptxas -arch=sm_90`` on one PTX module (each distinct text once per test run)."""
     ptx.ptxas_check(source, "sm_90")
 
 
