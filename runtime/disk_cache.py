@@ -12,8 +12,11 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("tracejit.cache")
 
@@ -58,6 +61,23 @@ def read(path: Path, what: str) -> bytes | None:
         return None
     except OSError as e:
         log.warning("%s: cannot read %s (%s); recompiling", what, path, e)
+        return None
+
+
+def read_entry(path: Path, what: str, decode: Callable[[bytes], T], matches: Callable[[T], bool],
+               stats: dict[str, int]) -> T | None:
+    """A verified entry, or None when it is absent, unreadable or damaged (counted and logged)."""
+    data = read(path, what)
+    if data is None:
+        return None
+    try:
+        entry = decode(data)
+        if not matches(entry):
+            raise ValueError("entry is for another kernel")
+        return entry
+    except (ValueError, KeyError, UnicodeDecodeError) as e:
+        stats["disk_errors"] += 1
+        log.warning("%s: ignoring damaged entry %s (%s); recompiling", what, path, e)
         return None
 
 

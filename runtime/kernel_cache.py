@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from pathlib import Path
 from codegen import cpu
 from codegen.kir import Kernel
 from runtime import disk_cache
-
-log = logging.getLogger("tracejit.cache")
 
 _MAGIC = b"TJKERNEL1\n"
 
@@ -92,19 +89,8 @@ class KernelCache:
             return entry
 
     def _read(self, kernel: Kernel) -> cpu.CpuArtifact | None:
-        path = self.path_for(kernel)
-        data = disk_cache.read(path, "kernel cache")
-        if data is None:
-            return None
-        try:
-            artifact = decode_entry(data)
-            if artifact.symbol != cpu.symbol_name(kernel):
-                raise ValueError("entry is for another kernel")
-            return artifact
-        except (ValueError, KeyError, UnicodeDecodeError) as e:
-            self.stats["disk_errors"] += 1
-            log.warning("kernel cache: ignoring damaged entry %s (%s); recompiling", path, e)
-            return None
+        return disk_cache.read_entry(self.path_for(kernel), "kernel cache", decode_entry,
+                                     lambda a: a.symbol == cpu.symbol_name(kernel), self.stats)
 
     def _write(self, kernel: Kernel, artifact: cpu.CpuArtifact) -> None:
         disk_cache.write_atomic(self.path_for(kernel), encode_entry(artifact), "kernel cache")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 import threading
 from pathlib import Path
@@ -20,8 +19,6 @@ from codegen import ptx
 from codegen.kir import Kernel
 from runtime import disk_cache
 from runtime.kernel_cache import codegen_digest
-
-log = logging.getLogger("tracejit.cache")
 
 _MAGIC = b"TJPTX1\n"
 
@@ -73,19 +70,8 @@ class PtxCache:
             return pk
 
     def _read(self, kernel: Kernel, arch: str) -> ptx.PtxKernel | None:
-        path = self.path_for(kernel, arch)
-        data = disk_cache.read(path, "ptx cache")
-        if data is None:
-            return None
-        try:
-            pk = decode_entry(data)
-            if (pk.key, pk.arch) != (kernel.key, arch):
-                raise ValueError("entry is for another kernel")
-            return pk
-        except (ValueError, KeyError, UnicodeDecodeError) as e:
-            self.stats["disk_errors"] += 1
-            log.warning("ptx cache: ignoring damaged entry %s (%s); recompiling", path, e)
-            return None
+        return disk_cache.read_entry(self.path_for(kernel, arch), "ptx cache", decode_entry,
+                                     lambda pk: (pk.key, pk.arch) == (kernel.key, arch), self.stats)
 
     def _write(self, kernel: Kernel, arch: str, pk: ptx.PtxKernel) -> None:
         disk_cache.write_atomic(self.path_for(kernel, arch), encode_entry(pk), "ptx cache")

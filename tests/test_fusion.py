@@ -88,7 +88,7 @@ def test_views_are_index_arithmetic(rng):
     x = t(rng, 6, 8)
     f = lambda x: tj.exp(x.T[::2, 1:]) + x[1:, ::-2].T.reshape(4, 5)[:, :1].sum()   # noqa: E731
     ks = kernels(f, x)
-    assert all(k.name for k in ks) and len(ks) <= 2
+    assert len(ks) <= 2
     xs = np.asarray(x)
     assert_close(tj.jit(f)(x), np.exp(xs.T[::2, 1:]) + xs[1:, ::-2].T.reshape(4, 5)[:, :1].sum(), rtol=1e-5)
 
