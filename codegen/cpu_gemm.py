@@ -1,0 +1,479 @@
+"""CPU GEMM: LLVM IR of ``C = A @ B`` for float32 and float64, GotoBLAS/BLIS style.
+
+One C-ABI entry per dtype (:data:`codegen.cpu.KERNEL_CFUNCTYPE`)::
+
+    void tj_gemm_<dtype>(int64 start, int64 end, const int64 *shape, const int64 *strides, void **ptrs)
+
+* ``shape = (M, N, K, split, chunk)``: ``[start, end)`` is a range of columns of C (``split`` 0)
+  or of rows (``split`` 1); ranges are ``chunk`` long except the last, so ``start // chunk``
+  names the range's scratch slot;
+* ``strides`` = element strides ``(a_m, a_k, b_k, b_n, c_m, c_n)``, any values (transposed
+  views, steps, 0 for broadcasts);
+* ``ptrs = (A, B, C, scratch)``: scratch holds one slot of :attr:`GemmParams.scratch_bytes`
+  per range, 64-byte aligned.
+
+Loops (per range): ``jc`` over NC columns, ``pc`` over KC of K (balanced blocks), B's block packed
+into KC x NR panels; ``ic`` over MC rows, A's block packed into MR x KC panels; then the
+micro-kernel over each MR x NR tile of C: MR x NR/W accumulators in vector registers, per k
+NR/W vector loads of B and MR broadcasts of A.  Packing zero-pads partial panels, so the
+micro-kernel always computes a whole tile; a partial tile, or a C whose rows are not
+contiguous, goes through a stack tile copied out element by element.
+
+Packing has three paths chosen at run time per panel: a vector copy when the panel's rows are
+contiguous in memory (row-major B, column-major A), an in-register transpose when its K is
+contiguous (row-major A, column-major B), else scalar loads.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from codegen import cpu
+from codegen.cpu import CpuArtifact, native_vector_bytes
+from codegen.scalar import I32, I64, const, intrinsic, itemsize, splat, value_type
+
+I1 = ir.IntType(1)
+DTYPES = ("float32", "float64")
+# K per packed block: a B micro-panel (KC x NR, KC * 128 bytes with two vectors per row of the
+# tile) stays in L1 while the A panels stream past it.
+KC = 256
+# k steps per trip of the micro-kernel loop
+UNROLL = 1
+# Rows of A per packed block (a multiple of MR is used): MC x KC elements stay in L2.
+MC_BYTES = 160 * 1024
+# Columns of B per packed block (a multiple of NR is used): KC x NC elements.
+NC_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class GemmParams:
+    """Register and cache blocking of one dtype on the host."""
+    dtype: str
+    lanes: int          # elements per vector register
+    mr: int             # tile rows (A values broadcast per k)
+    nr: int             # tile columns (a multiple of lanes)
+    kc: int
+    mc: int
+    nc: int
+
+    @property
+    def symbol(self) -> str:
+        return f"tj_gemm_{self.dtype}"
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Packing space per range: A's block, then B's (64-byte aligned)."""
+        a = -(-self.mc * self.kc * itemsize(self.dtype) // 64) * 64
+        # the transposing pack of A stores whole vectors: slack past the last panel
+        return a + self.kc * self.nc * itemsize(self.dtype) + 64 * 4
+
+
+def params(dtype: str, vector_bytes: int | None = None) -> GemmParams:
+    """Blocking for ``dtype`` with ``vector_bytes`` registers (default: the host's)."""
+    if dtype not in DTYPES:
+        raise TypeError(f"gemm supports {DTYPES}, not {dtype}")
+    vb = vector_bytes or native_vector_bytes()
+    lanes = vb // itemsize(dtype)
+    # 32 registers with AVX-512: 14 x 2 accumulators + 2 of B + 1 broadcast; 16 otherwise: 6 x 2
+    mr = 14 if vb == 64 else 6
+    nr = 2 * lanes
+    size = itemsize(dtype)
+    mc = max(mr, MC_BYTES // (KC * size) // mr * mr)
+    nc = max(nr, NC_BYTES // (KC * size) // nr * nr)
+    return GemmParams(dtype, lanes, mr, nr, KC, mc, nc)
+
+
+# --------------------------------------------------------------------------- IR helpers
+
+
+@dataclass
+class _Loop:
+    i: ir.Value
+    carried: list[ir.Value]
+    next: list[ir.Value] | None = None      # set by the body: carried values for the next trip
+
+
+class _Builder:
+    """An IRBuilder in one function, with counted loops that carry SSA values."""
+
+    def __init__(self, fn: ir.Function):
+        self.fn = fn
+        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    @contextmanager
+    def loop(self, lo: ir.Value, hi: ir.Value, step: int | ir.Value = 1, name: str = "i",
+             carry: Sequence[ir.Value] = (), tail: bool = False) -> Iterator[_Loop]:
+        """``for i = lo; i + step <= hi; i += step`` (``i < hi`` with ``tail``: a partial last
+        step).  After it, the loop's ``i`` and ``carried`` hold the first index not run and the
+        final carried values."""
+        b = self.b
+        pre = b.block
+        head = self.fn.append_basic_block(f"{name}.head")
+        body = self.fn.append_basic_block(f"{name}.body")
+        done = self.fn.append_basic_block(f"{name}.done")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=name)
+        i.add_incoming(lo, pre)
+        phis = []
+        for v in carry:
+            p = b.phi(v.type)
+            p.add_incoming(v, pre)
+            phis.append(p)
+        step = I64(step) if isinstance(step, int) else step
+        last = i if tail else b.sub(b.add(i, step), I64(1))
+        b.cbranch(b.icmp_signed("<", last, hi), body, done)
+        b.position_at_end(body)
+        state = _Loop(i, phis)
+        yield state
+        end = b.block
+        i.add_incoming(b.add(i, step), end)
+        for p, v in zip(phis, state.next if state.next is not None else phis):
+            p.add_incoming(v, end)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def min(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
+
+    def ceil_div(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.sdiv(self.b.add(x, self.b.sub(y, I64(1))), y)
+
+    def at(self, ptr: ir.Value, offset: ir.Value) -> ir.Value:
+        return self.b.gep(ptr, [offset])
+
+
+def _function(module: ir.Module, name: str, args: Sequence[ir.Type], internal: bool = True) -> ir.Function:
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), list(args)), name=name)
+    fn.attributes.add("nounwind")
+    # no library calls: the optimizer would turn copy and zero loops into memcpy/memset
+    set.add(fn.attributes, '"no-builtins"')
+    if internal:
+        fn.linkage = "internal"
+    return fn
+
+
+def _masked(module: ir.Module, op: str, vty: ir.VectorType) -> ir.Function:
+    """``llvm.masked.load`` / ``llvm.masked.store`` for ``vty``."""
+    name = f"llvm.masked.{op}.v{vty.count}{'f32' if vty.element == ir.FloatType() else 'f64'}.p0"
+    fn = module.globals.get(name)
+    if fn is None:
+        mask = ir.VectorType(I1, vty.count)
+        if op == "load":
+            fty = ir.FunctionType(vty, [vty.as_pointer(), I32, mask, vty])
+        else:
+            fty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), I32, mask])
+        fn = ir.Function(module, fty, name=name)
+    return fn
+
+
+def _lane_mask(b: ir.IRBuilder, lanes: int, first: int, count: ir.Value) -> ir.Value:
+    """Lanes ``l`` with ``first + l < count``."""
+    iota = ir.Constant(ir.VectorType(I64, lanes), list(range(first, first + lanes)))
+    return b.icmp_signed("<", iota, splat(b, count, lanes))
+
+
+def _const_mask(lanes: int, count: int) -> ir.Constant:
+    return ir.Constant(ir.VectorType(I1, lanes), [int(i < count) for i in range(lanes)])
+
+
+# --------------------------------------------------------------------------- generator
+
+
+class _Gemm:
+    def __init__(self, p: GemmParams):
+        self.p = p
+        self.t = value_type(p.dtype)
+        self.vt = ir.VectorType(self.t, p.lanes)
+        self.size = itemsize(p.dtype)
+        self.module = ir.Module(name=p.symbol)
+        self.kernel = self._micro_kernel()
+        self.pack_a = self._pack(p.mr, "pack_a")
+        self.pack_b = self._pack(p.nr, "pack_b")
+        self._entry()
+
+    def vptr(self, b: ir.IRBuilder, ptr: ir.Value) -> ir.Value:
+        return b.bitcast(ptr, self.vt.as_pointer())
+
+    # ----------------------------------------------------------------- micro-kernel
+
+    def _micro_kernel(self) -> ir.Function:
+        """``uk(kc, ap, bp, c, ldc, acc)``: the MR x NR tile ``C (+)= Ap @ Bp`` over ``kc``;
+        C's rows ``ldc`` apart and contiguous; ``acc`` adds to C instead of overwriting it."""
+        p, t, vt = self.p, self.t, self.vt
+        ptr = t.as_pointer()
+        fn = _function(self.module, f"{p.symbol}_uk", [I64, ptr, ptr, ptr, I64, I1])
+        fn.attributes.add("noinline")
+        kc, ap, bp, c, ldc, acc = fn.args
+        for a in (ap, bp, c):
+            a.add_attribute("noalias")
+        e = _Builder(fn)
+        b = e.b
+        nv = p.nr // p.lanes
+        zero = const(p.dtype, 0, p.lanes)
+        accs = [zero] * (p.mr * nv)
+
+        def step(k: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+            bk = e.at(bp, b.mul(k, I64(p.nr)))
+            bv = [b.load(self.vptr(b, e.at(bk, I64(v * p.lanes))), align=64) for v in range(nv)]
+            ak = e.at(ap, b.mul(k, I64(p.mr)))
+            out = list(accs)
+            for r in range(p.mr):
+                a = splat(b, b.load(e.at(ak, I64(r)), align=self.size), p.lanes)
+                for v in range(nv):
+                    out[r * nv + v] = intrinsic(b, "fmuladd", [a, bv[v], out[r * nv + v]])
+            return out
+
+        unroll = UNROLL
+        with e.loop(I64(0), kc, unroll, "k4", accs) as lp:
+            cur = lp.carried
+            for u in range(unroll):
+                cur = step(b.add(lp.i, I64(u)), cur)
+            lp.next = cur
+        with e.loop(lp.i, kc, 1, "k1", lp.carried) as lp1:
+            lp1.next = step(lp1.i, lp1.carried)
+        accs = lp1.carried
+        add_bb = fn.append_basic_block("add")
+        store_bb = fn.append_basic_block("store")
+        b.cbranch(acc, add_bb, store_bb)
+        pre = b.block
+        b.position_at_end(add_bb)
+        rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(p.mr)]
+        added = []
+        for r in range(p.mr):
+            for v in range(nv):
+                old = b.load(self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.size)
+                added.append(b.fadd(old, accs[r * nv + v]))
+        b.branch(store_bb)
+        b.position_at_end(store_bb)
+        out = []
+        for x, y in zip(accs, added):
+            phi = b.phi(vt)
+            phi.add_incoming(x, pre)
+            phi.add_incoming(y, add_bb)
+            out.append(phi)
+        rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(p.mr)]
+        for r in range(p.mr):
+            for v in range(nv):
+                b.store(out[r * nv + v], self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.size)
+        b.ret_void()
+        return fn
+
+    # ----------------------------------------------------------------- packing
+
+    def _pack(self, rows: int, name: str) -> ir.Function:
+        """``pack(kc, rv, src, rs, ks, dst)``: ``dst[k * rows + r] = src[r * rs + k * ks]`` for
+        k < kc, r < rv, and 0 for rv <= r < rows (a zero-padded panel)."""
+        p, t = self.p, self.t
+        ptr = t.as_pointer()
+        fn = _function(self.module, f"{p.symbol}_{name}", [I64, I64, ptr, I64, I64, ptr])
+        kc, rv, src, rs, ks, dst = fn.args
+        for a in (src, dst):
+            a.add_attribute("noalias")
+        e = _Builder(fn)
+        b = e.b
+        copy_bb, check_bb = fn.append_basic_block("copy"), fn.append_basic_block("check")
+        trans_bb, scalar_bb = fn.append_basic_block("transpose"), fn.append_basic_block("scalar")
+        b.cbranch(b.icmp_signed("==", rs, I64(1)), copy_bb, check_bb)
+        b.position_at_end(check_bb)
+        b.cbranch(b.icmp_signed("==", ks, I64(1)), trans_bb, scalar_bb)
+
+        b.position_at_end(copy_bb)
+        self._pack_copy(e, rows, kc, rv, src, ks, dst)
+        b.ret_void()
+
+        b.position_at_end(trans_bb)
+        k_end = self._pack_transpose(e, rows, kc, rv, src, rs, dst)
+        self._pack_scalar(e, rows, k_end, kc, rv, src, rs, ks, dst)
+        b.ret_void()
+
+        b.position_at_end(scalar_bb)
+        self._pack_scalar(e, rows, I64(0), kc, rv, src, rs, ks, dst)
+        b.ret_void()
+        return fn
+
+    def _chunks(self, rows: int) -> list[tuple[int, int]]:
+        """(first row, rows) of each vector covering a panel row of ``rows`` elements."""
+        w = self.p.lanes
+        return [(c, min(w, rows - c)) for c in range(0, rows, w)]
+
+    def _store_row(self, b: ir.IRBuilder, x: ir.Value, at: ir.Value, n: int) -> None:
+        """Store the first ``n`` lanes of ``x`` at ``at``."""
+        if n == self.p.lanes:
+            b.store(x, self.vptr(b, at), align=self.size)
+        else:
+            b.call(_masked(self.module, "store", self.vt),
+                   [x, self.vptr(b, at), I32(self.size), _const_mask(self.p.lanes, n)])
+
+    def _pack_copy(self, e: _Builder, rows: int, kc, rv, src, ks, dst) -> None:
+        """A panel whose rows are contiguous: masked vector loads per k."""
+        b, w = e.b, self.p.lanes
+        masks = [_lane_mask(b, w, c, rv) for c, _ in self._chunks(rows)]
+        zero = const(self.p.dtype, 0, w)
+        with e.loop(I64(0), kc, 1, "k") as lp:
+            s = e.at(src, b.mul(lp.i, ks))
+            d = e.at(dst, b.mul(lp.i, I64(rows)))
+            for (c, n), m in zip(self._chunks(rows), masks):
+                x = b.call(_masked(self.module, "load", self.vt),
+                           [self.vptr(b, e.at(s, I64(c))), I32(self.size), m, zero])
+                self._store_row(b, x, e.at(d, I64(c)), n)
+
+    def _pack_transpose(self, e: _Builder, rows: int, kc, rv, src, rs, dst) -> ir.Value:
+        """A panel whose K is contiguous: ``lanes`` k at a time, each chunk of ``lanes`` rows
+        loaded as vectors and transposed in registers.  Returns the first k not packed."""
+        b, w = e.b, self.p.lanes
+        last = b.sub(rv, I64(1))
+        zero = const(self.p.dtype, 0, w)
+        chunks = self._chunks(rows)
+        row_ptrs = [e.at(src, b.mul(e.min(I64(r), last), rs)) for r in range(rows)]
+        valid = [_lane_mask(b, w, c, rv) for c, _ in chunks]
+        with e.loop(I64(0), kc, w, "kt") as lp:
+            d = e.at(dst, b.mul(lp.i, I64(rows)))
+            for (c, n), m in zip(chunks, valid):
+                vecs = [b.load(self.vptr(b, e.at(row_ptrs[c + r], lp.i)), align=self.size) for r in range(n)]
+                vecs += [zero] * (w - n)
+                for k, x in enumerate(_transpose(b, vecs)):
+                    x = b.select(m, x, zero)
+                    self._store_row(b, x, e.at(d, I64(k * rows + c)), n)
+        return lp.i
+
+    def _pack_scalar(self, e: _Builder, rows: int, k0, kc, rv, src, rs, ks, dst) -> None:
+        b = e.b
+        last = b.sub(rv, I64(1))
+        zero = const(self.p.dtype, 0)
+        with e.loop(k0, kc, 1, "ks") as lp:
+            s = e.at(src, b.mul(lp.i, ks))
+            d = e.at(dst, b.mul(lp.i, I64(rows)))
+            for r in range(rows):
+                x = b.load(e.at(s, b.mul(e.min(I64(r), last), rs)), align=self.size)
+                b.store(b.select(b.icmp_signed("<", I64(r), rv), x, zero), e.at(d, I64(r)), align=self.size)
+
+    # ----------------------------------------------------------------- entry
+
+    def _entry(self) -> None:
+        p, t = self.p, self.t
+        ptr = t.as_pointer()
+        fn = _function(self.module, p.symbol, [I64, I64, I64.as_pointer(), I64.as_pointer(),
+                                               ir.IntType(8).as_pointer().as_pointer()], internal=False)
+        start, end, shape_p, strides_p, ptrs_p = fn.args
+        e = _Builder(fn)
+        b = e.b
+        tile = b.alloca(ir.ArrayType(t, p.mr * p.nr))
+        tile.align = 64
+        tile = b.bitcast(tile, ptr)
+        m, n, k, split, chunk = [b.load(e.at(shape_p, I64(i))) for i in range(5)]
+        a_m, a_k, b_k, b_n, c_m, c_n = [b.load(e.at(strides_p, I64(i))) for i in range(6)]
+        a_p, b_p, c_p, s_p = [b.bitcast(b.load(e.at(ptrs_p, I64(i))), ptr) for i in range(4)]
+        scratch = e.at(b.bitcast(s_p, ir.IntType(8).as_pointer()),
+                       b.mul(b.sdiv(start, chunk), I64(p.scratch_bytes)))
+        scratch = b.bitcast(scratch, ptr)
+        a_pack = scratch
+        b_pack = e.at(scratch, I64(-(-p.mc * p.kc * self.size // 64) * 64 // self.size))
+        by_rows = b.icmp_signed("!=", split, I64(0))
+        m0, m1 = b.select(by_rows, start, I64(0)), b.select(by_rows, end, m)
+        n0, n1 = b.select(by_rows, I64(0), start), b.select(by_rows, n, end)
+        zero = const(p.dtype, 0)
+
+        empty_bb, work_bb = fn.append_basic_block("k0"), fn.append_basic_block("work")
+        b.cbranch(b.icmp_signed("<=", k, I64(0)), empty_bb, work_bb)
+        b.position_at_end(empty_bb)
+        with e.loop(m0, m1, 1, "zi") as li:
+            row = e.at(c_p, b.mul(li.i, c_m))
+            with e.loop(n0, n1, 1, "zj") as lj:
+                b.store(zero, e.at(row, b.mul(lj.i, c_n)), align=self.size)
+        b.ret_void()
+
+        b.position_at_end(work_bb)
+        kstep = e.ceil_div(k, e.ceil_div(k, I64(p.kc)))       # balanced K blocks of <= KC
+        with e.loop(n0, n1, p.nc, "jc", tail=True) as ljc:
+            jc = ljc.i
+            nc = e.min(I64(p.nc), b.sub(n1, jc))
+            with e.loop(I64(0), k, kstep, "pc", tail=True) as lpc:
+                pc = lpc.i
+                kc = e.min(kstep, b.sub(k, pc))
+                acc = b.icmp_signed(">", pc, I64(0))
+                b_src = e.at(b_p, b.add(b.mul(pc, b_k), b.mul(jc, b_n)))
+                with e.loop(I64(0), nc, p.nr, "pb", tail=True) as lp:
+                    b.call(self.pack_b, [kc, e.min(I64(p.nr), b.sub(nc, lp.i)), e.at(b_src, b.mul(lp.i, b_n)),
+                                         b_n, b_k, e.at(b_pack, b.mul(lp.i, kc))])
+                with e.loop(m0, m1, p.mc, "ic", tail=True) as lic:
+                    ic = lic.i
+                    mc = e.min(I64(p.mc), b.sub(m1, ic))
+                    a_src = e.at(a_p, b.add(b.mul(ic, a_m), b.mul(pc, a_k)))
+                    with e.loop(I64(0), mc, p.mr, "pa", tail=True) as lp:
+                        b.call(self.pack_a, [kc, e.min(I64(p.mr), b.sub(mc, lp.i)),
+                                             e.at(a_src, b.mul(lp.i, a_m)), a_m, a_k,
+                                             e.at(a_pack, b.mul(lp.i, kc))])
+                    c_blk = e.at(c_p, b.add(b.mul(ic, c_m), b.mul(jc, c_n)))
+                    with e.loop(I64(0), nc, p.nr, "jr", tail=True) as ljr:
+                        nr = e.min(I64(p.nr), b.sub(nc, ljr.i))
+                        bp = e.at(b_pack, b.mul(ljr.i, kc))
+                        with e.loop(I64(0), mc, p.mr, "ir", tail=True) as lir:
+                            mr = e.min(I64(p.mr), b.sub(mc, lir.i))
+                            ap = e.at(a_pack, b.mul(lir.i, kc))
+                            cp = e.at(c_blk, b.add(b.mul(lir.i, c_m), b.mul(ljr.i, c_n)))
+                            full = b.and_(b.and_(b.icmp_signed("==", mr, I64(p.mr)),
+                                                 b.icmp_signed("==", nr, I64(p.nr))),
+                                          b.icmp_signed("==", c_n, I64(1)))
+                            with b.if_else(full) as (then, otherwise):
+                                with then:
+                                    b.call(self.kernel, [kc, ap, bp, cp, c_m, acc])
+                                with otherwise:
+                                    b.call(self.kernel, [kc, ap, bp, tile, I64(p.nr), I1(0)])
+                                    self._copy_tile(e, tile, cp, mr, nr, c_m, c_n, acc)
+        b.ret_void()
+
+    def _copy_tile(self, e: _Builder, tile, cp, mr, nr, c_m, c_n, acc) -> None:
+        """The valid ``mr`` x ``nr`` corner of a computed tile into (or onto) strided C."""
+        b = e.b
+        with e.loop(I64(0), mr, 1, "ti") as li:
+            row = e.at(cp, b.mul(li.i, c_m))
+            trow = e.at(tile, b.mul(li.i, I64(self.p.nr)))
+            with e.loop(I64(0), nr, 1, "tj") as lj:
+                dst = e.at(row, b.mul(lj.i, c_n))
+                x = b.load(e.at(trow, lj.i), align=self.size)
+                old = b.load(dst, align=self.size)
+                b.store(b.select(acc, b.fadd(old, x), x), dst, align=self.size)
+
+
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """Transpose a square matrix of vectors (``rows[r]`` lane ``l`` -> ``out[l]`` lane ``r``)
+    by swapping off-diagonal blocks of halving size: log2(w) rounds of w two-input shuffles."""
+    w = len(rows)
+    rows = list(rows)
+    h = w // 2
+    while h >= 1:
+        for i in range(w):
+            if i & h:
+                continue
+            j = i + h
+            lo = [l if (l // h) % 2 == 0 else w + l - h for l in range(w)]
+            hi = [l + h if (l // h) % 2 == 0 else w + l for l in range(w)]
+            x, y = rows[i], rows[j]
+            rows[i] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, w), lo))
+            rows[j] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, w), hi))
+        h //= 2
+    return rows
+
+
+def build(dtype: str, vector_bytes: int | None = None) -> ir.Module:
+    """The unoptimized LLVM module of the GEMM for ``dtype`` (entry :attr:`GemmParams.symbol`)."""
+    return _Gemm(params(dtype, vector_bytes)).module
+
+
+def compile_gemm(dtype: str, vector_bytes: int | None = None) -> CpuArtifact:
+    """Optimize and assemble the GEMM for ``dtype`` to host object code."""
+    text = str(build(dtype, vector_bytes))
+    with cpu._lock:     # LLVM's global context and the shared TargetMachine are not thread-safe
+        obj = cpu.target_machine().emit_object(cpu.optimize(text))
+    return CpuArtifact(params(dtype, vector_bytes).symbol, obj, text)
+
+
+def assembly(dtype: str, vector_bytes: int | None = None) -> str:
+    """Host assembly of the GEMM for ``dtype`` (to inspect the micro-kernel's inner loop)."""
+    text = str(build(dtype, vector_bytes))
+    with cpu._lock:
+        return cpu.target_machine().emit_assembly(cpu.optimize(text))

@@ -1,0 +1,128 @@
+"""``out = a @ b`` on the CPU with the generated GEMM (:mod:`codegen.cpu_gemm`).
+
+The kernel is compiled once per dtype and host and cached on disk like the other CPU kernels
+(:mod:`runtime.disk_cache` entries: a damaged one is rebuilt).  A call splits C's columns (or,
+when C is narrow, its rows) into one range per thread and runs them with
+:func:`runtime.cpu.launch`; each range packs into its own slot of a per-calling-thread scratch
+buffer, kept between calls (first-touching fresh pages would cost more than small GEMMs).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from codegen import cpu, cpu_gemm
+from runtime import disk_cache
+from runtime.cpu import launch, num_threads
+from runtime.kernel_cache import decode_entry, encode_entry
+
+# Multiply-adds below which a GEMM stays on the calling thread (a hand-off costs ~15 us).
+SMALL_GEMM = 1 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    return hashlib.sha256(Path(cpu_gemm.__file__).read_bytes()).hexdigest()[:16]
+
+
+class _Gemm:
+    """The loaded kernel of one dtype."""
+
+    def __init__(self, dtype: str):
+        self.params = p = cpu_gemm.params(dtype)
+        key = f"gemm|{dtype}|{cpu.host_id()}|{_source_digest()}"
+        path = disk_cache.cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.tjk"
+        self.stats = {"disk_errors": 0}
+        disk = not disk_cache.disk_disabled()
+        artifact = disk_cache.read_entry(path, "gemm cache", decode_entry,
+                                         lambda a: a.symbol == p.symbol, self.stats) if disk else None
+        self.from_disk = artifact is not None
+        if artifact is None:
+            artifact = cpu_gemm.compile_gemm(dtype)
+            if disk:
+                disk_cache.write_atomic(path, encode_entry(artifact), "gemm cache")
+        self.fn = cpu.load(artifact)
+
+
+_kernels: dict[str, _Gemm] = {}
+_kernels_lock = threading.Lock()
+
+
+def _kernel(dtype: str) -> _Gemm:
+    with _kernels_lock:
+        k = _kernels.get(dtype)
+        if k is None:
+            k = _kernels[dtype] = _Gemm(dtype)
+        return k
+
+
+_scratch = threading.local()
+
+
+def _scratch_buffer(nbytes: int) -> int:
+    """Address of >= ``nbytes`` of 64-byte aligned scratch owned by the calling thread."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.nbytes < nbytes + 64:
+        buf = _scratch.buf = np.zeros(nbytes + 64, np.uint8)
+    return (buf.ctypes.data + 63) // 64 * 64
+
+
+def _round_up(x: int, step: int) -> int:
+    return -(-x // step) * step
+
+
+def plan(m: int, n: int, k: int, p: cpu_gemm.GemmParams, threads: int) -> tuple[int, int, int]:
+    """(split, chunk, total): ranges of ``chunk`` columns (split 0) or rows (split 1) of C."""
+    if threads > 1 and m * n * k >= SMALL_GEMM:
+        if n >= 2 * p.nr * threads:
+            return 0, _round_up(-(-n // threads), p.nr), n
+        if m >= 2 * p.mr * threads:
+            return 1, _round_up(-(-m // threads), p.mr), m
+    return 0, max(n, 1), n
+
+
+def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for name, x in (("a", a), ("b", b), ("out", out)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"gemm: {name} must be a NumPy array, got {type(x).__name__}")
+        if x.ndim != 2:
+            raise ValueError(f"gemm: {name} must be 2-D, got shape {x.shape}")
+    if not (a.dtype == b.dtype == out.dtype) or a.dtype.name not in cpu_gemm.DTYPES:
+        raise TypeError(f"gemm: a, b and out must share one dtype of {cpu_gemm.DTYPES}, "
+                        f"got {a.dtype}, {b.dtype}, {out.dtype}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm: inner dimensions differ: a {a.shape} @ b {b.shape}")
+    if out.shape != (a.shape[0], b.shape[1]):
+        raise ValueError(f"gemm: out has shape {out.shape}, a {a.shape} @ b {b.shape} needs "
+                         f"{(a.shape[0], b.shape[1])}")
+    if not out.flags.writeable:
+        raise ValueError("gemm: out is read-only")
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """``out[...] = a @ b`` for 2-D float32/float64 arrays of any strides (``threads`` default:
+    :func:`runtime.cpu.num_threads`).  Inputs overlapping ``out`` are copied first."""
+    _check(a, b, out)
+    m, n, k = out.shape[0], out.shape[1], a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if np.may_share_memory(a, out):
+        a = a.copy()
+    if np.may_share_memory(b, out):
+        b = b.copy()
+    kern = _kernel(a.dtype.name)
+    p = kern.params
+    split, chunk, total = plan(m, n, k, p, num_threads() if threads is None else threads)
+    ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)]
+    size = a.itemsize
+    shape = np.array([m, n, k, split, chunk], np.int64)
+    strides = np.array([a.strides[0] // size, a.strides[1] // size, b.strides[0] // size,
+                        b.strides[1] // size, out.strides[0] // size, out.strides[1] // size], np.int64)
+    scratch = _scratch_buffer(p.scratch_bytes * len(ranges))
+    ptrs = np.array([a.ctypes.data if a.size else 0, b.ctypes.data if b.size else 0,
+                     out.ctypes.data, scratch], np.uintp)
+    launch(kern.fn, ranges, shape.ctypes.data, strides.ctypes.data, ptrs.ctypes.data)
