@@ -2,7 +2,7 @@
 
 One C-ABI entry per dtype (:data:`codegen.cpu.KERNEL_CFUNCTYPE`)::
 
-    void tj_gemm_<dtype>(int64 start, int64 end, const int64 *shape, const int64 *strides, void **ptrs)
+    void tj_gemm_<dtype>_v<vector bytes>(int64 start, int64 end, const int64 *shape, const int64 *strides, void **ptrs)
 
 * ``shape = (M, N, K, split, chunk)``: ``[start, end)`` is a range of columns of C (``split`` 0)
   or of rows (``split`` 1); ranges are ``chunk`` long except the last, so ``start // chunk``
@@ -52,6 +52,7 @@ NC_BYTES = 512 * 1024
 class GemmParams:
     """Register and cache blocking of one dtype on the host."""
     dtype: str
+    vector_bytes: int
     lanes: int          # elements per vector register
     mr: int             # tile rows (A values broadcast per k)
     nr: int             # tile columns (a multiple of lanes)
@@ -61,7 +62,7 @@ class GemmParams:
 
     @property
     def symbol(self) -> str:
-        return f"tj_gemm_{self.dtype}"
+        return f"tj_gemm_{self.dtype}_v{self.vector_bytes}"
 
     @property
     def scratch_bytes(self) -> int:
@@ -83,7 +84,7 @@ def params(dtype: str, vector_bytes: int | None = None) -> GemmParams:
     size = itemsize(dtype)
     mc = max(mr, MC_BYTES // (KC * size) // mr * mr)
     nc = max(nr, NC_BYTES // (KC * size) // nr * nr)
-    return GemmParams(dtype, lanes, mr, nr, KC, mc, nc)
+    return GemmParams(dtype, vb, lanes, mr, nr, KC, mc, nc)
 
 
 # --------------------------------------------------------------------------- IR helpers

@@ -30,11 +30,11 @@ def _source_digest() -> str:
 
 
 class _Gemm:
-    """The loaded kernel of one dtype."""
+    """The loaded kernel of one dtype (and vector width: the host's unless testing others)."""
 
-    def __init__(self, dtype: str):
-        self.params = p = cpu_gemm.params(dtype)
-        key = f"gemm|{dtype}|{cpu.host_id()}|{_source_digest()}"
+    def __init__(self, dtype: str, vector_bytes: int | None = None):
+        self.params = p = cpu_gemm.params(dtype, vector_bytes)
+        key = f"gemm|{p.symbol}|{cpu.host_id()}|{_source_digest()}"
         path = disk_cache.cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.tjk"
         self.stats = {"disk_errors": 0}
         disk = not disk_cache.disk_disabled()
@@ -42,21 +42,21 @@ class _Gemm:
                                          lambda a: a.symbol == p.symbol, self.stats) if disk else None
         self.from_disk = artifact is not None
         if artifact is None:
-            artifact = cpu_gemm.compile_gemm(dtype)
+            artifact = cpu_gemm.compile_gemm(dtype, vector_bytes)
             if disk:
                 disk_cache.write_atomic(path, encode_entry(artifact), "gemm cache")
         self.fn = cpu.load(artifact)
 
 
-_kernels: dict[str, _Gemm] = {}
+_kernels: dict[tuple[str, int | None], _Gemm] = {}
 _kernels_lock = threading.Lock()
 
 
-def _kernel(dtype: str) -> _Gemm:
+def _kernel(dtype: str, vector_bytes: int | None = None) -> _Gemm:
     with _kernels_lock:
-        k = _kernels.get(dtype)
+        k = _kernels.get((dtype, vector_bytes))
         if k is None:
-            k = _kernels[dtype] = _Gemm(dtype)
+            k = _kernels[dtype, vector_bytes] = _Gemm(dtype, vector_bytes)
         return k
 
 
@@ -106,6 +106,12 @@ def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """``out[...] = a @ b`` for 2-D float32/float64 arrays of any strides (``threads`` default:
     :func:`runtime.cpu.num_threads`).  Inputs overlapping ``out`` are copied first."""
+    _gemm(a, b, out, threads)
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
+          vector_bytes: int | None = None) -> None:
+    """:func:`gemm` with the kernel built for ``vector_bytes`` registers (tests of other hosts)."""
     _check(a, b, out)
     m, n, k = out.shape[0], out.shape[1], a.shape[1]
     if m == 0 or n == 0:
@@ -114,7 +120,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = No
         a = a.copy()
     if np.may_share_memory(b, out):
         b = b.copy()
-    kern = _kernel(a.dtype.name)
+    kern = _kernel(a.dtype.name, vector_bytes)
     p = kern.params
     split, chunk, total = plan(m, n, k, p, num_threads() if threads is None else threads)
     ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)]
