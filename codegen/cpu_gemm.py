@@ -2,7 +2,8 @@
 
 One C-ABI entry per dtype (:data:`codegen.cpu.KERNEL_CFUNCTYPE`)::
 
-    void tj_gemm_<dtype>_v<vector bytes>(int64 start, int64 end, const int64 *shape, const int64 *strides, void **ptrs)
+    void tj_gemm_<dtype>_v<vector bytes>(int64 start, int64 end, const int64 *shape,
+                                         const int64 *strides, void **ptrs)
 
 * ``shape = (M, N, K, split, chunk)``: ``[start, end)`` is a range of columns of C (``split`` 0)
   or of rows (``split`` 1); ranges are ``chunk`` long except the last, so ``start // chunk``

@@ -61,7 +61,8 @@ def run(m: int, n: int, k: int, dtype: str = "float32", la: str = "c", lb: str =
     check(a, b, out)
 
 
-SIZES = [(1, 1, 1), (13, 17, 33), (100, 257, 100), (33, 100, 257), (257, 13, 17), (14, 32, 256), (15, 33, 300)]
+SIZES = [(1, 1, 1), (13, 17, 33), (100, 257, 100), (33, 100, 257), (257, 13, 17), (14, 32, 256),
+         (15, 33, 300)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -87,9 +88,9 @@ def test_empty(m, n, k):
 
 
 # (M, K) x (K, N) and operand layouts of the training benchmark's matmuls
-T1 = [((256, 784), (784, 512), "c", "c"), ((256, 512), (512, 512), "c", "c"), ((256, 512), (512, 10), "c", "c"),
-      ((784, 256), (256, 512), "t", "c"), ((512, 256), (256, 512), "t", "c"), ((256, 512), (512, 512), "c", "t"),
-      ((256, 10), (10, 512), "c", "t")]
+T1 = [((256, 784), (784, 512), "c", "c"), ((256, 512), (512, 512), "c", "c"),
+      ((256, 512), (512, 10), "c", "c"), ((784, 256), (256, 512), "t", "c"),
+      ((512, 256), (256, 512), "t", "c"), ((256, 512), (512, 512), "c", "t"), ((256, 10), (10, 512), "c", "t")]
 
 
 @pytest.mark.parametrize("sa,sb,la,lb", T1)
@@ -107,9 +108,9 @@ def test_narrower_vectors(vector_bytes, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(0, 40), dtype=st.sampled_from(["float32", "float64"]),
-       la=st.sampled_from("ctsnb"), lb=st.sampled_from("ctsnb"), lo=st.sampled_from("ct"),
-       threads=st.sampled_from([1, 2]))
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(0, 40),
+       dtype=st.sampled_from(["float32", "float64"]), la=st.sampled_from("ctsnb"),
+       lb=st.sampled_from("ctsnb"), lo=st.sampled_from("ct"), threads=st.sampled_from([1, 2]))
 def test_hypothesis(m, n, k, dtype, la, lb, lo, threads):
     rt.SMALL_GEMM, saved = 0, rt.SMALL_GEMM      # split even tiny problems across threads
     try:
@@ -159,8 +160,10 @@ def test_disk_cache_rebuilds_damaged_entry(tmp_path, monkeypatch):
     assert rt._Gemm("float64").from_disk        # rewritten
 
 
-@pytest.mark.skipif(not (llvm.get_process_triple().startswith("x86_64") and llvm.get_host_cpu_features().get("fma")),
-                    reason="checks x86 FMA assembly")
+_X86_FMA = llvm.get_process_triple().startswith("x86_64") and llvm.get_host_cpu_features().get("fma")
+
+
+@pytest.mark.skipif(not _X86_FMA, reason="checks x86 FMA assembly")
 def test_micro_kernel_assembly():
     """The inner loop: vector FMAs, no stack traffic (spilled accumulators)."""
     asm = cpu_gemm.assembly("float32")
