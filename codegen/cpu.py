@@ -464,7 +464,11 @@ class _Lowering:
     # ----------------------------------------------------------------- stages
 
     def point(self, ctx: _Ctx) -> None:
-        """All stages at one outer point (or ``ctx.width`` outer points along ``ctx.vdim``)."""
+        """All stages at one outer point (or ``ctx.width`` outer points along ``ctx.vdim``).
+
+        Loads are memoized in ``ctx``: without reduce dims an operand is loaded once per point,
+        before any stage stores there (in-place updates rely on this).
+        """
         ctx.accs = {}
         prefetch_stage, self.prefetch_ops = self._prefetch_plan(), []
         for s, st in enumerate(self.k.stages):

@@ -347,8 +347,9 @@ class CpuProgram:
         self._fresh = [(s, shape, dtype) for s, (shape, dtype) in fresh.items()]
         self._fresh_slots = set(fresh)
         self._addresses = [0 if b is None else data_address(b) for b in self._bufs]
+        self._in_place_slots = sorted(set(p.inplace.values()))
 
-    def _bind(self, inputs: Sequence[np.ndarray]) -> tuple[list, list[int], dict]:
+    def _bind(self, inputs: Sequence[np.ndarray]) -> tuple[list, list[int], dict, list]:
         p = self.program
         bufs = self._bufs.copy()
         addresses = self._addresses.copy()
@@ -361,6 +362,7 @@ class CpuProgram:
                                  f"got {x.dtype} with {x.nbytes} bytes")
             bufs[i] = x
             addresses[i] = data_address(x)
+        copy_back = self._bind_in_place(inputs, bufs, addresses) if self._in_place_slots else []
         for s, shape, dtype in self._fresh:
             bufs[s] = a = np.empty(shape, dtype)
             addresses[s] = data_address(a)
@@ -374,20 +376,46 @@ class CpuProgram:
                 blocks[s] = _buffers.acquire(p.slot_nbytes[s])
             bufs[s] = blocks[s].array
             addresses[s] = blocks[s].address
-        return bufs, addresses, blocks
+        return bufs, addresses, blocks, copy_back
+
+    def _bind_in_place(self, inputs: Sequence[np.ndarray], bufs: list, addresses: list[int]) -> list:
+        """Point in-place slots at the caller's arrays where that is safe; else at a private copy
+        written back after the run (a strided, read-only or foreign array, or one whose memory
+        overlaps another input, which a kernel may still read after the update)."""
+        spans = sorted((addresses[i], addresses[i] + bufs[i].nbytes, i)
+                       for i in range(len(inputs)) if bufs[i].nbytes)
+        overlapping: set[int] = set()
+        end, owner = -1, -1
+        for a, b, i in spans:
+            if a < end:
+                overlapping.update((i, owner))
+            if b > end:
+                end, owner = b, i
+        copy_back = []
+        for s in self._in_place_slots:
+            x = inputs[s]
+            if bufs[s] is not x:                    # bound to a contiguous copy already
+                copy_back.append((x, bufs[s]))
+            elif not x.flags.writeable or s in overlapping:
+                bufs[s] = private = x.copy()
+                addresses[s] = data_address(private)
+                copy_back.append((x, private))
+        return copy_back
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         p = self.program
         if len(inputs) != p.n_inputs:
             raise TypeError(f"program takes {p.n_inputs} inputs, got {len(inputs)}")
         with self._lock:
-            bufs, addresses, blocks = self._bind(inputs)
+            bufs, addresses, blocks, copy_back = self._bind(inputs)
             for step in self.steps:
                 if isinstance(step, _PreparedLaunch):
                     step.run(addresses)
                 else:
                     _run_extern(step, bufs, p.slot_dtypes)
-            results = self._collect(bufs, blocks)
+            for x, private in copy_back:
+                np.copyto(x, private.reshape(np.shape(x)))
+            results = self._collect(inputs, bufs, blocks)
             if blocks:
                 released = set()
                 for s, block in blocks.items():
@@ -398,12 +426,15 @@ class CpuProgram:
             np.copyto(inputs[in_slot], results[out_index].reshape(np.shape(inputs[in_slot])))
         return results
 
-    def _collect(self, bufs: list, blocks: dict) -> list[np.ndarray]:
+    def _collect(self, inputs: Sequence[np.ndarray], bufs: list, blocks: dict) -> list[np.ndarray]:
         leased: dict[int, np.ndarray] = {}
         results = []
+        in_place = self.program.inplace
         for i, (view, shape, dtype) in enumerate(self.program.outputs):
             s = view.slot
-            if i in self._direct:
+            if i in in_place:
+                results.append(inputs[s])
+            elif i in self._direct:
                 results.append(bufs[s])
             elif s in blocks:
                 if s not in leased:

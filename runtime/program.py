@@ -61,6 +61,9 @@ class Program:
     writebacks: list[tuple[int, int]] = field(default_factory=list)
     # slot -> slot it may reuse (buffer plan); filled by the scheduler
     aliases: dict[int, int] = field(default_factory=dict)
+    # output index -> input slot: the output is computed in the caller's input buffer itself
+    # (an in-place update); the runtime returns that input array as the output.
+    inplace: dict[int, int] = field(default_factory=dict)
 
     @property
     def kernels(self) -> list[Kernel]:

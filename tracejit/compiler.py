@@ -28,6 +28,8 @@ log_kernels = topic("kernels")
 
 SPLIT_MIN = 1 << 17       # a full reduction at least this long is split so every core takes part
 SPLIT_PARTS = (64, 48, 32, 16, 8, 4, 2)
+# Updates smaller than this are copied back rather than re-planned to be done in place.
+IN_PLACE_MIN_BYTES = 1 << 16
 
 
 def split_reductions(g: Graph) -> int:
@@ -101,8 +103,13 @@ class CompiledProgram:
         return self._run(*inputs)
 
 
-def compile_graph(g: Graph, device: Device) -> CompiledProgram:
-    """Fuse and compile an optimized graph (the graph is copied; the caller's stays as traced)."""
+def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = None) -> CompiledProgram:
+    """Fuse and compile an optimized graph (the graph is copied; the caller's stays as traced).
+
+    ``updates`` maps graph output index -> graph input index for in-place updates: where it is
+    safe (see :func:`_in_place_outputs`), the kernel computing the output writes the input's
+    buffer itself instead of a new one that the caller would copy back (CPU only).
+    """
     g = _copy(g)
     for nid in g.g:
         n = g.node(nid)
@@ -110,7 +117,19 @@ def compile_graph(g: Graph, device: Device) -> CompiledProgram:
             raise UnsupportedUnderJitError(f"{n.op} has no GPU kernel; run it eagerly or on the CPU")
     split_reductions(g)
     plan = fusion.plan(g)
-    program = _to_program(g, plan)
+    updates = updates if device.type == "cpu" else None
+    program = _to_program(g, plan, updates)
+    if updates:
+        # Later kernels that recompute an update from the old input block it from being done
+        # in place: plan again with those (large) updates read back from memory instead.
+        refused = frozenset(g.outputs[k] for k in updates if k not in program.inplace
+                            and math.prod(g.node(g.outputs[k]).shape) * g.node(g.outputs[k]).dtype.itemsize
+                            >= IN_PLACE_MIN_BYTES)
+        if refused:
+            plan2 = fusion.plan(g, refused)
+            program2 = _to_program(g, plan2, updates)
+            if len(program2.inplace) > len(program.inplace):
+                plan, program = plan2, program2
     if log_fusion.isEnabledFor(logging.INFO):
         names = g.names()
         for node, why in plan.materialized.items():
@@ -135,7 +154,68 @@ def _copy(g: Graph) -> Graph:
     return new
 
 
-def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
+def _in_place_outputs(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int]) -> dict[int, int]:
+    """The subset of ``updates`` (output index -> input index) a kernel can compute in place.
+
+    Both buffers hold the same shape and dtype in C order, so the output's view is valid on the
+    input's buffer.  Writing over the input is safe when a kernel (or a matmul) stores the output
+    and every read of the input happens before that store (in earlier steps, or in the same kernel at the
+    same element and in the same or an earlier stage), and no other program output sees the
+    input's buffer.
+    """
+    out_count: dict[int, int] = {}
+    for o in g.outputs:
+        out_count[o] = out_count.get(o, 0) + 1
+    seen_by_outputs = {plan.aliases.get(o, (o, None))[0] for o in g.outputs}
+    step_of = {}
+    for k, s in enumerate(plan.steps):
+        if isinstance(s, fusion.KernelPlan):
+            step_of.update((o, k) for o, _ in s.outputs)
+        elif PRIMS[g.node(s.node).op].kind == "matmul":
+            step_of[s.node] = k
+    chosen: dict[int, int] = {}
+    for out_index, in_index in updates.items():
+        o, x = g.outputs[out_index], g.inputs[in_index]
+        k = step_of.get(o)
+        if k is None or out_count[o] != 1 or x in seen_by_outputs or o in plan.aliases \
+                or g.node(o).aval != g.node(x).aval:
+            continue
+        step = plan.steps[k]
+        later = plan.steps[k + 1:]
+        if any(n == x for s in later for n, _ in s.inputs):
+            continue
+        if any(isinstance(s, fusion.ExternPlan) and PRIMS[g.node(s.node).op].kind == "host" for s in later):
+            continue        # a host op may raise (bad index): the caller's tensor must stay as it was
+        reads = [i for i, (n, _) in enumerate(step.inputs) if n == x]
+        if isinstance(step, fusion.ExternPlan):
+            if reads:
+                continue        # a library call may read any element after writing another
+        elif any(step.inputs[i][1] != next(v for n, v in step.outputs if n == o) for i in reads) \
+                or _read_after_store(step, o, reads):
+            continue
+        chosen[out_index] = in_index
+    return chosen
+
+
+def _read_after_store(step: fusion.KernelPlan, o: int, reads: list[int]) -> bool:
+    """Does a stage after the one storing ``o`` load one of the operands ``reads`` afresh?
+
+    Without reduce dims every stage runs at each point in turn and an operand is loaded once
+    per point (codegen memoizes loads), so a later stage reusing a load of an earlier one still
+    sees the old value.  Row kernels make a separate pass per stage: any later load is fresh.
+    """
+    stages = step.kernel.stages
+    s = next(j for j, st in enumerate(stages)
+             if isinstance(st, kir.Store) and step.outputs[st.output][0] == o)
+
+    def loaded(sts) -> set[int]:
+        return {e.input for st in sts for e in kir.walk(st.expr)
+                if isinstance(e, kir.Load) and e.input in reads}
+    later = loaded(stages[s + 1:])
+    return bool(later - loaded(stages[:s + 1])) if step.kernel.n_reduce == 0 else bool(later)
+
+
+def _to_program(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int] | None = None) -> rp.Program:
     slot_of: dict[int, int] = {}
     nbytes: list[int] = []
     dtypes: list[str] = []
@@ -152,10 +232,14 @@ def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
     constants = {}
     for nid, value in plan.constants.items():
         constants[new_slot(nid)] = value
+    in_place = _in_place_outputs(g, plan, updates) if updates else {}
+    for out_index, in_index in in_place.items():
+        slot_of[g.outputs[out_index]] = in_index
     for step in plan.steps:
         outs = [step.node] if isinstance(step, fusion.ExternPlan) else [o for o, _ in step.outputs]
         for o in outs:
-            new_slot(o)
+            if o not in slot_of:
+                new_slot(o)
 
     def resolve(nid: int, view: View) -> rp.View:
         if nid in plan.aliases:
@@ -182,7 +266,7 @@ def _to_program(g: Graph, plan: fusion.FusionPlan) -> rp.Program:
         n = g.node(o)
         base, view = plan.aliases.get(o, (o, View.contiguous(n.shape)))
         outputs.append((rp.View(slot_of[base], view.offset, view.strides), n.shape, n.dtype.name))
-    program = rp.Program(len(g.inputs), nbytes, dtypes, constants, steps, outputs)
+    program = rp.Program(len(g.inputs), nbytes, dtypes, constants, steps, outputs, inplace=in_place)
     program.aliases = _buffer_plan(program)
     return program
 

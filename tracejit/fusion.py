@@ -110,9 +110,13 @@ def _is_extern(g: Graph, nid: int) -> bool:
     return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or n.op in EXTERN_MOVEMENT)
 
 
-def plan(g: Graph) -> FusionPlan:
-    """Group the graph's nodes into kernels and extern steps."""
-    materialized: dict[int, str] = {}
+def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
+    """Group the graph's nodes into kernels and extern steps.
+
+    Graph outputs in ``read_back`` are never recomputed by other kernels: they are in-place
+    updates, and recomputing one would read the old value after it was overwritten.
+    """
+    materialized: dict[int, str] = {o: "graph output updated in place" for o in read_back}
     for o in g.outputs:
         materialized.setdefault(o, "graph output")
     order = g.topo()

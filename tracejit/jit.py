@@ -141,6 +141,18 @@ def _default_backend() -> str:
     return os.environ.get("TRACEJIT_BACKEND", "llvm")
 
 
+def _update_inputs(traced: Traced) -> dict[int, int]:
+    """Graph output index -> graph input index of each tensor the function updates in place."""
+    n_args = len(traced.in_avals)
+    capture_index = {id(c): n_args + j for j, c in enumerate(traced.captures)}
+    updates = {}
+    for target, k in traced.writebacks:
+        i = target if isinstance(target, int) else capture_index.get(id(target))
+        if i is not None:
+            updates[k] = i
+    return updates
+
+
 class CompiledEntry:
     """A trace plus its executable: the object a cache hit runs."""
 
@@ -153,7 +165,7 @@ class CompiledEntry:
             self.executable: Any = Interpreter(traced.graph)
         elif backend == "llvm":
             from .compiler import compile_graph
-            self.executable = compile_graph(traced.graph, device)
+            self.executable = compile_graph(traced.graph, device, _update_inputs(traced))
         else:
             raise ValueError(f"unknown backend {backend!r}; use 'llvm' or 'interpret'")
         self._writeback_args = [(i, k) for i, k in traced.writebacks if isinstance(i, int)]
@@ -165,10 +177,12 @@ class CompiledEntry:
         arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
         arrays += [c._value if dev.type == "cpu" else _leaf_array(c, c.aval, dev) for c in tr.captures]
         outs = self.executable(arrays)
-        for i, k in self._writeback_args:
-            write_back(leaves[i], outs[k])
+        for i, k in self._writeback_args:       # (an output computed in place is the tensor's own array)
+            if outs[k] is not leaves[i]._value:
+                write_back(leaves[i], outs[k])
         for t, k in self._writeback_captures:
-            write_back(t, outs[k])
+            if outs[k] is not t._value:
+                write_back(t, outs[k])
         if tr.out_tree is LEAF and tr.out_is_tensor[0]:     # the common case, without pytree work
             return Tensor._from_array(outs[0], self.device)
         results, it = [], iter(outs[:tr.n_outputs])

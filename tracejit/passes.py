@@ -169,6 +169,9 @@ def _rule_movement(g: Graph, nid: int) -> int | None:
         p = n.params
         if all(b == 0 and e == k and st == 1 for b, e, st, k in zip(p["start"], p["stop"], p["step"], s)):
             return src
+    if n.op == "slice_scatter" and g.node(n.inputs[1]).aval == n.aval \
+            and all(b == 0 and st == 1 for b, st in zip(n.params["start"], n.params["step"])):
+        return n.inputs[1]      # x[...] = v overwrites all of x
     inner = g.node(src) if src is not None else None
     if n.op == "reshape" and inner.op == "reshape":
         return g.add("reshape", inner.inputs, {"shape": n.shape}, n.aval)
