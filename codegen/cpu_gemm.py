@@ -26,6 +26,7 @@ contiguous (row-major A, column-major B), else scalar loads.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,12 +66,11 @@ class GemmParams:
     def symbol(self) -> str:
         return f"tj_gemm_{self.dtype}_v{self.vector_bytes}"
 
-    @property
+    @functools.cached_property
     def scratch_bytes(self) -> int:
         """Packing space per range: A's block, then B's (64-byte aligned)."""
         a = -(-self.mc * self.kc * itemsize(self.dtype) // 64) * 64
-        # the transposing pack of A stores whole vectors: slack past the last panel
-        return a + self.kc * self.nc * itemsize(self.dtype) + 64 * 4
+        return a + self.kc * self.nc * itemsize(self.dtype)
 
 
 def params(dtype: str, vector_bytes: int | None = None) -> GemmParams:

@@ -8,6 +8,7 @@ buffer, kept between calls (first-touching fresh pages would cost more than smal
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import threading
@@ -17,7 +18,7 @@ import numpy as np
 
 from codegen import cpu, cpu_gemm
 from runtime import disk_cache
-from runtime.cpu import launch, num_threads
+from runtime.cpu import data_address, launch, num_threads
 from runtime.kernel_cache import decode_entry, encode_entry
 
 # Multiply-adds below which a GEMM stays on the calling thread (a hand-off costs ~15 us).
@@ -60,15 +61,25 @@ def _kernel(dtype: str, vector_bytes: int | None = None) -> _Gemm:
         return k
 
 
-_scratch = threading.local()
+class _Args(threading.local):
+    """Per calling thread: the kernel's argument arrays and packing scratch (so concurrent
+    calls from several threads never share them, and a call allocates nothing)."""
+
+    def __init__(self):
+        self.shape = (ctypes.c_int64 * 5)()
+        self.strides = (ctypes.c_int64 * 6)()
+        self.ptrs = (ctypes.c_uint64 * 4)()
+        self.addresses = tuple(ctypes.addressof(x) for x in (self.shape, self.strides, self.ptrs))
+        self.scratch: np.ndarray | None = None
+
+    def scratch_address(self, nbytes: int) -> int:
+        """Address of >= ``nbytes`` of 64-byte aligned scratch."""
+        if self.scratch is None or self.scratch.nbytes < nbytes + 64:
+            self.scratch = np.zeros(nbytes + 64, np.uint8)
+        return (data_address(self.scratch) + 63) // 64 * 64
 
 
-def _scratch_buffer(nbytes: int) -> int:
-    """Address of >= ``nbytes`` of 64-byte aligned scratch owned by the calling thread."""
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.nbytes < nbytes + 64:
-        buf = _scratch.buf = np.zeros(nbytes + 64, np.uint8)
-    return (buf.ctypes.data + 63) // 64 * 64
+_args = _Args()
 
 
 def _round_up(x: int, step: int) -> int:
@@ -85,13 +96,18 @@ def plan(m: int, n: int, k: int, p: cpu_gemm.GemmParams, threads: int) -> tuple[
     return 0, max(n, 1), n
 
 
-def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+_DTYPE_NAMES = {np.dtype(d): d for d in cpu_gemm.DTYPES}
+
+
+def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> str:
+    """Validate the operands; returns the dtype's name."""
     for name, x in (("a", a), ("b", b), ("out", out)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"gemm: {name} must be a NumPy array, got {type(x).__name__}")
         if x.ndim != 2:
             raise ValueError(f"gemm: {name} must be 2-D, got shape {x.shape}")
-    if not (a.dtype == b.dtype == out.dtype) or a.dtype.name not in cpu_gemm.DTYPES:
+    dtype = _DTYPE_NAMES.get(a.dtype)
+    if not (a.dtype == b.dtype == out.dtype) or dtype is None:
         raise TypeError(f"gemm: a, b and out must share one dtype of {cpu_gemm.DTYPES}, "
                         f"got {a.dtype}, {b.dtype}, {out.dtype}")
     if a.shape[1] != b.shape[0]:
@@ -101,6 +117,7 @@ def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                          f"{(a.shape[0], b.shape[1])}")
     if not out.flags.writeable:
         raise ValueError("gemm: out is read-only")
+    return dtype
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -112,7 +129,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = No
 def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
           vector_bytes: int | None = None) -> None:
     """:func:`gemm` with the kernel built for ``vector_bytes`` registers (tests of other hosts)."""
-    _check(a, b, out)
+    dtype = _check(a, b, out)
     m, n, k = out.shape[0], out.shape[1], a.shape[1]
     if m == 0 or n == 0:
         return
@@ -120,15 +137,18 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
         a = a.copy()
     if np.may_share_memory(b, out):
         b = b.copy()
-    kern = _kernel(a.dtype.name, vector_bytes)
+    kern = _kernels.get((dtype, vector_bytes)) or _kernel(dtype, vector_bytes)
     p = kern.params
+    if n < p.nr <= m:
+        # C.T = B.T @ A.T: a narrow C wastes most of each tile's columns, fewer of its rows
+        a, b, out, m, n = b.T, a.T, out.T, n, m
     split, chunk, total = plan(m, n, k, p, num_threads() if threads is None else threads)
     ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)]
     size = a.itemsize
-    shape = np.array([m, n, k, split, chunk], np.int64)
-    strides = np.array([a.strides[0] // size, a.strides[1] // size, b.strides[0] // size,
-                        b.strides[1] // size, out.strides[0] // size, out.strides[1] // size], np.int64)
-    scratch = _scratch_buffer(p.scratch_bytes * len(ranges))
-    ptrs = np.array([a.ctypes.data if a.size else 0, b.ctypes.data if b.size else 0,
-                     out.ctypes.data, scratch], np.uintp)
-    launch(kern.fn, ranges, shape.ctypes.data, strides.ctypes.data, ptrs.ctypes.data)
+    args = _args
+    args.shape[:] = (m, n, k, split, chunk)
+    (a_m, a_k), (b_k, b_n), (c_m, c_n) = a.strides, b.strides, out.strides
+    args.strides[:] = (a_m // size, a_k // size, b_k // size, b_n // size, c_m // size, c_n // size)
+    args.ptrs[:] = (data_address(a) if k else 0, data_address(b) if k else 0, data_address(out),
+                    args.scratch_address(p.scratch_bytes * len(ranges)))
+    launch(kern.fn, ranges, *args.addresses)
