@@ -192,7 +192,8 @@ class _Gemm:
         self.vt = ir.VectorType(self.t, p.lanes)
         self.size = itemsize(p.dtype)
         self.module = ir.Module(name=p.symbol)
-        self.kernel = self._micro_kernel()
+        # one micro-kernel per tile height: a partial panel of A costs its rows only
+        self.kernels = {mr: self._micro_kernel(mr) for mr in range(1, p.mr + 1)}
         self.pack_a = self._pack(p.mr, "pack_a")
         self.pack_b = self._pack(p.nr, "pack_b")
         self._entry()
@@ -202,12 +203,13 @@ class _Gemm:
 
     # ----------------------------------------------------------------- micro-kernel
 
-    def _micro_kernel(self) -> ir.Function:
-        """``uk(kc, ap, bp, c, ldc, acc)``: the MR x NR tile ``C (+)= Ap @ Bp`` over ``kc``;
-        C's rows ``ldc`` apart and contiguous; ``acc`` adds to C instead of overwriting it."""
+    def _micro_kernel(self, mr: int) -> ir.Function:
+        """``uk(kc, ap, bp, c, ldc, acc)``: the ``mr`` x NR tile ``C (+)= Ap @ Bp`` over ``kc``
+        (Ap's panel is MR rows wide); C's rows ``ldc`` apart and contiguous; ``acc`` adds to C
+        instead of overwriting it."""
         p, t, vt = self.p, self.t, self.vt
         ptr = t.as_pointer()
-        fn = _function(self.module, f"{p.symbol}_uk", [I64, ptr, ptr, ptr, I64, I1])
+        fn = _function(self.module, f"{p.symbol}_uk{mr}", [I64, ptr, ptr, ptr, I64, I1])
         fn.attributes.add("noinline")
         kc, ap, bp, c, ldc, acc = fn.args
         for a in (ap, bp, c):
@@ -216,14 +218,14 @@ class _Gemm:
         b = e.b
         nv = p.nr // p.lanes
         zero = const(p.dtype, 0, p.lanes)
-        accs = [zero] * (p.mr * nv)
+        accs = [zero] * (mr * nv)
 
         def step(k: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
             bk = e.at(bp, b.mul(k, I64(p.nr)))
             bv = [b.load(self.vptr(b, e.at(bk, I64(v * p.lanes))), align=64) for v in range(nv)]
             ak = e.at(ap, b.mul(k, I64(p.mr)))
             out = list(accs)
-            for r in range(p.mr):
+            for r in range(mr):
                 a = splat(b, b.load(e.at(ak, I64(r)), align=self.size), p.lanes)
                 for v in range(nv):
                     out[r * nv + v] = intrinsic(b, "fmuladd", [a, bv[v], out[r * nv + v]])
@@ -243,9 +245,9 @@ class _Gemm:
         b.cbranch(acc, add_bb, store_bb)
         pre = b.block
         b.position_at_end(add_bb)
-        rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(p.mr)]
+        rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(mr)]
         added = []
-        for r in range(p.mr):
+        for r in range(mr):
             for v in range(nv):
                 old = b.load(self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.size)
                 added.append(b.fadd(old, accs[r * nv + v]))
@@ -257,8 +259,8 @@ class _Gemm:
             phi.add_incoming(x, pre)
             phi.add_incoming(y, add_bb)
             out.append(phi)
-        rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(p.mr)]
-        for r in range(p.mr):
+        rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(mr)]
+        for r in range(mr):
             for v in range(nv):
                 b.store(out[r * nv + v], self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.size)
         b.ret_void()
@@ -417,16 +419,28 @@ class _Gemm:
                             mr = e.min(I64(p.mr), b.sub(mc, lir.i))
                             ap = e.at(a_pack, b.mul(lir.i, kc))
                             cp = e.at(c_blk, b.add(b.mul(lir.i, c_m), b.mul(ljr.i, c_n)))
-                            full = b.and_(b.and_(b.icmp_signed("==", mr, I64(p.mr)),
-                                                 b.icmp_signed("==", nr, I64(p.nr))),
+                            wide = b.and_(b.icmp_signed("==", nr, I64(p.nr)),
                                           b.icmp_signed("==", c_n, I64(1)))
-                            with b.if_else(full) as (then, otherwise):
+                            with b.if_else(wide) as (then, otherwise):
                                 with then:
-                                    b.call(self.kernel, [kc, ap, bp, cp, c_m, acc])
+                                    self._dispatch(e, mr, [kc, ap, bp, cp, c_m, acc])
                                 with otherwise:
-                                    b.call(self.kernel, [kc, ap, bp, tile, I64(p.nr), I1(0)])
+                                    b.call(self.kernels[p.mr], [kc, ap, bp, tile, I64(p.nr), I1(0)])
                                     self._copy_tile(e, tile, cp, mr, nr, c_m, c_n, acc)
         b.ret_void()
+
+    def _dispatch(self, e: _Builder, mr: ir.Value, args: list[ir.Value]) -> None:
+        """Call the micro-kernel for ``mr`` rows."""
+        b = e.b
+        join = e.fn.append_basic_block("uk.join")
+        sw = b.switch(mr, join)
+        for rows, fn in self.kernels.items():
+            bb = e.fn.append_basic_block(f"uk{rows}")
+            sw.add_case(I64(rows), bb)
+            b.position_at_end(bb)
+            b.call(fn, args)
+            b.branch(join)
+        b.position_at_end(join)
 
     def _copy_tile(self, e: _Builder, tile, cp, mr, nr, c_m, c_n, acc) -> None:
         """The valid ``mr`` x ``nr`` corner of a computed tile into (or onto) strided C."""

@@ -21,8 +21,9 @@ from runtime import disk_cache
 from runtime.cpu import data_address, launch, num_threads
 from runtime.kernel_cache import decode_entry, encode_entry
 
-# Multiply-adds below which a GEMM stays on the calling thread (a hand-off costs ~15 us).
-SMALL_GEMM = 1 << 20
+# Multiply-adds below which a GEMM stays on the calling thread: handing a range to a pool thread
+# costs 15-30 us, the time of ~4M multiply-adds on one core.
+SMALL_GEMM = 4 << 20
 
 
 @functools.lru_cache(maxsize=1)
