@@ -826,33 +826,43 @@ def optimize(module_text: str) -> llvm.ModuleRef:
     return mod
 
 
-def compile_kernel(kernel: kir.Kernel) -> CpuArtifact:
-    """Lower, optimize (O3, host CPU features) and assemble ``kernel`` to object code."""
-    text = str(lower(kernel))
+def assemble(module_text: str) -> bytes:
+    """Optimize (O3, host CPU features) and assemble LLVM IR text to host object code."""
     with _lock:     # LLVM's global context and the shared TargetMachine are not thread-safe
-        obj = target_machine().emit_object(optimize(text))
-    return CpuArtifact(symbol_name(kernel), obj, text)
+        return target_machine().emit_object(optimize(module_text))
+
+
+def compile_kernel(kernel: kir.Kernel) -> CpuArtifact:
+    """Lower, optimize and assemble ``kernel`` to object code."""
+    text = str(lower(kernel))
+    return CpuArtifact(symbol_name(kernel), assemble(text), text)
 
 
 _engine: llvm.ExecutionEngine | None = None
 _loaded: dict[str, int] = {}
 
 
-def load(artifact: CpuArtifact) -> KernelFn:
-    """Link ``artifact``'s object code into this process; return the kernel as a ctypes function."""
+def load_address(artifact: CpuArtifact, symbol: str | None = None) -> int:
+    """Link ``artifact``'s object code into this process (once); the address of ``symbol``
+    (default: the artifact's own)."""
     global _engine
+    symbol = symbol or artifact.symbol
     with _lock:
-        addr = _loaded.get(artifact.symbol)
-        if addr is None:
+        if artifact.symbol not in _loaded:
             if _engine is None:
                 _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
             _engine.add_object_file(llvm.ObjectFileRef.from_data(artifact.object_code))
             _engine.finalize_object()
-            addr = _engine.get_function_address(artifact.symbol)
-            if not addr:
-                raise RuntimeError(f"kernel symbol {artifact.symbol} not found in its object code")
-            _loaded[artifact.symbol] = addr
-    return KERNEL_CFUNCTYPE(addr)
+            _loaded[artifact.symbol] = _engine.get_function_address(artifact.symbol)
+        addr = _loaded[artifact.symbol] if symbol == artifact.symbol else _engine.get_function_address(symbol)
+    if not addr:
+        raise RuntimeError(f"symbol {symbol} not found in the object code of {artifact.symbol}")
+    return addr
+
+
+def load(artifact: CpuArtifact) -> KernelFn:
+    """Link ``artifact``'s object code into this process; return the kernel as a ctypes function."""
+    return KERNEL_CFUNCTYPE(load_address(artifact))
 
 
 def optimized_ir(kernel: kir.Kernel) -> str:

@@ -483,9 +483,7 @@ def build(dtype: str, vector_bytes: int | None = None) -> ir.Module:
 def compile_gemm(dtype: str, vector_bytes: int | None = None) -> CpuArtifact:
     """Optimize and assemble the GEMM for ``dtype`` to host object code."""
     text = str(build(dtype, vector_bytes))
-    with cpu._lock:     # LLVM's global context and the shared TargetMachine are not thread-safe
-        obj = cpu.target_machine().emit_object(cpu.optimize(text))
-    return CpuArtifact(params(dtype, vector_bytes).symbol, obj, text)
+    return CpuArtifact(params(dtype, vector_bytes).symbol, cpu.assemble(text), text)
 
 
 def assembly(dtype: str, vector_bytes: int | None = None) -> str:

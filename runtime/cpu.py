@@ -5,9 +5,10 @@
   (kernels, shape and stride arrays, work splits) is prepared once, so a call only binds
   buffers and passes pointers.
 
-Large kernels are split by outer range over a pool of blocking worker threads (the ctypes
-call releases the GIL); small ones (by points times an estimated cost per point) run on the
-calling thread, where a hand-off would cost more than the work.  Large buffers come from a
+Large kernels are split by outer range over :mod:`runtime.worker_pool` (the ctypes call
+releases the GIL; workers spin briefly between jobs, so a hand-off costs about a microsecond);
+small ones (by points times an estimated cost per point) run on the calling thread, where a
+hand-off and the shared cache traffic would cost more than the work.  Large buffers come from a
 size-class pool: allocating (and first touching) tens of MiB costs more than most kernels that
 fill them; small ones are plain NumPy memory (a tiny call costs ~3 us in all).
 """
@@ -19,38 +20,24 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from codegen import kir
 from codegen.mathlib import FUNCTIONS as MATH_FUNCTIONS
+from runtime import worker_pool
 from runtime.kernel_cache import KernelCache, default_cache
 from runtime.program import Extern, Launch, Program, View
 
-# Work (iteration points times point_cost) below which a launch stays on one thread: waking a
-# worker costs ~15 us on the 2-core VM, and a 256K-element copy ran no faster on two threads.
-SMALL_WORK = 512 * 1024
+# Work (iteration points times point_cost) below which a launch stays on one thread: a 128K
+# element x*2+1 (work 192K) ran faster on two threads of the 2-core VM, 64K did not.
+SMALL_WORK = 192 * 1024
 SMALL_SLOT = 256 * 1024         # buffers up to this size are plain NumPy memory, not pooled
 _HUGE = 2 * 1024 * 1024
 
 
 def num_threads() -> int:
     return max(1, int(os.environ.get("TRACEJIT_NUM_THREADS") or os.cpu_count() or 1))
-
-
-# --------------------------------------------------------------------------- thread pool
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, num_threads() - 1), thread_name_prefix="tracejit")
-        return _pool
 
 
 def _split(n: int, parts: int, align: int = 64) -> list[tuple[int, int]]:
@@ -65,14 +52,8 @@ def _split(n: int, parts: int, align: int = 64) -> list[tuple[int, int]]:
 
 
 def launch(fn, ranges: Sequence[tuple[int, int]], shape_p: int, strides_p: int, ptrs_p: int) -> None:
-    """Run ``fn`` over each outer range: the first on this thread, the rest on the pool."""
-    if len(ranges) == 1:
-        fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
-        return
-    futures = [_executor().submit(fn, a, b, shape_p, strides_p, ptrs_p) for a, b in ranges[1:]]
-    fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
-    for f in futures:
-        f.result()
+    """Run ``fn`` over each outer range: the first on this thread, the rest on pool workers."""
+    worker_pool.run(fn, ranges, shape_p, strides_p, ptrs_p)
 
 
 _SLOW_OPS = frozenset({"div", "sqrt", "rsqrt", "floordiv", "mod"})

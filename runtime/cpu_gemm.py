@@ -9,26 +9,17 @@ buffer, kept between calls (first-touching fresh pages would cost more than smal
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from codegen import cpu, cpu_gemm
-from runtime import disk_cache
 from runtime.cpu import data_address, launch, num_threads
-from runtime.kernel_cache import decode_entry, encode_entry
+from runtime.kernel_cache import cached_artifact
 
 # Multiply-adds below which a GEMM stays on the calling thread: handing a range to a pool thread
 # costs 15-30 us, the time of ~4M multiply-adds on one core.
 SMALL_GEMM = 4 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def _source_digest() -> str:
-    return hashlib.sha256(Path(cpu_gemm.__file__).read_bytes()).hexdigest()[:16]
 
 
 class _Gemm:
@@ -36,17 +27,10 @@ class _Gemm:
 
     def __init__(self, dtype: str, vector_bytes: int | None = None):
         self.params = p = cpu_gemm.params(dtype, vector_bytes)
-        key = f"gemm|{p.symbol}|{cpu.host_id()}|{_source_digest()}"
-        path = disk_cache.cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.tjk"
         self.stats = {"disk_errors": 0}
-        disk = not disk_cache.disk_disabled()
-        artifact = disk_cache.read_entry(path, "gemm cache", decode_entry,
-                                         lambda a: a.symbol == p.symbol, self.stats) if disk else None
-        self.from_disk = artifact is not None
-        if artifact is None:
-            artifact = cpu_gemm.compile_gemm(dtype, vector_bytes)
-            if disk:
-                disk_cache.write_atomic(path, encode_entry(artifact), "gemm cache")
+        artifact, self.from_disk = cached_artifact(f"gemm {p.symbol}", p.symbol,
+                                                   lambda: cpu_gemm.compile_gemm(dtype, vector_bytes),
+                                                   self.stats)
         self.fn = cpu.load(artifact)
 
 

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,23 @@ class KernelCache:
 
     def _write(self, kernel: Kernel, artifact: cpu.CpuArtifact) -> None:
         disk_cache.write_atomic(self.path_for(kernel), encode_entry(artifact), "kernel cache")
+
+
+def cached_artifact(name: str, symbol: str, build: Callable[[], cpu.CpuArtifact],
+                    stats: dict[str, int]) -> tuple[cpu.CpuArtifact, bool]:
+    """A hand-written module's object code (GEMM, worker hand-off) by ``name``: from disk when a
+    sound entry is there, else built and written.  Returns (artifact, from_disk)."""
+    key = f"{name}|{cpu.host_id()}|{codegen_digest()}"
+    path = disk_cache.cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.tjk"
+    disk = not disk_cache.disk_disabled()
+    artifact = disk_cache.read_entry(path, f"{name} cache", decode_entry,
+                                     lambda a: a.symbol == symbol, stats) if disk else None
+    if artifact is not None:
+        return artifact, True
+    artifact = build()
+    if disk:
+        disk_cache.write_atomic(path, encode_entry(artifact), f"{name} cache")
+    return artifact, False
 
 
 _default: KernelCache | None = None
