@@ -9,6 +9,7 @@ buffer, kept between calls (first-touching fresh pages would cost more than smal
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import numpy as np
@@ -17,9 +18,11 @@ from codegen import cpu, cpu_gemm
 from runtime.cpu import data_address, launch, num_threads
 from runtime.kernel_cache import cached_artifact
 
-# Multiply-adds below which a GEMM stays on the calling thread: handing a range to a pool thread
-# costs 15-30 us, the time of ~4M multiply-adds on one core.
+# Multiply-adds below which a GEMM stays on the calling thread: each thread packs its own panels,
+# and below ~4M multiply-adds ((128,128,128), (256,10,512)) one core was as fast as two.
 SMALL_GEMM = 4 << 20
+# TRACEJIT_BLAS_MATMUL=1 sends every matmul to NumPy's BLAS (to compare the two).
+_ALWAYS_BLAS = os.environ.get("TRACEJIT_BLAS_MATMUL", "") not in ("", "0")
 
 
 class _Gemm:
@@ -103,6 +106,24 @@ def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> str:
     if not out.flags.writeable:
         raise ValueError("gemm: out is read-only")
     return dtype
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = a @ b`` (any dims, dtypes NumPy's matmul takes): the generated GEMM for 2-D
+    float products, NumPy otherwise.
+
+    Even the small products NumPy's BLAS does a few microseconds faster stay here: a BLAS whose
+    threads spin after each call (OpenBLAS) takes the cores from the kernels that follow, which
+    doubled the time of the next large GEMM in an MLP forward pass.
+    """
+    if a.ndim == 2 and a.dtype.name in cpu_gemm.DTYPES and not _ALWAYS_BLAS:
+        _gemm(a, b, out, None)
+        return
+    if a.ndim == 2 and a.shape[1] < 64 and out.flags.c_contiguous:
+        # NumPy's matmul(out=) takes a slow non-BLAS loop for a short inner dim; dot does not
+        np.dot(a, b, out=out)
+    else:
+        np.matmul(a, b, out=out)
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:

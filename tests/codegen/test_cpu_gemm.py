@@ -173,3 +173,20 @@ def test_micro_kernel_assembly():
     body = body[:body.index(".Lfunc_end")]
     assert body.count("vfmadd") >= p.mr * p.nr // p.lanes
     assert "(%rsp)" not in body
+
+
+@pytest.mark.parametrize("dtype, generated", [("float32", True), ("float64", True), ("int32", False)])
+def test_compiled_matmul_uses_generated_gemm_for_floats(monkeypatch, dtype, generated):
+    import tracejit as tj
+    calls = []
+    real = rt._gemm
+    monkeypatch.setattr(rt, "_gemm", lambda *args: calls.append(args) or real(*args))
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((37, 70)) * 4).astype(dtype)
+    b = (rng.standard_normal((70, 5)) * 4).astype(dtype)
+    out = np.asarray(tj.jit(lambda x, y: x @ y)(tj.asarray(a), tj.asarray(b)))
+    assert len(calls) == int(generated)
+    if generated:
+        check(a, b, out)
+    else:
+        np.testing.assert_array_equal(out, a @ b)
