@@ -659,7 +659,17 @@ def _vjp_matmul(g, out, a, b):
     return P.matmul(g, P.permute(b, perm=perm)), P.matmul(P.permute(a, perm=perm), g)
 
 
-_register(Prim("matmul", "matmul", _matmul_infer, np.matmul, vjp=_vjp_matmul))
+def _matmul_impl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # the same GEMM as compiled code (runtime.cpu_gemm), so eager and jit agree and no BLAS
+    # thread pool competes with the kernel threads
+    from runtime.cpu_gemm import matmul
+    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
+                   np.result_type(a, b))
+    matmul(a, b, out)
+    return out
+
+
+_register(Prim("matmul", "matmul", _matmul_infer, _matmul_impl, vjp=_vjp_matmul))
 
 
 # ----------------------------------------------------------------------------- sources
