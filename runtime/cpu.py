@@ -36,8 +36,12 @@ SMALL_SLOT = 256 * 1024         # buffers up to this size are plain NumPy memory
 _HUGE = 2 * 1024 * 1024
 
 
+_CORES = os.cpu_count() or 1      # (os.cpu_count() costs microseconds per call)
+
+
 def num_threads() -> int:
-    return max(1, int(os.environ.get("TRACEJIT_NUM_THREADS") or os.cpu_count() or 1))
+    """``$TRACEJIT_NUM_THREADS``, default the number of cores."""
+    return max(1, int(os.environ.get("TRACEJIT_NUM_THREADS") or _CORES))
 
 
 def _split(n: int, parts: int, align: int = 64) -> list[tuple[int, int]]:

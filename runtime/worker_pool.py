@@ -29,6 +29,7 @@ SPIN_CYCLES = 500_000
 WAIT_CYCLES = 2_000_000
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
+_CORES = os.cpu_count() or 1
 
 
 class _Handoff:
@@ -76,7 +77,7 @@ class WorkerPool:
         are done.  The first range runs on this thread."""
         if len(ranges) == 1:
             fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
-        elif not self._native or len(ranges) > (os.cpu_count() or 1):
+        elif not self._native or len(ranges) > _CORES:
             self._run_executor(fn, ranges, shape_p, strides_p, ptrs_p)
         elif self._busy.acquire(blocking=False):
             try:
