@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -60,6 +60,24 @@ class _Worker:
             self.wake.acquire()
 
 
+def _wait_all(h: _Handoff, workers: list[_Worker]) -> None:
+    """Wait for every posted job, even through Ctrl-C: unwinding while a worker still writes
+    into the call's buffers could hand them to the next call."""
+    interrupted = None
+    pending = list(workers)
+    while pending:
+        try:
+            while pending:
+                if h.wait(pending[-1].address, WAIT_CYCLES):
+                    pending.pop()
+                else:
+                    time.sleep(0)
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
+
+
 class WorkerPool:
     """Runs the ranges of a launch on this thread and on workers."""
 
@@ -95,14 +113,15 @@ class WorkerPool:
         while len(self._workers) < len(ranges) - 1:
             self._workers.append(_Worker(h))
         address = _ptr.from_buffer(fn).value      # a ctypes function object holds its address
-        workers = self._workers[:len(ranges) - 1]
-        for w, (a, b) in zip(workers, ranges[1:]):
-            if h.post(w.address, address, a, b, shape_p, strides_p, ptrs_p):
-                w.wake.release()
-        fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
-        for w in workers:
-            while not h.wait(w.address, WAIT_CYCLES):
-                time.sleep(0)
+        posted = []
+        try:
+            for w, (a, b) in zip(self._workers, ranges[1:]):
+                posted.append(w)    # (waiting on a block never posted to returns at once)
+                if h.post(w.address, address, a, b, shape_p, strides_p, ptrs_p):
+                    w.wake.release()
+            fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
+        finally:
+            _wait_all(h, posted)
 
     def _run_executor(self, fn, ranges, shape_p, strides_p, ptrs_p) -> None:
         with self._executor_lock:
@@ -110,9 +129,10 @@ class WorkerPool:
                 self._executor = ThreadPoolExecutor(len(ranges) - 1, thread_name_prefix="tracejit")
             ex = self._executor
         futures = [ex.submit(fn, a, b, shape_p, strides_p, ptrs_p) for a, b in ranges[1:]]
-        fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
-        for f in futures:
-            f.result()
+        try:
+            fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
+        finally:
+            wait(futures)
 
 
 _pool = WorkerPool()

@@ -1,5 +1,6 @@
 """The worker pool runs every range of a launch exactly once, whether its workers are spinning,
 asleep, busy with another thread's launch, or gone after a fork."""
+import _thread
 import ctypes
 import multiprocessing
 import os
@@ -109,3 +110,23 @@ def test_split_kernel_matches_numpy():
     y = np.random.default_rng(1).random(1 << 21, dtype=np.float32)
     out = tj.jit(lambda a, b: a * 2 + b)(tj.asarray(x), tj.asarray(y))
     np.testing.assert_array_equal(np.asarray(out), x * 2 + y)
+
+
+@pytest.mark.skipif(not cpu_handoff.supported() or (os.cpu_count() or 1) < 2,
+                    reason="native hand-off needs x86-64 and two cores")
+def test_ctrl_c_waits_for_workers_before_unwinding():
+    """A KeyboardInterrupt while waiting must not return while a worker still runs (it may be
+    writing the call's buffers)."""
+    finished = []
+
+    def slow(start, end, *_):
+        if start:               # the worker's range: interrupt the waiting caller, then finish
+            time.sleep(0.05)     # (the caller is in its wait loop by now)
+            _thread.interrupt_main()
+            time.sleep(0.05)
+            finished.append(start)
+
+    fn = _RANGE_FN(slow)
+    with pytest.raises(KeyboardInterrupt):
+        worker_pool.run(fn, _ranges(2), 0, 0, 0)
+    assert finished == [10]
