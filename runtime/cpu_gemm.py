@@ -116,7 +116,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     threads spin after each call (OpenBLAS) takes the cores from the kernels that follow, which
     doubled the time of the next large GEMM in an MLP forward pass.
     """
-    if a.ndim == 2 and a.dtype in _DTYPE_NAMES and not _ALWAYS_BLAS:
+    if a.ndim == 2 and a.dtype in _DTYPE_NAMES and a.dtype == b.dtype == out.dtype and not _ALWAYS_BLAS:
         _gemm(a, b, out, None)
         return
     if a.ndim == 2 and a.shape[1] < 64 and out.flags.c_contiguous:

@@ -60,11 +60,10 @@ class _Worker:
             self.wake.acquire()
 
 
-def _wait_all(h: _Handoff, workers: list[_Worker]) -> None:
-    """Wait for every posted job, even through Ctrl-C: unwinding while a worker still writes
-    into the call's buffers could hand them to the next call."""
+def _wait_all(h: _Handoff, pending: list[_Worker]) -> None:
+    """Wait for every posted job (emptying ``pending``), even through Ctrl-C: unwinding while a
+    worker still writes into the call's buffers could hand them to the next call."""
     interrupted = None
-    pending = list(workers)
     while pending:
         try:
             while pending:
