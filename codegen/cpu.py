@@ -29,6 +29,7 @@ of the quotient; this is what makes softmax and layer norm's last pass cheap).
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -827,9 +828,48 @@ def optimize(module_text: str) -> llvm.ModuleRef:
 
 
 def assemble(module_text: str) -> bytes:
-    """Optimize (O3, host CPU features) and assemble LLVM IR text to host object code."""
+    """Optimize (O3, host CPU features) and assemble LLVM IR text to host object code.
+
+    Raises :class:`LinkError` when the code would call a function outside itself (a
+    compiler-runtime routine LLVM reaches for, such as ``__truncdfhf2``): nothing links those
+    into a JIT-loaded kernel, so the call would jump to address 0.
+    """
     with _lock:     # LLVM's global context and the shared TargetMachine are not thread-safe
-        return target_machine().emit_object(optimize(module_text))
+        obj = target_machine().emit_object(optimize(module_text))
+    missing = sorted(undefined_symbols(obj) - _LINKER_SYMBOLS)
+    if missing:
+        raise LinkError(f"generated code calls {', '.join(missing)}, which tracejit does not link; "
+                        f"the op or conversion that needs it has no inline lowering on this host "
+                        f"({llvm.get_host_cpu_name()})")
+    return obj
+
+
+class LinkError(RuntimeError):
+    """Generated object code that needs a symbol the in-process loader cannot resolve."""
+
+
+_LINKER_SYMBOLS = frozenset({"_GLOBAL_OFFSET_TABLE_"})
+
+
+def undefined_symbols(obj: bytes) -> set[str]:
+    """Names an ELF64 little-endian object file uses but does not define (empty for any other
+    format: those hosts are not checked)."""
+    if obj[:6] != b"\x7fELF\x02\x01":
+        return set()
+    shoff, = struct.unpack_from("<Q", obj, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    names = set()
+    for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
+        if sh_type != 2:            # SHT_SYMTAB
+            continue
+        strtab = sections[link][4]
+        for at in range(offset + entsize, offset + size, entsize):      # entry 0 is null
+            st_name, _, _, st_shndx = struct.unpack_from("<IBBH", obj, at)
+            if st_shndx == 0 and st_name:
+                end = obj.index(b"\0", strtab + st_name)
+                names.add(obj[strtab + st_name:end].decode())
+    return names
 
 
 def compile_kernel(kernel: kir.Kernel) -> CpuArtifact:

@@ -165,6 +165,11 @@ def cast(builder: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value
     if is_float(src) and is_float(dst):
         if _fbits(src) < _fbits(dst):
             return b.fpext(value, dty)
+        if (src, dst) == ("float64", "float16"):
+            # x86 has no double->half instruction, and LLVM's fallback is a call into the
+            # compiler runtime.  Rounding to float32 by round-to-odd first keeps the final
+            # rounding to half exact (float32 carries 13 more bits than half).
+            value = _to_float32_round_to_odd(b, value)
         return b.fptrunc(value, dty)
     if is_float(src):
         bits = INT_BITS[dst]
@@ -181,6 +186,19 @@ def cast(builder: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value
     if sbits > dbits:
         return b.trunc(value, dty)
     return b.sext(value, dty) if src in SIGNED else b.zext(value, dty)
+
+
+def _to_float32_round_to_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """float64 -> float32 rounded toward zero, with the last bit set when inexact."""
+    w = width_of(x)
+    t = b.fptrunc(x, with_width(ir.FloatType(), w))
+    back = b.fpext(t, x.type)
+    inexact = b.fcmp_ordered("one", back, x)                   # (false for NaN)
+    away = b.fcmp_ordered(">", intrinsic(b, "fabs", [back]), intrinsic(b, "fabs", [x]))
+    bits = b.bitcast(t, with_width(I32, w))
+    bits = b.select(away, b.sub(bits, _splat_const(I32(1), w)), bits)     # one ulp toward zero
+    bits = b.select(inexact, b.or_(bits, _splat_const(I32(1), w)), bits)
+    return b.bitcast(bits, t.type)
 
 
 def _fbits(dtype: str) -> int:
@@ -292,8 +310,9 @@ def emit_op(builder: ir.IRBuilder, op: str, args: Sequence[ir.Value], arg_dtypes
     if op == "where":
         return builder.select(args[0], args[1], args[2])
     src = arg_dtypes[0]
-    if src == "float16" and op in MATH_OPS:
-        # Computed in float32 and rounded once, as NumPy does for half precision.
+    if src == "float16" and (op in MATH_OPS or op in ("floordiv", "mod")):
+        # Computed in float32 and rounded once, as NumPy does for half precision (a half fma,
+        # which floor division uses, would be widened to double and call the compiler runtime).
         wide = [cast(builder, a, "float16", "float32") for a in args]
         out = emit_op(builder, op, wide, ["float32"] * len(args), "float32")
         return cast(builder, out, "float32", dtype)

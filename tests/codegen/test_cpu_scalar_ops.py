@@ -194,3 +194,34 @@ def test_float_max_min_match_numpy_bitwise():
     for got, ref in ((mx, np.maximum(x, y)), (mn, np.minimum(x, y))):
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
+
+
+def test_float64_to_float16_rounds_once():
+    """Ties and near-ties of half precision, where rounding through float32 first would round
+    twice: the result must equal NumPy's direct conversion bit for bit."""
+    rng = np.random.default_rng(11)
+    halves = rng.integers(0, 0x7C00, 4000, dtype=np.uint16).view(np.float16).astype(np.float64)
+    nxt = np.nextafter(halves.astype(np.float16), np.float16(np.inf)).astype(np.float64)
+    mid = (halves + nxt) / 2                              # exact ties
+    tiny = np.abs(mid) * 2.0 ** -40                       # far below float32's resolution
+    x = np.concatenate([mid, mid + tiny, mid - tiny, -mid - tiny, rng.uniform(-7e4, 7e4, 1000),
+                        [np.nan, np.inf, -np.inf, 0.0, -0.0, 65520.0, 65519.99, 1e-300, -6e-8, 3e-8]])
+    (got,) = elementwise([op("cast", "float16", L(0))], [x], ["float16"])
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def test_generated_code_never_calls_outside_itself():
+    """Conversions and ops that LLVM would hand to the compiler runtime are lowered inline;
+    object code that still needs an outside symbol is refused before it can jump to address 0."""
+    from codegen import cpu
+    for k in (kir.Kernel("t", 1, 0, (kir.Operand("float64", ("c",)),), (kir.Operand("float16", ("c",)),),
+                         (kir.Store(0, op("cast", "float16", L(0))),)),
+              kir.Kernel("t", 1, 0, (kir.Operand("float16", ("c",)),) * 2, (kir.Operand("float16", ("c",)),),
+                         (kir.Store(0, op("mod", "float16", L(0), L(1))),))):
+        assert cpu.undefined_symbols(cpu.compile_kernel(k).object_code) <= {"_GLOBAL_OFFSET_TABLE_"}
+    ext = "declare double @ext(double)\ndefine double @f(double %x) {\n  %y = call double @ext(double %x)\n" \
+          "  ret double %y\n}\n"
+    with pytest.raises(cpu.LinkError, match="calls ext"):
+        cpu.assemble(ext)
