@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -25,23 +24,17 @@ import numpy as np
 
 from codegen import kir
 from codegen.mathlib import FUNCTIONS as MATH_FUNCTIONS
-from runtime import worker_pool
+from runtime import cpu_gemm, worker_pool
+from runtime.addresses import data_address
 from runtime.kernel_cache import KernelCache, default_cache
 from runtime.program import Extern, Launch, Program, View
+from runtime.worker_pool import num_threads
 
 # Work (iteration points times point_cost) below which a launch stays on one thread: a 128K
 # element x*2+1 (work 192K) ran faster on two threads of the 2-core VM, 64K did not.
 SMALL_WORK = 192 * 1024
 SMALL_SLOT = 256 * 1024         # buffers up to this size are plain NumPy memory, not pooled
 _HUGE = 2 * 1024 * 1024
-
-
-_CORES = os.cpu_count() or 1      # (os.cpu_count() costs microseconds per call)
-
-
-def num_threads() -> int:
-    """``$TRACEJIT_NUM_THREADS``, default the number of cores."""
-    return max(1, int(os.environ.get("TRACEJIT_NUM_THREADS") or _CORES))
 
 
 def _split(n: int, parts: int, align: int = 64) -> list[tuple[int, int]]:
@@ -209,29 +202,6 @@ def run_kernel(kernel: kir.Kernel, shape: Sequence[int], inputs: Sequence[np.nda
 # --------------------------------------------------------------------------- programs
 
 
-def _slow_address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-def _probe_fast_address() -> bool:
-    """Is an ndarray's data pointer the word after its object header (``PyArrayObject.data``)?"""
-    probe = np.arange(4.0)[1:]
-    return ctypes.c_uint64.from_address(id(probe) + _DATA_FIELD).value == _slow_address(probe)
-
-
-_DATA_FIELD = 2 * ctypes.sizeof(ctypes.c_void_p)      # after ob_refcnt and ob_type
-_FAST_ADDRESS = _probe_fast_address()
-_word_at = ctypes.c_uint64.from_address
-
-
-def data_address(a: np.ndarray) -> int:
-    """Address of ``a``'s first element: reading the field directly costs ~0.1 us where
-    ``__array_interface__`` or ``.ctypes.data`` cost ~1 us (most of a tiny call's budget)."""
-    if _FAST_ADDRESS and type(a) is np.ndarray:
-        return _word_at(id(a) + _DATA_FIELD).value
-    return _slow_address(a)
-
-
 class _PreparedLaunch:
     """A Launch with its argument arrays built once; only pointers change per call."""
 
@@ -251,7 +221,7 @@ class _PreparedLaunch:
         self.ranges = plan_ranges(step.shape, k.n_outer, cost=point_cost(k))
         self.args = (self.shape.ctypes.data, self.strides.ctypes.data, ctypes.addressof(self.ptrs))
 
-    def run(self, addresses: list[int]) -> None:
+    def run(self, bufs: list, addresses: list[int]) -> None:
         ranges = self.ranges
         if not ranges:
             return
@@ -262,6 +232,57 @@ class _PreparedLaunch:
             self.fn(ranges[0][0], ranges[0][1], *self.args)
         else:
             launch(self.fn, ranges, *self.args)
+
+
+class _PreparedMatmul:
+    """An extern ``matmul`` of 2-D float operands as a :class:`runtime.cpu_gemm.GemmCall`: no
+    arrays are built per call, only three addresses computed."""
+
+    def __init__(self, step: Extern, slot_dtypes: Sequence[str]):
+        (m, k), (_, n), _ = step.shapes
+        a, b, out = step.inputs + step.outputs
+        self.call = cpu_gemm.GemmCall(step.dtype, m, n, k, a.strides, b.strides, out.strides)
+        size = np.dtype(step.dtype).itemsize
+        self.operands = [(v.slot, v.offset * size) for v in (a, b, out)]
+
+    @staticmethod
+    def applies(step: Extern, p: Program) -> bool:
+        """Is ``step`` a product the generated GEMM takes, with operands that stay within their
+        slots and an output no operand can overlap (a buffer of its own)?"""
+        if step.name != "matmul" or cpu_gemm.ALWAYS_BLAS or step.dtype not in cpu_gemm.DTYPES:
+            return False
+        views = step.inputs + step.outputs
+        if len(views) != 3 or any(len(shp) != 2 for shp in step.shapes) \
+                or any(p.slot_dtypes[v.slot] != step.dtype for v in views):
+            return False
+        out = step.outputs[0].slot
+        if out < p.n_inputs or out in p.constants or out in {v.slot for v in step.inputs}:
+            return False
+        size = np.dtype(step.dtype).itemsize
+        return all(_within(v, shp, p.slot_nbytes[v.slot] // size) for v, shp in zip(views, step.shapes))
+
+    def run(self, bufs: list, addresses: list[int]) -> None:
+        (sa, oa), (sb, ob), (sc, oc) = self.operands
+        self.call.run(addresses[sa] + oa, addresses[sb] + ob, addresses[sc] + oc)
+
+
+def _within(view: View, shape: Sequence[int], n_elements: int) -> bool:
+    """Do all elements of ``view`` (of ``shape``) lie in [0, n_elements)?"""
+    if 0 in shape:
+        return True
+    lo = view.offset + sum(min(0, (n - 1) * st) for n, st in zip(shape, view.strides))
+    hi = view.offset + sum(max(0, (n - 1) * st) for n, st in zip(shape, view.strides))
+    return 0 <= lo and hi < n_elements
+
+
+class _ExternCall:
+    """Any other extern: its operands as NumPy views of the slots, built per call."""
+
+    def __init__(self, step: Extern, slot_dtypes: Sequence[str]):
+        self.step, self.slot_dtypes = step, slot_dtypes
+
+    def run(self, bufs: list, addresses: list[int]) -> None:
+        _run_extern(self.step, bufs, self.slot_dtypes)
 
 
 def _strided(buf: np.ndarray, dtype: str, view: View, shape: Sequence[int]) -> np.ndarray:
@@ -296,8 +317,9 @@ class CpuProgram:
     def __init__(self, program: Program, cache: KernelCache | None = None):
         self.program = p = program
         cache = cache or default_cache()
-        self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch) else s
-                      for s in p.steps]
+        self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch)
+                      else _PreparedMatmul(s, p.slot_dtypes) if _PreparedMatmul.applies(s, p)
+                      else _ExternCall(s, p.slot_dtypes) for s in p.steps]
         self.constants = {s: np.ascontiguousarray(c) for s, c in p.constants.items()}
         self.output_slots = {v.slot for v, _, _ in p.outputs}
         self.temp_slots = [s for s in range(p.n_inputs, len(p.slot_nbytes)) if s not in self.constants]
@@ -394,10 +416,7 @@ class CpuProgram:
         with self._lock:
             bufs, addresses, blocks, copy_back = self._bind(inputs)
             for step in self.steps:
-                if isinstance(step, _PreparedLaunch):
-                    step.run(addresses)
-                else:
-                    _run_extern(step, bufs, p.slot_dtypes)
+                step.run(bufs, addresses)
             for x, private in copy_back:
                 np.copyto(x, private.reshape(np.shape(x)))
             results = self._collect(inputs, bufs, blocks)
@@ -444,8 +463,7 @@ def _run_extern(step: Extern, bufs: list, slot_dtypes: Sequence[str]) -> None:
     views = step.inputs + step.outputs
     arrays = [_strided(bufs[v.slot], slot_dtypes[v.slot], v, shp) for v, shp in zip(views, step.shapes)]
     if step.name == "matmul":
-        from runtime.cpu_gemm import matmul  # (it builds on this module)
-        matmul(*arrays)
+        cpu_gemm.matmul(*arrays)
     elif step.name in EXTERNS:
         *ins, out = arrays
         out[...] = EXTERNS[step.name](*ins, **dict(step.params))

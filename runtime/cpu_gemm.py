@@ -3,7 +3,7 @@
 The kernel is compiled once per dtype and host and cached on disk like the other CPU kernels
 (:mod:`runtime.disk_cache` entries: a damaged one is rebuilt).  A call splits C's columns (or,
 when C is narrow, its rows) into one range per thread and runs them with
-:func:`runtime.cpu.launch`; each range packs into its own slot of a per-calling-thread scratch
+:func:`runtime.worker_pool.run`; each range packs into its own slot of a per-calling-thread scratch
 buffer, kept between calls (first-touching fresh pages would cost more than small GEMMs).
 """
 from __future__ import annotations
@@ -15,14 +15,16 @@ import threading
 import numpy as np
 
 from codegen import cpu, cpu_gemm
-from runtime.cpu import data_address, launch, num_threads
+from runtime.addresses import data_address
 from runtime.kernel_cache import cached_artifact
+from runtime.worker_pool import num_threads
+from runtime.worker_pool import run as launch
 
 # Multiply-adds below which a GEMM stays on the calling thread: each thread packs its own panels,
 # and below ~4M multiply-adds ((128,128,128), (256,10,512)) one core was as fast as two.
 SMALL_GEMM = 4 << 20
 # TRACEJIT_BLAS_MATMUL=1 sends every matmul to NumPy's BLAS (to compare the two).
-_ALWAYS_BLAS = os.environ.get("TRACEJIT_BLAS_MATMUL", "") not in ("", "0")
+ALWAYS_BLAS = os.environ.get("TRACEJIT_BLAS_MATMUL", "") not in ("", "0")
 
 
 class _Gemm:
@@ -49,25 +51,21 @@ def _kernel(dtype: str, vector_bytes: int | None = None) -> _Gemm:
         return k
 
 
-class _Args(threading.local):
-    """Per calling thread: the kernel's argument arrays and packing scratch (so concurrent
-    calls from several threads never share them, and a call allocates nothing)."""
+class _Scratch(threading.local):
+    """Per calling thread: packing scratch kept between calls (concurrent calls from several
+    threads never share it, and a call allocates nothing)."""
 
     def __init__(self):
-        self.shape = (ctypes.c_int64 * 5)()
-        self.strides = (ctypes.c_int64 * 6)()
-        self.ptrs = (ctypes.c_uint64 * 4)()
-        self.addresses = tuple(ctypes.addressof(x) for x in (self.shape, self.strides, self.ptrs))
-        self.scratch: np.ndarray | None = None
+        self.array: np.ndarray | None = None
 
-    def scratch_address(self, nbytes: int) -> int:
+    def address(self, nbytes: int) -> int:
         """Address of >= ``nbytes`` of 64-byte aligned scratch."""
-        if self.scratch is None or self.scratch.nbytes < nbytes + 64:
-            self.scratch = np.zeros(nbytes + 64, np.uint8)
-        return (data_address(self.scratch) + 63) // 64 * 64
+        if self.array is None or self.array.nbytes < nbytes + 64:
+            self.array = np.zeros(nbytes + 64, np.uint8)
+        return (data_address(self.array) + 63) // 64 * 64
 
 
-_args = _Args()
+_scratch = _Scratch()
 
 
 def _round_up(x: int, step: int) -> int:
@@ -84,7 +82,8 @@ def plan(m: int, n: int, k: int, p: cpu_gemm.GemmParams, threads: int) -> tuple[
     return 0, max(n, 1), n
 
 
-_DTYPE_NAMES = {np.dtype(d): d for d in cpu_gemm.DTYPES}
+DTYPES = cpu_gemm.DTYPES
+_DTYPE_NAMES = {np.dtype(d): d for d in DTYPES}
 
 
 def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> str:
@@ -116,7 +115,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     threads spin after each call (OpenBLAS) takes the cores from the kernels that follow, which
     doubled the time of the next large GEMM in an MLP forward pass.
     """
-    if a.ndim == 2 and a.dtype in _DTYPE_NAMES and a.dtype == b.dtype == out.dtype and not _ALWAYS_BLAS:
+    if a.ndim == 2 and a.dtype in _DTYPE_NAMES and a.dtype == b.dtype == out.dtype and not ALWAYS_BLAS:
         _gemm(a, b, out, None)
         return
     if a.ndim == 2 and a.shape[1] < 64 and out.flags.c_contiguous:
@@ -128,33 +127,76 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """``out[...] = a @ b`` for 2-D float32/float64 arrays of any strides (``threads`` default:
-    :func:`runtime.cpu.num_threads`).  Inputs overlapping ``out`` are copied first."""
+    :func:`runtime.worker_pool.num_threads`).  Inputs overlapping ``out`` are copied first."""
     _gemm(a, b, out, threads)
+
+
+class GemmCall:
+    """One GEMM's kernel, shapes, element strides and split, worked out once: :meth:`run` takes
+    the operands' addresses (a program step, or a repeated eager product).  Not re-entrant."""
+
+    def __init__(self, dtype: str, m: int, n: int, k: int, a_strides: tuple[int, int],
+                 b_strides: tuple[int, int], out_strides: tuple[int, int], threads: int | None = None,
+                 vector_bytes: int | None = None):
+        kern = _kernels.get((dtype, vector_bytes)) or _kernel(dtype, vector_bytes)
+        p = kern.params
+        self.swapped = n < p.nr <= m
+        if self.swapped:
+            # C.T = B.T @ A.T: a narrow C wastes most of each tile's columns, fewer of its rows
+            a_strides, b_strides, out_strides = b_strides[::-1], a_strides[::-1], out_strides[::-1]
+            m, n = n, m
+        split, chunk, total = plan(m, n, k, p, num_threads() if threads is None else threads)
+        self.ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)] if m and n else []
+        self.fn = kern.fn
+        self.has_k = k > 0
+        self.scratch_bytes = p.scratch_bytes * len(self.ranges)
+        self.shape = (ctypes.c_int64 * 5)(m, n, k, split, chunk)
+        self.strides = (ctypes.c_int64 * 6)(*a_strides, *b_strides, *out_strides)
+        self.ptrs = (ctypes.c_uint64 * 4)()
+        self.args = tuple(ctypes.addressof(x) for x in (self.shape, self.strides, self.ptrs))
+
+    def run(self, a: int, b: int, out: int) -> None:
+        """``out = a @ b`` at these addresses (of each operand's element [0, 0])."""
+        if not self.ranges:
+            return
+        if self.swapped:
+            a, b = b, a
+        ptrs = self.ptrs
+        ptrs[0], ptrs[1] = (a, b) if self.has_k else (0, 0)
+        ptrs[2] = out
+        ptrs[3] = _scratch.address(self.scratch_bytes)
+        launch(self.fn, self.ranges, *self.args)
+
+
+class _Calls(threading.local):
+    """Per calling thread: the :class:`GemmCall` of each recent eager signature."""
+
+    def __init__(self):
+        self.by_signature: dict[tuple, GemmCall] = {}
+
+
+_calls = _Calls()
+
+
+def _element_strides(x: np.ndarray) -> tuple[int, int]:
+    return x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
 
 
 def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
           vector_bytes: int | None = None) -> None:
     """:func:`gemm` with the kernel built for ``vector_bytes`` registers (tests of other hosts)."""
     dtype = _check(a, b, out)
-    m, n, k = out.shape[0], out.shape[1], a.shape[1]
-    if m == 0 or n == 0:
-        return
     if np.may_share_memory(a, out):
         a = a.copy()
     if np.may_share_memory(b, out):
         b = b.copy()
-    kern = _kernels.get((dtype, vector_bytes)) or _kernel(dtype, vector_bytes)
-    p = kern.params
-    if n < p.nr <= m:
-        # C.T = B.T @ A.T: a narrow C wastes most of each tile's columns, fewer of its rows
-        a, b, out, m, n = b.T, a.T, out.T, n, m
-    split, chunk, total = plan(m, n, k, p, num_threads() if threads is None else threads)
-    ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)]
-    size = a.itemsize
-    args = _args
-    args.shape[:] = (m, n, k, split, chunk)
-    (a_m, a_k), (b_k, b_n), (c_m, c_n) = a.strides, b.strides, out.strides
-    args.strides[:] = (a_m // size, a_k // size, b_k // size, b_n // size, c_m // size, c_n // size)
-    args.ptrs[:] = (data_address(a) if k else 0, data_address(b) if k else 0, data_address(out),
-                    args.scratch_address(p.scratch_bytes * len(ranges)))
-    launch(kern.fn, ranges, *args.addresses)
+    threads = num_threads() if threads is None else threads
+    key = (dtype, out.shape, a.shape[1], a.strides, b.strides, out.strides, threads, vector_bytes)
+    calls = _calls.by_signature
+    call = calls.get(key)
+    if call is None:
+        if len(calls) >= 64:
+            calls.clear()
+        call = calls[key] = GemmCall(dtype, out.shape[0], out.shape[1], a.shape[1], _element_strides(a),
+                                     _element_strides(b), _element_strides(out), threads, vector_bytes)
+    call.run(data_address(a), data_address(b), data_address(out))

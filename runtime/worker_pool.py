@@ -29,7 +29,12 @@ SPIN_CYCLES = 500_000
 WAIT_CYCLES = 2_000_000
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
-_CORES = os.cpu_count() or 1
+_CORES = os.cpu_count() or 1      # (os.cpu_count() costs microseconds per call)
+
+
+def num_threads() -> int:
+    """``$TRACEJIT_NUM_THREADS``, default the number of cores."""
+    return max(1, int(os.environ.get("TRACEJIT_NUM_THREADS") or _CORES))
 
 
 class _Handoff:

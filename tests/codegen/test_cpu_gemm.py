@@ -179,8 +179,8 @@ def test_micro_kernel_assembly():
 def test_compiled_matmul_uses_generated_gemm_for_floats(monkeypatch, dtype, generated):
     import tracejit as tj
     calls = []
-    real = rt._gemm
-    monkeypatch.setattr(rt, "_gemm", lambda *args: calls.append(args) or real(*args))
+    real = rt.GemmCall.run
+    monkeypatch.setattr(rt.GemmCall, "run", lambda *args: calls.append(args) or real(*args))
     rng = np.random.default_rng(3)
     a = (rng.standard_normal((37, 70)) * 4).astype(dtype)
     b = (rng.standard_normal((70, 5)) * 4).astype(dtype)
