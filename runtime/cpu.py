@@ -248,7 +248,8 @@ class _PreparedMatmul:
     @staticmethod
     def applies(step: Extern, p: Program) -> bool:
         """Is ``step`` a product the generated GEMM takes, with operands that stay within their
-        slots and an output no operand can overlap (a buffer of its own)?"""
+        slots and an output no operand can overlap: a buffer of its own, or an input updated in
+        place (bound to memory no other input shares, see :meth:`CpuProgram._bind_in_place`)?"""
         if step.name != "matmul" or cpu_gemm.ALWAYS_BLAS or step.dtype not in cpu_gemm.DTYPES:
             return False
         views = step.inputs + step.outputs
@@ -256,7 +257,8 @@ class _PreparedMatmul:
                 or any(p.slot_dtypes[v.slot] != step.dtype for v in views):
             return False
         out = step.outputs[0].slot
-        if out < p.n_inputs or out in p.constants or out in {v.slot for v in step.inputs}:
+        own = out >= p.n_inputs and out not in p.constants
+        if not (own or out in p.inplace.values()) or out in {v.slot for v in step.inputs}:
             return False
         size = np.dtype(step.dtype).itemsize
         return all(_within(v, shp, p.slot_nbytes[v.slot] // size) for v, shp in zip(views, step.shapes))

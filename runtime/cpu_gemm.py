@@ -20,9 +20,10 @@ from runtime.kernel_cache import cached_artifact
 from runtime.worker_pool import num_threads
 from runtime.worker_pool import run as launch
 
-# Multiply-adds below which a GEMM stays on the calling thread: each thread packs its own panels,
-# and below ~4M multiply-adds ((128,128,128), (256,10,512)) one core was as fast as two.
-SMALL_GEMM = 4 << 20
+# Multiply-adds below which a GEMM stays on the calling thread (each thread packs its own
+# panels): on a 2-core Zen 4, (96,96,96) and (256,10,512) ran 20-40% faster on both cores,
+# (64,64,64) slower.
+SMALL_GEMM = 1 << 20
 # TRACEJIT_BLAS_MATMUL=1 sends every matmul to NumPy's BLAS (to compare the two).
 ALWAYS_BLAS = os.environ.get("TRACEJIT_BLAS_MATMUL", "") not in ("", "0")
 

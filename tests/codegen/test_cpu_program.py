@@ -3,11 +3,21 @@ persistent temporaries, pooled large buffers; results never alias each other acr
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from cpu_helpers import CACHE, C, L, op
 
 from codegen import kir
-from runtime.cpu import SMALL_SLOT, SMALL_WORK, CpuProgram, data_address, plan_ranges, point_cost
-from runtime.program import Launch, Program, View
+from runtime.cpu import (
+    SMALL_SLOT,
+    SMALL_WORK,
+    CpuProgram,
+    _ExternCall,
+    _PreparedMatmul,
+    data_address,
+    plan_ranges,
+    point_cost,
+)
+from runtime.program import Extern, Launch, Program, View
 
 
 def _scale(factor: float) -> kir.Kernel:
@@ -83,3 +93,43 @@ def test_thread_split_weighs_work_per_point():
     assert len(plan_ranges((n,), 1, threads=2, cost=point_cost(cheap))) == 1
     assert len(plan_ranges((n,), 1, threads=2, cost=point_cost(dear))) == 2
     assert len(plan_ranges((16,), 1, threads=2, cost=point_cost(dear))) == 1
+
+
+def _matmul_program(out_slot_inplace: bool, a_view: View, a_shape, dtype: str = "float32") -> Program:
+    """slot 0: A's buffer, slot 1: B (k, n); out = A-view @ B in slot 2 (a temporary) or in
+    slot 2 as an input updated in place."""
+    m, k = a_shape
+    n = 5
+    size = np.dtype(dtype).itemsize
+    step = Extern("matmul", (a_view, View(1, 0, (n, 1))), (View(2, 0, (n, 1)),),
+                  ((m, k), (k, n), (m, n)), dtype)
+    return Program(n_inputs=3 if out_slot_inplace else 2,
+                   slot_nbytes=[size * 64 * 64, size * k * n, size * m * n], slot_dtypes=[dtype] * 3, constants={}, steps=[step],
+                   outputs=[(View(2, 0, (n, 1)), (m, n), dtype)],
+                   inplace={0: 2} if out_slot_inplace else {})
+
+
+def test_matmul_steps_run_prepared_on_views_and_in_place_outputs():
+    rng = np.random.default_rng(5)
+    buf = rng.standard_normal(64 * 64).astype(np.float32)
+    b = rng.standard_normal((9, 5)).astype(np.float32)
+    grid = buf.reshape(64, 64)
+    # A: rows 3..11 of the grid, every 2nd column from 1, transposed: (7, 9), strides (2, 64)
+    a_view, a = View(0, 3 * 64 + 1, (2, 64)), grid[3:12, 1:15:2].T
+    for in_place in (False, True):
+        prog = CpuProgram(_matmul_program(in_place, a_view, a.shape))
+        assert isinstance(prog.steps[0], _PreparedMatmul)
+        args = [buf, b] + ([np.full((7, 5), np.nan, np.float32)] if in_place else [])
+        (out,) = prog(*args)
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+        if in_place:
+            assert out is args[2]
+
+
+def test_matmul_step_reaching_past_its_slot_is_not_prepared():
+    """A view the GEMM would read beyond its buffer goes through NumPy views, whose constructor
+    refuses it with an error instead of reading foreign memory."""
+    prog = CpuProgram(_matmul_program(False, View(0, 64 * 64 - 3, (1, 1)), (7, 7)))
+    assert isinstance(prog.steps[0], _ExternCall)
+    with pytest.raises(ValueError):
+        prog(np.zeros(64 * 64, np.float32), np.zeros((7, 5), np.float32))
