@@ -104,7 +104,8 @@ def _matmul_program(out_slot_inplace: bool, a_view: View, a_shape, dtype: str = 
     step = Extern("matmul", (a_view, View(1, 0, (n, 1))), (View(2, 0, (n, 1)),),
                   ((m, k), (k, n), (m, n)), dtype)
     return Program(n_inputs=3 if out_slot_inplace else 2,
-                   slot_nbytes=[size * 64 * 64, size * k * n, size * m * n], slot_dtypes=[dtype] * 3, constants={}, steps=[step],
+                   slot_nbytes=[size * 64 * 64, size * k * n, size * m * n],
+                   slot_dtypes=[dtype] * 3, constants={}, steps=[step],
                    outputs=[(View(2, 0, (n, 1)), (m, n), dtype)],
                    inplace={0: 2} if out_slot_inplace else {})
 
