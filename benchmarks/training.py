@@ -7,6 +7,7 @@ A wrong gradient flips the sign of an Adam step, moving a weight by ~2*lr, far b
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -245,6 +246,10 @@ def run(cfg: Config, log: Callable[[str], None] | None = None) -> list[Result]:
             r.status = f"skipped: {e}"
         except Exception as e:
             r.status = f"error: {short_error(e)}"
+        # The next implementation is timed with this one's model, tape and optimizer state freed
+        # (reference cycles included: collection is off while timing).
+        tr = None
+        gc.collect()
         results.append(r)
         if log:
             log(f"  {label}: {impl}: {r.status}")
