@@ -40,6 +40,7 @@ from llvmlite import ir
 
 from codegen import kir
 from codegen.scalar import (
+    I1,
     I32,
     I64,
     cast,
@@ -49,12 +50,13 @@ from codegen.scalar import (
     itemsize,
     splat,
     storage_type,
+    type_suffix,
     value_type,
     width_of,
 )
 
 # Bump when the generated code changes, so on-disk caches do not serve stale kernels.
-CODEGEN_VERSION = "cpu-12"
+CODEGEN_VERSION = "cpu-13"
 
 # Elementwise and column loops, in host vector registers per vector step: two independent
 # chains per step keep long polynomial bodies (tanh, exp) from stalling on latency (GELU 1.4x
@@ -148,6 +150,10 @@ class _Ctx:
     accs: dict[int, ir.Value]
     hoisted: dict[kir.Expr, ir.Value] = field(default_factory=dict)
     memo: dict[kir.Expr, ir.Value] = field(default_factory=dict)
+    # A masked vector step (the tail of a range): lanes < count are points, the rest are not
+    # loaded, stored or folded into accumulators.
+    mask: ir.Value | None = None
+    count: ir.Value | None = None
 
     def at(self, width: int | None, vdim: int | None, offsets, index) -> _Ctx:
         return _Ctx(width, vdim, offsets, index, self.accs, dict(self.hoisted))
@@ -175,6 +181,7 @@ class _Lowering:
         big = max(itemsize(d) for d in _all_dtypes(kernel))
         self.vw = max(4, min(32, VECTOR_REGISTERS * native_vector_bytes() // big))
         self.row_vw = max(8, min(64, ROW_VECTOR_REGISTERS * native_vector_bytes() // big))
+        self.lanes = max(4, native_vector_bytes() // big)     # one register
         self.row_mode = _row_mode(kernel)
         self.prefetch_ops: list[int] = []       # see prefetch_next
 
@@ -280,7 +287,8 @@ class _Lowering:
                 self.column_tile(base, t0, b.select(b.icmp_signed("<", t1, j1), t1, j1))
         else:
             exprs = [st.expr for st in k.stages]
-            self.vector_range(base, last, j0, j1, self.vw, self.point, exprs, range(k.n_outer, k.ndim))
+            self.vector_range(base, last, j0, j1, self.vw, self.point, exprs, range(k.n_outer, k.ndim),
+                              masked_tail=True)
         b.store(b.add(o, b.sub(j1, j0)), o_slot)
         b.branch(head)
         b.position_at_end(done)
@@ -307,13 +315,15 @@ class _Lowering:
         return c
 
     def vector_range(self, ctx: _Ctx, dim: int, lo, hi, width: int, work, exprs, inner_dims=(),
-                     block: tuple[int, Callable[[], None]] | None = None) -> None:
-        """Run ``work(ctx)`` for indices [lo, hi) along ``dim``: vector steps then a scalar tail.
+                     block: tuple[int, Callable[[], None]] | None = None, masked_tail: bool = False) -> None:
+        """Run ``work(ctx)`` for indices [lo, hi) along ``dim``: vector steps then a tail.
 
         ``exprs`` are what ``work`` evaluates; their parts that vary neither along ``dim`` nor
         along ``inner_dims`` (loops ``work`` runs itself) are computed once, before the loops.
         ``block = (n, flush)`` calls ``flush()`` after every ``n`` indices of vector steps (``n`` a
-        multiple of ``width``) and after the last one.
+        multiple of ``width``) and after the last one.  The tail is one masked vector step when
+        ``masked_tail`` (``work`` honours ``ctx.mask``) and no operand is strided along ``dim``,
+        else a scalar loop: a 10-wide softmax row costs one step of each pass, not ten.
         """
         b = self.b
         with self.if_(b.icmp_signed("<", lo, hi)):
@@ -333,8 +343,24 @@ class _Lowering:
                         work(self.shifted(ctx, dim, i, width))
                     flush()
                 rest = vend
-            with self.loop(rest, hi, 1, "s") as i:
-                work(self.shifted(ctx, dim, i, None))
+            if masked_tail and all(op.layout[dim] != "s" for op in self.operands):
+                # one register at a time (a short row should not cost four registers' math)
+                lanes = min(width, self.lanes)
+                if lanes < width:
+                    with self.loop(rest, hi, lanes, "t") as i:
+                        work(self.shifted(ctx, dim, i, lanes))
+                    rest = self.last_i
+                with self.if_(b.icmp_signed("<", rest, hi)):
+                    tail = self.shifted(ctx, dim, rest, lanes)
+                    tail.count = b.sub(hi, rest)
+                    tail.mask = b.icmp_signed("<", ir.Constant(ir.VectorType(I64, lanes), list(range(lanes))),
+                                              splat(b, tail.count, lanes))
+                    work(tail)
+                if block is not None:
+                    block[1]()
+            else:
+                with self.loop(rest, hi, 1, "s") as i:
+                    work(self.shifted(ctx, dim, i, None))
 
     # ----------------------------------------------------------------- hoisting
 
@@ -426,13 +452,21 @@ class _Lowering:
         stride = self.strides[o][ctx.vdim]
         return [b.gep(base, [b.mul(self.i64(lane), stride)], inbounds=True) for lane in range(ctx.width)]
 
+    def _vector_ptr(self, o: int, ctx: _Ctx, sty: ir.Type) -> ir.Value:
+        """Operand ``o``'s lanes at ``ctx`` (contiguous along the vector dim) as a vector pointer."""
+        p = self.b.gep(self.ptrs[o], [ctx.offsets[o]], inbounds=True)
+        return self.b.bitcast(p, ir.VectorType(sty, ctx.width).as_pointer())
+
     def load(self, i: int, ctx: _Ctx) -> ir.Value:
         b, op, w = self.b, self.k.inputs[i], ctx.width
         sty = storage_type(op.dtype)
         layout = op.layout[ctx.vdim] if w else "b"
         if layout == "c":
-            ptr = b.gep(self.ptrs[i], [ctx.offsets[i]], inbounds=True)
-            v = b.load(b.bitcast(ptr, ir.VectorType(sty, w).as_pointer()), align=itemsize(op.dtype))
+            ptr = self._vector_ptr(i, ctx, sty)
+            if ctx.mask is not None:
+                v = masked_load(b, ptr, ctx.mask, itemsize(op.dtype))
+            else:
+                v = b.load(ptr, align=itemsize(op.dtype))
         elif layout == "s":
             v = ir.Constant(ir.VectorType(sty, w), ir.Undefined)
             for lane, p in enumerate(self._lane_ptrs(i, ctx)):
@@ -452,14 +486,18 @@ class _Lowering:
             value = b.zext(value, ir.VectorType(sty, w) if w else sty)
         layout = op.layout[ctx.vdim] if w else None
         if layout == "c":
-            ptr = b.gep(self.ptrs[o], [ctx.offsets[o]], inbounds=True)
-            b.store(value, b.bitcast(ptr, ir.VectorType(sty, w).as_pointer()), align=itemsize(op.dtype))
+            ptr = self._vector_ptr(o, ctx, sty)
+            if ctx.mask is not None:
+                masked_store(b, value, ptr, ctx.mask, itemsize(op.dtype))
+            else:
+                b.store(value, ptr, align=itemsize(op.dtype))
         elif layout == "s":
             for lane, p in enumerate(self._lane_ptrs(o, ctx)):
                 b.store(b.extract_element(value, I32(lane)), p)
         else:
             if w:                               # every lane writes one place: the last one wins
-                value = b.extract_element(value, I32(w - 1))
+                last = I32(w - 1) if ctx.count is None else b.sub(ctx.count, self.i64(1))
+                value = b.extract_element(value, last)
             b.store(value, b.gep(self.ptrs[o], [ctx.offsets[o]], inbounds=True))
 
     # ----------------------------------------------------------------- stages
@@ -535,7 +573,8 @@ class _Lowering:
         def nest(c: _Ctx, rest: list[int]):
             d = rest[0]
             if len(rest) == 1 and self.row_mode:
-                self.vector_range(c, d, self.i64(0), self.shape[d], self.row_vw, work, [expr], block=block)
+                self.vector_range(c, d, self.i64(0), self.shape[d], self.row_vw, work, [expr], block=block,
+                                  masked_tail=True)
             elif len(rest) == 1:
                 with self.loop(self.i64(0), self.shape[d], 1, f"r{d}") as i:
                     work(self.shifted(c, d, i, None))
@@ -553,7 +592,10 @@ class _Lowering:
         adt = edt if arg else _reduce_acc_dtype(st)
         # float32 sums: vector lanes add in float32 for a block, then fold into float64 lanes.
         lane_dt = "float32" if st.op == "sum" and adt == "float64" and edt in ("float16", "float32") else adt
+        # per width of step: the scalar tail, the main vector loop, a register-wide tail
+        lanes = min(vw, self.lanes)
         slots = {None: self.alloca(_vt(adt, None), _init(st.op, adt, None)),
+                 lanes: self.alloca(_vt(adt, lanes), _init(st.op, adt, lanes)),
                  vw: self.alloca(_vt(lane_dt, vw), _init(st.op, lane_dt, vw))}
         islots = {w: self.alloca(_vt("int64", w), const("int64", 0, w)) for w in slots} if arg else {}
         block = None
@@ -568,24 +610,34 @@ class _Lowering:
         def work(c: _Ctx):
             self.prefetch_next(c)
             w = c.width
-            dt = lane_dt if w else adt
+            dt = lane_dt if w == vw else adt
             x = self.eval(st.expr, c)
             acc = b.load(slots[w])
             if not arg:
-                b.store(_combine(b, st.op, acc, cast(b, x, edt, dt), dt), slots[w])
+                new = _combine(b, st.op, acc, cast(b, x, edt, dt), dt)
+                b.store(new if c.mask is None else b.select(c.mask, new, acc), slots[w])
                 return
             take = _arg_better(b, st.op, x, acc, adt)
+            if c.mask is not None:
+                take = b.and_(take, c.mask)
             b.store(b.select(take, x, acc), slots[w])
             b.store(b.select(take, self._flat_index(c), b.load(islots[w])), islots[w])
 
         self.reduce_space(ctx, work, st.expr, block)
-        # Fold the vector lanes, then the scalar tail.
+        # Fold the vector lanes, then the tails.
         if arg:
             v, i = _arg_hreduce(b, st.op, b.load(slots[vw]), b.load(islots[vw]), adt)
+            if lanes != vw:
+                tv, ti = _arg_hreduce(b, st.op, b.load(slots[lanes]), b.load(islots[lanes]), adt)
+                take = _arg_better_full(b, st.op, tv, ti, v, i, adt)
+                v, i = b.select(take, tv, v), b.select(take, ti, i)
             take = _arg_better_full(b, st.op, b.load(slots[None]), b.load(islots[None]), v, i, adt)
             return b.select(take, b.load(islots[None]), i)
-        v = _hreduce(b, b.load(wide if block else slots[vw]), lambda x, y: _combine(b, st.op, x, y, adt))
-        return cast(b, _combine(b, st.op, v, b.load(slots[None]), adt), adt, st.dtype)
+        fold = lambda x, y: _combine(b, st.op, x, y, adt)  # noqa: E731
+        v = _hreduce(b, b.load(wide if block else slots[vw]), fold)
+        if lanes != vw:
+            v = fold(v, _hreduce(b, b.load(slots[lanes]), fold))
+        return cast(b, fold(v, b.load(slots[None])), adt, st.dtype)
 
     def _flat_index(self, c: _Ctx, lanes: bool = True) -> ir.Value:
         """Row-major flat index into the reduce space of ``c`` (per lane if vector and ``lanes``)."""
@@ -688,6 +740,33 @@ class _Lowering:
                     self.reduce_space(base, lambda c, w=store, e=st.expr: over_tile(c, w, e), st.expr)
                 else:
                     over_tile(base, store, st.expr)
+
+
+# --------------------------------------------------------------------------- masked memory access
+
+
+def _masked_intrinsic(b: ir.IRBuilder, op: str, vty: ir.VectorType) -> ir.Function:
+    name = f"llvm.masked.{op}.{type_suffix(vty)}.p0"
+    fn = b.module.globals.get(name)
+    if fn is None:
+        mask = ir.VectorType(I1, vty.count)
+        if op == "load":
+            fty = ir.FunctionType(vty, [vty.as_pointer(), I32, mask, vty])
+        else:
+            fty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), I32, mask])
+        fn = ir.Function(b.module, fty, name=name)
+    return fn
+
+
+def masked_load(b: ir.IRBuilder, ptr: ir.Value, mask: ir.Value, align: int) -> ir.Value:
+    """The lanes of the vector at ``ptr`` where ``mask`` is set (others zero, never touched)."""
+    vty = ptr.type.pointee
+    return b.call(_masked_intrinsic(b, "load", vty), [ptr, I32(align), mask, ir.Constant(vty, None)])
+
+
+def masked_store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value, align: int) -> None:
+    """Store the lanes of ``value`` where ``mask`` is set."""
+    b.call(_masked_intrinsic(b, "store", value.type), [value, ptr, I32(align), mask])
 
 
 # --------------------------------------------------------------------------- reduction helpers

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from codegen import cpu
-from codegen.cpu import CpuArtifact, native_vector_bytes
-from codegen.scalar import I32, I64, const, intrinsic, itemsize, splat, value_type
+from codegen.cpu import CpuArtifact, masked_load, masked_store, native_vector_bytes
+from codegen.scalar import I1, I32, I64, const, intrinsic, itemsize, splat, value_type
 
-I1 = ir.IntType(1)
 DTYPES = ("float32", "float64")
 # K per packed block: a B micro-panel (KC x NR, KC * 128 bytes with two vectors per row of the
 # tile) stays in L1 while the A panels stream past it.
@@ -155,20 +154,6 @@ def _function(module: ir.Module, name: str, args: Sequence[ir.Type], internal: b
     set.add(fn.attributes, '"no-builtins"')
     if internal:
         fn.linkage = "internal"
-    return fn
-
-
-def _masked(module: ir.Module, op: str, vty: ir.VectorType) -> ir.Function:
-    """``llvm.masked.load`` / ``llvm.masked.store`` for ``vty``."""
-    name = f"llvm.masked.{op}.v{vty.count}{'f32' if vty.element == ir.FloatType() else 'f64'}.p0"
-    fn = module.globals.get(name)
-    if fn is None:
-        mask = ir.VectorType(I1, vty.count)
-        if op == "load":
-            fty = ir.FunctionType(vty, [vty.as_pointer(), I32, mask, vty])
-        else:
-            fty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), I32, mask])
-        fn = ir.Function(module, fty, name=name)
     return fn
 
 
@@ -309,20 +294,17 @@ class _Gemm:
         if n == self.p.lanes:
             b.store(x, self.vptr(b, at), align=self.size)
         else:
-            b.call(_masked(self.module, "store", self.vt),
-                   [x, self.vptr(b, at), I32(self.size), _const_mask(self.p.lanes, n)])
+            masked_store(b, x, self.vptr(b, at), _const_mask(self.p.lanes, n), self.size)
 
     def _pack_copy(self, e: _Builder, rows: int, kc, rv, src, ks, dst) -> None:
         """A panel whose rows are contiguous: masked vector loads per k."""
         b, w = e.b, self.p.lanes
         masks = [_lane_mask(b, w, c, rv) for c, _ in self._chunks(rows)]
-        zero = const(self.p.dtype, 0, w)
         with e.loop(I64(0), kc, 1, "k") as lp:
             s = e.at(src, b.mul(lp.i, ks))
             d = e.at(dst, b.mul(lp.i, I64(rows)))
             for (c, n), m in zip(self._chunks(rows), masks):
-                x = b.call(_masked(self.module, "load", self.vt),
-                           [self.vptr(b, e.at(s, I64(c))), I32(self.size), m, zero])
+                x = masked_load(b, self.vptr(b, e.at(s, I64(c))), m, self.size)
                 self._store_row(b, x, e.at(d, I64(c)), n)
 
     def _pack_transpose(self, e: _Builder, rows: int, kc, rv, src, rs, dst) -> ir.Value:

@@ -91,9 +91,10 @@ def splat(builder: ir.IRBuilder, value: ir.Value, width: int | None) -> ir.Value
     return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
 
 
-def _suffix(ty: ir.Type) -> str:
+def type_suffix(ty: ir.Type) -> str:
+    """LLVM's name of ``ty`` in overloaded intrinsic names (``v16f32``, ``f16``, ``i64``)."""
     if isinstance(ty, ir.VectorType):
-        return f"v{ty.count}{_suffix(ty.element)}"
+        return f"v{ty.count}{type_suffix(ty.element)}"
     if isinstance(ty, ir.HalfType):
         return "f16"
     if isinstance(ty, ir.FloatType):
@@ -108,7 +109,7 @@ def intrinsic(builder: ir.IRBuilder, name: str, args: Sequence[ir.Value], ret: i
     """Call ``llvm.<name>`` overloaded on the first argument's type (or ``overloads``)."""
     ret = ret or args[0].type
     overloads = overloads or [args[0].type]
-    full = f"llvm.{name}." + ".".join(_suffix(t) for t in overloads)
+    full = f"llvm.{name}." + ".".join(type_suffix(t) for t in overloads)
     module = builder.module
     fn = module.globals.get(full)
     if fn is None:
