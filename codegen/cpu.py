@@ -21,7 +21,9 @@ multi-stage structure): lanes run along one iteration dim, the *vector dim*:
   accumulate in float32 lanes over blocks of ``SUM_BLOCK`` elements, each block folded into
   float64 (float64 accuracy at float32 speed: no conversion per element).
 
-Each vector loop has a scalar remainder loop; sub-expressions that do not vary along the
+Elementwise rows and row reductions finish with register-wide vector steps, the last one
+masked (no lane past the data is read or written); column tiles with a scalar remainder
+loop.  Sub-expressions that do not vary along the
 vector dim (broadcast loads and what is computed from them) are hoisted out of it, and a
 float division by such a value becomes a multiplication by its reciprocal (within 1.5 ulp
 of the quotient; this is what makes softmax and layer norm's last pass cheap).
@@ -321,9 +323,9 @@ class _Lowering:
         ``exprs`` are what ``work`` evaluates; their parts that vary neither along ``dim`` nor
         along ``inner_dims`` (loops ``work`` runs itself) are computed once, before the loops.
         ``block = (n, flush)`` calls ``flush()`` after every ``n`` indices of vector steps (``n`` a
-        multiple of ``width``) and after the last one.  The tail is one masked vector step when
-        ``masked_tail`` (``work`` honours ``ctx.mask``) and no operand is strided along ``dim``,
-        else a scalar loop: a 10-wide softmax row costs one step of each pass, not ten.
+        multiple of ``width``) and after the last one.  With ``masked_tail`` (``work`` honours
+        ``ctx.mask``) and no operand strided along ``dim``, the tail is register-wide steps, the
+        last one masked; else a scalar loop.  A 10-wide softmax row costs one step per pass.
         """
         b = self.b
         with self.if_(b.icmp_signed("<", lo, hi)):
