@@ -23,10 +23,10 @@ multi-stage structure): lanes run along one iteration dim, the *vector dim*:
 
 Elementwise rows and row reductions finish with register-wide vector steps, the last one
 masked (no lane past the data is read or written); column tiles with a scalar remainder
-loop.  Sub-expressions that do not vary along the
-vector dim (broadcast loads and what is computed from them) are hoisted out of it, and a
-float division by such a value becomes a multiplication by its reciprocal (within 1.5 ulp
-of the quotient; this is what makes softmax and layer norm's last pass cheap).
+loop.  Sub-expressions that do not vary along the vector dim (broadcast loads and what is
+computed from them) are hoisted out of it, and a float division by such a value becomes a
+multiplication by its reciprocal (within 1.5 ulp of the quotient; this is what makes softmax
+and layer norm's last pass cheap).
 """
 from __future__ import annotations
 
