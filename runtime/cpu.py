@@ -30,9 +30,10 @@ from runtime.kernel_cache import KernelCache, default_cache
 from runtime.program import Extern, Launch, Program, View
 from runtime.worker_pool import num_threads
 
-# Work (iteration points times point_cost) below which a launch stays on one thread: a 128K
-# element x*2+1 (work 192K) ran faster on two threads of the 2-core VM, 64K did not.
-SMALL_WORK = 192 * 1024
+# Work (iteration points times point_cost) below which a launch stays on one thread: on a
+# 2-core Zen 4 VM a 64K-element x*2+1 (work 96K) ran as fast on two threads as on one, 128K
+# 1.5x faster; a 16K-element tanh (work 144K) 1.1x.
+SMALL_WORK = 96 * 1024
 SMALL_SLOT = 256 * 1024         # buffers up to this size are plain NumPy memory, not pooled
 _HUGE = 2 * 1024 * 1024
 
@@ -57,13 +58,25 @@ _SLOW_OPS = frozenset({"div", "sqrt", "rsqrt", "floordiv", "mod"})
 
 
 def point_cost(kernel: kir.Kernel) -> float:
-    """Rough cost of one iteration point relative to a copy (transcendental functions ~8)."""
-    cost = 1.0
+    """Rough cost of one iteration point relative to a copy (transcendental functions ~8).
+
+    What does not vary from point to point (an expression of broadcast scalars, such as
+    Adam's bias corrections) is computed once per launch and costs nothing here.
+    """
+    varies: dict[int, bool] = {}
+    total = 1.0
     for st in kernel.stages:
-        for node in kir.walk(st.expr):
-            if isinstance(node, kir.Op):
-                cost += 8.0 if node.op in MATH_FUNCTIONS else 1.0 if node.op in _SLOW_OPS else 0.25
-    return cost
+        for e in kir.walk(st.expr):             # (post-order: arguments first)
+            if isinstance(e, kir.Load):
+                v = any(lay != "b" for lay in kernel.inputs[e.input].layout)
+            elif isinstance(e, kir.Op):
+                v = any(varies[id(a)] for a in e.args)
+                if v:
+                    total += 8.0 if e.op in MATH_FUNCTIONS else 1.0 if e.op in _SLOW_OPS else 0.25
+            else:
+                v = isinstance(e, kir.Index)
+            varies[id(e)] = v
+    return total
 
 
 def plan_ranges(shape: Sequence[int], n_outer: int, threads: int | None = None,

@@ -95,6 +95,19 @@ def test_thread_split_weighs_work_per_point():
     assert len(plan_ranges((16,), 1, threads=2, cost=point_cost(dear))) == 1
 
 
+def test_point_cost_ignores_what_is_computed_once():
+    """x * exp(s) with s a broadcast scalar: the exp is hoisted out of the loop, so the point
+    costs what x * c costs; exp(x) * s costs the exp at every point."""
+    vec, scalar = kir.Operand("float32", ("c",)), kir.Operand("float32", ("b",))
+
+    def kernel(expr):
+        return kir.Kernel("k", 1, 0, (vec, scalar), (vec,), (kir.Store(0, expr),))
+    hoisted = kernel(op("mul", "float32", L(0), op("exp", "float32", L(1))))
+    plain = kernel(op("mul", "float32", L(0), L(1)))
+    per_point = kernel(op("mul", "float32", op("exp", "float32", L(0)), L(1)))
+    assert point_cost(hoisted) == point_cost(plain) < point_cost(per_point) - 7
+
+
 def _matmul_program(out_slot_inplace: bool, a_view: View, a_shape, dtype: str = "float32") -> Program:
     """slot 0: A's buffer, slot 1: B (k, n); out = A-view @ B in slot 2 (a temporary) or in
     slot 2 as an input updated in place."""

@@ -177,4 +177,5 @@ def test_row_tails_stay_inside_their_rows(n, dtype):
                         over_reduce=True)]
     reduce_kernel(stages, [x], [y], x.shape, 1)
     e = np.exp(x.astype(np.float64) - x.max(axis=1, keepdims=True))
-    np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True), rtol=2e-6 if dtype == "float32" else 1e-12)
+    rtol = 2e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True), rtol=rtol)
