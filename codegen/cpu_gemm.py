@@ -27,14 +27,13 @@ contiguous (row-major A, column-major B), else scalar loads.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from llvmlite import ir
 
 from codegen import cpu
 from codegen.cpu import CpuArtifact, masked_load, masked_store, native_vector_bytes
+from codegen.llvm_loops import FunctionBuilder, function
 from codegen.scalar import I1, I32, I64, const, intrinsic, itemsize, splat, value_type
 
 DTYPES = ("float32", "float64")
@@ -90,73 +89,6 @@ def params(dtype: str, vector_bytes: int | None = None) -> GemmParams:
 # --------------------------------------------------------------------------- IR helpers
 
 
-@dataclass
-class _Loop:
-    i: ir.Value
-    carried: list[ir.Value]
-    next: list[ir.Value] | None = None      # set by the body: carried values for the next trip
-
-
-class _Builder:
-    """An IRBuilder in one function, with counted loops that carry SSA values."""
-
-    def __init__(self, fn: ir.Function):
-        self.fn = fn
-        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-
-    @contextmanager
-    def loop(self, lo: ir.Value, hi: ir.Value, step: int | ir.Value = 1, name: str = "i",
-             carry: Sequence[ir.Value] = (), tail: bool = False) -> Iterator[_Loop]:
-        """``for i = lo; i + step <= hi; i += step`` (``i < hi`` with ``tail``: a partial last
-        step).  After it, the loop's ``i`` and ``carried`` hold the first index not run and the
-        final carried values."""
-        b = self.b
-        pre = b.block
-        head = self.fn.append_basic_block(f"{name}.head")
-        body = self.fn.append_basic_block(f"{name}.body")
-        done = self.fn.append_basic_block(f"{name}.done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name=name)
-        i.add_incoming(lo, pre)
-        phis = []
-        for v in carry:
-            p = b.phi(v.type)
-            p.add_incoming(v, pre)
-            phis.append(p)
-        step = I64(step) if isinstance(step, int) else step
-        last = i if tail else b.sub(b.add(i, step), I64(1))
-        b.cbranch(b.icmp_signed("<", last, hi), body, done)
-        b.position_at_end(body)
-        state = _Loop(i, phis)
-        yield state
-        end = b.block
-        i.add_incoming(b.add(i, step), end)
-        for p, v in zip(phis, state.next if state.next is not None else phis):
-            p.add_incoming(v, end)
-        b.branch(head)
-        b.position_at_end(done)
-
-    def min(self, x: ir.Value, y: ir.Value) -> ir.Value:
-        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
-
-    def ceil_div(self, x: ir.Value, y: ir.Value) -> ir.Value:
-        return self.b.sdiv(self.b.add(x, self.b.sub(y, I64(1))), y)
-
-    def at(self, ptr: ir.Value, offset: ir.Value) -> ir.Value:
-        return self.b.gep(ptr, [offset])
-
-
-def _function(module: ir.Module, name: str, args: Sequence[ir.Type], internal: bool = True) -> ir.Function:
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), list(args)), name=name)
-    fn.attributes.add("nounwind")
-    # no library calls: the optimizer would turn copy and zero loops into memcpy/memset
-    set.add(fn.attributes, '"no-builtins"')
-    if internal:
-        fn.linkage = "internal"
-    return fn
-
-
 def _lane_mask(b: ir.IRBuilder, lanes: int, first: int, count: ir.Value) -> ir.Value:
     """Lanes ``l`` with ``first + l < count``."""
     iota = ir.Constant(ir.VectorType(I64, lanes), list(range(first, first + lanes)))
@@ -194,12 +126,12 @@ class _Gemm:
         instead of overwriting it."""
         p, t, vt = self.p, self.t, self.vt
         ptr = t.as_pointer()
-        fn = _function(self.module, f"{p.symbol}_uk{mr}", [I64, ptr, ptr, ptr, I64, I1])
+        fn = function(self.module, f"{p.symbol}_uk{mr}", [I64, ptr, ptr, ptr, I64, I1])
         fn.attributes.add("noinline")
         kc, ap, bp, c, ldc, acc = fn.args
         for a in (ap, bp, c):
             a.add_attribute("noalias")
-        e = _Builder(fn)
+        e = FunctionBuilder(fn)
         b = e.b
         nv = p.nr // p.lanes
         zero = const(p.dtype, 0, p.lanes)
@@ -258,11 +190,11 @@ class _Gemm:
         k < kc, r < rv, and 0 for rv <= r < rows (a zero-padded panel)."""
         p, t = self.p, self.t
         ptr = t.as_pointer()
-        fn = _function(self.module, f"{p.symbol}_{name}", [I64, I64, ptr, I64, I64, ptr])
+        fn = function(self.module, f"{p.symbol}_{name}", [I64, I64, ptr, I64, I64, ptr])
         kc, rv, src, rs, ks, dst = fn.args
         for a in (src, dst):
             a.add_attribute("noalias")
-        e = _Builder(fn)
+        e = FunctionBuilder(fn)
         b = e.b
         copy_bb, check_bb = fn.append_basic_block("copy"), fn.append_basic_block("check")
         trans_bb, scalar_bb = fn.append_basic_block("transpose"), fn.append_basic_block("scalar")
@@ -296,7 +228,7 @@ class _Gemm:
         else:
             masked_store(b, x, self.vptr(b, at), _const_mask(self.p.lanes, n), self.size)
 
-    def _pack_copy(self, e: _Builder, rows: int, kc, rv, src, ks, dst) -> None:
+    def _pack_copy(self, e: FunctionBuilder, rows: int, kc, rv, src, ks, dst) -> None:
         """A panel whose rows are contiguous: masked vector loads per k."""
         b, w = e.b, self.p.lanes
         masks = [_lane_mask(b, w, c, rv) for c, _ in self._chunks(rows)]
@@ -307,7 +239,7 @@ class _Gemm:
                 x = masked_load(b, self.vptr(b, e.at(s, I64(c))), m, self.size)
                 self._store_row(b, x, e.at(d, I64(c)), n)
 
-    def _pack_transpose(self, e: _Builder, rows: int, kc, rv, src, rs, dst) -> ir.Value:
+    def _pack_transpose(self, e: FunctionBuilder, rows: int, kc, rv, src, rs, dst) -> ir.Value:
         """A panel whose K is contiguous: ``lanes`` k at a time, each chunk of ``lanes`` rows
         loaded as vectors and transposed in registers.  Returns the first k not packed."""
         b, w = e.b, self.p.lanes
@@ -326,7 +258,7 @@ class _Gemm:
                     self._store_row(b, x, e.at(d, I64(k * rows + c)), n)
         return lp.i
 
-    def _pack_scalar(self, e: _Builder, rows: int, k0, kc, rv, src, rs, ks, dst) -> None:
+    def _pack_scalar(self, e: FunctionBuilder, rows: int, k0, kc, rv, src, rs, ks, dst) -> None:
         b = e.b
         last = b.sub(rv, I64(1))
         zero = const(self.p.dtype, 0)
@@ -342,10 +274,10 @@ class _Gemm:
     def _entry(self) -> None:
         p, t = self.p, self.t
         ptr = t.as_pointer()
-        fn = _function(self.module, p.symbol, [I64, I64, I64.as_pointer(), I64.as_pointer(),
+        fn = function(self.module, p.symbol, [I64, I64, I64.as_pointer(), I64.as_pointer(),
                                                ir.IntType(8).as_pointer().as_pointer()], internal=False)
         start, end, shape_p, strides_p, ptrs_p = fn.args
-        e = _Builder(fn)
+        e = FunctionBuilder(fn)
         b = e.b
         tile = b.alloca(ir.ArrayType(t, p.mr * p.nr))
         tile.align = 64
@@ -411,7 +343,7 @@ class _Gemm:
                                     self._copy_tile(e, tile, cp, mr, nr, c_m, c_n, acc)
         b.ret_void()
 
-    def _dispatch(self, e: _Builder, mr: ir.Value, args: list[ir.Value]) -> None:
+    def _dispatch(self, e: FunctionBuilder, mr: ir.Value, args: list[ir.Value]) -> None:
         """Call the micro-kernel for ``mr`` rows."""
         b = e.b
         join = e.fn.append_basic_block("uk.join")
@@ -424,7 +356,7 @@ class _Gemm:
             b.branch(join)
         b.position_at_end(join)
 
-    def _copy_tile(self, e: _Builder, tile, cp, mr, nr, c_m, c_n, acc) -> None:
+    def _copy_tile(self, e: FunctionBuilder, tile, cp, mr, nr, c_m, c_n, acc) -> None:
         """The valid ``mr`` x ``nr`` corner of a computed tile into (or onto) strided C."""
         b = e.b
         with e.loop(I64(0), mr, 1, "ti") as li:
