@@ -234,6 +234,10 @@ class _PreparedLaunch:
         self.ranges = plan_ranges(step.shape, k.n_outer, cost=point_cost(k))
         self.args = (self.shape.ctypes.data, self.strides.ctypes.data, ctypes.addressof(self.ptrs))
 
+    def native(self, zero_slot: int, scratch_slot: int) -> tuple:
+        """This launch as a step runner's record (:class:`runtime.worker_pool.Steps`)."""
+        return self.fn, self.ranges, self.args, self.operands
+
     def run(self, bufs: list, addresses: list[int]) -> None:
         ranges = self.ranges
         if not ranges:
@@ -276,6 +280,10 @@ class _PreparedMatmul:
         size = np.dtype(step.dtype).itemsize
         return all(_within(v, shp, p.slot_nbytes[v.slot] // size) for v, shp in zip(views, step.shapes))
 
+    def native(self, zero_slot: int, scratch_slot: int) -> tuple:
+        c = self.call
+        return c.fn, c.ranges, c.args, c.pointer_sources(*self.operands, (zero_slot, 0), (scratch_slot, 0))
+
     def run(self, bufs: list, addresses: list[int]) -> None:
         (sa, oa), (sb, ob), (sc, oc) = self.operands
         self.call.run(addresses[sa] + oa, addresses[sb] + ob, addresses[sc] + oc)
@@ -295,6 +303,9 @@ class _ExternCall:
 
     def __init__(self, step: Extern, slot_dtypes: Sequence[str]):
         self.step, self.slot_dtypes = step, slot_dtypes
+
+    def native(self, zero_slot: int, scratch_slot: int) -> None:
+        return None             # (Python runs it)
 
     def run(self, bufs: list, addresses: list[int]) -> None:
         _run_extern(self.step, bufs, self.slot_dtypes)
@@ -329,12 +340,19 @@ class CpuProgram:
     costs a few microseconds.
     """
 
-    def __init__(self, program: Program, cache: KernelCache | None = None):
+    def __init__(self, program: Program, cache: KernelCache | None = None,
+                 native_steps: bool = True):
         self.program = p = program
         cache = cache or default_cache()
         self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch)
                       else _PreparedMatmul(s, p.slot_dtypes) if _PreparedMatmul.applies(s, p)
                       else _ExternCall(s, p.slot_dtypes) for s in p.steps]
+        n_slots = len(p.slot_nbytes)
+        scratch = max((s.call.scratch_bytes for s in self.steps if isinstance(s, _PreparedMatmul)), default=0)
+        records = [s.native(n_slots, n_slots + 1) for s in self.steps]
+        self._native = worker_pool.Steps(records, n_slots, scratch)
+        # (a program of one step gains nothing: it would only load the runner)
+        self.native_steps = native_steps and len(self.steps) > 1 and worker_pool.can_run_steps(self._native)
         self.constants = {s: np.ascontiguousarray(c) for s, c in p.constants.items()}
         self.output_slots = {v.slot for v, _, _ in p.outputs}
         self.temp_slots = [s for s in range(p.n_inputs, len(p.slot_nbytes)) if s not in self.constants]
@@ -430,8 +448,14 @@ class CpuProgram:
             raise TypeError(f"program takes {p.n_inputs} inputs, got {len(inputs)}")
         with self._lock:
             bufs, addresses, blocks, copy_back = self._bind(inputs)
-            for step in self.steps:
-                step.run(bufs, addresses)
+            if self.native_steps:
+                steps, nbytes = self.steps, self._native.scratch_bytes
+                scratch = cpu_gemm.scratch_address(nbytes) if nbytes else 0
+                worker_pool.run_steps(self._native, addresses, scratch,
+                                      lambda k: steps[k].run(bufs, addresses))
+            else:
+                for step in self.steps:
+                    step.run(bufs, addresses)
             for x, private in copy_back:
                 np.copyto(x, private.reshape(np.shape(x)))
             results = self._collect(inputs, bufs, blocks)

@@ -69,6 +69,11 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
+def scratch_address(nbytes: int) -> int:
+    """The calling thread's packing scratch, at least ``nbytes`` (64-byte aligned)."""
+    return _scratch.address(nbytes)
+
+
 def _round_up(x: int, step: int) -> int:
     return -(-x // step) * step
 
@@ -155,6 +160,14 @@ class GemmCall:
         self.strides = (ctypes.c_int64 * 6)(*a_strides, *b_strides, *out_strides)
         self.ptrs = (ctypes.c_uint64 * 4)()
         self.args = tuple(ctypes.addressof(x) for x in (self.shape, self.strides, self.ptrs))
+
+    def pointer_sources(self, a, b, out, zero, scratch) -> list:
+        """What the kernel's pointer array holds, in order, given what A, B and C's pointers
+        come from (a step runner's (slot, offset) pairs; ``zero``: a null pointer's,
+        ``scratch``: the packing scratch's)."""
+        if self.swapped:
+            a, b = b, a
+        return [a, b, out, scratch] if self.has_k else [zero, zero, out, scratch]
 
     def run(self, a: int, b: int, out: int) -> None:
         """``out = a @ b`` at these addresses (of each operand's element [0, 0])."""

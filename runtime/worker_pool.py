@@ -15,12 +15,12 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from codegen import cpu, cpu_handoff
+from codegen import cpu, cpu_handoff, cpu_runner
 from runtime.kernel_cache import cached_artifact
 
 # Time-stamp counter ticks a worker spins for a job before sleeping (~0.2 ms at 2.5 GHz), and
@@ -44,9 +44,53 @@ class _Handoff:
         artifact, _ = cached_artifact("handoff", cpu_handoff.SYMBOLS[0], cpu_handoff.compile_handoff,
                                       {"disk_errors": 0})
         post, serve, wait = (cpu.load_address(artifact, s) for s in cpu_handoff.SYMBOLS)
+        self.post_address, self.wait_address = post, wait
         self.post = ctypes.CFUNCTYPE(_i64, _ptr, _ptr, _i64, _i64, _ptr, _ptr, _ptr)(post)
         self.serve = ctypes.CFUNCTYPE(_i64, _ptr, _i64)(serve)
         self.wait = ctypes.CFUNCTYPE(_i64, _ptr, _i64)(wait)
+
+
+class _Runner:
+    """The loaded step runner (:mod:`codegen.cpu_runner`)."""
+
+    def __init__(self):
+        artifact, _ = cached_artifact("runner", cpu_runner.SYMBOL, cpu_runner.compile_runner,
+                                      {"disk_errors": 0})
+        self.run = ctypes.CFUNCTYPE(_i64, _ptr, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _ptr)(
+            cpu.load_address(artifact))
+
+
+class Steps:
+    """A program's steps as the runner's records: ``native[k] = (kernel, ranges, args,
+    operands)`` for a kernel launch (``args``: addresses of its shape, strides and pointer
+    arrays; ``operands``: the (slot, byte offset) each pointer is filled from), None for a
+    step Python runs.  ``n_slots`` addresses are bound per call; slots ``n_slots`` and
+    ``n_slots + 1`` are always 0 and the calling thread's scratch (see :meth:`scratch`)."""
+
+    def __init__(self, native: Sequence[tuple | None], n_slots: int, scratch_bytes: int = 0):
+        self.native = list(native)
+        self.n_slots, self.scratch_bytes = n_slots, scratch_bytes
+        self.null_slot, self.scratch_slot = n_slots, n_slots + 1
+        words: list[int] = []
+        index = []
+        for step in self.native:
+            index.append(len(words))
+            if step is None:
+                words += [0] * cpu_runner.HEADER_WORDS
+                continue
+            kernel, ranges, args, operands = step
+            words += [_ptr.from_buffer(kernel).value, *args, len(operands), len(ranges)]
+            for slot, offset in operands:
+                words += [slot, offset]
+            for a, b in ranges:
+                words += [a, b]
+        self.desc = np.array(words or [0], np.int64)
+        self.index = np.array(index or [0], np.int64)
+        self.addresses = (_i64 * (n_slots + 2))()
+        self.state = (_i64 * 3)()
+        self.max_ranges = max((len(st[1]) for st in self.native if st is not None), default=1)
+        self.pointers = (self.desc.ctypes.data, self.index.ctypes.data, ctypes.addressof(self.addresses),
+                         ctypes.addressof(self.state))
 
 
 class _Worker:
@@ -88,7 +132,9 @@ class WorkerPool:
     def __init__(self):
         self._native = cpu_handoff.supported()
         self._handoff: _Handoff | None = None
+        self._runner: _Runner | None = None
         self._workers: list[_Worker] = []
+        self._blocks = (_i64 * 1)()             # control block addresses, for the runner
         self._busy = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -114,8 +160,7 @@ class WorkerPool:
         if self._handoff is None:
             self._handoff = _Handoff()
         h = self._handoff
-        while len(self._workers) < len(ranges) - 1:
-            self._workers.append(_Worker(h))
+        self._ensure_workers(len(ranges) - 1)
         address = _ptr.from_buffer(fn).value      # a ctypes function object holds its address
         posted = []
         try:
@@ -126,6 +171,66 @@ class WorkerPool:
             fn(ranges[0][0], ranges[0][1], shape_p, strides_p, ptrs_p)
         finally:
             _wait_all(h, posted)
+
+    def _ensure_workers(self, n: int) -> None:
+        if len(self._workers) < n:
+            while len(self._workers) < n:
+                self._workers.append(_Worker(self._handoff))
+            self._blocks = (_i64 * len(self._workers))(*[w.address for w in self._workers])
+
+    def can_run_steps(self, steps: Steps) -> bool:
+        """Whether :meth:`run_steps` takes ``steps`` natively (x86-64, no more ranges than cores)."""
+        return self._native and steps.max_ranges <= _CORES
+
+    def run_steps(self, steps: Steps, addresses: Sequence[int], scratch: int,
+                  python_step: Callable[[int], None]) -> None:
+        """Run every step with the buffers at ``addresses`` (``scratch``: the calling thread's
+        GEMM scratch); ``python_step(k)`` runs the steps that are not kernels."""
+        if self._handoff is None:
+            self._handoff = _Handoff()
+        if self._runner is None:
+            self._runner = _Runner()
+        h = self._handoff
+        self._ensure_workers(steps.max_ranges - 1)
+        arr = steps.addresses
+        arr[:steps.n_slots] = addresses
+        arr[steps.scratch_slot] = scratch
+        desc, index, arr_p, state_p = steps.pointers
+        blocks = ctypes.addressof(self._blocks) if self._workers else 0
+        state, native = steps.state, steps.native
+        run = self._runner.run
+        owned = self._busy.acquire(blocking=False)
+        try:
+            k, n = 0, len(native)
+            while k < n:
+                k = run(desc, index, k, n, arr_p, blocks, state_p, WAIT_CYCLES, 0 if owned else 1,
+                        h.post_address, h.wait_address)
+                if k >= n:
+                    break
+                why = state[0]
+                if why == cpu_runner.PYTHON:
+                    if owned:           # (the step may launch through the pool itself)
+                        self._busy.release()
+                    owned = False
+                    python_step(k)
+                    owned = self._busy.acquire(blocking=False)
+                else:
+                    posted = [w for i, w in enumerate(self._workers) if state[1] >> i & 1]
+                    if why == cpu_runner.WAKE:
+                        for i, w in enumerate(self._workers):
+                            if state[2] >> i & 1:
+                                w.wake.release()
+                        kernel, ranges, args, _ = native[k]
+                        try:
+                            kernel(ranges[0][0], ranges[0][1], *args)
+                        finally:
+                            _wait_all(h, posted)
+                    else:
+                        _wait_all(h, posted)
+                k += 1
+        finally:
+            if owned:
+                self._busy.release()
 
     def _run_executor(self, fn, ranges, shape_p, strides_p, ptrs_p) -> None:
         with self._executor_lock:
@@ -155,3 +260,13 @@ if hasattr(os, "register_at_fork"):
 def run(fn, ranges: Sequence[tuple[int, int]], shape_p: int, strides_p: int, ptrs_p: int) -> None:
     """Run ``fn`` over each range (see :meth:`WorkerPool.run`)."""
     _pool.run(fn, ranges, shape_p, strides_p, ptrs_p)
+
+
+def can_run_steps(steps: Steps) -> bool:
+    return _pool.can_run_steps(steps)
+
+
+def run_steps(steps: Steps, addresses: Sequence[int], scratch: int,
+              python_step: Callable[[int], None]) -> None:
+    """Run a program's steps in one native call where it can (see :meth:`WorkerPool.run_steps`)."""
+    _pool.run_steps(steps, addresses, scratch, python_step)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from cpu_helpers import CACHE, C, L, op
 
-from codegen import kir
+from codegen import cpu_handoff, kir
 from runtime.cpu import (
     SMALL_SLOT,
     SMALL_WORK,
@@ -147,3 +147,32 @@ def test_matmul_step_reaching_past_its_slot_is_not_prepared():
     assert isinstance(prog.steps[0], _ExternCall)
     with pytest.raises(ValueError):
         prog(np.zeros(64 * 64, np.float32), np.zeros((7, 5), np.float32))
+
+
+def test_native_step_runner_matches_python_steps():
+    """A launch split over the workers, a Python extern and a prepared GEMM: the step runner
+    and the Python loop give the same results, call after call."""
+    from runtime.cpu import register_extern
+    register_extern("test_negate", lambda x: -x)
+    m, k, cols = 512, 512, 7
+    n = m * k                                           # large enough that the launch is split
+    # slots: 0 x (n), 1 b (k, cols) | 2 = 2x, 3 = -2x, 4 = (-2x viewed (m, k)) @ b
+    steps = [Launch(_scale(2.0), (n,), (View(0, 0, (1,)),), (View(2, 0, (1,)),)),
+             Extern("test_negate", (View(2, 0, (1,)),), (View(3, 0, (1,)),), ((n,), (n,)), "float32"),
+             Extern("matmul", (View(3, 0, (k, 1)), View(1, 0, (cols, 1))), (View(4, 0, (cols, 1)),),
+                    ((m, k), (k, cols), (m, cols)), "float32")]
+    prog = Program(n_inputs=2, slot_nbytes=[4 * n, 4 * k * cols, 4 * n, 4 * n, 4 * m * cols],
+                   slot_dtypes=["float32"] * 5, constants={}, steps=steps,
+                   outputs=[(View(4, 0, (cols, 1)), (m, cols), "float32")])
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal((k, cols)).astype(np.float32)
+    want = (-2 * x.reshape(m, k).astype(np.float64)) @ b
+    fast, slow = CpuProgram(prog, native_steps=True), CpuProgram(prog, native_steps=False)
+    assert isinstance(fast.steps[2], _PreparedMatmul)
+    assert fast.native_steps == cpu_handoff.supported()
+    assert not slow.native_steps
+    for _ in range(3):
+        for p in (fast, slow):
+            (out,) = p(x, b)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)

@@ -130,3 +130,88 @@ def test_ctrl_c_waits_for_workers_before_unwinding():
     with pytest.raises(KeyboardInterrupt):
         worker_pool.run(fn, _ranges(2), 0, 0, 0)
     assert finished == [10]
+
+
+# --------------------------------------------------------------------------- native step lists
+
+_NATIVE = cpu_handoff.supported() and (os.cpu_count() or 1) >= 2
+needs_native = pytest.mark.skipif(not _NATIVE, reason="the step runner needs x86-64 and two cores")
+
+
+class _Log:
+    """Kernel-shaped callbacks that log (step, start, thread) in the order they ran."""
+
+    def __init__(self, delay_workers: float = 0.0):
+        self.events: list[tuple[str, int, str]] = []
+        self._lock = threading.Lock()
+        self._delay = delay_workers
+
+    def kernel(self, name: str):
+        def call(start, end, *_):
+            if start and self._delay:
+                time.sleep(self._delay)
+            with self._lock:
+                self.events.append((name, start, threading.current_thread().name))
+        return _RANGE_FN(call)
+
+    def python(self, k: int) -> None:
+        self.events.append((f"py{k}", 0, threading.current_thread().name))
+
+
+def _steps(log: _Log) -> tuple[worker_pool.Steps, list]:
+    fns = [log.kernel("a"), log.kernel("c")]     # (kept alive by the caller)
+    records = [(fns[0], _ranges(2), (0, 0, 0), []), None, (fns[1], _ranges(2), (0, 0, 0), []),
+               (fns[1], [], (0, 0, 0), [])]       # an empty launch: nothing runs
+    return worker_pool.Steps(records, n_slots=0), fns
+
+
+def _check_order(log: _Log) -> None:
+    names = [n for n, _, _ in log.events]
+    assert sorted(names[:2]) == ["a", "a"] and names[2] == "py1" and names[3:] == ["c", "c"]
+    ran = sorted((n, s) for n, s, _ in log.events if n != "py1")
+    assert ran == [("a", 0), ("a", 10), ("c", 0), ("c", 10)]
+
+
+@needs_native
+def test_step_runner_runs_each_range_once_and_python_steps_between():
+    log = _Log()
+    steps, _fns = _steps(log)
+    assert worker_pool.can_run_steps(steps)
+    worker_pool.run_steps(steps, [], 0, log.python)
+    _check_order(log)
+    assert {t for n, s, t in log.events if s == 10} == {"tracejit-worker"}
+
+
+@needs_native
+def test_step_runner_wakes_sleeping_workers():
+    log = _Log()
+    steps, _fns = _steps(log)
+    for _ in range(20):
+        time.sleep(0.003)       # past the spin window: the worker is asleep at the first step
+        log.events.clear()
+        worker_pool.run_steps(steps, [], 0, log.python)
+        _check_order(log)
+
+
+@needs_native
+def test_step_runner_leaves_a_late_worker_to_python():
+    """A worker still busy after the runner's spin limit: Python waits for it, and the next
+    step starts only once it is done."""
+    log = _Log(delay_workers=0.02)
+    steps, _fns = _steps(log)
+    worker_pool.run_steps(steps, [], 0, log.python)
+    _check_order(log)
+
+
+@needs_native
+def test_step_runner_runs_serially_while_another_thread_holds_the_workers():
+    log = _Log()
+    steps, _fns = _steps(log)
+    pool = worker_pool._pool
+    assert pool._busy.acquire()
+    try:
+        worker_pool.run_steps(steps, [], 0, log.python)
+    finally:
+        pool._busy.release()
+    _check_order(log)
+    assert {t for *_, t in log.events} == {threading.current_thread().name}
