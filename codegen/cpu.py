@@ -41,6 +41,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from codegen import kir
+from codegen.llvm_loops import FunctionBuilder
 from codegen.scalar import (
     I1,
     I32,
@@ -179,6 +180,7 @@ class _Lowering:
         self.alloca_block = self.fn.append_basic_block("entry")
         self.alloca_b = ir.IRBuilder(self.alloca_block)
         self.b = ir.IRBuilder(self.fn.append_basic_block("start"))
+        self.loops = FunctionBuilder(self.fn, self.b)
         self.operands = list(kernel.inputs) + list(kernel.outputs)
         big = max(itemsize(d) for d in _all_dtypes(kernel))
         self.vw = max(4, min(32, VECTOR_REGISTERS * native_vector_bytes() // big))
@@ -201,22 +203,9 @@ class _Lowering:
     def loop(self, lo: ir.Value, hi: ir.Value, step: int = 1, name: str = "i"):
         """``for i = lo; i + step <= hi; i += step``; yields i.  After it, ``self.last_i`` is
         the first index not run (for remainder loops)."""
-        b = self.b
-        pre = b.block
-        head = self.fn.append_basic_block(f"{name}.head")
-        body = self.fn.append_basic_block(f"{name}.body")
-        done = self.fn.append_basic_block(f"{name}.done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name=name)
-        i.add_incoming(lo, pre)
-        b.cbranch(b.icmp_signed("<", b.add(i, self.i64(step - 1)), hi), body, done)
-        b.position_at_end(body)
-        yield i
-        i.add_incoming(b.add(i, self.i64(step)), b.block)
-        b.branch(head)
-        b.position_at_end(done)
-        self.last_i = i
+        with self.loops.loop(lo, hi, step, name) as lp:
+            yield lp.i
+        self.last_i = lp.i
 
     @contextmanager
     def if_(self, cond: ir.Value):

@@ -1,9 +1,5 @@
-"""LLVM IR functions written with loops that carry SSA values (the GEMM, the step runner).
-
-Kernels from :mod:`codegen.kir` are lowered by :mod:`codegen.cpu`, whose loops keep state in
-stack slots; the hand-written modules use these instead: a ``with`` block per loop, values
-carried from trip to trip as phis.
-"""
+"""Counted loops for LLVM IR builders: a ``with`` block per loop, values carried from trip to
+trip as phis (the kernel lowering, the GEMM, the step runner)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -25,9 +21,9 @@ class Loop:
 class FunctionBuilder:
     """An IRBuilder in one function, with counted loops that carry SSA values."""
 
-    def __init__(self, fn: ir.Function):
+    def __init__(self, fn: ir.Function, builder: ir.IRBuilder | None = None):
         self.fn = fn
-        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.b = builder or ir.IRBuilder(fn.append_basic_block("entry"))
 
     @contextmanager
     def loop(self, lo: ir.Value, hi: ir.Value, step: int | ir.Value = 1, name: str = "i",
