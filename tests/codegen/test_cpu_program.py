@@ -176,3 +176,28 @@ def test_native_step_runner_matches_python_steps():
         for p in (fast, slow):
             (out,) = p(x, b)
             np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
+
+
+def test_an_extern_that_raises_leaves_the_program_usable():
+    """An exception from a Python step inside a native run propagates, releases the workers,
+    and the next call runs normally."""
+    from runtime.cpu import register_extern
+    fail = [True]
+
+    def flaky(x):
+        if fail[0]:
+            raise RuntimeError("extern failed")
+        return x + 1
+    register_extern("test_flaky", flaky)
+    n = 1 << 18
+    steps = [Launch(_scale(2.0), (n,), (View(0, 0, (1,)),), (View(1, 0, (1,)),)),
+             Extern("test_flaky", (View(1, 0, (1,)),), (View(2, 0, (1,)),), ((n,), (n,)), "float32"),
+             Launch(_scale(3.0), (n,), (View(2, 0, (1,)),), (View(3, 0, (1,)),))]
+    prog = CpuProgram(Program(n_inputs=1, slot_nbytes=[4 * n] * 4, slot_dtypes=["float32"] * 4, constants={},
+                              steps=steps, outputs=[(View(3, 0, (1,)), (n,), "float32")]))
+    x = np.arange(n, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="extern failed"):
+        prog(x)
+    fail[0] = False
+    (out,) = prog(x)
+    np.testing.assert_array_equal(out, (x * 2 + 1) * 3)
