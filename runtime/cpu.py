@@ -331,6 +331,19 @@ def _is_dense(view: View, shape: Sequence[int]) -> bool:
     return view.offset == 0
 
 
+def _overlapping(addresses: Sequence[int], nbytes: Sequence[int]) -> set[int]:
+    """Indices of the buffers (start ``addresses``, ``nbytes`` long) that share memory with another."""
+    spans = sorted((a, a + n, i) for i, (a, n) in enumerate(zip(addresses, nbytes)) if n)
+    overlapping: set[int] = set()
+    end, owner = -1, -1
+    for a, b, i in spans:
+        if a < end:
+            overlapping.update((i, owner))
+        if b > end:
+            end, owner = b, i
+    return overlapping
+
+
 class CpuProgram:
     """A program ready to run: ``outputs = prog(*inputs)``.  Not re-entrant (one call at a time).
 
@@ -388,6 +401,8 @@ class CpuProgram:
         self._fresh_slots = set(fresh)
         self._addresses = [0 if b is None else data_address(b) for b in self._bufs]
         self._in_place_slots = sorted(set(p.inplace.values()))
+        self._last_extents: tuple | None = None     # inputs' (addresses, sizes) at the last call
+        self._overlapping: set[int] = set()
 
     def _bind(self, inputs: Sequence[np.ndarray]) -> tuple[list, list[int], dict, list]:
         p = self.program
@@ -397,7 +412,7 @@ class CpuProgram:
             if type(x) is not np.ndarray or not x.flags.c_contiguous:
                 x = np.ascontiguousarray(x)
             dtype, nbytes = self._in_checks[i]
-            if x.dtype != dtype or x.nbytes < nbytes:
+            if (x.dtype is not dtype and x.dtype != dtype) or x.nbytes < nbytes:
                 raise ValueError(f"input {i}: expected {dtype} with {nbytes} bytes, "
                                  f"got {x.dtype} with {x.nbytes} bytes")
             bufs[i] = x
@@ -422,15 +437,11 @@ class CpuProgram:
         """Point in-place slots at the caller's arrays where that is safe; else at a private copy
         written back after the run (a strided, read-only or foreign array, or one whose memory
         overlaps another input, which a kernel may still read after the update)."""
-        spans = sorted((addresses[i], addresses[i] + bufs[i].nbytes, i)
-                       for i in range(len(inputs)) if bufs[i].nbytes)
-        overlapping: set[int] = set()
-        end, owner = -1, -1
-        for a, b, i in spans:
-            if a < end:
-                overlapping.update((i, owner))
-            if b > end:
-                end, owner = b, i
+        n = len(inputs)
+        extents = (addresses[:n], [bufs[i].nbytes for i in range(n)])
+        if extents != self._last_extents:       # (a training step passes the same arrays each call)
+            self._last_extents, self._overlapping = extents, _overlapping(*extents)
+        overlapping = self._overlapping
         copy_back = []
         for s in self._in_place_slots:
             x = inputs[s]
