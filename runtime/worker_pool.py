@@ -200,6 +200,7 @@ class WorkerPool:
         state, native = steps.state, steps.native
         run = self._runner.run
         owned = self._busy.acquire(blocking=False)
+        state[0] = cpu_runner.DONE
         try:
             k, n = 0, len(native)
             while k < n:
@@ -207,30 +208,43 @@ class WorkerPool:
                         h.post_address, h.wait_address)
                 if k >= n:
                     break
-                why = state[0]
-                if why == cpu_runner.PYTHON:
+                if state[0] == cpu_runner.PYTHON:
+                    state[0] = cpu_runner.DONE
                     if owned:           # (the step may launch through the pool itself)
                         self._busy.release()
                     owned = False
                     python_step(k)
                     owned = self._busy.acquire(blocking=False)
                 else:
-                    posted = [w for i, w in enumerate(self._workers) if state[1] >> i & 1]
-                    if why == cpu_runner.WAKE:
-                        for i, w in enumerate(self._workers):
-                            if state[2] >> i & 1:
-                                w.wake.release()
+                    if state[0] == cpu_runner.WAKE:
+                        self._wake(state[2])
                         kernel, ranges, args, _ = native[k]
-                        try:
-                            kernel(ranges[0][0], ranges[0][1], *args)
-                        finally:
-                            _wait_all(h, posted)
-                    else:
-                        _wait_all(h, posted)
+                        kernel(ranges[0][0], ranges[0][1], *args)
+                    self._wait_posted(state[1])
+                    state[0] = cpu_runner.DONE
                 k += 1
+        except BaseException:
+            # Unwinding (Ctrl-C, say) with a step's ranges posted: the workers must run and
+            # finish them first, or they would write into buffers the next call reuses (and
+            # one left asleep with a job would never be woken).
+            if state[0] in (cpu_runner.WAKE, cpu_runner.WAIT):
+                if state[0] == cpu_runner.WAKE:
+                    self._wake(state[2])
+                self._wait_posted(state[1])
+            raise
         finally:
             if owned:
                 self._busy.release()
+
+    def _wake(self, mask: int) -> None:
+        """Release the semaphores of the workers in bit set ``mask`` (an extra release only
+        costs a sleeping worker one empty spin)."""
+        for i, w in enumerate(self._workers):
+            if mask >> i & 1:
+                w.wake.release()
+
+    def _wait_posted(self, mask: int) -> None:
+        _wait_all(self._handoff, [w for i, w in enumerate(self._workers) if mask >> i & 1])
 
     def _run_executor(self, fn, ranges, shape_p, strides_p, ptrs_p) -> None:
         with self._executor_lock:

@@ -215,3 +215,25 @@ def test_step_runner_runs_serially_while_another_thread_holds_the_workers():
         pool._busy.release()
     _check_order(log)
     assert {t for *_, t in log.events} == {threading.current_thread().name}
+
+
+@needs_native
+def test_step_runner_ctrl_c_waits_for_workers_before_unwinding():
+    finished = []
+
+    def slow(start, end, *_):
+        if start:
+            time.sleep(0.05)
+            _thread.interrupt_main()
+            time.sleep(0.05)
+            finished.append(start)
+
+    fn = _RANGE_FN(slow)
+    steps = worker_pool.Steps([(fn, _ranges(2), (0, 0, 0), []), (fn, _ranges(2), (0, 0, 0), [])], n_slots=0)
+    with pytest.raises(KeyboardInterrupt):
+        worker_pool.run_steps(steps, [], 0, lambda k: None)
+    assert finished == [10]
+    log = _Log()                        # and the workers serve the next call normally
+    steps, _fns = _steps(log)
+    worker_pool.run_steps(steps, [], 0, log.python)
+    _check_order(log)
