@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import itertools
 import math
 import os
 import platform
@@ -50,6 +51,9 @@ class Config:
     device: str = "cpu"
     repeats: int = 20
     warmup: int = 3
+    # ...and at least this long: the previous implementation's threads (OpenBLAS, OpenMP and
+    # XLA spin after their work) have gone quiet by then, and the cores are back at full clock.
+    warmup_s: float = 0.3
     # Calls shorter than this are batched into one sample so timer resolution doesn't dominate.
     min_sample_s: float = 0.01
     impls: tuple[str, ...] = IMPLS  # which implementations to run
@@ -61,7 +65,7 @@ class Config:
             return cls(preset="cuda", device="cuda", repeats=5 if quick else 20, warmup=1 if quick else 3,
                        impls=impls)
         if quick:
-            return cls(preset="quick", repeats=5, warmup=1, min_sample_s=0.005, impls=impls)
+            return cls(preset="quick", repeats=5, warmup=1, warmup_s=0.1, min_sample_s=0.005, impls=impls)
         return cls(impls=impls)
 
 
@@ -269,12 +273,16 @@ def compare(out: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> str:
 
 
 def time_calls(p: Prepared, cfg: Config) -> list[float]:
-    """Per-call seconds for ``cfg.repeats`` samples after ``cfg.warmup`` calls.
+    """Per-call seconds for ``cfg.repeats`` samples after ``cfg.warmup`` calls (and
+    ``cfg.warmup_s`` seconds).
 
     Every call is synchronised (jax ``block_until_ready``, CUDA synchronize) so asynchronous
     dispatch can't hide work; calls faster than ``cfg.min_sample_s`` are batched per sample.
     """
-    for _ in range(cfg.warmup):
+    start = time.perf_counter()
+    for i in itertools.count():
+        if i >= cfg.warmup and time.perf_counter() - start >= cfg.warmup_s:
+            break
         p.sync(p.run())
     t0 = time.perf_counter()
     p.sync(p.run())
