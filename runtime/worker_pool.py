@@ -126,6 +126,17 @@ def _wait_all(h: _Handoff, pending: list[_Worker]) -> None:
         raise interrupted
 
 
+def _selected(workers: Sequence[_Worker], mask: int) -> list[_Worker]:
+    return [w for i, w in enumerate(workers) if mask >> i & 1]
+
+
+def _wake(workers: Sequence[_Worker], mask: int) -> None:
+    """Release the semaphores of the workers in bit set ``mask`` (an extra release only costs
+    a sleeping worker one empty spin)."""
+    for w in _selected(workers, mask):
+        w.wake.release()
+
+
 class WorkerPool:
     """Runs the ranges of a launch on this thread and on workers."""
 
@@ -133,6 +144,7 @@ class WorkerPool:
         self._native = cpu_handoff.supported()
         self._handoff: _Handoff | None = None
         self._runner: _Runner | None = None
+        self._setup_lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._blocks = (_i64 * 1)()             # control block addresses, for the runner
         self._busy = threading.Lock()
@@ -157,9 +169,7 @@ class WorkerPool:
                 fn(a, b, shape_p, strides_p, ptrs_p)
 
     def _run_native(self, fn, ranges, shape_p, strides_p, ptrs_p) -> None:
-        if self._handoff is None:
-            self._handoff = _Handoff()
-        h = self._handoff
+        h = self._get_handoff()
         self._ensure_workers(len(ranges) - 1)
         address = _ptr.from_buffer(fn).value      # a ctypes function object holds its address
         posted = []
@@ -172,11 +182,32 @@ class WorkerPool:
         finally:
             _wait_all(h, posted)
 
+    def _get_handoff(self) -> _Handoff:
+        if self._handoff is None:
+            with self._setup_lock:
+                if self._handoff is None:
+                    self._handoff = _Handoff()
+        return self._handoff
+
+    def _get_runner(self) -> _Runner:
+        if self._runner is None:
+            with self._setup_lock:
+                if self._runner is None:
+                    self._runner = _Runner()
+        return self._runner
+
     def _ensure_workers(self, n: int) -> None:
+        """At least ``n`` workers (only while holding ``_busy``: it alone changes the list)."""
         if len(self._workers) < n:
             while len(self._workers) < n:
                 self._workers.append(_Worker(self._handoff))
             self._blocks = (_i64 * len(self._workers))(*[w.address for w in self._workers])
+
+    def _claim(self, n: int) -> tuple[list[_Worker], ctypes.Array]:
+        """(holding ``_busy``) At least ``n`` workers, and the list and control-block array as
+        they are now: the runner reads that array, so the caller keeps it alive."""
+        self._ensure_workers(n)
+        return list(self._workers), self._blocks
 
     def can_run_steps(self, steps: Steps) -> bool:
         """Whether :meth:`run_steps` takes ``steps`` natively (x86-64, no more ranges than cores)."""
@@ -186,26 +217,23 @@ class WorkerPool:
                   python_step: Callable[[int], None]) -> None:
         """Run every step with the buffers at ``addresses`` (``scratch``: the calling thread's
         GEMM scratch); ``python_step(k)`` runs the steps that are not kernels."""
-        if self._handoff is None:
-            self._handoff = _Handoff()
-        if self._runner is None:
-            self._runner = _Runner()
-        h = self._handoff
-        self._ensure_workers(steps.max_ranges - 1)
+        h, run = self._get_handoff(), self._get_runner().run
         arr = steps.addresses
         arr[:steps.n_slots] = addresses
         arr[steps.scratch_slot] = scratch
         desc, index, arr_p, state_p = steps.pointers
-        blocks = ctypes.addressof(self._blocks) if self._workers else 0
-        state, native = steps.state, steps.native
-        run = self._runner.run
+        state, native, need = steps.state, steps.native, steps.max_ranges - 1
+        workers: list[_Worker] = []
+        blocks = None
         owned = self._busy.acquire(blocking=False)
         state[0] = cpu_runner.DONE
         try:
+            if owned:
+                workers, blocks = self._claim(need)
             k, n = 0, len(native)
             while k < n:
-                k = run(desc, index, k, n, arr_p, blocks, state_p, WAIT_CYCLES, 0 if owned else 1,
-                        h.post_address, h.wait_address)
+                k = run(desc, index, k, n, arr_p, ctypes.addressof(blocks) if owned else 0, state_p,
+                        WAIT_CYCLES, 0 if owned else 1, h.post_address, h.wait_address)
                 if k >= n:
                     break
                 if state[0] == cpu_runner.PYTHON:
@@ -215,12 +243,14 @@ class WorkerPool:
                     owned = False
                     python_step(k)
                     owned = self._busy.acquire(blocking=False)
+                    if owned:
+                        workers, blocks = self._claim(need)
                 else:
                     if state[0] == cpu_runner.WAKE:
-                        self._wake(state[2])
+                        _wake(workers, state[2])
                         kernel, ranges, args, _ = native[k]
                         kernel(ranges[0][0], ranges[0][1], *args)
-                    self._wait_posted(state[1])
+                    _wait_all(h, _selected(workers, state[1]))
                     state[0] = cpu_runner.DONE
                 k += 1
         except BaseException:
@@ -229,22 +259,12 @@ class WorkerPool:
             # one left asleep with a job would never be woken).
             if state[0] in (cpu_runner.WAKE, cpu_runner.WAIT):
                 if state[0] == cpu_runner.WAKE:
-                    self._wake(state[2])
-                self._wait_posted(state[1])
+                    _wake(workers, state[2])
+                _wait_all(h, _selected(workers, state[1]))
             raise
         finally:
             if owned:
                 self._busy.release()
-
-    def _wake(self, mask: int) -> None:
-        """Release the semaphores of the workers in bit set ``mask`` (an extra release only
-        costs a sleeping worker one empty spin)."""
-        for i, w in enumerate(self._workers):
-            if mask >> i & 1:
-                w.wake.release()
-
-    def _wait_posted(self, mask: int) -> None:
-        _wait_all(self._handoff, [w for i, w in enumerate(self._workers) if mask >> i & 1])
 
     def _run_executor(self, fn, ranges, shape_p, strides_p, ptrs_p) -> None:
         with self._executor_lock:
