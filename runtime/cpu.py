@@ -2,8 +2,9 @@
 
 * :func:`run_kernel` runs one kernel on NumPy arrays (tests, eager mode).
 * :class:`CpuProgram` runs a whole program; everything that does not change between calls
-  (kernels, shape and stride arrays, work splits) is prepared once, so a call only binds
-  buffers and passes pointers.
+  (kernels, shape and stride arrays, work splits, GEMM calls) is prepared once, so a call only
+  binds buffers and passes pointers; a program of several steps is then walked by one native
+  call (:func:`runtime.worker_pool.run_steps`), Python running only its other externs.
 
 Large kernels are split by outer range over :mod:`runtime.worker_pool` (the ctypes call
 releases the GIL; workers spin briefly between jobs, so a hand-off costs about a microsecond);

@@ -8,6 +8,10 @@ them), ranges go to a plain ``ThreadPoolExecutor``.
 
 One thread launches through the workers at a time; a launch that finds them busy (another
 thread's call in flight) runs its ranges serially on its own thread rather than wait.
+
+A program of several steps runs through the step runner (:mod:`codegen.cpu_runner`): one
+native call walks its launches, and this module handles what the runner hands back (Python
+steps, workers to wake, workers late to finish).
 """
 from __future__ import annotations
 
@@ -64,13 +68,13 @@ class Steps:
     """A program's steps as the runner's records: ``native[k] = (kernel, ranges, args,
     operands)`` for a kernel launch (``args``: addresses of its shape, strides and pointer
     arrays; ``operands``: the (slot, byte offset) each pointer is filled from), None for a
-    step Python runs.  ``n_slots`` addresses are bound per call; slots ``n_slots`` and
-    ``n_slots + 1`` are always 0 and the calling thread's scratch (see :meth:`scratch`)."""
+    step Python runs.  ``n_slots`` addresses are bound per call; slot ``n_slots`` is always 0
+    (a null pointer) and slot ``n_slots + 1`` the calling thread's GEMM packing scratch."""
 
     def __init__(self, native: Sequence[tuple | None], n_slots: int, scratch_bytes: int = 0):
         self.native = list(native)
         self.n_slots, self.scratch_bytes = n_slots, scratch_bytes
-        self.null_slot, self.scratch_slot = n_slots, n_slots + 1
+        self.scratch_slot = n_slots + 1
         words: list[int] = []
         index = []
         for step in self.native:
