@@ -3,8 +3,10 @@
 The kernel is compiled once per dtype and host and cached on disk like the other CPU kernels
 (:mod:`runtime.disk_cache` entries: a damaged one is rebuilt).  A call splits C's columns (or,
 when C is narrow, its rows) into one range per thread and runs them with
-:func:`runtime.worker_pool.run`; each range packs into its own slot of a per-calling-thread scratch
-buffer, kept between calls (first-touching fresh pages would cost more than small GEMMs).
+:func:`runtime.worker_pool.run`; each range packs into its own slot of a per-calling-thread
+scratch buffer, kept between calls (first-touching fresh pages would cost more than small
+GEMMs).  A :class:`GemmCall` is that work out for one shape and layout, made once: a program
+keeps one per matmul step, eager calls one per recent signature.
 """
 from __future__ import annotations
 
