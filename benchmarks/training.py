@@ -40,16 +40,17 @@ PARAM_RTOL, PARAM_ATOL = 1e-3, 1e-4
 IMPLS = (NUMPY, TJ_EAGER, TJ_JIT, TORCH, TORCH_COMPILE)
 
 
-def make_problem(seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def make_problem(seed: int = 0, dims: Sequence[int] = DIMS, batch: int = BATCH
+                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Parameters [W1, b1, W2, b2, W3, b3] with W stored (in, out), a batch x and labels y."""
     rng = np.random.default_rng(seed)
     params: list[np.ndarray] = []
-    for d_in, d_out in zip(DIMS[:-1], DIMS[1:], strict=True):
+    for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
         bound = 1 / np.sqrt(d_in)  # torch.nn.Linear's default init range
         params.append(rng.uniform(-bound, bound, (d_in, d_out)).astype(np.float32))
         params.append(rng.uniform(-bound, bound, (d_out,)).astype(np.float32))
-    x = rng.standard_normal((BATCH, DIMS[0]), dtype=np.float32)
-    y = rng.integers(0, DIMS[-1], BATCH).astype(np.int64)
+    x = rng.standard_normal((batch, dims[0]), dtype=np.float32)
+    y = rng.integers(0, dims[-1], batch).astype(np.int64)
     return params, x, y
 
 

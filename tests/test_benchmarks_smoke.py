@@ -102,3 +102,11 @@ def test_compile_latency_report_reads_cache_info() -> None:
     ]}
     text = compile_latency.render(c1)
     assert "2/0" in text and "ok, re-trace only" in text and "skipped: jax" in text
+
+
+def test_step_overhead_runs_and_reports(monkeypatch, capsys) -> None:
+    from benchmarks import step_overhead
+    monkeypatch.setattr("sys.argv", ["step_overhead", "--reps", "3"])
+    step_overhead.main()
+    out = capsys.readouterr().out
+    assert "train step MLP 64-128-128-10 batch 32" in out and "tracejit jit" in out
