@@ -189,7 +189,9 @@ class CudaDevice:
 
     def upload(self, array: np.ndarray) -> DeviceArray:
         """A new contiguous device array holding a copy of ``array``."""
-        a = np.ascontiguousarray(array)
+        a = np.asarray(array)
+        if not a.flags.c_contiguous:        # (np.ascontiguousarray would make a 0-d array 1-d)
+            a = a.copy()
         return DeviceArray(self.to_device(a), 0, _contiguous_strides(a.shape), a.shape, a.dtype.name)
 
     def contiguous(self, arr: DeviceArray) -> DeviceArray:
@@ -404,7 +406,7 @@ class _ProgramRun:
                   for v, shape in zip(views, step.shapes, strict=True)]
         *ins, out = arrays
         result = fn(*(self.dev.array_to_host(a) for a in ins), **dict(step.params))
-        host = np.ascontiguousarray(np.broadcast_to(np.asarray(result, dtype=out.dtype), out.shape))
+        host = np.broadcast_to(np.asarray(result, dtype=out.dtype), out.shape).copy()
         self.dev.copy(self.dev.upload(host), out)
 
 

@@ -59,6 +59,15 @@ def test_constants_folded():
     assert "reduce_sum" not in text and "6." in text
 
 
+def test_folded_scalar_keeps_its_shape(jit_backend):
+    """A constant expression folded to a 0-d value stays 0-d (NumPy's ascontiguousarray would
+    make it 1-d, and the graph would no longer verify)."""
+    f = jitted(lambda x: x + tj.exp(tj.asarray(2.0, dtype=tj.float32)) * 3.0, jit_backend)
+    out = f(tj.asarray(np.float32(1.0)))
+    assert out.shape == ()
+    assert_close(out, np.array(1 + np.exp(np.float32(2.0)) * 3, np.float32), rtol=1e-6, atol=0)
+
+
 def test_movement_chains_merged():
     text = graph_text(lambda x: tj.reshape(tj.reshape(x, (24,)), (6, 4)), SPEC)
     assert ops(text) == ["reshape"]

@@ -195,7 +195,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
             if r.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for outputs with one element; "
                                    f"this one has shape {r.shape}: pass gradient=")
-            g = P.full_like(r, 1.0)
+            g = P.placed_like(P.full_like(r, 1.0), r)
         g = _check_grad(r, g, "backward")
         if r._grad_fn is None:
             leaf_grads[id(r)] = (r, _add(leaf_grads.get(id(r), (r, None))[1], g))

@@ -91,7 +91,9 @@ def fold_constants(g: Graph) -> int:
             continue
         if all(g.node(i).op != "constant" for i in n.inputs) and prim.kind == "movement":
             continue  # views of constants stay views
-        out = np.ascontiguousarray(prim.impl(*values, **n.params))
+        out = np.asarray(prim.impl(*values, **n.params))
+        if not out.flags.c_contiguous:      # (np.ascontiguousarray would make a 0-d result 1-d)
+            out = out.copy()
         new = g.add("constant", (), {"value": out}, AVal(out.shape, out.dtype))
         g.replace_all_uses(nid, new)
         folded += 1

@@ -58,6 +58,19 @@ def constant(value: Any, dtype: np.dtype | None = None) -> Tensor:
     return bind("constant", value=arr)
 
 
+def placed_like(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` (made on the host) moved to ``like``'s device when eager: a GPU op takes host
+    operands only as broadcast scalars.  A traced program has one device anyway."""
+    if tracing.current_trace() is None and t.device != like.device:
+        return t.to_device(like.device)
+    return t
+
+
+def iota(shape: tuple[int, ...], axis: int, dtype: np.dtype, like: Tensor) -> Tensor:
+    """Indices along ``axis`` of ``shape``, on ``like``'s device."""
+    return placed_like(bind("iota", shape=tuple(shape), axis=axis, dtype=dtype), like)
+
+
 def full(shape: tuple[int, ...], value: Any, dtype: np.dtype) -> Tensor:
     c = constant(np.asarray(value, dtype=dtype))
     if not shape:

@@ -73,7 +73,7 @@ def bits(key: Tensor, shape: Sequence[int]) -> Tensor:
     k1 = P.reshape(P.slice(key, start=(1,), stop=(2,), step=(1,)), shape=())
     h = _mix(P.add(_mix(P.bind("xor", k0, _c(k0, _GAMMA))), k1))
     n = math.prod(shape)
-    i = P.bind("iota", shape=(n,), axis=0, dtype=dt.int64)
+    i = P.iota((n,), 0, dt.int64, like=key)
     hb = P.broadcast_to(h, (n,))
     z = _mix(P.add(hb, P.mul(P.add(i, _c(i, 1)), _c(i, _GAMMA))))
     return P.reshape(z, shape=shape)

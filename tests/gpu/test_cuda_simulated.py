@@ -65,3 +65,45 @@ def test_default_device_cuda_places_new_tensors(gpu, monkeypatch):
     tj.set_default_device("cuda")
     assert tj.zeros(3).device == "cuda:0" and tj.arange(4).device == "cuda:0"
     np.testing.assert_array_equal(tj.arange(4).numpy(), np.arange(4))
+
+
+@pytest.mark.parametrize("impl", ["tracejit jit", "tracejit eager"])
+def test_training_benchmark_step_on_cuda(gpu, impl):
+    """Benchmark T1's step on a CUDA device: parameters, gradients and AdamW state live on the
+    device, and one step matches the float64 NumPy reference the benchmark checks against."""
+    from benchmarks import training
+    dims, batch = (48, 32, 32, 10), 16
+    params, x, y = training.make_problem(dims=dims, batch=batch)
+    ref = training.NumpyTrainer(params, x, y, np.float64)
+    ref_loss = float(ref.step())
+    ref_params = [a.astype(np.float32) for a in ref.params()]
+    tr = training.make_trainer(impl, params, x, y, device="cuda")
+    assert all(p.device.type == "cuda" for p in tr.p)
+    problem, _ = training.check_step(tr, ref_loss, ref_params)
+    assert problem == ""
+    with pytest.raises(training.Unavailable):
+        training.make_trainer("numpy", params, x, y, device="cuda")
+
+
+def test_zero_dim_tensor_keeps_its_shape_on_the_device(gpu):
+    x = tj.asarray(np.float32(2.5)).to("cuda")
+    assert x.shape == () and x.device.type == "cuda"
+    assert np.asarray(x.to("cpu")).shape == ()
+
+
+def test_eager_ops_that_make_index_arrays_follow_their_operand_to_the_device(gpu):
+    """cross_entropy (a one-hot of the labels), its backward (the seed gradient) and tril (an
+    index grid) create arrays on the host; eagerly on a GPU they must land there too."""
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((5, 4)).astype(np.float32)
+    labels = np.array([0, 3, 1, 2, 3])
+    z = tj.asarray(logits, device="cuda", requires_grad=True)
+    loss = tj.nn.functional.cross_entropy(z, tj.asarray(labels, device="cuda"))
+    loss.backward()
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want_grad = (p - np.eye(4, dtype=np.float32)[labels]) / 5
+    np.testing.assert_allclose(np.asarray(z.grad.to("cpu")), want_grad, rtol=1e-5, atol=1e-6)
+    m = rng.standard_normal((4, 6)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(tj.tril(tj.asarray(m, device="cuda"), k=1).to("cpu")),
+                                  np.tril(m, k=1))

@@ -175,8 +175,8 @@ def meshgrid(*arrays: Tensor, indexing: str = "xy") -> list[Tensor]:
 def _tri_mask(x: Tensor, k: int, upper: bool) -> Tensor:
     from .elementwise import greater_equal, less_equal, subtract, where
     rows, cols = x.shape[-2], x.shape[-1]
-    i = P.bind("iota", shape=(rows, cols), axis=0, dtype=dt.int64)
-    j = P.bind("iota", shape=(rows, cols), axis=1, dtype=dt.int64)
+    i = P.iota((rows, cols), 0, dt.int64, like=x)
+    j = P.iota((rows, cols), 1, dt.int64, like=x)
     d = subtract(j, i)
     keep = greater_equal(d, k) if upper else less_equal(d, k)
     return where(keep, x, P.zeros_like(x) if x.ndim == 2 else 0)

@@ -138,7 +138,7 @@ def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
 
 def one_hot(labels: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
     """``labels[..., None] == arange(num_classes)`` as ``dtype`` (an iota compare: it fuses)."""
-    classes = P.bind("iota", shape=labels.shape + (num_classes,), axis=labels.ndim, dtype=labels.dtype)
+    classes = P.iota(labels.shape + (num_classes,), labels.ndim, labels.dtype, like=labels)
     hit = A.equal(classes, A.expand_dims(labels, axis=-1))
     return A.astype(hit, dtype or dt.default_float)
 
