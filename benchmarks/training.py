@@ -123,8 +123,11 @@ class TorchTrainer(Trainer):
     """``torch.nn`` MLP with ``torch.optim.AdamW``; compiled means the model (forward and backward)
     goes through ``torch.compile`` while the optimizer step stays eager."""
 
-    def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, compiled: bool) -> None:
+    def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, compiled: bool,
+                 device: str = "cpu") -> None:
         torch = self.torch = framework("torch")
+        if device != "cpu" and not torch.cuda.is_available():
+            raise Unavailable("torch has no CUDA device here")
         nn = torch.nn
         layers: list[Any] = []
         for i in range(0, len(params), 2):
@@ -134,11 +137,12 @@ class TorchTrainer(Trainer):
                 lin.bias.copy_(torch.from_numpy(params[i + 1]))
             layers += [lin, nn.ReLU()]
         self.linears = layers[0::2]
-        self.model = nn.Sequential(*layers[:-1])
+        self.model = nn.Sequential(*layers[:-1]).to(device)
         self.forward = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS,
                                      weight_decay=WEIGHT_DECAY)
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        self.on_gpu = device != "cpu"
 
     def step(self) -> Any:
         self.opt.zero_grad(set_to_none=True)
@@ -150,8 +154,15 @@ class TorchTrainer(Trainer):
     def params(self) -> list[np.ndarray]:
         out = []
         for lin in self.linears:
-            out += [lin.weight.detach().numpy().T, lin.bias.detach().numpy()]
+            out += [lin.weight.detach().cpu().numpy().T, lin.bias.detach().cpu().numpy()]
         return out
+
+    def loss_value(self, loss: Any) -> float:
+        return float(loss.item())
+
+    def sync(self, loss: Any) -> None:
+        if self.on_gpu:
+            self.torch.cuda.synchronize()
 
 
 class TracejitTrainer(Trainer):
@@ -159,17 +170,21 @@ class TracejitTrainer(Trainer):
     same step function in ``tj.jit``. Parameters are captured, not passed: under ``jit`` an
     argument becomes a tracer, while captured eager tensors are what the optimizer updates."""
 
-    def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, jitted: bool) -> None:
-        tj = framework("tracejit")
+    def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, jitted: bool,
+                 device: str = "cpu") -> None:
+        tj = self.tj = framework("tracejit")
         for needed in ("nn", "optim"):
             if not hasattr(tj, needed):
                 raise Unavailable(f"tj.{needed} not available yet")
         if not hasattr(tj.optim, "AdamW"):
             raise Unavailable("tj.optim.AdamW not available yet")
         F = tj.nn.functional
-        self.p = [tj.asarray(a, requires_grad=True) for a in params]
+        if device != "cpu" and not tj.cuda.is_available():
+            raise Unavailable(f"tracejit has no CUDA device here: {tj.cuda.unavailable_reason()}")
+        self.on_gpu = device != "cpu"
+        self.p = [tj.asarray(a, requires_grad=True, device=device) for a in params]
         opt = tj.optim.AdamW(self.p, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
-        self.x, self.y = tj.asarray(x), tj.asarray(y)
+        self.x, self.y = tj.asarray(x, device=device), tj.asarray(y, device=device)
 
         params_ = self.p
 
@@ -191,18 +206,28 @@ class TracejitTrainer(Trainer):
         return self.fn(self.x, self.y)
 
     def params(self) -> list[np.ndarray]:
-        return [np.asarray(t.detach() if hasattr(t, "detach") else t) for t in self.p]
+        return [np.asarray(t.detach().to("cpu")) for t in self.p]
+
+    def loss_value(self, loss: Any) -> float:
+        return float(np.asarray(loss.to("cpu")))
+
+    def sync(self, loss: Any) -> None:
+        if self.on_gpu:
+            self.tj.cuda.synchronize()
 
 
-def make_trainer(impl: str, params: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> Trainer:
+def make_trainer(impl: str, params: list[np.ndarray], x: np.ndarray, y: np.ndarray,
+                 device: str = "cpu") -> Trainer:
     # Private copies: a framework may wrap NumPy memory without copying and then train in place.
     params, x, y = [p.copy() for p in params], x.copy(), y.copy()
     if impl == NUMPY:
+        if device != "cpu":
+            raise Unavailable("NumPy runs on the CPU only")
         return NumpyTrainer(params, x, y, np.float32)
     if impl in (TORCH, TORCH_COMPILE):
-        return TorchTrainer(params, x, y, compiled=impl == TORCH_COMPILE)
+        return TorchTrainer(params, x, y, compiled=impl == TORCH_COMPILE, device=device)
     if impl in (TJ_EAGER, TJ_JIT):
-        return TracejitTrainer(params, x, y, jitted=impl == TJ_JIT)
+        return TracejitTrainer(params, x, y, jitted=impl == TJ_JIT, device=device)
     raise ValueError(impl)
 
 
@@ -224,7 +249,7 @@ def check_step(tr: Trainer, ref_loss: float, ref_params: Sequence[np.ndarray]) -
 
 
 def run(cfg: Config, log: Callable[[str], None] | None = None) -> list[Result]:
-    """Check and time one training step per implementation (CPU only)."""
+    """Check and time one training step per implementation on ``cfg.device``."""
     label = f"{KEY} train step MLP {'-'.join(map(str, DIMS))} batch {BATCH}"
     params, x, y = make_problem()
     ref = NumpyTrainer(params, x, y, np.float64)
@@ -234,9 +259,7 @@ def run(cfg: Config, log: Callable[[str], None] | None = None) -> list[Result]:
     for impl in (i for i in IMPLS if i in cfg.impls):
         r = Result(KEY, label, impl, "ok", GFLOPS, flops=flops_per_step())
         try:
-            if cfg.device != "cpu":
-                raise Unavailable("T1 runs on the CPU only")
-            tr = make_trainer(impl, params, x, y)
+            tr = make_trainer(impl, params, x, y, cfg.device)
             problem, r.first_call_s = check_step(tr, ref_loss, ref_params)
             if problem:
                 r.status, r.detail = "MISMATCH", problem
