@@ -3,9 +3,10 @@
     python benchmarks/gpu_check.py [--quick]
 
 Installs nothing.  Runs ``pytest -m gpu tests/gpu -q`` and ``python -m benchmarks --device cuda``
-(W1 at 256M elements, W2, W3/W4 at (65536, 1024) and (8192, 8192), W6 at batch 4096, each
-against torch eager and torch.compile where torch is installed), then prints per workload the
-median time, GB/s and the fraction of the device-to-device copy bandwidth measured with torch.
+(W1 at 256M elements, W2, W3/W4 at (65536, 1024) and (8192, 8192), W6 at batch 4096, and the
+T1 training step, each against torch eager and torch.compile where torch is installed), then
+prints per workload the median time, GB/s (GFLOP/s for T1) and the fraction of the
+device-to-device copy bandwidth measured with torch.
 Without a usable GPU it says why and exits 0.  Exit status: 1 if the tests failed.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = "W1,W2,W3,W4,W6"
+WORKLOADS = "W1,W2,W3,W4,W6,T1"
 
 
 def gpu_unavailable_reason() -> str | None:
@@ -37,14 +38,17 @@ def run(cmd: list[str]) -> int:
 def table(doc: dict) -> str:
     """ms, GB/s and fraction of the copy roof line per (workload, implementation)."""
     copy = (doc.get("ceilings") or {}).get("copy_gbps")
-    head = f"{'workload':<34} {'implementation':<16} {'ms':>9} {'GB/s':>8} {'of copy':>8}  status"
+    head = (f"{'workload':<34} {'implementation':<16} {'ms':>9} {'GB/s':>8} {'of copy':>8} "
+            f"{'GFLOP/s':>8}  status")
     lines = [head, "-" * len(head)]
     for r in doc["results"]:
-        ms = f"{r['median_s'] * 1e3:.3f}" if r.get("median_s") else "-"
-        gbps = r["bytes"] / r["median_s"] / 1e9 if r.get("median_s") and r.get("bytes") else None
+        t = r.get("median_s")
+        ms = f"{t * 1e3:.3f}" if t else "-"
+        gbps = r["bytes"] / t / 1e9 if t and r.get("bytes") else None
+        gflops = r["flops"] / t / 1e9 if t and r.get("flops") else None
         frac = f"{gbps / copy:.0%}" if gbps and copy else "-"
-        lines.append(f"{r['label'][:34]:<34} {r['impl']:<16} {ms:>9} "
-                     f"{f'{gbps:.0f}' if gbps else '-':>8} {frac:>8}  {r['status']}")
+        lines.append(f"{r['label'][:34]:<34} {r['impl']:<16} {ms:>9} {f'{gbps:.0f}' if gbps else '-':>8} "
+                     f"{frac:>8} {f'{gflops:.0f}' if gflops else '-':>8}  {r['status']}")
     roof = f"{copy:.0f} GB/s (torch device-to-device copy)" if copy else "not measured"
     lines.append(f"copy roof line: {roof}")
     return "\n".join(lines)
