@@ -84,12 +84,17 @@ def device_input(leaf: Any, aval: AVal, device: Device) -> Any:
     return dev.upload(np.asarray(host, dtype=aval.dtype))
 
 
-def write_back(t: Tensor, value: Any) -> None:
-    """Copy a program output into an existing tensor's memory (in-place updates under jit)."""
+def write_back(t: Tensor, value: Any, source: Device | None = None) -> None:
+    """Copy a value on device ``source`` (default: ``t``'s own) into ``t``'s memory: in-place
+    updates, under jit of tensors the program captured (a GPU program updates the host
+    tensor of a random generator's state, say)."""
+    source = source or t.device
     if t.device.type == "cpu":
-        np.copyto(t._value, value)
-    else:
+        np.copyto(t._value, value if source.type == "cpu" else host_array(value, source))
+    elif source == t.device:
         cuda_device(t.device).copy(value, t._value)
+    else:
+        cuda_device(t.device).copy(cuda_device(t.device).upload(host_array(value, source)), t._value)
 
 
 # --------------------------------------------------------------------------- lowering

@@ -179,10 +179,10 @@ class CompiledEntry:
         outs = self.executable(arrays)
         for i, k in self._writeback_args:       # (an output computed in place is the tensor's own array)
             if outs[k] is not leaves[i]._value:
-                write_back(leaves[i], outs[k])
+                write_back(leaves[i], outs[k], dev)
         for t, k in self._writeback_captures:
             if outs[k] is not t._value:
-                write_back(t, outs[k])
+                write_back(t, outs[k], dev)
         if tr.out_tree is LEAF and tr.out_is_tensor[0]:     # the common case, without pytree work
             return Tensor._from_array(outs[0], self.device)
         results, it = [], iter(outs[:tr.n_outputs])

@@ -107,3 +107,48 @@ def test_eager_ops_that_make_index_arrays_follow_their_operand_to_the_device(gpu
     m = rng.standard_normal((4, 6)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(tj.tril(tj.asarray(m, device="cuda"), k=1).to("cpu")),
                                   np.tril(m, k=1))
+
+
+def test_eager_data_dependent_ops_on_the_device(gpu):
+    """Boolean-mask reads and writes, nonzero and unique on a GPU tensor: results stay on its
+    device and equal NumPy's."""
+    a = np.array([[-2.0, 3.0, 0.0], [1.5, -1.0, 4.0]], np.float32)
+    x = tj.asarray(a, device="cuda")
+    picked = x[x > 0]
+    assert picked.device.type == "cuda"
+    np.testing.assert_array_equal(np.asarray(picked.to("cpu")), a[a > 0])
+    rows, cols = tj.nonzero(x > 0)
+    assert rows.device.type == "cuda"
+    np.testing.assert_array_equal(np.asarray(cols.to("cpu")), np.nonzero(a > 0)[1])
+    u = tj.unique_values(x)
+    assert u.device.type == "cuda"
+    np.testing.assert_array_equal(np.asarray(u.to("cpu")), np.unique(a))
+    x[x < 0] = 0.0
+    np.testing.assert_array_equal(np.asarray(x.to("cpu")), np.where(a < 0, 0, a))
+
+
+def test_module_to_device_and_dropout_train_on_the_device(gpu):
+    """``model.to("cuda")`` moves parameters in place (the optimizer keeps them), and a step
+    with dropout runs eagerly and jitted on the device."""
+    tj.manual_seed(3)
+    model = tj.nn.Sequential(tj.nn.Linear(6, 8), tj.nn.ReLU(), tj.nn.Dropout(0.25), tj.nn.Linear(8, 3))
+    opt = tj.optim.SGD(model.parameters(), lr=0.1)
+    before = [np.asarray(p.detach()).copy() for p in model.parameters()]
+    assert model.to("cuda") is model
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    x = tj.asarray(np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32), device="cuda")
+    y = tj.asarray(np.array([0, 2, 1, 1, 0]), device="cuda")
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = tj.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    for f in (step, tj.jit(step)):
+        loss = f(x, y)
+        assert loss.device.type == "cuda" and np.isfinite(float(np.asarray(loss.to("cpu"))))
+    after = [np.asarray(p.detach().to("cpu")) for p in model.parameters()]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    model.cpu()
+    assert all(p.device.type == "cpu" for p in model.parameters())

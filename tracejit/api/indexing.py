@@ -96,7 +96,7 @@ def _advanced(x: Tensor, key: Any) -> Tensor:
         merged = P.reshape(before, shape=lead + (int(np.prod(before.shape[axis:axis + flat_axes])),)
                            + before.shape[axis + flat_axes:])
         nz = np.flatnonzero(idx.numpy()).astype(np.int64)
-        out = P.take(merged, P.constant(nz), axis=axis)
+        out = P.take(merged, P.placed_like(P.constant(nz), merged), axis=axis)
         rest = key[pos + 1:]
         return getitem(out, (slice(None),) * (axis + 1) + tuple(rest)) if rest else out
     if not dt.is_int(idx.dtype):
@@ -131,7 +131,14 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             npkey = tuple(k.numpy() if isinstance(k, Tensor) else k for k in key) if isinstance(key, tuple) \
                 else (key.numpy() if isinstance(key, Tensor) else key)
             v = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-            x._value[npkey] = v.astype(x.dtype, copy=False)
+            if x.device.type == "cpu":
+                x._value[npkey] = v.astype(x.dtype, copy=False)
+                return
+            # a GPU tensor: the update is made on a host copy, which then replaces its memory
+            from ..device import cuda_device, write_back
+            host = x.numpy().copy()
+            host[npkey] = v.astype(x.dtype, copy=False)
+            write_back(x, cuda_device(x.device).upload(host))
             return
     k = _expand_key(key, x.ndim)
     if not all(_is_basic(i) for i in k):

@@ -59,4 +59,5 @@ def nonzero(x: Tensor, /) -> tuple[Tensor, ...]:
     if x.ndim == 0:
         raise ValueError("nonzero needs at least a 1-D tensor; use reshape(x, (1,)) on a 0-d one")
     value = eager_value(x, "nonzero", "use tracejit.where(cond, x, y) to select without changing shape")
-    return tuple(P.constant(np.ascontiguousarray(i, dtype=np.int64)) for i in np.nonzero(value))
+    return tuple(P.placed_like(P.constant(np.ascontiguousarray(i, dtype=np.int64)), x)
+                 for i in np.nonzero(value))

@@ -40,28 +40,33 @@ def _unique(x: Any, op: str) -> tuple[np.ndarray, ...]:
     return values, index.astype(np.int64), inverse.reshape(a.shape).astype(np.int64), counts.astype(np.int64)
 
 
-def _t(a: np.ndarray) -> Tensor:
-    return P.constant(np.ascontiguousarray(a))
+def _t(a: np.ndarray, like: Tensor) -> Tensor:
+    """A result array as a tensor on the device of the input ``like``."""
+    return P.placed_like(P.constant(np.ascontiguousarray(a)), like)
 
 
 def unique_values(x: Tensor, /) -> Tensor:
     """The sorted unique elements of ``x`` (flattened)."""
-    return _t(_unique(x, "unique_values")[0])
+    x = as_tensor(x)
+    return _t(_unique(x, "unique_values")[0], x)
 
 
 def unique_counts(x: Tensor, /) -> UniqueCountsResult:
     """Unique elements and how often each occurs."""
+    x = as_tensor(x)
     v, _, _, c = _unique(x, "unique_counts")
-    return UniqueCountsResult(_t(v), _t(c))
+    return UniqueCountsResult(_t(v, x), _t(c, x))
 
 
 def unique_inverse(x: Tensor, /) -> UniqueInverseResult:
     """Unique elements and, for each element of ``x``, the index of its value among them."""
+    x = as_tensor(x)
     v, _, inv, _ = _unique(x, "unique_inverse")
-    return UniqueInverseResult(_t(v), _t(inv))
+    return UniqueInverseResult(_t(v, x), _t(inv, x))
 
 
 def unique_all(x: Tensor, /) -> UniqueAllResult:
     """Unique elements, first occurrence indices, inverse indices (shaped like ``x``) and counts."""
+    x = as_tensor(x)
     v, idx, inv, c = _unique(x, "unique_all")
-    return UniqueAllResult(_t(v), _t(idx), _t(inv), _t(c))
+    return UniqueAllResult(_t(v, x), _t(idx, x), _t(inv, x), _t(c, x))

@@ -14,11 +14,12 @@ from typing import Any
 from .. import api as A
 from .. import dtypes as dt
 from .. import prims as P
+from .. import random as R
 from ..tensor import Tensor
 from ..tracing import current_trace
 
 __all__ = ["relu", "gelu", "sigmoid", "silu", "softmax", "log_softmax", "logsumexp", "layer_norm",
-           "linear", "cross_entropy", "mse_loss", "one_hot"]
+           "linear", "cross_entropy", "mse_loss", "one_hot", "dropout"]
 
 
 def _axis(axis: int, dim: int | None) -> int:
@@ -183,3 +184,16 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: 
     """Mean (or sum, or elementwise) squared error."""
     d = A.subtract(input, target)
     return _reduce(d * d, reduction, "mse_loss")
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: R.Generator | None = None) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` while
+    ``training`` (counter-based random bits from ``generator``, default the global one)."""
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = P.placed_like(R.uniform((generator or R.default_generator).next_key(), x.shape, dt.float32), x)
+    scale = P.where(P.ge(keep, P.full(x.shape, p, dt.float32)), P.full(x.shape, 1.0 / (1.0 - p), x.dtype),
+                    P.full(x.shape, 0.0, x.dtype))
+    return x * scale

@@ -16,13 +16,13 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from .. import random as R
 from ..api import asarray, matmul, reshape, take, tanh
 from ..ops import AVal
-from ..tensor import Tensor
+from ..tensor import Device, Tensor
 from ..tracing import current_trace
 from . import functional as F
 from . import init
+from .functional import dropout
 
 
 class Parameter(Tensor):
@@ -53,10 +53,19 @@ class Parameter(Tensor):
         return (Parameter, (self.numpy().copy(), self.requires_grad))
 
 
-def _set_data(t: Tensor, value: np.ndarray) -> None:
-    """Replace a tensor's contents, dtype and shape included (``module.to(dtype)``)."""
+def _set_data(t: Tensor, value: Any, device: Device | None = None) -> None:
+    """Replace a tensor's contents, dtype, shape and device included (``module.to(...)``)."""
     t._value = value
-    t._aval = AVal(tuple(value.shape), value.dtype)
+    t._aval = AVal(tuple(value.shape), np.dtype(value.dtype))
+    if device is not None:
+        t._device = device
+
+
+def _device_or_dtype(arg: Any) -> tuple[Device | None, Any]:
+    """``module.to``'s positional argument as (device, None) or (None, dtype)."""
+    if isinstance(arg, Device) or (isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")):
+        return Device.parse(arg), None
+    return None, arg
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -202,16 +211,31 @@ class Module:
         for p in self.parameters():
             _zero_grad(p, set_to_none)
 
-    def to(self, dtype: Any = None) -> Module:
-        """Convert floating-point parameters and buffers to ``dtype`` in place (``model.to(tj.float64)``)."""
-        if dtype is None or isinstance(dtype, str) and dtype in ("cpu",):
-            return self
-        want = dt.canonical(dtype)
+    def to(self, *args: Any, device: Any = None, dtype: Any = None) -> Module:
+        """Move parameters and buffers to a device and/or convert the floating-point ones to a
+        dtype, in place (the tensors an optimizer holds follow): ``model.to("cuda")``,
+        ``model.to(tj.float64)``, ``model.to(device=..., dtype=...)``."""
+        for arg in args:
+            d, t = _device_or_dtype(arg)
+            device, dtype = d or device, dtype if t is None else t
+        dev = None if device is None else Device.parse(device)
+        want = None if dtype is None else dt.canonical(dtype)
         for t in list(self.parameters()) + list(self.buffers()):
-            if dt.is_float(t.dtype):
-                _set_data(t, t.numpy().astype(want))
+            new = t.detach()
+            if want is not None and dt.is_float(t.dtype) and t.dtype != want:
+                new = P.cast(new, want)
+            if dev is not None and new.device != dev:
+                new = new.to_device(dev)
+            if new.dtype != t.dtype or new.device != t.device:
+                _set_data(t, new._value, new.device)
                 t.grad = None
         return self
+
+    def cuda(self, index: int = 0) -> Module:
+        return self.to(f"cuda:{index}")
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
 
     def float(self) -> Module:
         return self.to(dt.float32)
@@ -390,22 +414,10 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+        return F.dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
-
-
-def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: R.Generator | None = None) -> Tensor:
-    """Functional dropout (see :class:`Dropout`)."""
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    keep = R.uniform((generator or R.default_generator).next_key(), x.shape, dt.float32)
-    scale = P.where(P.ge(keep, P.full(x.shape, p, dt.float32)), P.full(x.shape, 1.0 / (1.0 - p), x.dtype),
-                    P.full(x.shape, 0.0, x.dtype))
-    return x * scale
 
 
 class ReLU(Module):
