@@ -197,7 +197,9 @@ def run_kernel(kernel: kir.Kernel, shape: Sequence[int], inputs: Sequence[np.nda
         if k >= len(inputs) and not a.flags.writeable:
             raise ValueError(f"kernel {kernel.name}: output {k - len(inputs)} is read-only")
         v = np.broadcast_to(a, shape)
-        arrays.append(a.ctypes.data if a.size else 0)
+        # (an output with no elements along an empty reduce space is still written per outer
+        # point when the caller gave it stride 0 there: its address is needed all the same)
+        arrays.append(a.ctypes.data)
         strides.append([s // a.itemsize for s in v.strides])
         keep.append(a)
     _check_layout(kernel, shape, strides)

@@ -382,17 +382,20 @@ class _ProgramRun:
         if step.name != "matmul":
             self.host_extern(step)
             return
-        from runtime.cuda_extern import matmul_launch, tiled
+        from runtime.cuda_extern import batch_slices, matmul_launch, tiled
         views = [*step.inputs, *step.outputs]
-        if tiled(step.dtype):
-            self.dev.launch_matmul(step.dtype, *(DeviceArray(self.buffer(v.slot), v.offset, tuple(v.strides),
-                                                             tuple(shape), step.dtype)
-                                                 for v, shape in zip(views, step.shapes, strict=True)))
-            return
-        kernel, shape, strides = matmul_launch(step.dtype, step.shapes, tuple(v.strides for v in views))
-        ops = [DeviceArray(self.buffer(v.slot), v.offset, st, shape, step.dtype)
-               for v, st in zip(views, strides, strict=True)]
-        self.dev.launch_kernel(kernel, shape, ops[:2], ops[2:])
+        buffers = [self.buffer(v.slot) for v in views]
+        for shapes, strides, offsets in batch_slices(step.shapes, tuple(tuple(v.strides) for v in views),
+                                                     tuple(v.offset for v in views)):
+            if tiled(step.dtype):
+                self.dev.launch_matmul(step.dtype, *(DeviceArray(buf, off, st, shape, step.dtype)
+                                                     for buf, off, st, shape in zip(buffers, offsets, strides,
+                                                                                    shapes, strict=True)))
+                continue
+            kernel, shape, kstrides = matmul_launch(step.dtype, shapes, strides)
+            ops = [DeviceArray(buf, off, st, shape, step.dtype)
+                   for buf, off, st in zip(buffers, offsets, kstrides, strict=True)]
+            self.dev.launch_kernel(kernel, shape, ops[:2], ops[2:])
 
     def host_extern(self, step: Extern) -> None:
         """An extern without a GPU kernel (pad, concat, …) runs through the CPU runtime's

@@ -10,6 +10,8 @@ so it suits small or skinny products only.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from codegen import kir
 from codegen.kir import Acc, Kernel, Load, Op, Operand, Reduce, Store
 
@@ -28,6 +30,28 @@ def _acc_dtype(dtype: str) -> str:
 
 
 Shape = tuple[int, ...]
+
+
+def batch_slices(shapes: tuple[Shape, ...], strides: tuple[Shape, ...], offsets: tuple[int, ...]):
+    """A matmul's operands (a, b, out) cut into products of at most one batch dim: yields
+    ``(shapes, strides, offsets)`` per index of ``out``'s batch dims but the last (batch dims
+    align from the right; a missing or size-1 one broadcasts)."""
+    n_batch = len(shapes[2]) - 2
+    if n_batch <= 1:
+        yield shapes, strides, offsets
+        return
+    padded = []
+    for shp, st in zip(shapes, strides, strict=True):
+        missing = n_batch - (len(shp) - 2)
+        padded.append(((1,) * missing + tuple(shp[:-2]), (0,) * missing + tuple(st[:-2])))
+    for idx in np.ndindex(*shapes[2][:-3]):
+        cut_shapes, cut_strides, cut_offsets = [], [], []
+        for (bshape, bstrides), shp, st, off in zip(padded, shapes, strides, offsets, strict=True):
+            off += sum(i * s for i, n, s in zip(idx, bshape, bstrides) if n > 1)
+            cut_shapes.append((bshape[-1], *shp[-2:]))
+            cut_strides.append((bstrides[-1], *st[-2:]))
+            cut_offsets.append(off)
+        yield tuple(cut_shapes), tuple(cut_strides), tuple(cut_offsets)
 
 
 def matmul_dims(shapes: tuple[Shape, ...], strides: tuple[Shape, ...]) -> tuple[tuple[int, int, int, int],

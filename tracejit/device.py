@@ -127,14 +127,17 @@ def target_arch(device: Device) -> str:
 def program_kernels(program: Program) -> list[kir.Kernel]:
     """Every kir kernel a program launches on the GPU, once each (matmul externs that are no
     tiled matmul included)."""
-    from runtime.cuda_extern import matmul_launch, tiled
+    from runtime.cuda_extern import batch_slices, matmul_launch, tiled
     seen: dict[str, kir.Kernel] = {}
     for s in program.steps:
         if isinstance(s, Launch):
             seen.setdefault(s.kernel.key, s.kernel)
         elif isinstance(s, Extern) and s.name == "matmul" and not tiled(s.dtype):
-            k, _, _ = matmul_launch(s.dtype, s.shapes, tuple(v.strides for v in (*s.inputs, *s.outputs)))
-            seen.setdefault(k.key, k)
+            views = (*s.inputs, *s.outputs)
+            for shapes, strides, _ in batch_slices(s.shapes, tuple(tuple(v.strides) for v in views),
+                                                   tuple(v.offset for v in views)):
+                k, _, _ = matmul_launch(s.dtype, shapes, strides)
+                seen.setdefault(k.key, k)
     return list(seen.values())
 
 

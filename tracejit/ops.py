@@ -274,7 +274,7 @@ def _vjp_div(g, out, a, b):
 
 def _vjp_pow(g, out, a, b):
     P = _P()
-    one = P.full_like(b, 1.0)
+    one = P.placed_like(P.full_like(b, 1.0), a)     # (b - 1 on a's device: b may be a host scalar)
     ga = P.mul(g, P.mul(b, P.pow(a, P.sub(b, one))))
     # d/db a**b = a**b * log(a); defined as 0 where a == 0 (as PyTorch does)
     zero = P.zeros_like(a)

@@ -293,7 +293,7 @@ class Tensor:
             raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
                                "wrap the update in tracejit.no_grad()")
         from .device import write_back
-        write_back(self, new._value)
+        write_back(self, new._value, new.device)
         if new._grad_fn is not None:
             self._grad_fn, self.requires_grad = new._grad_fn, True
             new._grad_fn.set_output(self)   # the temporary ``new`` dies; its node now produces self

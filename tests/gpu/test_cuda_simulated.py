@@ -152,3 +152,14 @@ def test_module_to_device_and_dropout_train_on_the_device(gpu):
     assert all(not np.array_equal(a, b) for a, b in zip(before, after))
     model.cpu()
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_matmul_with_two_batch_dims_under_jit(gpu, dtype):
+    """(2, 1, 3, 4) @ (5, 4, 2): batch dims broadcast from the right, cut into 3-d products."""
+    rng = np.random.default_rng(6)
+    a = rng.integers(-3, 4, (2, 1, 3, 4)).astype(dtype)
+    b = rng.integers(-3, 4, (5, 4, 2)).astype(dtype)
+    out = tj.jit(lambda x, y: x @ y)(tj.asarray(a, device="cuda"), tj.asarray(b, device="cuda"))
+    assert out.device.type == "cuda" and out.shape == (2, 5, 3, 2)
+    np.testing.assert_allclose(np.asarray(out.to("cpu")), a.astype(np.float64) @ b, rtol=1e-6)

@@ -10,6 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Device, Tensor
+from ..tracing import current_trace
 from ._convert import _infer_dtype
 
 
@@ -23,6 +24,10 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def _placed(t: Tensor, device: Any) -> Tensor:
+    """``t`` on ``device`` (default: the default device); traced values stay as they are, since
+    a traced program runs on one device."""
+    if current_trace() is not None:
+        return t
     if device is None:
         from ..device import default_device
         device = default_device()
@@ -32,12 +37,15 @@ def _placed(t: Tensor, device: Any) -> Tensor:
 
 def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None,
             requires_grad: bool = False) -> Tensor:
-    """A tensor from a tensor, NumPy array, DLPack producer, Python scalar or nested sequence."""
+    """A tensor from a tensor, NumPy array, DLPack producer, Python scalar or nested sequence;
+    new data goes to ``device`` (default: :func:`tracejit.default_device`), a tensor stays
+    where it is unless ``device`` is given."""
     want = None if dtype is None else dt.canonical(dtype)
     if isinstance(obj, Tensor):
         out = obj if want is None else P.cast(obj, want)
         if copy and out is obj:
-            out = P.bind("constant", value=np.array(obj.numpy(), copy=True)) if not obj.is_tracer else \
+            out = P.placed_like(P.bind("constant", value=np.array(obj.numpy(), copy=True)), obj) \
+                if not obj.is_tracer else \
                 P.add(obj, P.zeros_like(obj))
         if copy is False and out is not obj:
             raise ValueError("asarray(copy=False) would need a copy to change the dtype")
@@ -68,6 +76,8 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
         elif copy:
             arr = arr.copy()
         out = P.bind("constant", value=arr)
+        if device is None:
+            out = _placed(out, None)        # new data goes to the default device, as in PyTorch
     out = _placed(out, device) if device is not None else out
     if requires_grad:
         out.requires_grad = True

@@ -29,7 +29,7 @@ def reshape(x: Tensor, /, shape: int | Sequence[int], *, copy: bool | None = Non
         return out
     if copy:
         # an eager reshape views x's buffer: copy=True must not write through to x
-        return P.bind("constant", value=np.array(out.numpy(), copy=True))
+        return P.placed_like(P.bind("constant", value=np.array(out.numpy(), copy=True)), x)
     if x.device.type == "cpu" and x.size and not np.shares_memory(out.numpy(), x.numpy()):
         raise ValueError(f"reshape(copy=False): {x.shape} -> {shape} needs a copy of this strided tensor")
     return out
@@ -86,7 +86,9 @@ def astype(x: Tensor, dtype: Any, /, *, copy: bool = True, device: Any = None) -
     x = as_tensor(x)
     out = P.cast(x, dt.canonical(dtype))
     if copy and out is x:
-        out = P.bind("cast", x, dtype=x.dtype) if x.is_tracer else P.constant(x.numpy().copy())
+        # (a traced or GPU tensor is copied by an op on its device)
+        out = P.bind("cast", x, dtype=x.dtype) if x.is_tracer or x.device.type != "cpu" \
+            else P.constant(x.numpy().copy())
     return out if device is None else out.to_device(device)
 
 
@@ -232,4 +234,4 @@ def repeat(x: Tensor, repeats: int | Tensor, /, *, axis: int | None = None) -> T
     if counts.size == 1:
         return repeat(x, int(counts.reshape(())), axis=ax)
     idx = np.repeat(np.arange(n, dtype=np.int64), counts)
-    return P.take(x, P.constant(idx), axis=ax)
+    return P.take(x, P.placed_like(P.constant(idx), x), axis=ax)

@@ -15,7 +15,7 @@ from ..tensor import Tensor
 
 def _fill(t: Tensor, value: Tensor) -> Tensor:
     with no_grad():
-        t._assign(P.cast(value, t.dtype))
+        t._assign(P.cast(P.placed_like(value, t), t.dtype))
     return t
 
 

@@ -17,8 +17,9 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..api import asarray, matmul, reshape, take, tanh
+from ..device import write_back
 from ..ops import AVal
-from ..tensor import Device, Tensor
+from ..tensor import CPU, Device, Tensor
 from ..tracing import current_trace
 from . import functional as F
 from . import init
@@ -280,7 +281,8 @@ class Module:
         for k, t in own.items():
             if k in state_dict:
                 v = state_dict[k]
-                np.copyto(t._value, np.asarray(v.numpy() if isinstance(v, Tensor) else v), casting="unsafe")
+                host = np.asarray(v.numpy() if isinstance(v, Tensor) else v).astype(t.dtype, copy=False)
+                write_back(t, host, CPU)         # in place, onto the parameter's device
         return _IncompatibleKeys(missing, unexpected)
 
     # -------------------------------------------------------------- calling and printing
@@ -311,7 +313,8 @@ def _zero_grad(p: Tensor, set_to_none: bool) -> None:
 
 
 def _param(shape: tuple[int, ...], dtype: Any) -> Parameter:
-    return Parameter(Tensor._from_array(np.zeros(shape, dtype=dt.canonical(dtype or dt.default_float))))
+    """A zero parameter on the default device (the layer's init then fills it)."""
+    return Parameter(np.zeros(shape, dtype=dt.canonical(dtype or dt.default_float)))
 
 
 # ------------------------------------------------------------------ layers
@@ -382,7 +385,7 @@ class Embedding(Module):
         self.padding_idx = padding_idx
         self.weight = init.normal_(_param((num_embeddings, embedding_dim), dtype))
         if padding_idx is not None:
-            self.weight._value[padding_idx] = 0
+            self.weight[padding_idx] = 0.0       # (on the host or the GPU, in place)
 
     def forward(self, idx: Tensor) -> Tensor:
         idx = idx if isinstance(idx, Tensor) else asarray(idx)
