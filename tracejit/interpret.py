@@ -1,7 +1,8 @@
 """The reference executor: runs a graph op by op through the op table's NumPy references.
 
 It is the differential reference for the compiled backends and a debugging aid
-(``jit(f, backend="interpret")``).
+(``jit(f, backend="interpret")``).  For a GPU program it runs on the host, its inputs
+downloaded and its outputs uploaded (:class:`OnHost`).
 """
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ class Interpreter:
         for impl, ins, params, out in self.steps:
             env[out] = np.asarray(impl(*(env[i] for i in ins), **params))
         return [env[s] for s in self.output_slots]
+
+
+class OnHost:
+    """An interpreter for a GPU program: device inputs in, device outputs out, NumPy between."""
+
+    def __init__(self, interpreter: Interpreter, device: Any) -> None:
+        from .device import cuda_device
+        self.interpreter, self.device, self.gpu = interpreter, device, cuda_device(device)
+
+    def __call__(self, inputs: list[Any]) -> list[Any]:
+        outs = self.interpreter([self.gpu.array_to_host(a) for a in inputs])
+        return [self.gpu.upload(np.asarray(o)) for o in outs]

@@ -161,8 +161,10 @@ class CompiledEntry:
         self.backend = backend
         self.device = device
         if backend == "interpret":
-            from .interpret import Interpreter
+            from .interpret import Interpreter, OnHost
             self.executable: Any = Interpreter(traced.graph)
+            if device.type != "cpu":
+                self.executable = OnHost(self.executable, device)
         elif backend == "llvm":
             from .compiler import compile_graph
             self.executable = compile_graph(traced.graph, device, _update_inputs(traced))
