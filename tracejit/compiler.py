@@ -16,7 +16,6 @@ from codegen import kir
 from runtime import program as rp
 
 from . import fusion
-from .errors import UnsupportedUnderJitError
 from .graph import Graph
 from .logs import topic
 from .ops import PRIMS, AVal
@@ -111,10 +110,6 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     buffer itself instead of a new one that the caller would copy back (CPU only).
     """
     g = _copy(g)
-    for nid in g.g:
-        n = g.node(nid)
-        if n.op != "input" and PRIMS[n.op].kind == "host" and device.type == "cuda":
-            raise UnsupportedUnderJitError(f"{n.op} has no GPU kernel; run it eagerly or on the CPU")
     split_reductions(g)
     plan = fusion.plan(g)
     updates = updates if device.type == "cpu" else None

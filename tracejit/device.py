@@ -60,7 +60,10 @@ def to_device(t: Tensor, device: Device) -> Tensor:
     if t.device == device:
         return t
     if t.is_tracer:
-        raise NotImplementedError("moving a traced tensor between devices inside jit is not supported")
+        from .errors import UnsupportedUnderJitError
+        raise UnsupportedUnderJitError("moving a traced tensor between devices inside jit is not "
+                                       "supported: a jitted function runs on one device; move its "
+                                       "inputs before the call")
     if device.type == "cuda":
         dev = cuda_device(device)
         return Tensor._from_array(dev.upload(t._host_value()), device)

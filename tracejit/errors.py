@@ -14,7 +14,7 @@ class ConcretizationError(TracejitError):
     """A traced value was needed as a concrete Python value while tracing under ``jit``."""
 
 
-class UnsupportedUnderJitError(TracejitError):
+class UnsupportedUnderJitError(TracejitError, NotImplementedError):
     """An operation that has no compiled form was used inside a jitted function."""
 
 

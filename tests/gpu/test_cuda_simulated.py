@@ -176,3 +176,22 @@ def test_interpreter_backend_runs_gpu_programs_on_the_host(gpu):
     ref, comp = tj.jit(f, backend="interpret")(x), tj.jit(f)(x)
     assert ref.device.type == "cuda"
     np.testing.assert_allclose(np.asarray(ref.to("cpu")), np.asarray(comp.to("cpu")), rtol=1e-5)
+
+
+def test_ops_without_gpu_kernels_run_on_the_host_inside_a_gpu_program(gpu):
+    """sort, take, cumulative_sum and searchsorted have no GPU kernel: a jitted GPU program runs
+    them as host steps (operands downloaded, NumPy, result uploaded) between its kernels."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((3, 7)).astype(np.float32)
+    idx = np.array([6, 0, 3])
+
+    def f(x, i):
+        s = tj.sort(x * 2, axis=1)
+        return tj.take(tj.cumulative_sum(s, axis=1), i, axis=1) + 1
+
+    out = tj.jit(f)(tj.asarray(a, device="cuda"), tj.asarray(idx, device="cuda"))
+    assert out.device.type == "cuda"
+    np.testing.assert_allclose(np.asarray(out.to("cpu")),
+                               np.take(np.cumsum(np.sort(a * 2, axis=1), axis=1), idx, axis=1) + 1, rtol=1e-6)
+    lowered = tj.jit(lambda x: tj.sort(x)).lower(tj.spec((5,), tj.float32, device="cuda"))
+    assert lowered is not None

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..errors import ConcretizationError, user_frame
+from ..errors import ConcretizationError, UnsupportedUnderJitError, user_frame
 from ..tensor import Tensor
 from ._convert import as_tensor, normalize_axis
 
@@ -142,7 +142,9 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             return
     k = _expand_key(key, x.ndim)
     if not all(_is_basic(i) for i in k):
-        raise NotImplementedError("under jit, x[key] = value supports ints, slices, None and Ellipsis in key")
+        raise UnsupportedUnderJitError(
+            f"under jit, x[key] = value supports ints, slices, None and Ellipsis in key, not {key!r}\n"
+            f"  at {user_frame()}\nuse tracejit.where(mask, value, x) for a masked update")
     k = [i for i in k if i is not None]
     start, stop, step, _, _ = _basic_plan(x.shape, k)
     slice_shape = tuple(len(range(b, e, s)) for b, e, s in zip(start, stop, step))
