@@ -186,19 +186,22 @@ class WorkerPool:
         finally:
             _wait_all(h, posted)
 
-    def _get_handoff(self) -> _Handoff:
-        if self._handoff is None:
+    def _loaded(self, attr: str, load: Callable[[], object]) -> object:
+        """``self.<attr>``, loaded on first use (once, by whichever thread comes first)."""
+        value = getattr(self, attr)
+        if value is None:
             with self._setup_lock:
-                if self._handoff is None:
-                    self._handoff = _Handoff()
-        return self._handoff
+                value = getattr(self, attr)
+                if value is None:
+                    value = load()
+                    setattr(self, attr, value)
+        return value
+
+    def _get_handoff(self) -> _Handoff:
+        return self._loaded("_handoff", _Handoff)
 
     def _get_runner(self) -> _Runner:
-        if self._runner is None:
-            with self._setup_lock:
-                if self._runner is None:
-                    self._runner = _Runner()
-        return self._runner
+        return self._loaded("_runner", _Runner)
 
     def _ensure_workers(self, n: int) -> None:
         """At least ``n`` workers (only while holding ``_busy``: it alone changes the list)."""
