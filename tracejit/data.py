@@ -32,7 +32,10 @@ class Dataset:
 
 
 class TensorDataset(Dataset):
-    """Samples are the i-th rows of the given tensors (or arrays), all with the same first dim."""
+    """Samples are the i-th rows of the given tensors (or arrays), all with the same first dim.
+
+    Samples and batches are host tensors whatever the default device, as in PyTorch (loader
+    threads never touch a GPU); move a batch with ``.to(device)``."""
 
     def __init__(self, *tensors: Any) -> None:
         arrays = [t.numpy() if isinstance(t, Tensor) else np.asarray(t) for t in tensors]
@@ -45,11 +48,11 @@ class TensorDataset(Dataset):
         self.arrays = arrays
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        return tuple(asarray(a[index]) for a in self.arrays)
+        return tuple(asarray(a[index], device="cpu") for a in self.arrays)
 
     def get_batch(self, indices: np.ndarray) -> tuple[Tensor, ...]:
         """All samples of a batch at once (already collated)."""
-        return tuple(asarray(a[indices]) for a in self.arrays)
+        return tuple(asarray(a[indices], device="cpu") for a in self.arrays)
 
     def __len__(self) -> int:
         return self.arrays[0].shape[0]
@@ -59,9 +62,10 @@ def default_collate(samples: Sequence[Any]) -> Any:
     """Stack samples into batch tensors, recursing into tuples, lists and dicts."""
     first = samples[0]
     if isinstance(first, (Tensor, np.ndarray, np.generic)):
-        return asarray(np.stack([s.numpy() if isinstance(s, Tensor) else np.asarray(s) for s in samples]))
+        return asarray(np.stack([s.numpy() if isinstance(s, Tensor) else np.asarray(s) for s in samples]),
+                       device="cpu")
     if isinstance(first, (bool, int, float)):
-        return asarray(list(samples))
+        return asarray(list(samples), device="cpu")
     if isinstance(first, dict):
         return {k: default_collate([s[k] for s in samples]) for k in first}
     if isinstance(first, (tuple, list)):

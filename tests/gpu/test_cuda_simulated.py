@@ -195,3 +195,14 @@ def test_ops_without_gpu_kernels_run_on_the_host_inside_a_gpu_program(gpu):
                                np.take(np.cumsum(np.sort(a * 2, axis=1), axis=1), idx, axis=1) + 1, rtol=1e-6)
     lowered = tj.jit(lambda x: tj.sort(x)).lower(tj.spec((5,), tj.float32, device="cuda"))
     assert lowered is not None
+
+
+def test_data_loader_batches_stay_on_the_host_with_a_gpu_default(gpu, monkeypatch):
+    """As in PyTorch: the loader's (background) threads never touch a GPU; batches are host
+    tensors whatever the default device, moved with ``.to(device)``."""
+    monkeypatch.setattr(tj_device, "_default", None)
+    tj.set_default_device("cuda")
+    ds = tj.data.TensorDataset(np.arange(12.0).reshape(6, 2), np.arange(6))
+    batches = list(tj.data.DataLoader(ds, batch_size=4))
+    assert all(t.device.type == "cpu" for batch in batches for t in batch)
+    assert batches[0][0].to("cuda").device.type == "cuda"
