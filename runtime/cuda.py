@@ -162,10 +162,16 @@ class CudaDevice:
         major, minor = self._dev.compute_capability()
         self.arch = f"sm_{major}{minor}"
         self._ctx = self._dev.retain_primary_context()
-        self._ctx.push()
+        self.make_current()
         self.allocator = CachingAllocator(_PycudaMemory(drv))
         self._functions: dict[tuple[str, str], Any] = {}
         self._constants: dict[int, tuple[weakref.ref, dict[int, DeviceBuffer]]] = {}
+
+    def make_current(self) -> None:
+        """Make this GPU's primary context the calling thread's (replacing another GPU's)."""
+        if self._drv.Context.get_current() is not None:
+            self._drv.Context.pop()
+        self._ctx.push()
 
     # memory ------------------------------------------------------------------------------------
     def empty(self, nbytes: int) -> DeviceBuffer:
@@ -417,15 +423,22 @@ class _ProgramRun:
 
 _devices: dict[int, CudaDevice] = {}
 _lock = threading.Lock()
+_current = threading.local()        # .index: the GPU whose context is current in this thread
 
 
 def device(index: int = 0) -> CudaDevice:
-    """The process-wide :class:`CudaDevice` for GPU ``index`` (created on first use)."""
+    """The process-wide :class:`CudaDevice` for GPU ``index`` (created on first use), its
+    context made current in the calling thread (a driver context is per thread, and GPU work
+    may come from any thread)."""
     with _lock:
         dev = _devices.get(index)
         if dev is None:
             dev = _devices[index] = CudaDevice(index)
-        return dev
+            _current.index = index          # (creating it made its context current here)
+    if getattr(_current, "index", None) != index:
+        dev.make_current()
+        _current.index = index
+    return dev
 
 
 def synchronize() -> None:

@@ -51,6 +51,9 @@ class SimulatedDevice(cuda.CudaDevice):
         self.launches = 0
         self.assembled: set[str] = set()
 
+    def make_current(self) -> None:      # no driver context to switch
+        pass
+
     def _bytes(self, buf: cuda.DeviceBuffer) -> np.ndarray:
         return self.memory.blocks[buf.ptr]
 

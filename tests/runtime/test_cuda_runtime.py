@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import shutil
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -323,3 +324,69 @@ def test_ptx_cache_ignores_damaged_entries(tmp_path):
     assert decode_entry(path.read_bytes()) == c.get(k)      # rebuilt and rewritten
     with pytest.raises(ValueError, match="magic"):
         decode_entry(b"junk" + encode_entry(c.get(k)))
+
+
+# --------------------------------------------------------------------------- contexts per thread
+
+class _FakeContext:
+    """A primary context; the class keeps each thread's context stack, as the driver does."""
+
+    stacks: dict[int, list] = {}
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def push(self) -> None:
+        _FakeContext.stacks.setdefault(threading.get_ident(), []).append(self)
+
+    @staticmethod
+    def pop() -> None:
+        _FakeContext.stacks[threading.get_ident()].pop()
+
+    @staticmethod
+    def get_current():
+        stack = _FakeContext.stacks.get(threading.get_ident())
+        return stack[-1] if stack else None
+
+
+class _FakeGpu:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def name(self) -> str:
+        return f"fake GPU {self.index}"
+
+    def compute_capability(self) -> tuple[int, int]:
+        return 9, 0
+
+    def retain_primary_context(self) -> _FakeContext:
+        return _FakeContext(self.index)
+
+
+class _FakeDriver:
+    Device = _FakeGpu
+    Context = _FakeContext
+
+
+def test_each_thread_gets_the_context_of_the_gpu_it_uses(monkeypatch):
+    """Driver contexts are per thread: the first use of a GPU from a thread makes its context
+    current there (once), and switching GPUs replaces rather than stacks them."""
+    monkeypatch.setattr(cuda, "_probe_once", lambda: (_FakeDriver, None))
+    monkeypatch.setattr(cuda, "_devices", {})
+    monkeypatch.setattr(cuda, "_current", threading.local())
+    _FakeContext.stacks = {}
+    seen = {}
+
+    def use(name: str, indices: list[int]) -> None:
+        for i in indices:
+            cuda.device(i)
+        seen[name] = [c.index for c in _FakeContext.stacks.get(threading.get_ident(), [])]
+
+    use("main", [0, 0])
+    workers = [threading.Thread(target=use, args=(f"t{i}", idx))
+               for i, idx in enumerate([[0, 0], [0, 1, 1, 0]])]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert seen == {"main": [0], "t0": [0], "t1": [0]}
