@@ -6,6 +6,7 @@ dropout masks, so their losses agree to float32 rounding.
 
     python examples/train_mlp.py                       # short run (< 1 min)
     python examples/train_mlp.py --epochs 5 --samples 20000 --backend interpret
+    python examples/train_mlp.py --device cuda         # on a GPU (pip install 'tracejit[cuda]')
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def progress(epoch: int, i: int, n: int, loss: float, width: int = 30) -> None:
 
 
 def train(mode: str, args: argparse.Namespace, loader: tj.data.DataLoader) -> list[float]:
-    model = make_model(args.dropout)
+    model = make_model(args.dropout).to(args.device)
     opt = tj.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
 
     def step(x: tj.Tensor, y: tj.Tensor) -> tj.Tensor:
@@ -61,7 +62,7 @@ def train(mode: str, args: argparse.Namespace, loader: tj.data.DataLoader) -> li
     for epoch in range(args.epochs):
         total, n = 0.0, len(loader)
         for i, (x, y) in enumerate(loader, 1):
-            loss = float(run(x, y))
+            loss = float(run(x.to(args.device), y.to(args.device)))
             total += loss
             progress(epoch, i, n, loss)
         epoch_losses.append(total / n)
@@ -69,7 +70,8 @@ def train(mode: str, args: argparse.Namespace, loader: tj.data.DataLoader) -> li
     print(f"  {time.perf_counter() - t0:.2f} s")
     model.eval()
     with tj.no_grad():
-        x, y = loader.dataset.get_batch(np.arange(min(2000, len(loader.dataset))))
+        batch = loader.dataset.get_batch(np.arange(min(2000, len(loader.dataset))))
+        x, y = (t.to(args.device) for t in batch)
         acc = float(tj.mean(tj.astype(tj.argmax(model(x), axis=1) == y, tj.float32)))
     print(f"  accuracy on {x.shape[0]} training samples: {acc:.3f}")
     return epoch_losses
@@ -83,6 +85,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--backend", default="llvm", choices=["llvm", "interpret"])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (batches are moved there per step)")
     args = ap.parse_args()
 
     x, y = make_data(args.samples)
