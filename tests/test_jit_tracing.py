@@ -132,3 +132,15 @@ def test_numpy_arrays_as_arguments(rng, jit_backend):
     assert_close(f(a), a * 2)
     assert_close(f(tj.asarray(a)), a * 2)
     assert f.cache_info()["traces"] == 1        # same shape/dtype/device: one entry
+
+
+def test_single_result_tensor_describes_its_array():
+    """A jitted call's single result is built from the traced aval (no per-call inspection):
+    its shape and dtype must be those of the array it holds, views and scalars included."""
+    x = tj.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    for fn in (lambda a: a * 2, lambda a: a.sum(), lambda a: a.T, lambda a: a[1], lambda a: a > 3,
+               lambda a: tj.astype(a, tj.int64)[:, ::2], lambda a: a.reshape(2, 6) @ a.reshape(6, 2)):
+        out = tj.jit(fn)(x)
+        value = out._value
+        assert out.shape == value.shape and out.dtype == value.dtype
+        np.testing.assert_array_equal(value, np.asarray(fn(x)))

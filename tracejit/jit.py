@@ -172,21 +172,35 @@ class CompiledEntry:
             raise ValueError(f"unknown backend {backend!r}; use 'llvm' or 'interpret'")
         self._writeback_args = [(i, k) for i, k in traced.writebacks if isinstance(i, int)]
         self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, Tensor)]
+        # the common case, a single tensor result: its aval is known, no pytree work per call
+        self._single_out = traced.graph.node(traced.graph.outputs[0]).aval \
+            if backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
+        # a CPU program is called directly (no adapter between)
+        run = getattr(self.executable, "_run", None)
+        self._call = (lambda arrays: run(*arrays)) if device.type == "cpu" and run is not None \
+            else self.executable
 
     def run(self, leaves: list[Any]) -> Any:
         tr = self.traced
         dev = self.device
-        arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
-        arrays += [c._value if dev.type == "cpu" else _leaf_array(c, c.aval, dev) for c in tr.captures]
-        outs = self.executable(arrays)
+        if dev.type == "cpu":       # (the program makes a strided input contiguous itself)
+            arrays = [x._value if type(x) is Tensor and x._trace is None else _leaf_array(x, a, dev)
+                      for x, a in zip(leaves, tr.in_avals)]
+            arrays += [c._value for c in tr.captures]
+        else:
+            arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
+            arrays += [_leaf_array(c, c.aval, dev) for c in tr.captures]
+        outs = self._call(arrays)
         for i, k in self._writeback_args:       # (an output computed in place is the tensor's own array)
             if outs[k] is not leaves[i]._value:
                 write_back(leaves[i], outs[k], dev)
         for t, k in self._writeback_captures:
             if outs[k] is not t._value:
                 write_back(t, outs[k], dev)
-        if tr.out_tree is LEAF and tr.out_is_tensor[0]:     # the common case, without pytree work
-            return Tensor._from_array(outs[0], self.device)
+        if self._single_out is not None:
+            return Tensor._new(outs[0], None, -1, self._single_out, dev)
+        if tr.out_tree is LEAF and tr.out_is_tensor[0]:
+            return Tensor._from_array(outs[0], dev)
         results, it = [], iter(outs[:tr.n_outputs])
         for is_t, static in zip(tr.out_is_tensor, tr.out_static):
             results.append(Tensor._from_array(next(it), self.device) if is_t else static)
