@@ -365,7 +365,7 @@ class CpuProgram:
                       else _ExternCall(s, p.slot_dtypes) for s in p.steps]
         n_slots = len(p.slot_nbytes)
         scratch = max((s.call.scratch_bytes for s in self.steps if isinstance(s, _PreparedMatmul)), default=0)
-        records = [s.native(n_slots, n_slots + 1) for s in self.steps]
+        records = [s.native(*worker_pool.Steps.extra_slots(n_slots)) for s in self.steps]
         self._native = worker_pool.Steps(records, n_slots, scratch)
         # (a program of one step gains nothing: it would only load the runner)
         self.native_steps = native_steps and len(self.steps) > 1 and worker_pool.can_run_steps(self._native)

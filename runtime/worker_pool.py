@@ -71,10 +71,15 @@ class Steps:
     step Python runs.  ``n_slots`` addresses are bound per call; slot ``n_slots`` is always 0
     (a null pointer) and slot ``n_slots + 1`` the calling thread's GEMM packing scratch."""
 
+    @staticmethod
+    def extra_slots(n_slots: int) -> tuple[int, int]:
+        """(zero slot, scratch slot) past a program's ``n_slots``, for its records to name."""
+        return n_slots, n_slots + 1
+
     def __init__(self, native: Sequence[tuple | None], n_slots: int, scratch_bytes: int = 0):
         self.native = list(native)
         self.n_slots, self.scratch_bytes = n_slots, scratch_bytes
-        self.scratch_slot = n_slots + 1
+        _, self.scratch_slot = self.extra_slots(n_slots)
         words: list[int] = []
         index = []
         for step in self.native:

@@ -43,7 +43,7 @@ class OnHost:
 
     def __init__(self, interpreter: Interpreter, device: Any) -> None:
         from .device import cuda_device
-        self.interpreter, self.device, self.gpu = interpreter, device, cuda_device(device)
+        self.interpreter, self.gpu = interpreter, cuda_device(device)
 
     def __call__(self, inputs: list[Any]) -> list[Any]:
         outs = self.interpreter([self.gpu.array_to_host(a) for a in inputs])

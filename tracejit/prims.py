@@ -58,12 +58,18 @@ def constant(value: Any, dtype: np.dtype | None = None) -> Tensor:
     return bind("constant", value=arr)
 
 
-def placed_like(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` (made on the host) moved to ``like``'s device when eager: a GPU op takes host
-    operands only as broadcast scalars.  A traced program has one device anyway."""
-    if tracing.current_trace() is None and t.device != like.device:
-        return t.to_device(like.device)
+def placed(t: Tensor, device: Any) -> Tensor:
+    """``t`` moved to ``device`` when eager.  Traced values stay as they are: a traced program
+    runs on one device."""
+    if tracing.current_trace() is None and t.device != device:
+        return t.to_device(device)
     return t
+
+
+def placed_like(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` (made on the host) on ``like``'s device: a GPU op takes host operands only as
+    broadcast scalars."""
+    return placed(t, like.device)
 
 
 def iota(shape: tuple[int, ...], axis: int, dtype: np.dtype, like: Tensor) -> Tensor:

@@ -10,7 +10,6 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Device, Tensor
-from ..tracing import current_trace
 from ._convert import _infer_dtype
 
 
@@ -24,15 +23,11 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def _placed(t: Tensor, device: Any) -> Tensor:
-    """``t`` on ``device`` (default: the default device); traced values stay as they are, since
-    a traced program runs on one device."""
-    if current_trace() is not None:
-        return t
+    """``t`` on ``device`` (default: the default device; see :func:`prims.placed`)."""
     if device is None:
         from ..device import default_device
         device = default_device()
-    device = Device.parse(device)
-    return t if t.device == device else t.to_device(device)
+    return P.placed(t, Device.parse(device))
 
 
 def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None,
@@ -49,6 +44,8 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
                 P.add(obj, P.zeros_like(obj))
         if copy is False and out is not obj:
             raise ValueError("asarray(copy=False) would need a copy to change the dtype")
+        if device is not None:
+            out = _placed(out, device)
     else:
         if not isinstance(obj, np.ndarray) and hasattr(obj, "__dlpack__"):
             obj = np.from_dlpack(obj)
@@ -75,10 +72,7 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
             arr = arr.astype(want)
         elif copy:
             arr = arr.copy()
-        out = P.bind("constant", value=arr)
-        if device is None:
-            out = _placed(out, None)        # new data goes to the default device, as in PyTorch
-    out = _placed(out, device) if device is not None else out
+        out = _placed(P.bind("constant", value=arr), device)    # (None: the default device)
     if requires_grad:
         out.requires_grad = True
     return out
