@@ -46,7 +46,7 @@ def main() -> None:
     params, x, y = training.make_problem(dims=DIMS, batch=BATCH)
     tr = training.make_trainer(TJ_JIT, params, x, y)
     tr.step()
-    (entry,) = tr.fn._cache.values()
+    (entry,) = tr.fn.entries()
     program = entry.executable._run
     def steps_walked_from_python() -> object:
         program.native_steps = False

@@ -11,6 +11,7 @@ import inspect
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,14 +23,19 @@ from . import passes
 from .device import write_back
 from .errors import TracejitError
 from .graph import Graph
+from .guards import CaptureGuard, CodeGuards, Guard, SnapshotGuard, function_location
 from .logs import topic
+from .nn.modules import Module
 from .ops import AVal
+from .optim import Optimizer
 from .pytree import LEAF, flatten, unflatten
 from .tensor import CPU, Device, Tensor
 from .tracing import Trace, current_trace, tracing
 
 log_compiles = topic("compiles")
 log_recompiles = topic("recompiles")
+
+DEFAULT_MAX_TRACES = 8
 
 
 @dataclass(frozen=True)
@@ -48,17 +54,25 @@ def spec(shape: Sequence[int], dtype: Any = None, device: Any = "cpu") -> Spec:
     return Spec(tuple(int(s) for s in shape), dt.canonical(dtype or dt.default_float), Device.parse(device))
 
 
+def _is_stateful(x: Any) -> bool:
+    """Modules and optimizers: passed to the traced function as themselves (their tensors are
+    read as captured tensors), keyed by identity, their state guarded."""
+    return isinstance(x, (Module, Optimizer))
+
+
 def _is_leaf(x: Any) -> bool:
-    return isinstance(x, (Tensor, Spec, np.ndarray))
+    return isinstance(x, (Tensor, Spec, np.ndarray)) or _is_stateful(x)
 
 
 def _signature(leaf: Any) -> Any:
     if isinstance(leaf, Tensor):
-        return (leaf.shape, leaf.dtype, leaf.device)
+        return (leaf.shape, leaf.dtype, leaf.device, leaf.requires_grad)
+    if _is_stateful(leaf):
+        return ("object", type(leaf), id(leaf))     # kept alive by the entry's guards: ids are not reused
     if isinstance(leaf, Spec):
-        return (leaf.shape, leaf.dtype, leaf.device)
+        return (leaf.shape, leaf.dtype, leaf.device, False)
     if isinstance(leaf, np.ndarray):
-        return (leaf.shape, dt.canonical(leaf.dtype), CPU)
+        return (leaf.shape, dt.canonical(leaf.dtype), CPU, False)
     if isinstance(leaf, (bool, int, float)):
         return ("scalar", type(leaf))
     raise TypeError(f"jit: argument leaf of type {type(leaf).__name__} is not a tensor, array or Python "
@@ -97,19 +111,26 @@ class Traced:
     n_outputs: int                          # graph outputs that are user results
     writebacks: list[Any]                   # (target, graph output index): target is an arg index or Tensor
     pass_stats: dict[str, int] = field(default_factory=dict)
+    guards: list[Guard] = field(default_factory=list)
+    dynamic: list[int] = field(default_factory=list)   # leaves that are graph inputs (not modules)
 
 
 def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[int | str, Any],
                    ) -> Traced:
     trace = Trace()
     with tracing(trace):
-        avals = [_leaf_aval(leaf) for leaf in leaves]
+        dynamic = [i for i, leaf in enumerate(leaves) if not _is_stateful(leaf)]
+        avals = [_leaf_aval(leaves[i]) for i in dynamic]
         tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
-        for t, leaf in zip(tracers, leaves):
+        for t, i in zip(tracers, dynamic):
+            leaf = leaves[i]
             t.requires_grad = bool(getattr(leaf, "requires_grad", False))   # backward() reaches arguments
             t._weak = isinstance(leaf, (bool, int, float))                     # scalars promote weakly
         input_nodes = [t._node for t in tracers]
-        args, kwargs = unflatten(treedef, tracers)
+        call_leaves = list(leaves)
+        for t, i in zip(tracers, dynamic):
+            call_leaves[i] = t
+        args, kwargs = unflatten(treedef, call_leaves)
         args = list(args)
         for k, v in sorted((k, v) for k, v in static.items() if isinstance(k, int)):
             args.insert(k, v)
@@ -134,7 +155,25 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     stats = passes.optimize(g)
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
-                  stats)
+                  stats, _guards(fn, trace, [leaves[i] for i in range(len(leaves)) if i not in set(dynamic)]),
+                  dynamic)
+
+
+def _guards(fn: Callable, trace: Trace, stateful_args: list[Any]) -> list[Guard]:
+    """Everything the trace read besides its arguments, as guards (see ``tracejit.guards``)."""
+    code = CodeGuards()
+    code.visit_callable(fn)
+    for i, obj in enumerate(stateful_args):
+        code.add_root(f"argument {type(obj).__name__}#{i}", obj)
+    for module, _where in trace.modules.values():
+        code.add_root(type(module).__name__, module)
+    guards: list[Guard] = list(code.guards) + list(trace.guards)
+    if code.snapshot_roots:
+        guards.append(SnapshotGuard(code.snapshot_roots, function_location(fn)))
+    tensors = [c for c in trace.captures if isinstance(c, Tensor)]
+    if tensors:
+        guards.append(CaptureGuard(tensors))
+    return guards
 
 
 def _default_backend() -> str:
@@ -179,10 +218,20 @@ class CompiledEntry:
         run = getattr(self.executable, "_run", None)
         self._call = (lambda arrays: run(*arrays)) if device.type == "cpu" and run is not None \
             else self.executable
+        self.guards = traced.guards
+        self.last_used = 0
+
+    def failed_guard(self) -> Guard | None:
+        for g in self.guards:
+            if not g.holds():
+                return g
+        return None
 
     def run(self, leaves: list[Any]) -> Any:
         tr = self.traced
         dev = self.device
+        if len(tr.dynamic) != len(leaves):      # modules and optimizers are not program inputs
+            leaves = [leaves[i] for i in tr.dynamic]
         if dev.type == "cpu":       # (the program makes a strided input contiguous itself)
             arrays = [x._value if type(x) is Tensor and x._trace is None else _leaf_array(x, a, dev)
                       for x, a in zip(leaves, tr.in_avals)]
@@ -211,7 +260,7 @@ class Jitted:
     """A function compiled on first call for each new argument signature."""
 
     def __init__(self, fn: Callable, static_argnums: Sequence[int] = (), static_argnames: Sequence[str] = (),
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, max_traces: int | None = None) -> None:
         functools.update_wrapper(self, fn)
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)     # modules and partials have none
         self.fn = fn
@@ -228,10 +277,22 @@ class Jitted:
             if name in params:
                 self.static_argnums.add(params.index(name))
         self._params = params
-        self._cache: dict[Any, CompiledEntry] = {}
-        self._fast: dict[Any, CompiledEntry] = {}    # (aval, device) per positional tensor -> entry
+        self.max_traces = max_traces if max_traces is not None else \
+            int(os.environ.get("TRACEJIT_MAX_TRACES", DEFAULT_MAX_TRACES))
+        if self.max_traces < 1:
+            raise ValueError(f"jit: max_traces must be at least 1, got {self.max_traces}")
+        self._cache: dict[Any, list[CompiledEntry]] = {}   # key -> entries, most recent first
+        self._fast: dict[Any, CompiledEntry] = {}    # (aval, device, requires_grad) per positional tensor
         self._lock = threading.Lock()
-        self._stats = {"traces": 0, "hits": 0}
+        self._stats = {"traces": 0, "hits": 0, "evictions": 0}
+        self._tick = 0
+        self._warned_evicting = False
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """``@jit`` on a method: ``obj.method`` is the jitted function with ``obj`` bound first."""
+        if instance is None:
+            return self
+        return functools.partial(self, instance)
 
     def _split(self, args: tuple, kwargs: dict) -> tuple[list, Any, dict, tuple]:
         static: dict[int | str, Any] = {}
@@ -259,22 +320,28 @@ class Jitted:
     def _entry(self, leaves: list, treedef: Any, static: dict, static_key: tuple,
                backend: str | None = None) -> CompiledEntry:
         # Python scalars have no device: they go wherever the tensors are
-        devices = {_leaf_aval(x)[1] for x in leaves if not isinstance(x, (bool, int, float))}
+        devices = {_leaf_aval(x)[1] for x in leaves
+                   if not isinstance(x, (bool, int, float)) and not _is_stateful(x)}
         if len(devices) > 1:
             raise ValueError(f"jit({self.__name__}): arguments are on different devices: "
                              f"{', '.join(sorted(map(str, devices)))}")
         backend = backend or self.backend or _default_backend()
         key = (treedef, tuple(_signature(x) for x in leaves), static_key, backend)
-        entry = self._cache.get(key)
+        entry, failed = self._valid_entry(key)
         if entry is not None:
             self._stats["hits"] += 1
             return entry
         with self._lock:
-            entry = self._cache.get(key)
+            entry, failed = self._valid_entry(key)
             if entry is None:
-                if self._stats["traces"]:
-                    log_recompiles.info("%s: new signature %s (%d cached)", self.__name__,
-                                        _describe(key[1]), len(self._cache))
+                if failed is not None:
+                    reason = f"guard failed: {failed.change()}"
+                elif self._stats["traces"]:
+                    reason = f"new signature {_describe(key[1])} ({self._n_entries()} cached)"
+                else:
+                    reason = ""
+                if reason:
+                    log_recompiles.info("%s: re-tracing, %s", self.__name__, reason)
                 t0 = time.perf_counter()
                 traced = trace_function(self.fn, leaves, treedef, static)
                 t1 = time.perf_counter()
@@ -282,9 +349,50 @@ class Jitted:
                 log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",
                                   self.__name__, _describe(key[1]), len(traced.graph), (t1 - t0) * 1e3,
                                   backend, (time.perf_counter() - t1) * 1e3)
-                self._cache[key] = entry
+                self._cache.setdefault(key, []).insert(0, entry)
                 self._stats["traces"] += 1
+                self._evict(reason)
+        self._touch(entry)
         return entry
+
+    def _valid_entry(self, key: Any) -> tuple[CompiledEntry | None, Guard | None]:
+        """The most recent entry for ``key`` whose guards hold, else (None, a guard that failed)."""
+        failed = None
+        for e in self._cache.get(key, ()):
+            g = e.failed_guard()
+            if g is None:
+                return e, None
+            failed = failed or g
+        return None, failed
+
+    def _touch(self, entry: CompiledEntry) -> None:
+        self._tick += 1
+        entry.last_used = self._tick
+
+    def entries(self) -> list[CompiledEntry]:
+        """The cached traces (each with its program), most recently traced first per signature."""
+        return [e for es in self._cache.values() for e in es]
+
+    def _n_entries(self) -> int:
+        return sum(len(v) for v in self._cache.values())
+
+    def _evict(self, reason: str) -> None:
+        """Keep at most ``max_traces`` traces: drop the least recently used ones, warning once."""
+        while self._n_entries() > self.max_traces:
+            key, victim = min(((k, e) for k, es in self._cache.items() for e in es),
+                              key=lambda ke: ke[1].last_used)
+            self._cache[key].remove(victim)
+            if not self._cache[key]:
+                del self._cache[key]
+            self._fast = {k: e for k, e in self._fast.items() if e is not victim}
+            self._stats["evictions"] += 1
+            if not self._warned_evicting:
+                self._warned_evicting = True
+                warnings.warn(
+                    f"jit({self.__name__}): more than {self.max_traces} traces; the least recently used "
+                    f"are evicted and re-traced when needed. Last cause: {reason or 'a new signature'}. "
+                    f"Make a value that changes every call a tensor argument, or raise the limit with "
+                    f"jit(..., max_traces=N) or TRACEJIT_MAX_TRACES.", stacklevel=4)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if current_trace() is not None:     # called from inside another trace: inline it
@@ -293,13 +401,19 @@ class Jitted:
         fast_key = None
         if not kwargs and not self.static_argnums:
             try:
-                fast_key = tuple([(a._aval, a._device) for a in args])
+                fast_key = tuple([(a._aval, a._device, a.requires_grad) for a in args])
             except AttributeError:
                 fast_key = None
             entry = self._fast.get(fast_key) if fast_key is not None else None
             if entry is not None:
-                self._stats["hits"] += 1
-                return entry.run(args)
+                for g in entry.guards:
+                    if not g.holds():
+                        break
+                else:
+                    self._stats["hits"] += 1
+                    self._tick += 1
+                    entry.last_used = self._tick
+                    return entry.run(args)
         leaves, treedef, static, static_key = self._split(args, kwargs)
         entry = self._entry(leaves, treedef, static, static_key)
         if fast_key is not None and all(isinstance(a, Tensor) and a._trace is None for a in args):
@@ -321,7 +435,7 @@ class Jitted:
 
     def cache_info(self) -> dict[str, Any]:
         """Traces, trace-cache hits, and kernel cache statistics."""
-        info = dict(self._stats, entries=len(self._cache))
+        info = dict(self._stats, entries=self._n_entries())
         try:
             from .compiler import kernel_cache_stats
             info.update(kernel_cache_stats())
@@ -335,7 +449,8 @@ class Jitted:
 
 
 def _describe(signature: tuple) -> str:
-    parts = [f"{d.name}{list(s)}" if s != "scalar" else d.__name__ for s, d, *_ in signature]
+    parts = [d.__name__ if s == "scalar" else f"{d.__name__}#{rest[0]:x}" if s == "object"
+             else f"{d.name}{list(s)}" for s, d, *rest in signature]
     return "(" + ", ".join(parts) + ")"
 
 
@@ -367,12 +482,16 @@ class Lowered:
 
 
 def jit(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
-        static_argnames: str | Sequence[str] = (), backend: str | None = None) -> Any:
+        static_argnames: str | Sequence[str] = (), backend: str | None = None,
+        max_traces: int | None = None) -> Any:
     """Compile ``fn``: trace it once per argument signature, fuse, and run generated kernels.
 
-    Usable as ``@jit``, ``@jit(static_argnames=("n",))`` or ``jit(f, ...)``.
+    Usable as ``@jit``, ``@jit(static_argnames=("n",))``, ``jit(f, ...)``, ``jit(model)`` or on a
+    method.  A cached trace is reused only while the Python state it read still holds (see
+    ``tracejit.guards``); otherwise it is traced again (``TRACEJIT_LOG=recompiles`` says why).
     ``backend``: ``"llvm"`` (default; CPU machine code or PTX) or ``"interpret"`` (the reference
-    executor, op by op through NumPy).
+    executor, op by op through NumPy).  ``max_traces``: traces kept per function (default 8,
+    ``TRACEJIT_MAX_TRACES``), least recently used evicted.
     """
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
@@ -380,7 +499,7 @@ def jit(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
         static_argnames = (static_argnames,)
 
     def wrap(f: Callable) -> Jitted:
-        return Jitted(f, static_argnums, static_argnames, backend)
+        return Jitted(f, static_argnums, static_argnames, backend, max_traces)
 
     return wrap if fn is None else wrap(fn)
 

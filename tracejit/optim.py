@@ -7,9 +7,9 @@ into graph mutations that the jit writes back into the parameters and the state 
 call, and a cached step keeps advancing exactly like the same code run eagerly (bias
 correction reads the step *tensor*; a Python counter would be frozen into the trace).
 
-Hyperparameters (``lr``, betas, …) are Python numbers read at trace time: changing one after
-a step was jitted needs ``step_fn.clear_cache()``, or store it as a 0-d tensor in the param
-group (``group["lr"] = tj.asarray(1e-3)``) and update that tensor in place.
+Param groups are :class:`ParamGroup` dicts that report their reads to an active trace: the
+learning rate becomes a run-time input of a jitted step (a schedule that changes it every
+step never re-traces), and every other hyperparameter a guard (changing ``betas`` re-traces).
 """
 from __future__ import annotations
 
@@ -21,6 +21,24 @@ import numpy as np
 from . import api as A
 from .autograd import enable_grad, no_grad
 from .tensor import Tensor
+from .tracing import current_trace
+
+
+class ParamGroup(dict):
+    """A parameter group: a dict whose reads under ``jit`` are recorded by the trace.
+
+    Keys in ``RUNTIME`` (the learning rate) are read at every call of the compiled step; the
+    others are guards on the trace (a change re-traces).  Outside a trace it is a plain dict.
+    """
+
+    RUNTIME = frozenset({"lr"})
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        trace = current_trace()
+        if trace is None or key == "params":
+            return value
+        return trace.read_state(self, key, value, runtime=key in self.RUNTIME)
 
 
 def _zeros(shape: tuple[int, ...], dtype: Any, like: Tensor) -> Tensor:
@@ -45,7 +63,7 @@ class Optimizer:
             self.add_param_group(g)
 
     def add_param_group(self, group: dict[str, Any]) -> None:
-        group = dict(group)
+        group = ParamGroup(group)
         ps = group["params"]
         group["params"] = [ps] if isinstance(ps, Tensor) else list(ps)
         for p in group["params"]:

@@ -12,10 +12,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from . import dtypes as dt
 from .errors import TracejitError, user_frame
 from .graph import Graph
+from .guards import Guard, ScalarSource, ValueGuard, user_line
 from .ops import AVal, Prim
-from .tensor import Tensor
+from .tensor import CPU, Tensor
 
 _local = threading.local()
 
@@ -59,6 +61,9 @@ class Trace:
         self.captures: list[Tensor] = []
         self._captured: dict[int, int] = {}   # id(tensor) -> input node
         self.mutated: dict[int, Tensor] = {}  # captured eager tensors updated in place
+        self.guards: list[Guard] = []         # Python state read besides the arguments
+        self.modules: dict[int, Any] = {}     # modules called while tracing (their state is guarded)
+        self._state_reads: dict[tuple[int, Any], Any] = {}
 
     def new_input(self, aval: AVal, name: str = "") -> Tensor:
         return Tensor._tracer(self, self.graph.add_input(aval, name), aval)
@@ -74,6 +79,35 @@ class Trace:
             self._captured[id(t)] = nid
             self.captures.append(t)
         return nid
+
+    def use_module(self, module: Any) -> None:
+        """A module was called: the trace depends on its flags, attributes and parameters."""
+        if id(module) not in self.modules:
+            self.modules[id(module)] = (module, user_line())
+
+    def read_state(self, container: Any, key: Any, value: Any, runtime: bool = False) -> Any:
+        """``container[key]`` was read while tracing (an optimizer's hyperparameter).
+
+        A number with ``runtime`` becomes a graph input read from the container at every call;
+        anything else becomes a guard (a different value later re-traces).
+        """
+        k = (id(container), key)
+        if k in self._state_reads:
+            return self._state_reads[k]
+        if runtime and type(value) in (int, float):
+            aval = AVal((), dt.float64 if type(value) is float else dt.int64)
+            src = ScalarSource(container, key, value, aval, CPU)
+            nid = self.graph.add_input(aval, name=str(key))
+            self._captured[id(src)] = nid
+            self.captures.append(src)
+            out = Tensor._tracer(self, nid, aval)
+            out._weak = True            # promotes like the Python number it stands for
+        else:
+            self.guards.append(ValueGuard(f"{type(container).__name__}[{key!r}]", user_line(),
+                                          lambda: dict.get(container, key), value))
+            out = value
+        self._state_reads[k] = out
+        return out
 
     def record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
         nid = self.graph.add(prim.name, [self.node_of(x) for x in inputs], params, aval)

@@ -186,7 +186,7 @@ def test_compiled_matmul_uses_generated_gemm_for_floats(dtype, generated):
     b = (rng.standard_normal((70, 5)) * 4).astype(dtype)
     f = tj.jit(lambda x, y: x @ y)
     out = np.asarray(f(tj.asarray(a), tj.asarray(b)))
-    (entry,) = f._cache.values()
+    (entry,) = f.entries()
     steps = entry.executable._run.steps
     assert [isinstance(s, _PreparedMatmul) for s in steps] == [generated]
     if generated:

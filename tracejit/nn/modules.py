@@ -18,6 +18,8 @@ from .. import dtypes as dt
 from .. import prims as P
 from ..api import asarray, matmul, reshape, take, tanh
 from ..device import write_back
+from ..guards import is_plain as _is_plain
+from ..guards import note_state_change
 from ..ops import AVal
 from ..tensor import CPU, Device, Tensor
 from ..tracing import current_trace
@@ -69,6 +71,9 @@ def _device_or_dtype(arg: Any) -> tuple[Device | None, Any]:
     return None, arg
 
 
+_INTERNAL_ATTRS = frozenset({"_parameters", "_buffers", "_non_persistent", "_modules"})
+
+
 class _IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -90,6 +95,7 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError("call super().__init__() before assigning attributes to a Module")
+        note_state_change()         # jitted functions that use this module re-check their guards
         target = (self._parameters if isinstance(value, Parameter) else
                   self._modules if isinstance(value, Module) else
                   self._buffers if name in self._buffers and isinstance(value, Tensor) else None)
@@ -115,6 +121,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
+        note_state_change()
         for d in (self._parameters, self._buffers, self._modules):
             if name in d:
                 del d[name]
@@ -124,10 +131,12 @@ class Module:
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter({name!r}): expected a Parameter, got {type(param).__name__}")
+        note_state_change()
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         """A tensor that is state but not a parameter (saved in ``state_dict`` unless not persistent)."""
+        note_state_change()
         self.__dict__.pop(name, None)
         self._buffers[name] = tensor
         if persistent:
@@ -136,6 +145,7 @@ class Module:
             self._non_persistent.add(name)
 
     def add_module(self, name: str, module: Module | None) -> None:
+        note_state_change()
         self._modules[name] = module
 
     register_module = add_module
@@ -194,8 +204,24 @@ class Module:
         fn(self)
         return self
 
+    def _guard_snapshot(self, name: str) -> tuple:
+        """What a trace that used this module depends on: for every submodule, its ``training``
+        flag, plain Python attributes (numbers, strings, tuples of them) and the identity of its
+        parameters, buffers and submodules, as (path, value) pairs (see ``tracejit.guards``)."""
+        out = []
+        for path, m in self.named_modules(prefix=name):
+            for k, v in m.__dict__.items():
+                if k in _INTERNAL_ATTRS:
+                    continue
+                out.append((f"{path}.{k}", v if _is_plain(v) else ("object", type(v).__name__, id(v))))
+            for store in ("_parameters", "_buffers", "_modules"):
+                for k, v in getattr(m, store).items():
+                    out.append((f"{path}.{k}", None if v is None else (type(v).__name__, id(v))))
+        return tuple(out)
+
     # -------------------------------------------------------------- modes and grads
     def train(self, mode: bool = True) -> Module:
+        note_state_change()
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -290,6 +316,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trace = current_trace()
+        if trace is not None:       # the trace now depends on this module's state: guard it
+            trace.use_module(self)
         return self.forward(*args, **kwargs)
 
     def extra_repr(self) -> str:
