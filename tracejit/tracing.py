@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import dtypes as dt
+from .aliasing import VIEW_OPS, Aliasing
 from .errors import TracejitError, user_frame
 from .graph import Graph
 from .guards import Guard, ScalarSource, ValueGuard, user_line
@@ -64,12 +65,15 @@ class Trace:
         self.guards: list[Guard] = []         # Python state read besides the arguments
         self.modules: dict[int, Any] = {}     # modules called while tracing (their state is guarded)
         self._state_reads: dict[tuple[int, Any], Any] = {}
+        self.aliasing = Aliasing(self.graph)  # views, so writes through them reach their base
 
     def new_input(self, aval: AVal, name: str = "") -> Tensor:
         return Tensor._tracer(self, self.graph.add_input(aval, name), aval)
 
     def node_of(self, t: Tensor) -> int:
         if t._trace is self:
+            if self.aliasing.views:
+                self.aliasing.current_node(t, self.node_of)
             return t._node
         if t._trace is not None:
             raise leaked_tracer_error(t)
@@ -111,16 +115,23 @@ class Trace:
 
     def record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
         nid = self.graph.add(prim.name, [self.node_of(x) for x in inputs], params, aval)
-        return Tensor._tracer(self, nid, aval)
+        out = Tensor._tracer(self, nid, aval)
+        if prim.name in VIEW_OPS:
+            self.aliasing.note_view(prim.name, params, inputs[0], out)
+        return out
 
     def assign(self, target: Tensor, new: Tensor) -> None:
         """``target`` now holds ``new``'s value (an in-place op); remembered for write-back."""
         nid = self.node_of(new)
+        view_node = nid
+        target_view = target
+        target, nid = self.aliasing.write(target, nid, self.node_of)
         if target._trace is None:            # an eager tensor captured from outside
             self.node_of(target)
             self.mutated.setdefault(id(target), target)
             target._trace = self
         target._node = nid
+        target_view._node = view_node        # (a view: its root was updated too)
 
     def finish(self) -> list[tuple[Tensor, int]]:
         """End of tracing: turn mutated eager tensors back into eager ones.

@@ -1,0 +1,145 @@
+"""Writes through views under jit behave as eagerly: they reach the base, other views and the caller.
+
+Every pattern runs eagerly and jitted on equal copies of its input; the results and the
+caller's tensor afterwards must be equal.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import JIT_BACKENDS, jitted
+
+import tracejit as tj
+
+
+def _write_slice(x):
+    v = x[1:]
+    v *= 10
+    return x.sum()
+
+
+def _write_stepped(x):
+    v = x[::2]
+    v += 1
+    return x * 1
+
+
+def _write_row_then_slice(x):
+    r = x[0]
+    r[1:] = 5.0
+    return x * 1
+
+
+def _write_transpose(x):
+    t = x.T
+    t[0] = 0.0
+    return t * 1
+
+
+def _write_reshape_view(x):
+    y = x.reshape(2, 6)
+    y[1] += 1
+    return x * 1
+
+
+def _write_reshape_copy(x):
+    y = x.T.reshape(-1)     # NumPy copies here: the write stays in y
+    y += 1
+    return y * 1
+
+
+def _other_view_sees_write(x):
+    a = x[1:]
+    b = x[:2]
+    a *= 2
+    return b * 1
+
+
+def _view_sees_base_write(x):
+    v = x[1:]
+    x += 1
+    return v * 1
+
+
+def _nested_views(x):
+    v = x[1:, :][:, ::2]
+    v -= 3
+    w = v[:, 1:]
+    w *= -1
+    return x * 1, v * 1
+
+
+def _new_axis_view(x):
+    y = x[None]
+    y[0, 1] = 7.0
+    return x * 1
+
+
+def _negative_step(x):
+    v = x[::-1]
+    v[0] = 100.0
+    return x.sum(axis=0)
+
+
+def _setitem_on_view_then_read_root_twice(x):
+    v = x[:, 1:3]
+    v[...] = 0.0
+    s = x.sum()
+    v += 2
+    return s, x * 1
+
+
+PATTERNS_1D = [_write_slice, _write_stepped, _other_view_sees_write, _view_sees_base_write, _negative_step]
+PATTERNS_2D = [_write_row_then_slice, _write_transpose, _write_reshape_view, _write_reshape_copy,
+               _nested_views, _new_axis_view, _setitem_on_view_then_read_root_twice, _negative_step]
+
+
+def _check(fn, x0: np.ndarray, backend: str) -> None:
+    xe = tj.asarray(x0.copy())
+    xj = tj.asarray(x0.copy())
+    expected = fn(xe)
+    got = jitted(fn, backend)(xj)
+    for e, g in zip(expected if isinstance(expected, tuple) else (expected,),
+                    got if isinstance(got, tuple) else (got,)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(xj), np.asarray(xe), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", JIT_BACKENDS)
+@pytest.mark.parametrize("fn", PATTERNS_1D, ids=lambda f: f.__name__)
+def test_view_writes_1d(fn, backend):
+    _check(fn, np.arange(1.0, 7.0, dtype=np.float32), backend)
+
+
+@pytest.mark.parametrize("backend", JIT_BACKENDS)
+@pytest.mark.parametrize("fn", PATTERNS_2D, ids=lambda f: f.__name__)
+def test_view_writes_2d(fn, backend):
+    _check(fn, np.arange(12.0, dtype=np.float32).reshape(3, 4), backend)
+
+
+def test_write_through_a_view_of_a_captured_tensor():
+    state = tj.zeros((4,))
+
+    def f(x):
+        v = state[2:]
+        v += x
+        return state * 1
+
+    jf = tj.jit(f)
+    out = jf(tj.ones((2,)))
+    np.testing.assert_array_equal(np.asarray(out), [0, 0, 1, 1])
+    np.testing.assert_array_equal(np.asarray(state), [0, 0, 1, 1])
+    jf(tj.ones((2,)))
+    np.testing.assert_array_equal(np.asarray(state), [0, 0, 2, 2])
+
+
+def test_write_into_a_broadcast_view_is_refused():
+    def f(x):
+        y = tj.broadcast_to(x[None], (3, 4))
+        y += 1
+        return y
+
+    with pytest.raises(ValueError):         # NumPy: the broadcast view is read-only
+        f(tj.zeros((4,)))
+    with pytest.raises(tj.UnsupportedUnderJitError, match="broadcast view"):
+        tj.jit(f)(tj.zeros((4,)))
