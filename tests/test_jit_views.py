@@ -143,3 +143,26 @@ def test_write_into_a_broadcast_view_is_refused():
         f(tj.zeros((4,)))
     with pytest.raises(tj.UnsupportedUnderJitError, match="broadcast view"):
         tj.jit(f)(tj.zeros((4,)))
+
+
+def test_updating_an_argument_that_aliases_another_is_refused():
+    def f(a, b):
+        a += 1
+        return b * 1
+
+    x = tj.zeros((4,))
+    with pytest.raises(tj.UnsupportedUnderJitError, match="shares memory with argument 1"):
+        tj.jit(f)(x, x[1:])
+    np.testing.assert_array_equal(np.asarray(tj.jit(f)(x, tj.zeros((3,)))), np.zeros(3))
+
+
+def test_updating_a_captured_view_of_another_capture_is_refused():
+    base = tj.zeros((4,))
+    view = base[1:]
+
+    def g(y):
+        view[...] = y
+        return base * 1
+
+    with pytest.raises(tj.UnsupportedUnderJitError, match="view sharing its memory"):
+        tj.jit(g)(tj.ones((3,)))

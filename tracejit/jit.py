@@ -21,7 +21,7 @@ import numpy as np
 from . import dtypes as dt
 from . import passes
 from .device import write_back
-from .errors import TracejitError
+from .errors import TracejitError, UnsupportedUnderJitError
 from .graph import Graph
 from .guards import CaptureGuard, CodeGuards, Guard, SnapshotGuard, function_location
 from .logs import topic
@@ -152,11 +152,40 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     for t, node in mutated:
         writebacks.append((t, len(g.outputs)))
         g.outputs.append(node)
+    _refuse_aliased_updates([t for t, _ in mutated], trace.captures)
     stats = passes.optimize(g)
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, _guards(fn, trace, [leaves[i] for i in range(len(leaves)) if i not in set(dynamic)]),
                   dynamic)
+
+
+def _shares_memory(a: Tensor, b: Tensor) -> bool:
+    return a.device.type == "cpu" and b.device.type == "cpu" and np.may_share_memory(a._value, b._value)
+
+
+def _refuse_aliased_updates(updated: list[Tensor], captures: list[Any]) -> None:
+    """A captured tensor updated in place must not share memory with another one the function reads:
+    eagerly the other would see the update, while the program reads them as separate inputs."""
+    for t in updated:
+        for c in captures:
+            if c is not t and isinstance(c, Tensor) and _shares_memory(t, c):
+                raise UnsupportedUnderJitError(
+                    f"jit: the function updates a captured tensor {t.aval} in place and also reads "
+                    f"{c.aval}, a view sharing its memory, captured separately; a compiled program "
+                    "cannot keep them in step. Pass the base tensor and take the view inside the function.")
+
+
+def _check_argument_aliasing(leaves: list[Any], written: list[int]) -> None:
+    """An argument updated in place must not share memory with another argument (``f(x, x[1:])``)."""
+    for i in written:
+        for j, other in enumerate(leaves):
+            if j != i and isinstance(other, Tensor) and other._trace is None \
+                    and _shares_memory(leaves[i], other):
+                raise UnsupportedUnderJitError(
+                    f"jit: argument {i} is updated in place and shares memory with argument {j}; eagerly "
+                    "the update would show through both, a compiled program reads them as separate "
+                    "inputs. Pass one of them, or a copy.")
 
 
 def _guards(fn: Callable, trace: Trace, stateful_args: list[Any]) -> list[Guard]:
@@ -232,6 +261,8 @@ class CompiledEntry:
         dev = self.device
         if len(tr.dynamic) != len(leaves):      # modules and optimizers are not program inputs
             leaves = [leaves[i] for i in tr.dynamic]
+        if self._writeback_args and len(leaves) > 1:
+            _check_argument_aliasing(leaves, [i for i, _ in self._writeback_args])
         if dev.type == "cpu":       # (the program makes a strided input contiguous itself)
             arrays = [x._value if type(x) is Tensor and x._trace is None else _leaf_array(x, a, dev)
                       for x, a in zip(leaves, tr.in_avals)]
