@@ -71,6 +71,68 @@ class Node:
         return f"<{self.prim.name}Backward>"
 
 
+class CompiledNode:
+    """A whole jitted call on the tape: one node whose VJP runs a compiled backward program.
+
+    ``backward(cotangents)`` takes one cotangent per differentiable output (``None`` where no
+    gradient reached it) and returns one gradient per edge.  Outputs point at their own
+    :class:`OutputOf` node, so a call with several outputs is still one backward run.
+    """
+
+    __slots__ = ("name", "backward", "edges", "out_avals", "_released", "_retained", "__weakref__")
+
+    def __init__(self, name: str, backward: Callable[[list[Tensor | None]], Sequence[Tensor | None]],
+                 edges: tuple[Edge, ...], out_avals: list[Any]) -> None:
+        self.name = name
+        self.backward = backward
+        self.edges = edges
+        self.out_avals = out_avals
+        self._released = False
+        self._retained = None
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> None:
+        self._released = True
+        self.backward = None   # frees the saved residuals
+
+    def __repr__(self) -> str:
+        return f"<CompiledBackward of {self.name}>"
+
+
+class OutputOf:
+    """Output ``index`` of a :class:`CompiledNode`: routes its gradient into the node's slot."""
+
+    __slots__ = ("parent", "index", "_retained", "__weakref__")
+
+    def __init__(self, parent: CompiledNode, index: int) -> None:
+        self.parent = parent
+        self.index = index
+        self._retained = None
+
+    @property
+    def edges(self) -> tuple[Edge, ...]:
+        return (self.parent,)
+
+    @property
+    def released(self) -> bool:
+        return self.parent.released
+
+    def release(self) -> None:
+        pass
+
+    def set_output(self, t: Tensor) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<OutputOf {self.parent.name}[{self.index}]>"
+
+
+_TAPE_NODES = (Node, CompiledNode, OutputOf)
+
+
 def record(out: Tensor, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any]) -> None:
     """Put ``prim``'s node on ``out`` (called by ``prims.bind``)."""
     if not dt.is_float(out.dtype):     # integer and boolean results carry no gradient
@@ -151,7 +213,7 @@ def _topo_order(roots: list[Node], stop: set[Node]) -> list[Node]:
         while stack:   # iterative DFS: deep graphs (long loops) must not hit the recursion limit
             node, children = stack[-1]
             for e in children:
-                if isinstance(e, Node) and id(e) not in seen:
+                if isinstance(e, _TAPE_NODES) and id(e) not in seen:
                     seen.add(id(e))
                     stack.append((e, iter(() if e in stop else e.edges)))
                     break
@@ -179,7 +241,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
     Without ``inputs``: accumulate into the ``.grad`` of every leaf reached (``Tensor.backward``).
     With ``inputs``: return the gradients of those tensors (leaves or not) and touch no ``.grad``.
     """
-    node_grads: dict[Node, Tensor] = {}
+    node_grads: dict[Any, Any] = {}   # a Tensor per node; a list per CompiledNode (one per output)
     leaf_grads: dict[int, tuple[Tensor, Tensor]] = {}
     want_nodes: dict[Node, Tensor | None] = {}
     if inputs is not None:
@@ -205,7 +267,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
 
     order = _topo_order(root_nodes, set(want_nodes))
     # hold every output while walking: releasing a consumer drops the last reference to its inputs
-    outs = {id(n): n._out() for n in order}
+    outs = {id(n): n._out() for n in order if isinstance(n, Node)}
     prev = tracing.set_grad_enabled(create_graph)
     try:
         for node in reversed(order):
@@ -221,12 +283,24 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
                     "it was freed); pass retain_graph=True to the first backward() if you need to")
             if node._retained is not None and (t := node._retained()) is not None:
                 t.grad = _detached(_add(t.grad, g), create_graph)
-            out = outs[id(node)] if outs[id(node)] is not None else node.out
-            in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
+            if isinstance(node, OutputOf):     # a compiled call's output: gather its cotangents
+                slots = node_grads.setdefault(node.parent, [None] * len(node.parent.out_avals))
+                slots[node.index] = _add(slots[node.index], g)
+                continue
+            if isinstance(node, CompiledNode):
+                if create_graph:
+                    raise RuntimeError(
+                        f"backward(create_graph=True) through the jitted function {node.name}: its backward "
+                        "is compiled and records no tape. Differentiate inside the function (tj.grad "
+                        "under jit), or call the function without jit for higher derivatives")
+                in_grads = node.backward(g)
+            else:
+                out = outs[id(node)] if outs[id(node)] is not None else node.out
+                in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
             for edge, gx in zip(node.edges, in_grads):
                 if edge is None or gx is None:
                     continue
-                if isinstance(edge, Node):
+                if isinstance(edge, _TAPE_NODES):
                     node_grads[edge] = _add(node_grads.get(edge), gx)
                 else:
                     leaf_grads[id(edge)] = (edge, _add(leaf_grads.get(id(edge), (edge, None))[1], gx))
@@ -341,5 +415,5 @@ Tensor.grad_fn = property(_grad_fn)
 Tensor.retains_grad = property(lambda self: self._retains_grad)
 Tensor.zero_ = zero_
 
-__all__ = ["Node", "record", "run_backward", "no_grad", "enable_grad", "set_grad_enabled",
-           "is_grad_enabled"]
+__all__ = ["Node", "CompiledNode", "OutputOf", "record", "run_backward", "no_grad", "enable_grad",
+           "set_grad_enabled", "is_grad_enabled"]

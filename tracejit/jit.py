@@ -21,6 +21,7 @@ import numpy as np
 from . import dtypes as dt
 from . import passes
 from .device import write_back
+from .differentiable import GradPlan, attach, record_backward, split
 from .errors import TracejitError, UnsupportedUnderJitError
 from .graph import Graph
 from .guards import CaptureGuard, CodeGuards, Guard, SnapshotGuard, function_location
@@ -30,7 +31,7 @@ from .ops import AVal
 from .optim import Optimizer
 from .pytree import LEAF, flatten, unflatten
 from .tensor import CPU, Device, Tensor
-from .tracing import Trace, current_trace, tracing
+from .tracing import Trace, current_trace, grad_enabled, tracing
 
 log_compiles = topic("compiles")
 log_recompiles = topic("recompiles")
@@ -66,13 +67,15 @@ def _is_leaf(x: Any) -> bool:
 
 def _signature(leaf: Any) -> Any:
     if isinstance(leaf, Tensor):
-        return (leaf.shape, leaf.dtype, leaf.device, leaf.requires_grad)
+        # (whether .grad is set decides whether a backward() inside adds to it)
+        return (leaf.shape, leaf.dtype, leaf.device, leaf.requires_grad,
+                leaf.requires_grad and leaf.grad is not None)
     if _is_stateful(leaf):
         return ("object", type(leaf), id(leaf))     # kept alive by the entry's guards: ids are not reused
     if isinstance(leaf, Spec):
-        return (leaf.shape, leaf.dtype, leaf.device, False)
+        return (leaf.shape, leaf.dtype, leaf.device, False, False)
     if isinstance(leaf, np.ndarray):
-        return (leaf.shape, dt.canonical(leaf.dtype), CPU, False)
+        return (leaf.shape, dt.canonical(leaf.dtype), CPU, False, False)
     if isinstance(leaf, (bool, int, float)):
         return ("scalar", type(leaf))
     raise TypeError(f"jit: argument leaf of type {type(leaf).__name__} is not a tensor, array or Python "
@@ -84,7 +87,20 @@ def _leaf_aval(leaf: Any) -> tuple[AVal, Device]:
         return AVal(leaf.shape, leaf.dtype), leaf.device
     if isinstance(leaf, np.ndarray):
         return AVal(leaf.shape, dt.canonical(leaf.dtype)), CPU
-    return AVal((), dt.scalar_dtype(leaf)), CPU
+    return AVal((), _PY_SCALAR_DTYPES[type(leaf)] if type(leaf) in _PY_SCALAR_DTYPES
+                else dt.scalar_dtype(leaf)), CPU
+
+
+# A Python scalar argument keeps its full value: traced weakly typed at its widest dtype, it is
+# cast to the dtype of the tensors it meets (``x_f64 + 0.001`` is exact, ``x_f32 + 0.001`` rounds
+# as it does eagerly).
+_PY_SCALAR_DTYPES = {bool: dt.bool_, int: dt.int64, float: dt.float64}
+
+
+def _duplicates(leaves: list[Any]) -> tuple[int, ...]:
+    """For each leaf, the index of the first leaf that is the same tensor object (``f(x, x)``)."""
+    first: dict[int, int] = {}
+    return tuple(first.setdefault(id(x), i) if isinstance(x, Tensor) else i for i, x in enumerate(leaves))
 
 
 def _leaf_array(leaf: Any, aval: AVal, device: Device = CPU) -> Any:
@@ -113,23 +129,44 @@ class Traced:
     pass_stats: dict[str, int] = field(default_factory=dict)
     guards: list[Guard] = field(default_factory=list)
     dynamic: list[int] = field(default_factory=list)   # leaves that are graph inputs (not modules)
+    arg_grads: list[tuple[int, int]] = field(default_factory=list)   # (argument, output): new .grad
+    grad_plan: GradPlan | None = None       # how results get a tape node (grad mode, inputs need grad)
+
+
+def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
+    """(argument, node) for each argument whose ``.grad`` a ``backward()`` inside changed."""
+    out = []
+    for i, (t, g0) in enumerate(zip(tracers, before)):
+        if t.grad is not g0 and isinstance(t.grad, Tensor):
+            out.append((i, trace.node_of(t.grad)))
+    return out
 
 
 def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[int | str, Any],
-                   ) -> Traced:
+                   differentiable: bool = False) -> Traced:
+    """Trace ``fn`` on tracers for ``leaves``; with ``differentiable``, its backward too (see
+    ``tracejit.differentiable``)."""
     trace = Trace()
+    same = _duplicates(leaves)
     with tracing(trace):
-        dynamic = [i for i, leaf in enumerate(leaves) if not _is_stateful(leaf)]
+        # one graph input per distinct argument: the same tensor passed twice is one value
+        dynamic = [i for i, leaf in enumerate(leaves) if not _is_stateful(leaf) and same[i] == i]
         avals = [_leaf_aval(leaves[i]) for i in dynamic]
         tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
+        grads_before = []
         for t, i in zip(tracers, dynamic):
             leaf = leaves[i]
             t.requires_grad = bool(getattr(leaf, "requires_grad", False))   # backward() reaches arguments
             t._weak = isinstance(leaf, (bool, int, float))                     # scalars promote weakly
+            if t.requires_grad:
+                t.grad = leaf.grad       # a backward() inside adds to it, as eagerly
+            grads_before.append(t.grad)
         input_nodes = [t._node for t in tracers]
         call_leaves = list(leaves)
         for t, i in zip(tracers, dynamic):
             call_leaves[i] = t
+        for i, j in enumerate(same):
+            call_leaves[i] = call_leaves[j]
         args, kwargs = unflatten(treedef, call_leaves)
         args = list(args)
         for k, v in sorted((k, v) for k, v in static.items() if isinstance(k, int)):
@@ -139,7 +176,10 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             out = fn(*args, **kwargs)
             out_leaves, out_tree = flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             out_is_tensor = [isinstance(x, Tensor) for x in out_leaves]
-            out_nodes = [trace.node_of(x) for x in out_leaves if isinstance(x, Tensor)]
+            results = [x for x in out_leaves if isinstance(x, Tensor)]
+            out_nodes = [trace.node_of(x) for x in results]
+            arg_grads = _arg_grad_nodes(trace, tracers, grads_before)
+            joint = record_backward(trace, results, tracers) if differentiable else None
         finally:
             mutated = trace.finish()
     g = trace.graph
@@ -152,12 +192,24 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     for t, node in mutated:
         writebacks.append((t, len(g.outputs)))
         g.outputs.append(node)
+    arg_grad_outputs = []
+    for i, node in arg_grads:
+        arg_grad_outputs.append((i, len(g.outputs)))
+        g.outputs.append(node)
     _refuse_aliased_updates([t for t, _ in mutated], trace.captures)
+    n_forward = len(g.outputs)
+    if joint is not None:
+        g.outputs.extend(joint[3])
     stats = passes.optimize(g)
+    plan = None
+    if joint is not None:
+        diff, wrt, cotangents, _ = joint
+        g, plan = split(g, n_forward, cotangents)
+        plan.diff_outputs, plan.wrt = diff, wrt
+    stateful = [leaves[i] for i in range(len(leaves)) if _is_stateful(leaves[i])]
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
-                  stats, _guards(fn, trace, [leaves[i] for i in range(len(leaves)) if i not in set(dynamic)]),
-                  dynamic)
+                  stats, _guards(fn, trace, stateful), dynamic, arg_grad_outputs, plan)
 
 
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
@@ -241,8 +293,15 @@ class CompiledEntry:
         self._writeback_args = [(i, k) for i, k in traced.writebacks if isinstance(i, int)]
         self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, Tensor)]
         # the common case, a single tensor result: its aval is known, no pytree work per call
+        plain = traced.grad_plan is None and not traced.arg_grads
         self._single_out = traced.graph.node(traced.graph.outputs[0]).aval \
-            if backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
+            if plain and backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
+        self._backward: Any = None       # the compiled backward program, built on first use
+        self.name = ""
+        plan = traced.grad_plan
+        updated = set(_update_inputs(traced).values())
+        # a residual the program also updates in place is saved before the call
+        self._snapshot = [i for kind, i in plan.residuals if kind == "input" and i in updated] if plan else []
         # a CPU program is called directly (no adapter between)
         run = getattr(self.executable, "_run", None)
         self._call = (lambda arrays: run(*arrays)) if device.type == "cpu" and run is not None \
@@ -270,7 +329,13 @@ class CompiledEntry:
         else:
             arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
             arrays += [_leaf_array(c, c.aval, dev) for c in tr.captures]
+        if self._snapshot:
+            arrays = list(arrays)
+            for i in self._snapshot:
+                arrays[i] = arrays[i].copy()
         outs = self._call(arrays)
+        for i, k in tr.arg_grads:       # a backward() inside set the argument's .grad
+            leaves[i].grad = Tensor._from_array(outs[k], dev)
         for i, k in self._writeback_args:       # (an output computed in place is the tensor's own array)
             if outs[k] is not leaves[i]._value:
                 write_back(leaves[i], outs[k], dev)
@@ -279,12 +344,31 @@ class CompiledEntry:
                 write_back(t, outs[k], dev)
         if self._single_out is not None:
             return Tensor._new(outs[0], None, -1, self._single_out, dev)
-        if tr.out_tree is LEAF and tr.out_is_tensor[0]:
+        if tr.grad_plan is None and tr.out_tree is LEAF and tr.out_is_tensor[0]:
             return Tensor._from_array(outs[0], dev)
-        results, it = [], iter(outs[:tr.n_outputs])
+        tensors = [Tensor._from_array(a, dev) for a in outs[:tr.n_outputs]]
+        if tr.grad_plan is not None:
+            attach(self.name, tr.grad_plan, tensors, leaves, arrays, outs, dev, self._run_backward,
+                   lambda x, aval: _leaf_array(x, aval, dev))
+        results, it = [], iter(tensors)
         for is_t, static in zip(tr.out_is_tensor, tr.out_static):
-            results.append(Tensor._from_array(next(it), self.device) if is_t else static)
+            results.append(next(it) if is_t else static)
         return unflatten(tr.out_tree, results)
+
+    def _run_backward(self, arrays: list[Any]) -> list[Any]:
+        """Run the backward graph (compiled on first use, like the forward)."""
+        if self._backward is None:
+            graph = self.traced.grad_plan.backward
+            if self.backend == "interpret":
+                from .interpret import Interpreter, OnHost
+                bwd: Any = Interpreter(graph)
+                if self.device.type != "cpu":
+                    bwd = OnHost(bwd, self.device)
+            else:
+                from .compiler import compile_graph
+                bwd = compile_graph(graph, self.device, {})
+            self._backward = bwd
+        return self._backward(arrays)
 
 
 class Jitted:
@@ -357,7 +441,9 @@ class Jitted:
             raise ValueError(f"jit({self.__name__}): arguments are on different devices: "
                              f"{', '.join(sorted(map(str, devices)))}")
         backend = backend or self.backend or _default_backend()
-        key = (treedef, tuple(_signature(x) for x in leaves), static_key, backend)
+        grad_mode = grad_enabled()
+        key = (treedef, tuple(_signature(x) for x in leaves), static_key, backend, grad_mode,
+               _duplicates(leaves))
         entry, failed = self._valid_entry(key)
         if entry is not None:
             self._stats["hits"] += 1
@@ -374,9 +460,10 @@ class Jitted:
                 if reason:
                     log_recompiles.info("%s: re-tracing, %s", self.__name__, reason)
                 t0 = time.perf_counter()
-                traced = trace_function(self.fn, leaves, treedef, static)
+                traced = trace_function(self.fn, leaves, treedef, static, differentiable=grad_mode)
                 t1 = time.perf_counter()
                 entry = CompiledEntry(traced, backend, devices.pop() if devices else CPU)
+                entry.name = self.__name__
                 log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",
                                   self.__name__, _describe(key[1]), len(traced.graph), (t1 - t0) * 1e3,
                                   backend, (time.perf_counter() - t1) * 1e3)
@@ -432,9 +519,14 @@ class Jitted:
         fast_key = None
         if not kwargs and not self.static_argnums:
             try:
-                fast_key = tuple([(a._aval, a._device, a.requires_grad) for a in args])
+                fast_key = tuple([(a._aval, a._device, a.requires_grad, a.grad is None) for a in args])
             except AttributeError:
                 fast_key = None
+            else:
+                if grad_enabled():
+                    fast_key += (True,)
+                if len(args) > 1 and len({id(a) for a in args}) < len(args):
+                    fast_key = None      # the same tensor twice: the general path keys the pattern
             entry = self._fast.get(fast_key) if fast_key is not None else None
             if entry is not None:
                 for g in entry.guards:
