@@ -8,6 +8,9 @@ from conftest import jitted
 import tracejit as tj
 from tracejit.tensor import Device, Tensor
 
+# tests count traces through a closure list the traced function appends to: jit warns about that
+pytestmark = pytest.mark.filterwarnings("ignore:jit.*changed Python state")
+
 
 def test_shape_mismatch_names_op_and_shapes():
     with pytest.raises(ValueError, match=r"add: shapes \(2, 3\) and \(4,\) cannot be broadcast"):

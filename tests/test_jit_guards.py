@@ -263,3 +263,75 @@ def test_retraces_are_bounded_with_a_warning():
     assert sum("more than 2 traces" in str(w.message) for w in caught) == 1
     with pytest.raises(ValueError, match="max_traces"):
         tj.jit(lambda x: x, max_traces=0)
+
+
+# ---------------------------------------------------------------- containers, objects and Python arguments
+
+def test_contents_of_global_containers_and_objects_are_guarded():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Cfg:
+        scale: float = 2.0
+
+    cfg, items, table = Cfg(), [tj.ones((2,))], {"k": 1.0}
+    f = tj.jit(lambda x: x * cfg.scale + items[0] * table["k"])
+    x = tj.ones((2,))
+    assert_close(f(x), [3.0, 3.0])
+    cfg.scale = 3.0
+    assert_close(f(x), [4.0, 4.0])
+    items[0] = tj.full((2,), 5.0)
+    assert_close(f(x), [8.0, 8.0])
+    table["k"] = 0.5
+    assert_close(f(x), [5.5, 5.5])
+    assert f.cache_info()["traces"] == 4
+    assert_close(f(x), [5.5, 5.5])
+    assert f.cache_info()["traces"] == 4
+
+
+def test_python_state_changed_while_tracing_warns():
+    log = []
+
+    def f(x):
+        log.append(x.shape)
+        return x + 1
+    with pytest.warns(UserWarning, match="changed Python state while being traced.*closure variable log"):
+        tj.jit(f)(tj.ones((2,)))
+
+
+def test_bool_and_str_arguments_select_the_trace():
+    def f(x, training=True, mode="add"):
+        y = x * (2 if training else 3)
+        return y + 1 if mode == "add" else y - 1
+    jf = tj.jit(f)
+    x = tj.ones((2,))
+    for kw in ({}, {"training": False}, {"mode": "sub"}, {"training": False, "mode": "sub"}):
+        assert_close(jf(x, **kw), f(x, **kw))
+    assert jf.cache_info()["traces"] == 4
+
+
+def test_branching_on_a_number_argument_specializes_it():
+    def f(x, n, scale):
+        for _ in range(n):
+            x = x * scale
+        return x
+    jf = tj.jit(f)
+    x = tj.ones((2,))
+    assert_close(jf(x, 2, 3.0), [9.0, 9.0])
+    assert_close(jf(x, 3, 3.0), [27.0, 27.0])
+    assert_close(jf(x, 2, 3.0), [9.0, 9.0])
+    assert jf.cache_info()["traces"] == 2
+
+
+def test_jit_on_a_plain_method_reads_its_instance():
+    class Scaler:
+        def __init__(self):
+            self.k = 2.0
+
+        @tj.jit
+        def apply(self, x):
+            return x * self.k
+    s = Scaler()
+    assert_close(s.apply(tj.ones((2,))), [2.0, 2.0])
+    s.k = 5.0
+    assert_close(s.apply(tj.ones((2,))), [5.0, 5.0])

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 from conftest import assert_close, jitted
 
 import tracejit as tj
+
+# tests count traces through a closure list the traced function appends to: jit warns about that
+pytestmark = pytest.mark.filterwarnings("ignore:jit.*changed Python state")
 
 
 def counting(fn, backend, **kw):

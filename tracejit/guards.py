@@ -13,6 +13,9 @@ everything else becomes a guard on the cache entry:
   ``Module.__setattr__``/``train``/``eval`` bump);
 - Python values read from containers that report their reads (an optimizer's param groups):
   by value;
+- containers and plain objects read that way (a global list of tensors, a config dataclass, a
+  dict of settings): their contents, a few levels deep, by identity and by value as above
+  (``cfg.scale = 3.0`` or ``params[0] = new`` re-traces);
 - every captured tensor's shape, dtype, device and ``requires_grad``.
 
 Numbers that change every step (an optimizer's learning rate) are not guards but run-time
@@ -202,6 +205,53 @@ class CaptureGuard(Guard):
         return "captured tensors changed"
 
 
+def _opaque(v: Any) -> bool:
+    """Objects whose contents a guard does not look into (compared by identity)."""
+    return (isinstance(v, (types.ModuleType, type, types.FunctionType, types.MethodType,
+                           types.BuiltinFunctionType, np.ndarray)) or hasattr(v, "aval")
+            or _is_snapshotted(v) or getattr(type(v), "_guard_contents", True) is False)
+
+
+def contents(v: Any, depth: int = 3) -> Any:
+    """A comparable picture of ``v``: plain values by value, containers and plain objects by
+    their contents (``depth`` levels), everything else by identity."""
+    if is_plain(v):
+        return (type(v), v)
+    if depth == 0 or _opaque(v):
+        return id(v)
+    if isinstance(v, (list, tuple)):
+        return (type(v), id(v), tuple(contents(x, depth - 1) for x in v))
+    if isinstance(v, dict):
+        return (dict, id(v), tuple((k if is_plain(k) else id(k), contents(x, depth - 1))
+                                   for k, x in v.items()))
+    attrs = getattr(v, "__dict__", None)
+    if isinstance(attrs, dict):
+        return (type(v), id(v), contents(attrs, depth - 1))
+    return id(v)
+
+
+def has_contents(v: Any) -> bool:
+    return not is_plain(v) and not _opaque(v) and (
+        isinstance(v, (list, tuple, dict)) or isinstance(getattr(v, "__dict__", None), dict))
+
+
+class ContentsGuard(Guard):
+    """A container or plain object read by the trace still holds what it held (see :func:`contents`)."""
+
+    __slots__ = ("read", "expected")
+
+    def __init__(self, what: str, where: str, read: Callable[[], Any]) -> None:
+        super().__init__(what, where)
+        self.read = read
+        self.expected = contents(read())
+
+    def holds(self) -> bool:
+        return contents(self.read()) == self.expected
+
+    def change(self) -> str:
+        return f"the contents of {self.what} changed (read at {self.where})"
+
+
 def first_failing(guards: list[Guard]) -> Guard | None:
     for g in guards:
         if not g.holds():
@@ -344,6 +394,8 @@ class CodeGuards:
         if isinstance(v, (types.ModuleType, type)) or v is _MISSING:
             return          # modules and classes: rebinding them is not a pattern worth a check per call
         self._add(what, where, read, v, key)
+        if has_contents(v):
+            self.guards.append(ContentsGuard(f"{what} ({type(v).__name__})", where, read))
         if _is_user_function(v):
             self.visit_function(v, depth + 1)
         elif _is_snapshotted(v):

@@ -6,6 +6,7 @@ the static arguments' values.  Compiled kernels are cached separately by structu
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -22,9 +23,17 @@ from . import dtypes as dt
 from . import passes
 from .device import write_back
 from .differentiable import GradPlan, attach, record_backward, split
-from .errors import TracejitError, UnsupportedUnderJitError
+from .errors import ConcretizationError, TracejitError, UnsupportedUnderJitError
 from .graph import Graph
-from .guards import CaptureGuard, CodeGuards, Guard, SnapshotGuard, function_location
+from .guards import (
+    CaptureGuard,
+    CodeGuards,
+    ContentsGuard,
+    Guard,
+    SnapshotGuard,
+    function_location,
+    has_contents,
+)
 from .logs import topic
 from .nn.modules import Module
 from .ops import AVal
@@ -55,10 +64,21 @@ def spec(shape: Sequence[int], dtype: Any = None, device: Any = "cpu") -> Spec:
     return Spec(tuple(int(s) for s in shape), dt.canonical(dtype or dt.default_float), Device.parse(device))
 
 
+def _is_static_leaf(x: Any, specialize: bool) -> bool:
+    """Leaves passed to the traced function as themselves: Python bools always (flags pick code
+    paths), ints and floats once the function branched on one (``specialize``)."""
+    return type(x) in (bool, str) or (specialize and type(x) in (int, float))
+
+
 def _is_stateful(x: Any) -> bool:
-    """Modules and optimizers: passed to the traced function as themselves (their tensors are
-    read as captured tensors), keyed by identity, their state guarded."""
-    return isinstance(x, (Module, Optimizer))
+    """Modules, optimizers and other objects (a method's ``self``): passed to the traced function
+    as themselves (their tensors are read as captured tensors), keyed by identity, their state
+    guarded."""
+    if isinstance(x, (Module, Optimizer)):
+        return True
+    return not (x is None or isinstance(x, (Tensor, Spec, np.ndarray, bool, int, float, str, complex,
+                                            tuple, list, dict))
+                or (dataclasses.is_dataclass(x) and not isinstance(x, type)))    # (pytree nodes)
 
 
 def _is_leaf(x: Any) -> bool:
@@ -76,6 +96,8 @@ def _signature(leaf: Any) -> Any:
         return (leaf.shape, leaf.dtype, leaf.device, False, False)
     if isinstance(leaf, np.ndarray):
         return (leaf.shape, dt.canonical(leaf.dtype), CPU, False, False)
+    if type(leaf) in (bool, str):
+        return ("static", type(leaf), leaf)  # a flag or a mode name: its value selects the trace
     if isinstance(leaf, (bool, int, float)):
         return ("scalar", type(leaf))
     raise TypeError(f"jit: argument leaf of type {type(leaf).__name__} is not a tensor, array or Python "
@@ -143,14 +165,17 @@ def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> l
 
 
 def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[int | str, Any],
-                   differentiable: bool = False) -> Traced:
+                   differentiable: bool = False, specialize: bool = False) -> Traced:
     """Trace ``fn`` on tracers for ``leaves``; with ``differentiable``, its backward too (see
     ``tracejit.differentiable``)."""
     trace = Trace()
+    code = CodeGuards()          # globals and closures, read before the function runs
+    code.visit_callable(fn)
     same = _duplicates(leaves)
     with tracing(trace):
         # one graph input per distinct argument: the same tensor passed twice is one value
-        dynamic = [i for i, leaf in enumerate(leaves) if not _is_stateful(leaf) and same[i] == i]
+        dynamic = [i for i, leaf in enumerate(leaves) if not _is_stateful(leaf) and same[i] == i
+                   and not _is_static_leaf(leaf, specialize)]
         avals = [_leaf_aval(leaves[i]) for i in dynamic]
         tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
         grads_before = []
@@ -206,10 +231,10 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
         diff, wrt, cotangents, _ = joint
         g, plan = split(g, n_forward, cotangents)
         plan.diff_outputs, plan.wrt = diff, wrt
-    stateful = [leaves[i] for i in range(len(leaves)) if _is_stateful(leaves[i])]
+    stateful = [leaf for leaf in leaves if _is_stateful(leaf)]
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
-                  stats, _guards(fn, trace, stateful), dynamic, arg_grad_outputs, plan)
+                  stats, _guards(fn, trace, stateful, code), dynamic, arg_grad_outputs, plan)
 
 
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
@@ -240,15 +265,27 @@ def _check_argument_aliasing(leaves: list[Any], written: list[int]) -> None:
                     "inputs. Pass one of them, or a copy.")
 
 
-def _guards(fn: Callable, trace: Trace, stateful_args: list[Any]) -> list[Guard]:
+def _guards(fn: Callable, trace: Trace, stateful_args: list[Any], code: CodeGuards) -> list[Guard]:
     """Everything the trace read besides its arguments, as guards (see ``tracejit.guards``)."""
-    code = CodeGuards()
-    code.visit_callable(fn)
+    changed = [g for g in code.guards if not g.holds()]
+    if changed:
+        # the function itself rebinds or mutates this state: a cached call does not run Python,
+        # so the change happens once, when tracing, and never again
+        code.guards = [g for g in code.guards if g not in changed]
+        warnings.warn(
+            f"jit({getattr(fn, '__name__', fn)}): the function changed Python state while being traced "
+            f"({'; '.join(g.what + ' at ' + g.where for g in changed)}); compiled calls do not run "
+            "Python code, so that change happened once, not at every call. Return the value instead, "
+            "or run the function without jit.", stacklevel=5)
+    extra: list[Guard] = []
     for i, obj in enumerate(stateful_args):
         code.add_root(f"argument {type(obj).__name__}#{i}", obj)
+        if has_contents(obj):
+            extra.append(ContentsGuard(f"argument {type(obj).__name__}", function_location(fn),
+                                       lambda obj=obj: obj))
     for module, _where in trace.modules.values():
         code.add_root(type(module).__name__, module)
-    guards: list[Guard] = list(code.guards) + list(trace.guards)
+    guards: list[Guard] = list(code.guards) + list(trace.guards) + extra
     if code.snapshot_roots:
         guards.append(SnapshotGuard(code.snapshot_roots, function_location(fn)))
     tensors = [c for c in trace.captures if isinstance(c, Tensor)]
@@ -402,6 +439,7 @@ class Jitted:
         self._stats = {"traces": 0, "hits": 0, "evictions": 0}
         self._tick = 0
         self._warned_evicting = False
+        self._specialize = False     # numbers become part of the key once the function branched on one
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         """``@jit`` on a method: ``obj.method`` is the jitted function with ``obj`` bound first."""
@@ -436,14 +474,13 @@ class Jitted:
                backend: str | None = None) -> CompiledEntry:
         # Python scalars have no device: they go wherever the tensors are
         devices = {_leaf_aval(x)[1] for x in leaves
-                   if not isinstance(x, (bool, int, float)) and not _is_stateful(x)}
+                   if not isinstance(x, (bool, int, float, str)) and not _is_stateful(x)}
         if len(devices) > 1:
             raise ValueError(f"jit({self.__name__}): arguments are on different devices: "
                              f"{', '.join(sorted(map(str, devices)))}")
         backend = backend or self.backend or _default_backend()
         grad_mode = grad_enabled()
-        key = (treedef, tuple(_signature(x) for x in leaves), static_key, backend, grad_mode,
-               _duplicates(leaves))
+        key = self._key(leaves, treedef, static_key, backend, grad_mode)
         entry, failed = self._valid_entry(key)
         if entry is not None:
             self._stats["hits"] += 1
@@ -460,7 +497,18 @@ class Jitted:
                 if reason:
                     log_recompiles.info("%s: re-tracing, %s", self.__name__, reason)
                 t0 = time.perf_counter()
-                traced = trace_function(self.fn, leaves, treedef, static, differentiable=grad_mode)
+                try:
+                    traced = trace_function(self.fn, leaves, treedef, static, grad_mode, self._specialize)
+                except ConcretizationError:
+                    if self._specialize or not any(type(x) in (int, float) for x in leaves):
+                        raise
+                    # Python control flow on a number argument: trace with numbers as constants
+                    # (keyed by value), as torch.compile specializes them
+                    self._specialize = True
+                    log_recompiles.info("%s: branched on a Python number argument; numbers are "
+                                        "now part of the cache key", self.__name__)
+                    key = self._key(leaves, treedef, static_key, backend, grad_mode)
+                    traced = trace_function(self.fn, leaves, treedef, static, grad_mode, True)
                 t1 = time.perf_counter()
                 entry = CompiledEntry(traced, backend, devices.pop() if devices else CPU)
                 entry.name = self.__name__
@@ -472,6 +520,11 @@ class Jitted:
                 self._evict(reason)
         self._touch(entry)
         return entry
+
+    def _key(self, leaves: list, treedef: Any, static_key: tuple, backend: str, grad_mode: bool) -> tuple:
+        sig = tuple(("static", type(x), x) if _is_static_leaf(x, self._specialize) else _signature(x)
+                    for x in leaves)
+        return (treedef, sig, static_key, backend, grad_mode, _duplicates(leaves))
 
     def _valid_entry(self, key: Any) -> tuple[CompiledEntry | None, Guard | None]:
         """The most recent entry for ``key`` whose guards hold, else (None, a guard that failed)."""
@@ -573,7 +626,8 @@ class Jitted:
 
 def _describe(signature: tuple) -> str:
     parts = [d.__name__ if s == "scalar" else f"{d.__name__}#{rest[0]:x}" if s == "object"
-             else f"{d.name}{list(s)}" for s, d, *rest in signature]
+             else f"{d.__name__}={rest[0]!r}" if s == "static" else f"{d.name}{list(s)}"
+             for s, d, *rest in signature]
     return "(" + ", ".join(parts) + ")"
 
 

@@ -51,6 +51,8 @@ def _zeros(shape: tuple[int, ...], dtype: Any, like: Tensor) -> Tensor:
 class Optimizer:
     """Base class: parameter groups, per-parameter state, ``zero_grad``, ``state_dict``."""
 
+    _guard_contents = False      # hyperparameters are read through ParamGroup (guards or run-time inputs)
+
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
         self.state: dict[int, dict[str, Any]] = {}       # id(param) -> state
