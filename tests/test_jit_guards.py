@@ -335,3 +335,23 @@ def test_jit_on_a_plain_method_reads_its_instance():
     assert_close(s.apply(tj.ones((2,))), [2.0, 2.0])
     s.k = 5.0
     assert_close(s.apply(tj.ones((2,))), [5.0, 5.0])
+
+
+def test_values_read_as_data_while_tracing_are_guarded():
+    table = np.ones(3, np.float32)
+    scale = tj.asarray(3.0)
+    f = tj.jit(lambda x: x + table + tj.asarray(table) * scale.item())
+    x = tj.zeros((3,))
+    assert_close(f(x), [4.0, 4.0, 4.0])
+    table[:] = 2.0                 # the array is a constant of the program: changing it re-traces
+    assert_close(f(x), [8.0, 8.0, 8.0])
+    scale[...] = 1.0               # so is a captured tensor's .item()
+    assert_close(f(x), [4.0, 4.0, 4.0])
+    assert f.cache_info()["traces"] == 3
+
+
+def test_reading_a_large_captured_value_as_data_is_refused():
+    big = tj.zeros((1 << 19,))      # 2 MiB
+    f = tj.jit(lambda x: x + big.numpy().sum())
+    with pytest.raises(tj.ConcretizationError, match="would bake them into the compiled program"):
+        f(tj.zeros((2,)))

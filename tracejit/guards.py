@@ -252,6 +252,28 @@ class ContentsGuard(Guard):
         return f"the contents of {self.what} changed (read at {self.where})"
 
 
+class DataGuard(Guard):
+    """A host value the trace read as data (a captured tensor's ``.item()``, a NumPy array used as
+    a constant) still holds the same elements: the compiled program has them baked in."""
+
+    __slots__ = ("read", "saved")
+
+    MAX_BYTES = 1 << 20       # larger values are refused at trace time (a compare per call)
+
+    def __init__(self, what: str, where: str, read: Callable[[], np.ndarray]) -> None:
+        super().__init__(what, where)
+        self.read = read
+        self.saved = np.array(read(), copy=True)
+
+    def holds(self) -> bool:
+        a, s = self.read(), self.saved
+        return a.shape == s.shape and a.dtype == s.dtype and bool(
+            np.array_equal(a, s, equal_nan=a.dtype.kind == "f"))
+
+    def change(self) -> str:
+        return f"the values of {self.what} changed (read at {self.where})"
+
+
 def first_failing(guards: list[Guard]) -> Guard | None:
     for g in guards:
         if not g.holds():

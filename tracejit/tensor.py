@@ -151,6 +151,8 @@ class Tensor:
                 "Python control flow on traced values cannot be compiled. Ways out: mark the argument "
                 "static (jit(f, static_argnames=...)), use tracejit.where(cond, a, b) instead of if/else, "
                 "or run the function eagerly (without jit).")
+        from .tracing import note_data_read
+        note_data_read(self, what)       # (while tracing, the value becomes part of the program)
         return self._host_value()
 
     def _host_value(self) -> np.ndarray:

@@ -12,11 +12,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from . import dtypes as dt
 from .aliasing import VIEW_OPS, Aliasing
 from .errors import TracejitError, user_frame
 from .graph import Graph
-from .guards import Guard, ScalarSource, ValueGuard, user_line
+from .guards import DataGuard, Guard, ScalarSource, ValueGuard, user_line
 from .ops import AVal, Prim
 from .tensor import CPU, Tensor
 
@@ -54,6 +56,28 @@ def leaked_tracer_error(t: Tensor) -> TracejitError:
         f"outside it at {user_frame()}; return it from the function instead of storing it")
 
 
+def note_data_read(value: Any, what: str) -> None:
+    """While tracing, the function read the elements of ``value`` (an eager tensor or a NumPy
+    array) as data: they are baked into the program, so the trace is guarded on them."""
+    trace = current_trace()
+    if trace is None or id(value) in trace._data_read:
+        return
+    if isinstance(value, Tensor):
+        read, label = value._host_value, f"captured tensor {value.aval}"
+    else:
+        read, label = (lambda: value), f"NumPy array {value.dtype}{list(value.shape)}"
+    nbytes = int(np.prod(value.shape, dtype=np.int64)) * value.dtype.itemsize
+    if nbytes > DataGuard.MAX_BYTES:
+        from .errors import ConcretizationError
+        raise ConcretizationError(
+            f"{what} reads the {nbytes} bytes of a {label} while tracing, which would bake them into "
+            f"the compiled program\n  at {user_frame()}\nWays out: pass it to the jitted function as an "
+            "argument, or use it as a tensor (tj.asarray(x) once, outside the function).")
+    trace._data_read.add(id(value))
+    trace._data_keep.append(value)
+    trace.guards.append(DataGuard(label, user_line(), read))
+
+
 class Trace:
     """One tracing of a Python function: the graph so far and the captured eager tensors."""
 
@@ -65,6 +89,8 @@ class Trace:
         self.guards: list[Guard] = []         # Python state read besides the arguments
         self.modules: dict[int, Any] = {}     # modules called while tracing (their state is guarded)
         self._state_reads: dict[tuple[int, Any], Any] = {}
+        self._data_read: set[int] = set()     # eager values whose elements the trace read (guarded)
+        self._data_keep: list[Any] = []
         self.aliasing = Aliasing(self.graph)  # views, so writes through them reach their base
 
     def new_input(self, aval: AVal, name: str = "") -> Tensor:

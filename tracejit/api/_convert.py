@@ -9,7 +9,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Tensor
-from ..tracing import current_trace
+from ..tracing import current_trace, note_data_read
 
 PY_SCALARS = (bool, int, float)
 
@@ -26,6 +26,9 @@ def as_tensor(x: Any, dtype: np.dtype | None = None) -> Tensor:
     if isinstance(x, np.generic):
         x = np.asarray(x)
     if isinstance(x, np.ndarray):
+        if current_trace() is not None:       # a constant of the program: guard and copy it
+            note_data_read(x, "using a NumPy array")
+            x = x.copy()
         arr = x if dtype is None else x.astype(dtype)
         if arr.dtype not in dt.ALL_DTYPES:
             arr = arr.astype(dt.canonical(arr.dtype))

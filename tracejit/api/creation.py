@@ -10,6 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Device, Tensor
+from ..tracing import current_trace, note_data_read
 from ._convert import _infer_dtype
 
 
@@ -51,6 +52,9 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
             obj = np.from_dlpack(obj)
         if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
             arr = np.asarray(obj)
+            if isinstance(obj, np.ndarray) and current_trace() is not None:   # a program constant
+                note_data_read(obj, "asarray of a NumPy array")
+                arr = arr.copy()
             if want is None and arr.dtype not in dt.ALL_DTYPES:
                 want = dt.canonical(arr.dtype)
         else:
