@@ -1,0 +1,26 @@
+"""A short seeded run of the differential fuzzer (``python -m tests.fuzz`` runs long ones)."""
+from __future__ import annotations
+
+import warnings
+
+from tests import fuzz
+
+
+def test_fuzz_seeded_programs_agree() -> None:
+    """A few hundred random programs: eager, jit, interpreter and disk-cached kernels agree."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = fuzz.fuzz(seconds=25.0, seed=12345, max_programs=300, shrink_budget=0.0, verbose=False)
+    assert summary["programs"] >= 100
+    assert not summary["findings"], "\n\n".join(summary["reproducers"][:5])
+
+
+def test_programs_shrink_to_valid_programs() -> None:
+    """Every sub-list of a program's ops is a program (what shrinking relies on)."""
+    import random
+    rng = random.Random(7)
+    for _ in range(20):
+        prog = fuzz.generate(rng)
+        for i in range(len(prog.ops)):
+            sub = fuzz.Program(prog.inputs, prog.ops[i:], prog.outputs)
+            fuzz.run_mode(sub, "eager")          # may raise inside (recorded), never here
