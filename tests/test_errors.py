@@ -104,3 +104,22 @@ def test_item_and_bool_on_wrong_sizes():
         tj.ones(3).item()
     with pytest.raises(TypeError, match="create tensors with tracejit.asarray"):
         Tensor([1, 2])
+
+
+def test_unsupported_under_jit_names_the_users_line():
+    def f(x):
+        x[tj.asarray([0, 1])] = 1.0       # advanced-index assignment has no compiled form
+        return x
+    with pytest.raises(tj.UnsupportedUnderJitError) as info:
+        tj.jit(f)(tj.zeros((3,)))
+    assert "test_errors.py" in str(info.value)
+
+
+def test_a_compiler_failure_says_it_is_internal_and_how_to_keep_working(monkeypatch):
+    import tracejit.compiler as compiler
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+    monkeypatch.setattr(compiler, "compile_graph", broken)
+    with pytest.raises(tj.InternalCompilerError, match="bug in tracejit.*backend='interpret'"):
+        tj.jit(lambda x: x + 1)(tj.zeros((2,)))

@@ -16,7 +16,7 @@ from .api import __all__ as _api_all
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import default_device, set_default_device
 from .dtypes import finfo, iinfo, isdtype, result_type
-from .errors import ConcretizationError, TracejitError, UnsupportedUnderJitError
+from .errors import ConcretizationError, InternalCompilerError, TracejitError, UnsupportedUnderJitError
 from .jit import Spec, explain, jit, spec
 from .random import manual_seed
 from .serialization import load_state, save
@@ -55,7 +55,8 @@ def can_cast(from_: object, to: object, /) -> "bool":  # type: ignore[valid-type
 
 __all__ = list(_api_all) + [
     "Tensor", "Device", "jit", "spec", "Spec", "explain", "ConcretizationError", "TracejitError",
-    "UnsupportedUnderJitError", "default_device", "set_default_device", "finfo", "iinfo", "isdtype",
+    "UnsupportedUnderJitError", "InternalCompilerError", "default_device", "set_default_device", "finfo",
+    "iinfo", "isdtype",
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",

@@ -15,7 +15,18 @@ class ConcretizationError(TracejitError):
 
 
 class UnsupportedUnderJitError(TracejitError, NotImplementedError):
-    """An operation that has no compiled form was used inside a jitted function."""
+    """An operation that has no compiled form was used inside a jitted function.
+
+    The message always names the user's line (added here when the raiser did not)."""
+
+    def __init__(self, message: str = "") -> None:
+        if "\n  at " not in message and " at " + os.sep not in message:
+            message = f"{message}\n  at {user_frame()}"
+        super().__init__(message)
+
+
+class InternalCompilerError(TracejitError):
+    """The compiler failed on a program it accepted: a bug in tracejit, never in the user's code."""
 
 
 class CacheCorruptionError(TracejitError):

@@ -23,7 +23,12 @@ from . import dtypes as dt
 from . import passes
 from .device import write_back
 from .differentiable import GradPlan, attach, record_backward, split
-from .errors import ConcretizationError, TracejitError, UnsupportedUnderJitError
+from .errors import (
+    ConcretizationError,
+    InternalCompilerError,
+    TracejitError,
+    UnsupportedUnderJitError,
+)
 from .graph import Graph
 from .guards import (
     CaptureGuard,
@@ -153,6 +158,7 @@ class Traced:
     dynamic: list[int] = field(default_factory=list)   # leaves that are graph inputs (not modules)
     arg_grads: list[tuple[int, int]] = field(default_factory=list)   # (argument, output): new .grad
     grad_plan: GradPlan | None = None       # how results get a tape node (grad mode, inputs need grad)
+    where: str = ""                         # the traced function's file:line
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -234,7 +240,8 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     stateful = [leaf for leaf in leaves if _is_stateful(leaf)]
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
-                  stats, _guards(fn, trace, stateful, code), dynamic, arg_grad_outputs, plan)
+                  stats, _guards(fn, trace, stateful, code), dynamic, arg_grad_outputs, plan,
+                  function_location(fn))
 
 
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
@@ -310,6 +317,22 @@ def _update_inputs(traced: Traced) -> dict[int, int]:
     return updates
 
 
+def _compiling(build: Callable[[], Any], traced: Traced) -> Any:
+    """Run ``build``; an error that is not the user's becomes an :class:`InternalCompilerError`
+    that says so, names the traced function and the ways to keep working."""
+    try:
+        return build()
+    except (TracejitError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        where = traced.where
+        raise InternalCompilerError(
+            f"tracejit failed to compile a traced program ({len(traced.graph)} nodes"
+            f"{', function at ' + where if where else ''}): {type(e).__name__}: {e}\n"
+            "This is a bug in tracejit, not in your code. Ways to keep working: "
+            "jit(f, backend='interpret'), or run the function without jit.") from e
+
+
 class CompiledEntry:
     """A trace plus its executable: the object a cache hit runs."""
 
@@ -324,7 +347,8 @@ class CompiledEntry:
                 self.executable = OnHost(self.executable, device)
         elif backend == "llvm":
             from .compiler import compile_graph
-            self.executable = compile_graph(traced.graph, device, _update_inputs(traced))
+            self.executable = _compiling(lambda: compile_graph(traced.graph, device, _update_inputs(traced)),
+                                         traced)
         else:
             raise ValueError(f"unknown backend {backend!r}; use 'llvm' or 'interpret'")
         self._writeback_args = [(i, k) for i, k in traced.writebacks if isinstance(i, int)]
@@ -403,7 +427,7 @@ class CompiledEntry:
                     bwd = OnHost(bwd, self.device)
             else:
                 from .compiler import compile_graph
-                bwd = compile_graph(graph, self.device, {})
+                bwd = _compiling(lambda: compile_graph(graph, self.device, {}), self.traced)
             self._backward = bwd
         return self._backward(arrays)
 
