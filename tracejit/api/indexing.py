@@ -43,6 +43,10 @@ def _basic_plan(shape: tuple[int, ...], key: list[Any]):
         n = shape[dim]
         if isinstance(k, slice):
             b, e, s = k.indices(n)
+            if not len(range(b, e, s)):
+                # an empty slice; slice.indices can give a start of -1 for negative steps
+                # (x[-9::-2] on a short axis), which no primitive should see
+                b, e, s = 0, 0, 1
             start.append(b)
             stop.append(e)
             step.append(s)
@@ -145,17 +149,22 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         raise UnsupportedUnderJitError(
             f"under jit, x[key] = value supports ints, slices, None and Ellipsis in key, not {key!r}\n"
             f"  at {user_frame()}\nuse tracejit.where(mask, value, x) for a masked update")
-    k = [i for i in k if i is not None]
-    start, stop, step, _, _ = _basic_plan(x.shape, k)
+    start, stop, step, target, _ = _basic_plan(x.shape, k)
     slice_shape = tuple(len(range(b, e, s)) for b, e, s in zip(start, stop, step))
     v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float)) else
                P.constant(np.asarray(value, dtype=x.dtype)), x.dtype)
-    v = P.broadcast_to(P.reshape(v, shape=tuple(n for n in v.shape)) if v.ndim else v,
-                       _squeezed_target(v, slice_shape, k))
+    v = P.broadcast_to(_drop_leading_ones(v, len(target), target), target)
     v = P.reshape(v, shape=slice_shape) if v.shape != slice_shape else v
     x._assign(P.slice_scatter(x, v, start=start, stop=stop, step=step))
 
 
-def _squeezed_target(v: Tensor, slice_shape: tuple[int, ...], key: list[Any]) -> tuple[int, ...]:
-    """The shape ``value`` must broadcast to: the slice's shape without the int-indexed dims."""
-    return tuple(n for n, k in zip(slice_shape, key) if isinstance(k, slice))
+def _drop_leading_ones(v: Tensor, ndim: int, target: tuple[int, ...]) -> Tensor:
+    """``v`` without the leading size-1 dims beyond ``ndim``: NumPy lets a value of shape
+    (1, 2, 3) fill a (2, 3) selection, as it broadcasts the value to the selection's shape."""
+    if v.ndim <= ndim:
+        return v
+    extra = v.shape[:v.ndim - ndim]
+    if any(n != 1 for n in extra):
+        raise ValueError(f"setitem: could not broadcast a value of shape {v.shape} into a selection of "
+                         f"shape {target}")
+    return P.reshape(v, shape=v.shape[v.ndim - ndim:])
