@@ -118,3 +118,69 @@ def test_setitem_value_that_does_not_broadcast(vshape) -> None:
         tj.asarray(a.copy())[0:2] = tj.asarray(v)
     with pytest.raises(ValueError, match="broadcast"):
         tj.jit(lambda x, v: _set(x, slice(0, 2), v))(tj.asarray(a), tj.asarray(v))
+
+
+# ---- results NumPy makes new never alias the input -----------------------------------------------
+
+_A = np.arange(6, dtype=np.float32).reshape(2, 3)
+_V = np.arange(3, dtype=np.float32)
+
+# (name, tracejit call, NumPy call, input): NumPy returns a new array for each of these
+NEW_ARRAYS = [
+    ("roll 0", lambda x: tj.roll(x, 0), lambda a: np.roll(a, 0), _A),
+    ("roll 0 axis", lambda x: tj.roll(x, 0, axis=1), lambda a: np.roll(a, 0, axis=1), _A),
+    ("roll by the axis length", lambda x: tj.roll(x, 3, axis=1), lambda a: np.roll(a, 3, axis=1), _A),
+    ("roll (0, 0)", lambda x: tj.roll(x, (0, 0), axis=(0, 1)), lambda a: np.roll(a, (0, 0), axis=(0, 1)), _A),
+    ("tile ()", lambda x: tj.tile(x, ()), lambda a: np.tile(a, ()), _A),
+    ("tile (1, 1)", lambda x: tj.tile(x, (1, 1)), lambda a: np.tile(a, (1, 1)), _A),
+    ("tile (1,) of 1-D", lambda x: tj.tile(x, (1,)), lambda a: np.tile(a, (1,)), _V),
+    ("tile (1, 1) of 1-D", lambda x: tj.tile(x, (1, 1)), lambda a: np.tile(a, (1, 1)), _V),
+    ("concat of one", lambda x: tj.concat([x]), lambda a: np.concatenate([a]), _A),
+    ("concat of one, axis None", lambda x: tj.concat([x], axis=None),
+     lambda a: np.concatenate([a], axis=None), _V),
+    ("concat with an empty part", lambda x: tj.concat([x, tj.zeros((0, 3))]),
+     lambda a: np.concatenate([a, np.zeros((0, 3), np.float32)]), _A),
+    ("stack of one", lambda x: tj.stack([x]), lambda a: np.stack([a]), _A),
+    ("repeat 1", lambda x: tj.repeat(x, 1, axis=0), lambda a: np.repeat(a, 1, axis=0), _A),
+    ("repeat 1, axis None", lambda x: tj.repeat(x, 1), lambda a: np.repeat(a, 1), _V),
+    ("astype same dtype", lambda x: tj.astype(x, tj.float32), lambda a: a.astype(np.float32), _A),
+    ("meshgrid of one", lambda x: tj.meshgrid(x)[0], lambda a: np.meshgrid(a)[0], _V),
+    ("meshgrid of two", lambda x: tj.meshgrid(x, x)[1], lambda a: np.meshgrid(a, a)[1], _V),
+]
+
+
+@pytest.mark.parametrize("fn,ref,a", [c[1:] for c in NEW_ARRAYS], ids=[c[0] for c in NEW_ARRAYS])
+def test_new_array_eager(fn, ref, a) -> None:
+    x = tj.asarray(a.copy())
+    out = fn(x)
+    assert out is not x
+    np.testing.assert_array_equal(out.numpy(), ref(a))
+    out[...] = 99          # writable, and writing leaves the input alone
+    np.testing.assert_array_equal(x.numpy(), a)
+
+
+@pytest.mark.parametrize("fn,ref,a", [c[1:] for c in NEW_ARRAYS], ids=[c[0] for c in NEW_ARRAYS])
+def test_new_array_jit(fn, ref, a) -> None:
+    def f(x):
+        out = fn(x)
+        out[...] = 99      # under jit too, the write must not reach the argument
+        return out
+
+    x = tj.asarray(a.copy())
+    out = tj.jit(f)(x)
+    np.testing.assert_array_equal(x.numpy(), a)
+    np.testing.assert_array_equal(out.numpy(), np.full(ref(a).shape, 99, np.float32))
+    assert not np.shares_memory(tj.jit(fn)(x).numpy(), x.numpy())
+
+
+def test_copies_keep_gradients() -> None:
+    x = tj.asarray(np.arange(3.0), requires_grad=True)
+    (tj.roll(x, 0) * 2 + tj.tile(x, ()) + tj.concat([x])).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 4.0, 4.0])
+
+
+def test_concat_checks_empty_parts_too() -> None:
+    with pytest.raises(ValueError):
+        np.concatenate([np.zeros((0, 3)), np.ones((2, 4))])
+    with pytest.raises(ValueError, match="concat"):
+        tj.concat([tj.zeros((0, 3)), tj.ones((2, 4))])

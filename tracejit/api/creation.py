@@ -162,7 +162,7 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> T
 
 
 def meshgrid(*arrays: Tensor, indexing: str = "xy") -> list[Tensor]:
-    from .manipulation import broadcast_to, reshape
+    from .manipulation import _fresh, broadcast_to, reshape
     if indexing not in ("xy", "ij"):
         raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
     n = len(arrays)
@@ -176,7 +176,8 @@ def meshgrid(*arrays: Tensor, indexing: str = "xy") -> list[Tensor]:
         if indexing == "xy" and n >= 2 and i < 2:
             axis = 1 - i
         view[axis] = a.size
-        out.append(broadcast_to(reshape(a, tuple(view)), tuple(sizes)))
+        # NumPy's grids are new, writable arrays, not broadcast views of (or the very) inputs
+        out.append(_fresh(broadcast_to(reshape(a, tuple(view)), tuple(sizes))))
     return out
 
 

@@ -13,6 +13,16 @@ from ..tensor import Tensor
 from ._convert import as_tensor, broadcast_shapes_for, normalize_axes, normalize_axis
 
 
+def _fresh(x: Tensor) -> Tensor:
+    """A new tensor equal to ``x`` that shares no memory with it (and stays on the tape).
+
+    For the functions NumPy documents as returning a new array (``roll``, ``tile``, ``repeat``,
+    ``concat``, ``stack``): when there is nothing to move they must still not hand back ``x``
+    or a view of it, or writing into the result would change the input.  A same-dtype cast is
+    a copy on every device, eagerly and under jit."""
+    return P.bind("cast", x, dtype=x.dtype)
+
+
 def reshape(x: Tensor, /, shape: int | Sequence[int], *, copy: bool | None = None) -> Tensor:
     """Reshape (one dim may be -1)."""
     x = as_tensor(x)
@@ -86,9 +96,7 @@ def astype(x: Tensor, dtype: Any, /, *, copy: bool = True, device: Any = None) -
     x = as_tensor(x)
     out = P.cast(x, dt.canonical(dtype))
     if copy and out is x:
-        # (a traced or GPU tensor is copied by an op on its device)
-        out = P.bind("cast", x, dtype=x.dtype) if x.is_tracer or x.device.type != "cpu" \
-            else P.constant(x.numpy().copy())
+        out = _fresh(x)
     return out if device is None else out.to_device(device)
 
 
@@ -117,8 +125,17 @@ def concat(arrays: Sequence[Tensor], /, *, axis: int | None = 0) -> Tensor:
     if arrays[0].ndim == 0:
         raise ValueError("concat: zero-dimensional tensors cannot be concatenated; use stack")
     ax = normalize_axis(axis, arrays[0].ndim, "concat")
+    _check_concat_shapes(arrays, ax)
     parts = [a for a in arrays if a.shape[ax]] or arrays[:1]   # empty parts add nothing
-    return parts[0] if len(parts) == 1 else P.concat(*parts, axis=ax)
+    return _fresh(parts[0]) if len(parts) == 1 else P.concat(*parts, axis=ax)
+
+
+def _check_concat_shapes(arrays: list[Tensor], axis: int) -> None:
+    """All dims but ``axis`` must agree, empty parts included (they are dropped before the primitive)."""
+    want = arrays[0].shape[:axis] + arrays[0].shape[axis + 1:]
+    for a in arrays[1:]:
+        if a.shape[:axis] + a.shape[axis + 1:] != want:
+            raise ValueError(f"concat: shapes {arrays[0].shape} and {a.shape} differ outside axis {axis}")
 
 
 def stack(arrays: Sequence[Tensor], /, *, axis: int = 0) -> Tensor:
@@ -174,15 +191,16 @@ def roll(x: Tensor, /, shift: int | Sequence[int], *, axis: int | Sequence[int] 
         shifts = shifts * len(axes)
     if len(shifts) != len(axes):
         raise ValueError(f"roll: shift {shift} and axis {axis} differ in length")
+    out = x
     for s, a in zip(shifts, axes):
         a = normalize_axis(a, x.ndim, "roll")
-        n = x.shape[a]
+        n = out.shape[a]
         k = s % n if n else 0
         if k:   # the last k elements move to the front: two slices and a concat
-            head = _axis_slice(x, a, n - k, n)
-            tail = _axis_slice(x, a, 0, n - k)
-            x = P.concat(head, tail, axis=a)
-    return x
+            head = _axis_slice(out, a, n - k, n)
+            tail = _axis_slice(out, a, 0, n - k)
+            out = P.concat(head, tail, axis=a)
+    return _fresh(x) if out is x else out
 
 
 def _axis_slice(x: Tensor, axis: int, start: int, stop: int) -> Tensor:
@@ -203,6 +221,8 @@ def tile(x: Tensor, repetitions: Sequence[int], /) -> Tensor:
     # interleave a broadcast dim before each dim: (r0, n0, r1, n1, ...) -> (r0*n0, r1*n1, ...)
     inter = tuple(v for n in shape for v in (1, n))
     big = tuple(v for r, n in zip(reps, shape) for v in (r, n))
+    if all(r == 1 for r in reps):   # nothing repeats: still a new tensor, as in NumPy
+        return _fresh(reshape(x, shape))
     out = P.broadcast_to(reshape(x, inter), big)
     return reshape(out, tuple(r * n for r, n in zip(reps, shape)))
 
@@ -221,6 +241,8 @@ def repeat(x: Tensor, repeats: int | Tensor, /, *, axis: int | None = None) -> T
     if isinstance(repeats, (int,)) and not isinstance(repeats, bool):
         if repeats < 0:
             raise ValueError(f"repeat: repeats must be non-negative, got {repeats}")
+        if repeats == 1:    # the reshapes below would only view x
+            return _fresh(x)
         inner = reshape(x, x.shape[:ax + 1] + (1,) + x.shape[ax + 1:])
         big = P.broadcast_to(inner, x.shape[:ax + 1] + (repeats,) + x.shape[ax + 1:])
         return reshape(big, x.shape[:ax] + (n * repeats,) + x.shape[ax + 1:])
