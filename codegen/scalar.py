@@ -173,12 +173,7 @@ def cast(builder: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value
             value = _to_float32_round_to_odd(b, value)
         return b.fptrunc(value, dty)
     if is_float(src):
-        bits = INT_BITS[dst]
-        if bits >= 32:
-            return b.fptosi(value, dty)
-        # Small ints wrap like NumPy on x86: convert to int32, then truncate.
-        wide = b.fptosi(value, with_width(I32, w))
-        return b.trunc(wide, dty)
+        return _float_to_int(b, value, src, dst)
     if is_float(dst):
         return b.sitofp(value, dty) if src in SIGNED else b.uitofp(value, dty)
     sbits, dbits = INT_BITS[src], INT_BITS[dst]
@@ -187,6 +182,30 @@ def cast(builder: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value
     if sbits > dbits:
         return b.trunc(value, dty)
     return b.sext(value, dty) if src in SIGNED else b.zext(value, dty)
+
+
+def _float_to_int(b: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value:
+    """float -> int as NumPy does on x86: truncation toward zero, and NaN, infinities and values
+    out of the range of int32 (int64 for int64) give that type's minimum (what ``cvttss2si``
+    returns); int8/int16/uint8 convert through int32 and keep its low bits.
+
+    LLVM's ``fptosi`` is poison out of range (varying garbage after optimization), so the range
+    is checked explicitly; on x86 the select folds into the conversion's own result.
+    """
+    w = width_of(value)
+    bits = max(32, INT_BITS[dst])
+    ity = with_width(ir.IntType(bits), w)
+    if src == "float16":      # (every half fits in a float; the conversion itself is exact)
+        value, src = b.fpext(value, with_width(ir.FloatType(), w)), "float32"
+    lim = float(2 ** (bits - 1))
+    in_range = b.and_(b.fcmp_ordered(">=", value, _like(value, const(src, -lim))),
+                      b.fcmp_ordered("<", value, _like(value, const(src, lim))))
+    safe = b.select(in_range, value, _zero(value, src))
+    int_min = _splat_const(ir.Constant(ir.IntType(bits), 1 << (bits - 1)), w)
+    conv = b.select(in_range, b.fptosi(safe, ity), int_min)
+    if INT_BITS[dst] < bits:
+        return b.trunc(conv, with_width(value_type(dst), w))
+    return conv
 
 
 def _to_float32_round_to_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -231,16 +250,118 @@ def _int_divmod(b: ir.IRBuilder, x, y, dtype: str):
 
 
 def _float_floordiv_mod(b: ir.IRBuilder, x, y, dtype: str):
-    """Python-style float floor division and modulo (the sign of the remainder follows y)."""
-    q = intrinsic(b, "floor", [b.fdiv(x, y)])
-    r = intrinsic(b, "fma", [b.fsub(_zero(x, dtype), q), y, x])
+    """NumPy's float floor division and remainder (``npy_divmod``), step for step, so every
+    special value agrees: ``mod = fmod(x, y)`` (exact), ``div = (x - mod) / y``, the remainder
+    moved to the sign of ``y``, the quotient floored and snapped to the nearest integer.  By zero:
+    ``x / y`` and NaN; ``mod(1, inf) = 1``, ``floordiv(-1, inf) = -1``, ``floordiv(inf, 2) = nan``."""
     zero = _zero(x, dtype)
-    # Rounding can leave a remainder with the wrong sign or equal to y: fold it back.
-    wrong_sign = b.and_(b.fcmp_ordered("!=", r, zero),
-                        b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
-    r = _select(b, wrong_sign, b.fadd(r, y), r)
-    r = _select(b, b.fcmp_ordered("==", r, zero), intrinsic(b, "copysign", [zero, y]), r)
-    return q, r
+    one = _one(x, dtype)
+    mod = fmod(b, x, y)
+    div = b.fdiv(b.fsub(x, mod), y)
+    mod_nz = b.fcmp_unordered("!=", mod, zero)                 # (NaN counts as nonzero, as in C)
+    flip = b.and_(mod_nz, b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
+    mod = _select(b, flip, b.fadd(mod, y), mod)
+    div = _select(b, flip, b.fsub(div, one), div)
+    mod = _select(b, mod_nz, mod, intrinsic(b, "copysign", [zero, y]))
+    floor = intrinsic(b, "floor", [div])
+    snap = b.fcmp_ordered(">", b.fsub(div, floor), _like(x, const(dtype, 0.5)))
+    floor = _select(b, snap, b.fadd(floor, one), floor)
+    quot = b.fdiv(x, y)
+    q = _select(b, b.fcmp_unordered("!=", div, zero), floor, intrinsic(b, "copysign", [zero, quot]))
+    by_zero = b.fcmp_ordered("==", y, zero)
+    return _select(b, by_zero, quot, q), mod
+
+
+def fmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """C's ``fmod(x, y)``, exact: the remainder of ``x / y`` truncated, with the sign of ``x``
+    (NaN for ``y == 0``, infinite ``x`` or a NaN; ``x`` itself for ``|x| < |y|``).
+
+    An internal always-inline function with a loop over all lanes at once: each round removes up
+    to 50 (float64) / 21 (float32) bits of quotient with ``q = trunc(r / t)``, ``r - q*t`` by one
+    fma, exact (``t`` is ``|y|`` scaled by a power of two, so the remainder is a multiple of
+    ``t``'s last place and smaller than ``t``).  One round for quotients below 2**50 / 2**21; at
+    most ~42 / 13 rounds for the widest exponent gaps."""
+    ty = x.type
+    name = f"tj.fmod.{type_suffix(ty)}"
+    module = b.module
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = _build_fmod(module, name, ty)
+    return b.call(fn, [x, y])
+
+
+def _build_fmod(module: ir.Module, name: str, ty: ir.Type) -> ir.Function:
+    fn = ir.Function(module, ir.FunctionType(ty, [ty, ty]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("alwaysinline")
+    fn.attributes.add("nounwind")
+    x, y = fn.args
+    w = width_of(x)
+    elem = ty.element if w else ty
+    f64 = isinstance(elem, ir.DoubleType)
+    dtype = "float64" if f64 else "float32"
+    bits, mant, bias = (64, 52, 1023) if f64 else (32, 23, 127)
+    chunk, step = (50, 1000) if f64 else (21, 120)
+    ity = with_width(ir.IntType(bits), w)
+
+    def ci(v: int) -> ir.Constant:
+        return _splat_const(ir.Constant(ir.IntType(bits), v), w)
+
+    def cf(v: float) -> ir.Constant:
+        return _like(x, const(dtype, v))
+
+    entry, loop, done = (fn.append_basic_block(n) for n in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+
+    def ilogb(v: ir.Value) -> ir.Value:
+        """floor(log2(v)) for finite v > 0 (subnormals scaled up first)."""
+        sub = b.fcmp_ordered("<", v, cf(2.0 ** (1 - bias)))
+        v = b.select(sub, b.fmul(v, cf(2.0 ** (mant + 2))), v)
+        e = b.sub(b.and_(b.lshr(b.bitcast(v, ity), ci(mant)), ci(2 * bias + 1)), ci(bias))
+        return b.select(sub, b.sub(e, ci(mant + 2)), e)
+
+    def pow2(k: ir.Value) -> ir.Value:
+        return b.bitcast(b.shl(b.add(k, ci(bias)), ci(mant)), ty)
+
+    def any_lane(c: ir.Value) -> ir.Value:
+        if not w:
+            return c
+        return b.icmp_unsigned("!=", b.bitcast(c, ir.IntType(w)), ir.Constant(ir.IntType(w), 0))
+
+    ax, ay = intrinsic(b, "fabs", [x]), intrinsic(b, "fabs", [y])
+    inf = cf(float("inf"))
+    ok = b.and_(b.fcmp_ordered("<", ax, inf), b.fcmp_ordered("!=", ay, cf(0.0)))   # false for NaNs
+    ok = b.and_(ok, b.fcmp_ordered("==", ay, ay))
+    ey = ilogb(ay)
+    active0 = b.and_(ok, b.fcmp_ordered(">=", ax, ay))
+    b.cbranch(any_lane(active0), loop, done)
+
+    b.position_at_end(loop)
+    r = b.phi(ty)
+    r.add_incoming(ax, entry)
+    active = b.and_(ok, b.fcmp_ordered(">=", r, ay))
+    gap = b.sub(b.sub(ilogb(b.select(active, r, ay)), ey), ci(chunk))
+    s = b.select(b.icmp_signed(">", gap, ci(0)), gap, ci(0))
+    s1 = b.select(b.icmp_signed(">", s, ci(step)), ci(step), s)
+    rest = b.sub(s, s1)
+    s2 = b.select(b.icmp_signed(">", rest, ci(step)), ci(step), rest)
+    s3 = b.sub(rest, s2)
+    t = b.fmul(b.fmul(b.fmul(ay, pow2(s1)), pow2(s2)), pow2(s3))
+    q = intrinsic(b, "trunc", [b.fdiv(r, t)])
+    rr = intrinsic(b, "fma", [b.fneg(q), t, r])
+    rr = b.select(b.fcmp_ordered("<", rr, cf(0.0)), b.fadd(rr, t), rr)
+    r_next = b.select(active, rr, r)
+    r.add_incoming(r_next, loop)
+    more = b.and_(ok, b.fcmp_ordered(">=", r_next, ay))
+    b.cbranch(any_lane(more), loop, done)
+
+    b.position_at_end(done)
+    res = b.phi(ty)
+    res.add_incoming(ax, entry)
+    res.add_incoming(r_next, loop)
+    out = intrinsic(b, "copysign", [res, x])
+    b.ret(b.select(ok, out, cf(float("nan"))))
+    return fn
 
 
 def _int_pow(b: ir.IRBuilder, x, y, dtype: str):
@@ -252,7 +373,15 @@ def _int_pow(b: ir.IRBuilder, x, y, dtype: str):
         result = _select(b, bit, b.mul(result, base), result)
         base = b.mul(base, base)
         e = b.lshr(e, one)
-    return result
+    if dtype not in SIGNED:
+        return result
+    # A negative exponent gives the integer part of 1 / x**|y| (as tracejit.ops defines it for
+    # eager too): 1 for x == 1, +-1 for x == -1 by the parity of y, else 0 (also for x == 0).
+    minus_one = _like(x, const(dtype, -1))
+    odd = b.icmp_unsigned("!=", b.and_(y, one), zero)
+    small = _select(b, b.icmp_signed("==", x, one), one,
+                    _select(b, b.icmp_signed("==", x, minus_one), _select(b, odd, minus_one, one), zero))
+    return _select(b, b.icmp_signed("<", y, zero), small, result)
 
 
 # --------------------------------------------------------------------------- float helpers

@@ -362,9 +362,18 @@ def _mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _int_pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if dt.is_int(a.dtype):
-        b = np.where(b < 0, 0, b)  # negative integer powers are an error in NumPy; define as a**0
-    return np.power(a, b)
+    """``a ** b``; for integers a negative ``b`` (an error in NumPy, which compiled code cannot
+    raise per element) gives the integer part of ``1 / a**|b|``: 1 for ``a == 1``, +-1 for
+    ``a == -1`` by the parity of ``b``, else 0 (also for ``a == 0``, as integer division by 0)."""
+    if not dt.is_int(a.dtype):
+        return np.power(a, b)
+    neg = b < 0
+    r = np.power(a, np.where(neg, 0, b))
+    if not neg.any():
+        return r
+    one = np.ones_like(r)
+    small = np.where(a == 1, one, np.where(a == -1, np.where(b % 2 == 0, one, -one), 0 * one))
+    return np.where(neg, small, r).astype(a.dtype)
 
 
 def _shift(fn):
