@@ -30,10 +30,12 @@ log2        2.15   2.00
 log10       2.23   2.16
 log1p       1.91   1.50   log1p(-0) = -0, log1p(-1) = -inf
 sin cos     1.66   1.43   3-part Cody-Waite reduction with fma (f32 sin: by pi, one polynomial
-tan         2.67   2.58   and a sign; else by pi/2 and a quadrant): accurate for |x| up to
-                          ~1e6 (f32) / ~1e12 (f64); beyond, the reduction runs out of bits:
-                          results stay finite (sin/cos in [-1, 1]); nan only for inf/nan
-                          (cos f32: 1.47)
+tan         2.67   2.58   and a sign; else by pi/2 and a quadrant); f32 |x| >= 2**16: a
+                          Payne-Hanek reduction in float64 (a 2/pi table by exponent, taken
+                          only when a lane needs it): <= 1.5 ulp (tan 3.1) up to 3.4e38.
+                          f64 is accurate for |x| up to ~1e12; beyond, the reduction runs out
+                          of bits: results stay finite (sin/cos in [-1, 1]); nan only for
+                          inf/nan (cos f32: 1.47)
 asin        2.35   2.08
 acos        1.11   1.08
 atan        1.90   1.88
@@ -557,6 +559,158 @@ def _sin_f32(m: _Math, x):
     return m.as_float(m.b.xor(m.as_int(y), m.b.shl(sign, m.ci(31))))
 
 
+# ---------------------------------------------------------------------------------------------
+# float32 sin/cos/tan of large arguments: Payne-Hanek reduction in float64 arithmetic.
+#
+# |x| = M * 2**E with M < 2**24 an integer.  For each E the table holds 2**E * 2/pi modulo 4
+# to 94 bits after the binary point, as four 24-bit pieces c0..c3 (c0 carries the two integer
+# bits).  M*c0, M*c1 and M*c2 are exact in double (48-bit products), so x*2/pi mod 4 is
+# (M*c0 mod 4) + M*c1 (exact) + M*c2 (exact) + M*c3 (rounded), with a truncation error below
+# 2**-70: the reduced argument keeps ~40 correct bits even where x is closest to a multiple of
+# pi/2.  Lanes with |x| < 2**16 take the Cody-Waite path; the table is only read when a lane
+# needs it (a branch on "any lane large").
+
+_PH_MIN_E = 16 - 23          # |x| >= 2**16: E = exponent - 23 >= -7
+_PH_MAX_E = 127 - 23
+
+
+def _two_over_pi_bits(n: int) -> int:
+    """floor(2/pi * 2**n), from pi by Machin's formula in integer arithmetic."""
+    k = n + 64
+
+    def atan_inv(q: int) -> int:                     # atan(1/q) * 2**k
+        total, term, i, sign = 0, (1 << k) // q, 1, 1
+        while term:
+            total += sign * (term // i)
+            term //= q * q
+            i += 2
+            sign = -sign
+        return total
+
+    pi = 16 * atan_inv(5) - 4 * atan_inv(239)        # pi * 2**k
+    return ((2 << (2 * k)) // pi) >> (k - n)
+
+
+def _payne_hanek_table() -> list[float]:
+    bits = 400
+    t = _two_over_pi_bits(bits)
+    out: list[float] = []
+    for e in range(_PH_MIN_E, _PH_MAX_E + 1):
+        v = (t >> (bits - 94 - e)) & ((1 << 96) - 1)       # 2**e * 2/pi mod 4, 94 fraction bits
+        out += [float(v >> 72) * 2.0 ** -22, float((v >> 48) & 0xFFFFFF) * 2.0 ** -46,
+                float((v >> 24) & 0xFFFFFF) * 2.0 ** -70, float(v & 0xFFFFFF) * 2.0 ** -94]
+    return out
+
+
+_PH_TABLE = _payne_hanek_table()
+
+
+def _ph_table(m: _Math) -> ir.GlobalVariable:
+    module = m.b.module
+    name = "tj.math.two_over_pi"
+    g = module.globals.get(name)
+    if g is None:
+        ty = ir.ArrayType(ir.DoubleType(), len(_PH_TABLE))
+        nvptx = "nvptx" in (module.triple or "")
+        g = ir.GlobalVariable(module, ty, name, addrspace=1 if nvptx else 0)
+        g.global_constant = True
+        g.linkage = "internal"
+        g.initializer = ir.Constant(ty, _PH_TABLE)
+    return g
+
+
+def _large_f32_trig(m: _Math, x, fast: Callable[[], ir.Value],
+                    finish: Callable[[_Math, ir.Value, ir.Value, ir.Value], ir.Value]) -> ir.Value:
+    """``fast()`` for |x| < 2**16 (and inf/nan); the Payne-Hanek path for the others, computed
+    only when some lane needs it.  ``finish(m, x, r, q)`` makes the result from the reduced
+    float32 argument r (|r| <= pi/4) and the quadrant q (int, mod 4)."""
+    b = m.b
+    y_fast = fast()
+    a = m.abs(x)
+    large = b.and_(m.ge(a, m.c(65536.0)), m.lt(a, m.c(float("inf"))))
+    any_large = large
+    if m.lanes:
+        lane_bits = ir.IntType(m.lanes)
+        any_large = b.icmp_unsigned("!=", b.bitcast(large, lane_bits), ir.Constant(lane_bits, 0))
+    here = b.block
+    slow = b.append_basic_block("trig.large")
+    join = b.append_basic_block("trig.join")
+    b.cbranch(any_large, slow, join)
+
+    b.position_at_end(slow)
+    dty = ir.VectorType(ir.DoubleType(), m.lanes) if m.lanes else ir.DoubleType()
+    i64ty = ir.VectorType(ir.IntType(64), m.lanes) if m.lanes else ir.IntType(64)
+
+    def dc(v: float) -> ir.Constant:
+        k = ir.Constant(ir.DoubleType(), v)
+        return ir.Constant(dty, [k] * m.lanes) if m.lanes else k
+
+    def dintr(name: str, *args: ir.Value) -> ir.Value:
+        full = f"llvm.{name}.{_type_suffix(dty)}"
+        fn = b.module.globals.get(full) or ir.Function(b.module, ir.FunctionType(dty, [dty] * len(args)),
+                                                       name=full)
+        return b.call(fn, list(args))
+
+    bits = m.as_int(a)
+    e = b.sub(b.lshr(bits, m.ci(23)), m.ci(127 + 23))
+    idx = b.sub(e, m.ci(_PH_MIN_E))
+    idx = b.select(large, idx, m.ci(0))
+    mant = b.sitofp(b.or_(b.and_(bits, m.ci(0x7FFFFF)), m.ci(0x800000)), dty)
+    table = _ph_table(m)
+    i0 = ir.Constant(ir.IntType(32), 0)
+
+    def gather(part: int) -> ir.Value:
+        def one(lane_idx: ir.Value) -> ir.Value:
+            k = b.add(b.mul(lane_idx, ir.Constant(ir.IntType(32), 4)), ir.Constant(ir.IntType(32), part))
+            return b.load(b.gep(table, [i0, k], inbounds=True))
+        if not m.lanes:
+            return one(idx)
+        v = ir.Constant(dty, ir.Undefined)
+        for lane in range(m.lanes):
+            li = ir.Constant(ir.IntType(32), lane)
+            v = b.insert_element(v, one(b.extract_element(idx, li)), li)
+        return v
+
+    c0, c1, c2, c3 = (gather(k) for k in range(4))
+    p0 = b.fmul(mant, c0)
+    p0 = b.fsub(p0, b.fmul(dintr("floor", b.fmul(p0, dc(0.25))), dc(4.0)))     # mod 4, exact
+    p = b.fadd(p0, b.fmul(mant, c1))                                              # < 8, exact
+    q = dintr("rint", p)
+    w = b.fsub(p, q)                                                              # [-1/2, 1/2]
+    y = b.fadd(b.fadd(w, b.fmul(mant, c2)), b.fmul(mant, c3))
+    r = b.fptrunc(b.fmul(y, dc(1.5707963267948966)), m.ty)
+    qi = b.trunc(b.and_(b.fptosi(q, i64ty), ir.Constant(i64ty, [ir.Constant(ir.IntType(64), 3)] * m.lanes)
+                        if m.lanes else ir.Constant(ir.IntType(64), 3)), m.ity)
+    y_large = b.select(large, finish(m, x, r, qi), y_fast)
+    slow_end = b.block
+    b.branch(join)
+
+    b.position_at_end(join)
+    out = b.phi(m.ty)
+    out.add_incoming(y_fast, here)
+    out.add_incoming(y_large, slow_end)
+    return out
+
+
+def _finish_sin(m: _Math, x, r, q):
+    """sin(|x|) from (r, q), with x's sign."""
+    v = m.sel(_bit(m, q, 1), _cos_poly(m, r), _sin_poly(m, r))
+    v = m.sel(_bit(m, q, 2), m.neg(v), v)
+    return m.sel(m.lt(x, m.c(0.0)), m.neg(v), v)
+
+
+def _finish_cos(m: _Math, x, r, q):
+    v = m.sel(_bit(m, q, 1), _sin_poly(m, r), _cos_poly(m, r))
+    return m.sel(_bit(m, m.b.add(q, m.ci(1)), 2), m.neg(v), v)
+
+
+def _finish_tan(m: _Math, x, r, q):
+    s, c = _sin_poly(m, r), _cos_poly(m, r)
+    odd = _bit(m, q, 1)
+    v = m.div(m.sel(odd, c, s), m.sel(odd, m.neg(s), c))
+    return m.sel(m.lt(x, m.c(0.0)), m.neg(v), v)
+
+
 def _clamp_keep_nan(m: _Math, x, bound: float):
     """x clamped to [-bound, bound], nan kept (one maxps and one minps)."""
     x = m.sel(m.lt(x, m.c(-bound)), m.c(-bound), x)
@@ -565,26 +719,38 @@ def _clamp_keep_nan(m: _Math, x, bound: float):
 
 def _sin(m: _Math, x):
     if not m.f64:
-        return _sin_f32(m, x)
+        return _large_f32_trig(m, x, lambda: _sin_f32(m, x), _finish_sin)
     r, q = _trig_reduce(m, x)
     v = m.sel(_bit(m, q, 1), _cos_poly(m, r), _sin_poly(m, r))
     v = m.sel(_bit(m, q, 2), m.neg(v), v)
     return _trig_finish(m, x, v, keep_zero=True)
 
 
-def _cos(m: _Math, x):
+def _cos_small(m: _Math, x):
     r, q = _trig_reduce(m, x)
     v = m.sel(_bit(m, q, 1), _sin_poly(m, r), _cos_poly(m, r))
     v = m.sel(_bit(m, m.b.add(q, m.ci(1)), 2), m.neg(v), v)
     return _trig_finish(m, x, v, keep_zero=False)
 
 
-def _tan(m: _Math, x):
+def _cos(m: _Math, x):
+    if not m.f64:
+        return _large_f32_trig(m, x, lambda: _cos_small(m, x), _finish_cos)
+    return _cos_small(m, x)
+
+
+def _tan_small(m: _Math, x):
     r, q = _trig_reduce(m, x)
     s, c = _sin_poly(m, r), _cos_poly(m, r)
     odd = _bit(m, q, 1)
     v = m.div(m.sel(odd, c, s), m.sel(odd, m.neg(s), c))
     return _trig_finish(m, x, v, keep_zero=True)
+
+
+def _tan(m: _Math, x):
+    if not m.f64:
+        return _large_f32_trig(m, x, lambda: _tan_small(m, x), _finish_tan)
+    return _tan_small(m, x)
 
 
 def _asin_core(m: _Math, x):
