@@ -33,9 +33,11 @@ class Device:
             return default_device()
         if not isinstance(spec, str):
             raise TypeError(f"a device is a string like 'cpu' or 'cuda:0', got {spec!r}")
-        kind, _, idx = spec.partition(":")
-        if kind not in ("cpu", "cuda") or (idx and not idx.isdigit()):
-            raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+        kind, sep, idx = spec.partition(":")
+        # one host device only: 'cpu:7' is a typo, not a CPU; indices are plain ASCII digits
+        bad_idx = sep and not (idx.isascii() and idx.isdigit()) or (kind == "cpu" and sep and idx != "0")
+        if kind not in ("cpu", "cuda") or bad_idx:
+            raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'cpu:0', 'cuda' or 'cuda:N'")
         return Device(kind, int(idx) if idx else 0)
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """Turning user inputs into tensors, and the promotion/broadcast prelude of elementwise ops."""
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,20 +103,60 @@ def broadcast_shapes_for(op: str, *shapes: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def normalize_axis(axis: int, ndim: int, op: str) -> int:
+def as_int(value: Any, name: str, op: str) -> int:
+    """``value`` as a Python int, for sizes, axes and counts.
+
+    Like NumPy: ints, NumPy integers and other ``__index__`` types pass; floats (even 2.0),
+    strings, None and bools (an axis or size of True is a mistake, not 1) raise TypeError
+    naming ``op`` and the argument."""
+    if type(value) is int:      # the common case, kept cheap for eager dispatch
+        return value
+    if isinstance(value, (bool, np.bool_)) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__} {value!r:.60}")
+    return operator.index(value)
+
+
+def as_size(value: Any, name: str, op: str) -> int:
+    """A non-negative integer (a dimension, a count)."""
+    n = as_int(value, name, op)
+    if n < 0:
+        raise ValueError(f"{op}: {name} must be non-negative, got {n}")
+    return n
+
+
+def int_sequence(value: Any, name: str, op: str) -> tuple[int, ...]:
+    """An int or a sequence of ints as a tuple (a string or a float is not a sequence of ints)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        if hasattr(type(value), "__index__") and not isinstance(value, (bool, np.bool_)):
+            return (operator.index(value),)
+        raise TypeError(f"{op}: {name} must be an integer or a sequence of integers, "
+                        f"got {type(value).__name__} {value!r:.60}")
+    return tuple(as_int(v, f"{name}[{i}]", op) for i, v in enumerate(value))
+
+
+def as_shape(shape: Any, op: str, name: str = "shape") -> tuple[int, ...]:
+    """A shape: an int or a sequence of non-negative ints."""
+    dims = int_sequence(shape, name, op)
+    for i, n in enumerate(dims):
+        if n < 0:
+            raise ValueError(f"{op}: negative dimensions are not allowed: {name}[{i}] is {n} in {dims}")
+    return dims
+
+
+def normalize_axis(axis: int, ndim: int, op: str, name: str = "axis") -> int:
+    axis = as_int(axis, name, op)
     if not -max(ndim, 1) <= axis < max(ndim, 1):
-        raise ValueError(f"{op}: axis {axis} is out of range for a {ndim}-D tensor")
+        raise ValueError(f"{op}: {name} {axis} is out of range for a {ndim}-D tensor")
     return axis % max(ndim, 1)
 
 
-def normalize_axes(axis: int | Sequence[int] | None, ndim: int, op: str) -> tuple[int, ...]:
+def normalize_axes(axis: int | Sequence[int] | None, ndim: int, op: str,
+                   name: str = "axis") -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, (int, np.integer)):
-        axis = (int(axis),)
-    axes = tuple(sorted(normalize_axis(a, ndim, op) for a in axis))
+    axes = tuple(sorted(normalize_axis(a, ndim, op, name) for a in int_sequence(axis, name, op)))
     if len(set(axes)) != len(axes):
-        raise ValueError(f"{op}: repeated axis in {axis}")
+        raise ValueError(f"{op}: repeated {name} in {axis}")
     return axes
 
 

@@ -11,16 +11,23 @@ from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Device, Tensor
 from ..tracing import current_trace, note_data_read
-from ._convert import _infer_dtype
+from ._convert import _infer_dtype, as_int, as_shape, as_size
 
 
-def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),)
-    shape = tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise ValueError(f"negative dimensions are not allowed: {shape}")
-    return shape
+def _dtype(dtype: Any, op: str) -> np.dtype:
+    """``dt.canonical(dtype)``, its error naming the function and the argument."""
+    try:
+        return dt.canonical(dtype)
+    except TypeError as e:
+        raise TypeError(f"{op}: dtype: {e}") from None
+
+
+def _real_number(value: Any, name: str, op: str) -> None:
+    """Bounds and steps of ``arange``/``linspace`` are real Python or NumPy numbers (or 0-d tensors)."""
+    if isinstance(value, Tensor) and value.ndim == 0 and not dt.is_bool(value.dtype):
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__} {value!r:.60}")
 
 
 def _placed(t: Tensor, device: Any) -> Tensor:
@@ -28,7 +35,12 @@ def _placed(t: Tensor, device: Any) -> Tensor:
     if device is None:
         from ..device import default_device
         device = default_device()
-    return P.placed(t, Device.parse(device))
+    return P.placed(t, _device(device))
+
+
+def _device(device: Any) -> Device:
+    """``Device.parse``, which rejects unknown kinds and indices (``cpu:7``, ``cuda:x``)."""
+    return Device.parse(device)
 
 
 def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None,
@@ -36,7 +48,9 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
     """A tensor from a tensor, NumPy array, DLPack producer, Python scalar or nested sequence;
     new data goes to ``device`` (default: :func:`tracejit.default_device`), a tensor stays
     where it is unless ``device`` is given."""
-    want = None if dtype is None else dt.canonical(dtype)
+    want = None if dtype is None else _dtype(dtype, "asarray")
+    if device is not None:
+        _device(device)     # a bad device fails before any data is converted
     if isinstance(obj, Tensor):
         out = obj if want is None else P.cast(obj, want)
         if copy and out is obj:
@@ -83,45 +97,58 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
 
 
 def full(shape: int | Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """A new tensor of ``shape`` filled with ``fill_value``."""
+    return _full(shape, fill_value, dtype, device, "full")
+
+
+def _full(shape: Any, fill_value: Any, dtype: Any, device: Any, op: str) -> Tensor:
+    """``full`` for ``op`` (zeros, ones, empty, the *_like functions), whose errors name it."""
+    shape = as_shape(shape, op)
     if dtype is None:
-        dtype = dt.scalar_dtype(fill_value if not isinstance(fill_value, Tensor) else fill_value.item())
-    shape = _shape(shape)
-    dtype = dt.canonical(dtype)
+        value = fill_value.item() if isinstance(fill_value, Tensor) else fill_value
+        try:
+            dtype = dt.scalar_dtype(value)
+        except TypeError as e:
+            raise TypeError(f"{op}: fill_value: {e}") from None
+    dtype = _dtype(dtype, op)
+    if device is not None:
+        _device(device)
     arr = np.empty(shape, dtype=dtype)
     arr.fill(fill_value)
     return _placed(P.bind("constant", value=arr), device)
 
 
 def zeros(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
-    return full(shape, 0, dtype=dt.canonical(dtype or dt.default_float), device=device)
+    return _full(shape, 0, dt.default_float if dtype is None else dtype, device, "zeros")
 
 
 def ones(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
-    return full(shape, 1, dtype=dt.canonical(dtype or dt.default_float), device=device)
+    return _full(shape, 1, dt.default_float if dtype is None else dtype, device, "ones")
 
 
 def empty(shape: int | Sequence[int], *, dtype: Any = None, device: Any = None) -> Tensor:
-    return zeros(shape, dtype=dtype, device=device)
+    return _full(shape, 0, dt.default_float if dtype is None else dtype, device, "empty")
 
 
-def _like(fn, x: Tensor, dtype: Any, device: Any, *args: Any) -> Tensor:
-    return fn(x.shape, *args, dtype=dtype or x.dtype, device=device or x.device)
+def _like(x: Tensor, fill_value: Any, dtype: Any, device: Any, op: str) -> Tensor:
+    return _full(x.shape, fill_value, x.dtype if dtype is None else dtype,
+                 x.device if device is None else device, op)
 
 
 def zeros_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
-    return _like(zeros, x, dtype, device)
+    return _like(x, 0, dtype, device, "zeros_like")
 
 
 def ones_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
-    return _like(ones, x, dtype, device)
+    return _like(x, 1, dtype, device, "ones_like")
 
 
 def empty_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
-    return _like(empty, x, dtype, device)
+    return _like(x, 0, dtype, device, "empty_like")
 
 
 def full_like(x: Tensor, /, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
-    return full(x.shape, fill_value, dtype=dtype or x.dtype, device=device or x.device)
+    return _like(x, fill_value, dtype, device, "full_like")
 
 
 def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
@@ -129,12 +156,14 @@ def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
     """Evenly spaced values in ``[start, stop)``; integers give int64, any float the default float."""
     if stop is None:
         start, stop = 0, start
+    for name, value in (("start", start), ("stop", stop), ("step", step)):
+        _real_number(value, name, "arange")
     if step == 0:
         raise ValueError("arange: step must not be zero")
     if dtype is None:
-        is_f = any(isinstance(v, float) for v in (start, stop, step))
+        is_f = any(isinstance(v, (float, np.floating)) for v in (start, stop, step))
         dtype = dt.default_float if is_f else dt.default_int
-    dtype = dt.canonical(dtype)
+    dtype = _dtype(dtype, "arange")
     n = max(0, math.ceil((stop - start) / step))
     arr = (start + step * np.arange(n, dtype=np.float64 if dt.is_float(dtype) else np.int64)).astype(dtype)
     return _placed(P.bind("constant", value=arr), device)
@@ -142,14 +171,20 @@ def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
 
 def linspace(start: Any, stop: Any, /, num: int, *, dtype: Any = None, device: Any = None,
              endpoint: bool = True) -> Tensor:
-    dtype = dt.canonical(dtype or dt.default_float)
+    for name, value in (("start", start), ("stop", stop)):
+        _real_number(value, name, "linspace")
+    num = as_size(num, "num", "linspace")
+    dtype = _dtype(dt.default_float if dtype is None else dtype, "linspace")
     arr = np.linspace(start, stop, num, endpoint=endpoint, dtype=np.float64).astype(dtype)
     return _placed(P.bind("constant", value=arr), device)
 
 
 def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
         device: Any = None) -> Tensor:
-    dtype = dt.canonical(dtype or dt.default_float)
+    n_rows = as_size(n_rows, "n_rows", "eye")
+    n_cols = n_rows if n_cols is None else as_size(n_cols, "n_cols", "eye")
+    k = as_int(k, "k", "eye")
+    dtype = _dtype(dt.default_float if dtype is None else dtype, "eye")
     return _placed(P.bind("constant", value=np.eye(n_rows, n_cols, k=k, dtype=dtype)), device)
 
 
@@ -183,6 +218,10 @@ def meshgrid(*arrays: Tensor, indexing: str = "xy") -> list[Tensor]:
 
 def _tri_mask(x: Tensor, k: int, upper: bool) -> Tensor:
     from .elementwise import greater_equal, less_equal, subtract, where
+    op = "triu" if upper else "tril"
+    k = as_int(k, "k", op)
+    if x.ndim < 2:
+        raise ValueError(f"{op} needs at least a 2-D tensor, got shape {x.shape}")
     rows, cols = x.shape[-2], x.shape[-1]
     i = P.iota((rows, cols), 0, dt.int64, like=x)
     j = P.iota((rows, cols), 1, dt.int64, like=x)

@@ -11,9 +11,20 @@ from ..errors import ConcretizationError, UnsupportedUnderJitError, user_frame
 from ..tensor import Tensor
 from ._convert import as_tensor, normalize_axis
 
+_INDEX_TYPES = (type(None), type(Ellipsis), slice, int, np.integer, np.bool_, Tensor, np.ndarray, list)
+
+
+def _check_key_types(key: list[Any]) -> None:
+    """NumPy's rule: a float or a string is no index (``x[1.5]`` must not silently read ``x[1]``)."""
+    for k in key:
+        if not isinstance(k, _INDEX_TYPES):
+            raise IndexError(f"only integers, slices (`:`), ellipsis (`...`), None and integer or boolean "
+                             f"arrays are valid indices, got {type(k).__name__} {k!r:.60}")
+
 
 def _expand_key(key: Any, ndim: int) -> list[Any]:
     key = list(key) if isinstance(key, tuple) else [key]
+    _check_key_types(key)
     if sum(k is Ellipsis for k in key) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
     used = sum(1 for k in key if k is not None and k is not Ellipsis)

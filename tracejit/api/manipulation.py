@@ -10,7 +10,16 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Tensor
-from ._convert import as_tensor, broadcast_shapes_for, normalize_axes, normalize_axis
+from ._convert import (
+    as_int,
+    as_shape,
+    as_size,
+    as_tensor,
+    broadcast_shapes_for,
+    int_sequence,
+    normalize_axes,
+    normalize_axis,
+)
 
 
 def _fresh(x: Tensor) -> Tensor:
@@ -26,7 +35,11 @@ def _fresh(x: Tensor) -> Tensor:
 def reshape(x: Tensor, /, shape: int | Sequence[int], *, copy: bool | None = None) -> Tensor:
     """Reshape (one dim may be -1)."""
     x = as_tensor(x)
-    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    shape = int_sequence(shape, "shape", "reshape")
+    for i, n in enumerate(shape):
+        if n < -1:
+            raise ValueError(f"reshape: shape[{i}] must be non-negative (or -1 for one inferred dim), "
+                             f"got {n} in {shape}")
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
     if -1 in shape:
@@ -47,7 +60,13 @@ def reshape(x: Tensor, /, shape: int | Sequence[int], *, copy: bool | None = Non
 
 def permute_dims(x: Tensor, /, axes: Sequence[int]) -> Tensor:
     x = as_tensor(x)
-    perm = tuple(normalize_axis(a, x.ndim, "permute_dims") for a in axes)
+    if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
+        raise TypeError(f"permute_dims: axes must be a sequence of {x.ndim} integers, got "
+                        f"{type(axes).__name__} {axes!r:.60}")
+    perm = tuple(normalize_axis(a, x.ndim, "permute_dims", "axes") for a in axes)
+    if sorted(perm) != list(range(x.ndim)):
+        raise ValueError(f"permute_dims: axes {tuple(axes)} is not a permutation of the {x.ndim} dims "
+                         f"of shape {x.shape}")
     if perm == tuple(range(x.ndim)):
         return x
     return P.permute(x, perm=perm)
@@ -61,8 +80,7 @@ def matrix_transpose(x: Tensor, /) -> Tensor:
 
 def broadcast_to(x: Tensor, /, shape: Sequence[int]) -> Tensor:
     x = as_tensor(x)
-    shape = tuple(shape)
-    broadcast_shapes_for("broadcast_to", x.shape, shape)
+    shape = as_shape(shape, "broadcast_to")
     if broadcast_shapes_for("broadcast_to", x.shape, shape) != shape:
         raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}")
     return P.broadcast_to(x, shape)
@@ -94,7 +112,11 @@ def squeeze(x: Tensor, /, axis: int | Sequence[int]) -> Tensor:
 
 def astype(x: Tensor, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
     x = as_tensor(x)
-    out = P.cast(x, dt.canonical(dtype))
+    try:
+        want = dt.canonical(dtype)
+    except TypeError as e:
+        raise TypeError(f"astype: dtype: {e}") from None
+    out = P.cast(x, want)
     if copy and out is x:
         out = _fresh(x)
     return out if device is None else out.to_device(device)
@@ -164,12 +186,12 @@ def unstack(x: Tensor, /, *, axis: int = 0) -> tuple[Tensor, ...]:
 def moveaxis(x: Tensor, source: int | Sequence[int], destination: int | Sequence[int], /) -> Tensor:
     """Move axes to new positions, keeping the order of the others."""
     x = as_tensor(x)
-    src = (source,) if isinstance(source, int) else tuple(source)
-    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    src = int_sequence(source, "source", "moveaxis")
+    dst = int_sequence(destination, "destination", "moveaxis")
     if len(src) != len(dst):
         raise ValueError(f"moveaxis: source {source} and destination {destination} differ in length")
-    src = tuple(normalize_axis(a, x.ndim, "moveaxis") for a in src)
-    dst = tuple(normalize_axis(a, x.ndim, "moveaxis") for a in dst)
+    src = tuple(normalize_axis(a, x.ndim, "moveaxis", "source") for a in src)
+    dst = tuple(normalize_axis(a, x.ndim, "moveaxis", "destination") for a in dst)
     if len(set(src)) != len(src) or len(set(dst)) != len(dst):
         raise ValueError(f"moveaxis: repeated axis in {source} or {destination}")
     rest = [a for a in range(x.ndim) if a not in src]
@@ -182,11 +204,10 @@ def roll(x: Tensor, /, shift: int | Sequence[int], *, axis: int | Sequence[int] 
     """Shift elements cyclically along ``axis`` (all elements, flattened, when ``axis`` is None)."""
     x = as_tensor(x)
     if axis is None:
-        if not isinstance(shift, int):
-            raise ValueError("roll: with axis=None, shift must be an int")
-        return reshape(roll(_flat(x), shift, axis=0), x.shape)
-    shifts = (shift,) if isinstance(shift, int) else tuple(shift)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        return reshape(roll(_flat(x), as_int(shift, "shift (an int when axis is None)", "roll"), axis=0),
+                       x.shape)
+    shifts = int_sequence(shift, "shift", "roll")
+    axes = int_sequence(axis, "axis", "roll")
     if len(shifts) == 1 and len(axes) > 1:
         shifts = shifts * len(axes)
     if len(shifts) != len(axes):
@@ -212,9 +233,11 @@ def _axis_slice(x: Tensor, axis: int, start: int, stop: int) -> Tensor:
 def tile(x: Tensor, repetitions: Sequence[int], /) -> Tensor:
     """Repeat the whole tensor ``repetitions[i]`` times along dim ``i`` (a broadcast, no copies)."""
     x = as_tensor(x)
-    reps = tuple(int(r) for r in repetitions)
-    if any(r < 0 for r in reps):
-        raise ValueError(f"tile: repetitions must be non-negative, got {reps}")
+    if isinstance(repetitions, (str, bytes)) or not hasattr(repetitions, "__iter__"):
+        # the Array API takes a tuple (NumPy also an int; being strict keeps the two apart)
+        raise TypeError(f"tile: repetitions must be a sequence of integers, got "
+                        f"{type(repetitions).__name__} {repetitions!r:.60}")
+    reps = tuple(as_size(r, f"repetitions[{i}]", "tile") for i, r in enumerate(repetitions))
     nd = max(len(reps), x.ndim)
     reps = (1,) * (nd - len(reps)) + reps
     shape = (1,) * (nd - x.ndim) + x.shape
@@ -238,9 +261,8 @@ def repeat(x: Tensor, repeats: int | Tensor, /, *, axis: int | None = None) -> T
         x, axis = _flat(x), 0
     ax = normalize_axis(axis, x.ndim, "repeat")
     n = x.shape[ax]
-    if isinstance(repeats, (int,)) and not isinstance(repeats, bool):
-        if repeats < 0:
-            raise ValueError(f"repeat: repeats must be non-negative, got {repeats}")
+    if not isinstance(repeats, (Tensor, np.ndarray, list, tuple)):   # one count for every element
+        repeats = as_size(repeats, "repeats", "repeat")
         if repeats == 1:    # the reshapes below would only view x
             return _fresh(x)
         inner = reshape(x, x.shape[:ax + 1] + (1,) + x.shape[ax + 1:])
@@ -251,8 +273,10 @@ def repeat(x: Tensor, repeats: int | Tensor, /, *, axis: int | None = None) -> T
                          "pass repeats as a Python int, or make it a static argument")
     if counts.ndim > 1 or (counts.ndim == 1 and counts.size not in (1, n)):
         raise ValueError(f"repeat: repeats of shape {counts.shape} do not match axis {ax} of size {n}")
-    if not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
-        raise ValueError("repeat: repeats must be non-negative integers")
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise TypeError(f"repeat: repeats must be integers, got {counts.dtype}")
+    if (counts < 0).any():
+        raise ValueError("repeat: repeats must be non-negative")
     if counts.size == 1:
         return repeat(x, int(counts.reshape(())), axis=ax)
     idx = np.repeat(np.arange(n, dtype=np.int64), counts)

@@ -105,6 +105,7 @@ def argmin(x: Tensor, /, *, axis: int | None = None, keepdims: bool = False) -> 
 def all(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """True where no element along ``axis`` is false (True for an empty reduction)."""
     x = as_tensor(x)
+    normalize_axes(axis, x.ndim, "all")   # checked here so that errors name all(), not the sum
     false_count = sum(P.cast(P.logical_not(P.cast(x, dt.bool_)), dt.int64), axis=axis, keepdims=keepdims)
     return P.eq(false_count, P.zeros_like(false_count))
 
@@ -112,6 +113,7 @@ def all(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  
 def any(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """True where some element along ``axis`` is true (False for an empty reduction)."""
     x = as_tensor(x)
+    normalize_axes(axis, x.ndim, "any")   # checked here so that errors name any(), not the sum
     true_count = sum(P.cast(P.cast(x, dt.bool_), dt.int64), axis=axis, keepdims=keepdims)
     return P.gt(true_count, P.zeros_like(true_count))
 
