@@ -412,7 +412,8 @@ def _sign(b: ir.IRBuilder, x, dtype: str):
     zero, one = _zero(x, dtype), _one(x, dtype)
     if is_float(dtype):
         neg_one = _like(x, const(dtype, -1.0))
-        r = _select(b, b.fcmp_ordered(">", x, zero), one, x)              # keeps 0, -0 and NaN
+        r = _select(b, b.fcmp_ordered("==", x, zero), zero, x)           # -0 -> +0 (NumPy), NaN stays
+        r = _select(b, b.fcmp_ordered(">", x, zero), one, r)
         return _select(b, b.fcmp_ordered("<", x, zero), neg_one, r)
     if dtype not in SIGNED:
         return b.zext(b.icmp_unsigned("!=", x, zero), x.type) if dtype != "bool" else x
