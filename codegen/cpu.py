@@ -918,28 +918,156 @@ class LinkError(RuntimeError):
     """Generated object code that needs a symbol the in-process loader cannot resolve."""
 
 
+class ObjectCodeError(ValueError):
+    """Object code the in-process loader must not be given: malformed or unexpected ELF (LLVM's
+    loader trusts its input and crashes the process on a bad one)."""
+
+
 _LINKER_SYMBOLS = frozenset({"_GLOBAL_OFFSET_TABLE_"})
+
+# ELF64 file header, section header and symbol, little-endian.
+_EHDR, _SHDR = struct.Struct("<16sHHIQQQIHHHHHH"), struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+_SHT_SYMTAB, _SHT_STRTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 2, 3, 4, 8, 9
+# Section types a relocatable object from LLVM may hold (the loader skips the others' contents).
+_SECTION_TYPES = frozenset({0, 1, 2, 3, 4, 7, 8, 9, 14, 15, 16, 17, 0x6FFF4C03, 0x70000001})
+_SHN_ABS = 0xFFF1
+_STT_TLS, _STT_GNU_IFUNC = 6, 10
+_EM_X86_64 = 62
+# x86-64 relocations RuntimeDyld applies, with the bytes each writes (it aborts on others).
+_X86_64_RELOCATIONS = {0: 0, 1: 8, 2: 4, 3: 4, 4: 4, 9: 4, 10: 4, 11: 4, 24: 8, 25: 8, 26: 4, 27: 8, 28: 8,
+                       29: 8, 41: 4, 42: 4}
+# A .bss larger than this, or an alignment above this, is damage (it would be allocated).
+_MAX_NOBITS, _MAX_ALIGN = 64 << 20, 1 << 16
+
+
+def _elf_host() -> bool:
+    """Whether this host's object files are ELF64 little-endian (Linux on x86-64 or AArch64)."""
+    triple = llvm.get_process_triple()
+    return "linux" in triple and triple.split("-")[0] in ("x86_64", "aarch64")
+
+
+def _string(obj: bytes, table: tuple, offset: int) -> str:
+    """The NUL-terminated name at ``offset`` of a string-table section, bounds-checked."""
+    start, size = table[4], table[5]
+    end = obj.find(b"\0", start + offset, start + size) if offset < size else -1
+    if end < 0:
+        raise ObjectCodeError(f"name offset {offset} outside its string table")
+    return obj[start + offset:end].decode("utf-8", "replace")
+
+
+def _sections(obj: bytes) -> list[tuple]:
+    """The section headers of an ELF64 little-endian relocatable object, each within the file."""
+    if len(obj) < _EHDR.size or obj[:7] != b"\x7fELF\x02\x01\x01":
+        raise ObjectCodeError("not an ELF64 little-endian object")
+    (_, e_type, machine, version, _, _, shoff, _, ehsize, _, phnum, shentsize, shnum,
+     shstrndx) = _EHDR.unpack_from(obj)
+    if e_type != 1 or version != 1 or ehsize != _EHDR.size or phnum != 0:
+        raise ObjectCodeError("not a relocatable ELF object")
+    if machine != {"x86_64": _EM_X86_64, "aarch64": 183}.get(llvm.get_process_triple().split("-")[0]):
+        raise ObjectCodeError(f"object for machine {machine}, not this host")
+    if shentsize != _SHDR.size or not 0 < shnum < 1 << 12 or shoff + shnum * _SHDR.size > len(obj) \
+            or not shstrndx < shnum:
+        raise ObjectCodeError("section table outside the file")
+    sections = [_SHDR.unpack_from(obj, shoff + i * _SHDR.size) for i in range(shnum)]
+    for _, sh_type, _, _, offset, size, link, _, align, _ in sections:
+        if sh_type not in _SECTION_TYPES:
+            raise ObjectCodeError(f"unexpected section type {sh_type:#x}")
+        if size > _MAX_NOBITS if sh_type == _SHT_NOBITS else offset + size > len(obj):
+            raise ObjectCodeError("section outside the file")
+        if align > _MAX_ALIGN or align & (align - 1) or link >= shnum:
+            raise ObjectCodeError("bad section alignment or link")
+    if sections[shstrndx][1] != _SHT_STRTAB:
+        raise ObjectCodeError("section names are not a string table")
+    for s in sections:
+        if _string(obj, sections[shstrndx], s[0]) == ".eh_frame":
+            _check_eh_frame(obj, s)
+    return sections
+
+
+def _check_eh_frame(obj: bytes, section: tuple) -> None:
+    """The loader walks .eh_frame's records by their lengths: each must end inside it."""
+    at, end = section[4], section[4] + section[5]
+    while at + 4 <= end:
+        length, = struct.unpack_from("<I", obj, at)
+        if length == 0:
+            return
+        if length == 0xFFFFFFFF or at + 4 + length > end:
+            raise ObjectCodeError(".eh_frame record outside its section")
+        at += 4 + length
+
+
+def _symbols(obj: bytes, sections: list[tuple]) -> list[tuple[str, int, int, int]]:
+    """(name, binding, type, section index) of each symbol of the one symbol table, checked."""
+    tables = [s for s in sections if s[1] == _SHT_SYMTAB]
+    if len(tables) != 1:
+        raise ObjectCodeError(f"{len(tables)} symbol tables, not one")
+    (_, _, _, _, offset, size, link, _, _, entsize), = tables
+    if entsize != _SYM.size or size % _SYM.size or sections[link][1] != _SHT_STRTAB:
+        raise ObjectCodeError("malformed symbol table")
+    out = []
+    for at in range(offset, offset + size, _SYM.size):
+        st_name, info, _, shndx, value, sym_size = _SYM.unpack_from(obj, at)
+        kind = info & 0xF
+        if kind in (_STT_TLS, _STT_GNU_IFUNC) or not (shndx < len(sections) or shndx == _SHN_ABS):
+            raise ObjectCodeError(f"unsupported symbol (type {kind}, section {shndx:#x})")
+        if 0 < shndx < len(sections) and value + sym_size > sections[shndx][5]:
+            raise ObjectCodeError("symbol outside its section")
+        out.append((_string(obj, sections[link], st_name), info >> 4, kind, shndx))
+    return out
+
+
+def _check_relocations(obj: bytes, sections: list[tuple], n_symbols: int) -> None:
+    """Every relocation names a symbol that exists and patches bytes inside its section."""
+    x86 = llvm.get_process_triple().startswith("x86_64")
+    for _, sh_type, _, _, offset, size, link, info, _, entsize in sections:
+        if sh_type not in (_SHT_REL, _SHT_RELA):
+            continue
+        want = 24 if sh_type == _SHT_RELA else 16
+        if entsize != want or size % want or sections[link][1] != _SHT_SYMTAB or not 0 < info < len(sections):
+            raise ObjectCodeError("malformed relocation section")
+        target_size = sections[info][5]
+        for at in range(offset, offset + size, want):
+            r_offset, r_info = struct.unpack_from("<QQ", obj, at)
+            kind, sym = r_info & 0xFFFFFFFF, r_info >> 32
+            width = _X86_64_RELOCATIONS.get(kind) if x86 else 8
+            if width is None:
+                raise ObjectCodeError(f"unsupported relocation type {kind}")
+            if sym >= n_symbols or r_offset + width > target_size:
+                raise ObjectCodeError("relocation outside its section or symbol table")
+
+
+def defined_symbols(obj: bytes) -> set[str]:
+    """Global function symbols an ELF object defines (checked with :func:`validate_object`)."""
+    sections = _sections(obj)
+    return {name for name, bind, kind, shndx in _symbols(obj, sections) if bind in (1, 2) and kind == 2
+            and 0 < shndx < len(sections) and sections[shndx][2] & 0x4}     # SHF_EXECINSTR
+
+
+def validate_object(obj: bytes, symbol: str) -> None:
+    """Raise :class:`ObjectCodeError` unless ``obj`` is a well-formed relocatable ELF object for
+    this host (every header, section, symbol, name and relocation within bounds) that defines
+    the function ``symbol``, and :class:`LinkError` if it needs a symbol nothing links.  On
+    hosts whose objects are not ELF64 (none that tracejit is tested on) nothing is checked."""
+    if not _elf_host():
+        return
+    sections = _sections(obj)
+    symbols = _symbols(obj, sections)
+    _check_relocations(obj, sections, len(symbols))
+    if symbol not in defined_symbols(obj):
+        raise ObjectCodeError(f"object code does not define the function {symbol}")
+    missing = sorted(undefined_symbols(obj) - _LINKER_SYMBOLS)
+    if missing:
+        raise LinkError(f"object code for {symbol} calls {', '.join(missing)}, which tracejit does not link")
 
 
 def undefined_symbols(obj: bytes) -> set[str]:
     """Names an ELF64 little-endian object file uses but does not define (empty for any other
-    format: those hosts are not checked)."""
+    format: those hosts are not checked); raises :class:`ObjectCodeError` on a malformed one."""
     if obj[:6] != b"\x7fELF\x02\x01":
         return set()
-    shoff, = struct.unpack_from("<Q", obj, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
-    names = set()
-    for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
-        if sh_type != 2:            # SHT_SYMTAB
-            continue
-        strtab = sections[link][4]
-        for at in range(offset + entsize, offset + size, entsize):      # entry 0 is null
-            st_name, _, _, st_shndx = struct.unpack_from("<IBBH", obj, at)
-            if st_shndx == 0 and st_name:
-                end = obj.index(b"\0", strtab + st_name)
-                names.add(obj[strtab + st_name:end].decode())
-    return names
+    sections = _sections(obj)
+    return {name for name, _, _, shndx in _symbols(obj, sections)[1:] if shndx == 0 and name}
 
 
 def compile_kernel(kernel: kir.Kernel) -> CpuArtifact:
@@ -950,24 +1078,42 @@ def compile_kernel(kernel: kir.Kernel) -> CpuArtifact:
 
 _engine: llvm.ExecutionEngine | None = None
 _loaded: dict[str, int] = {}
+_defined: set[str] = set()
 
 
 def load_address(artifact: CpuArtifact, symbol: str | None = None) -> int:
     """Link ``artifact``'s object code into this process (once); the address of ``symbol``
-    (default: the artifact's own)."""
+    (default: the artifact's own).
+
+    The object is validated first (:func:`validate_object`: LLVM's loader crashes on a malformed
+    one); an object redefining a function already loaded is refused too.  Loaded code is never
+    unloaded: compiled programs hold raw addresses of it."""
     global _engine
     symbol = symbol or artifact.symbol
     with _lock:
         if artifact.symbol not in _loaded:
+            validate_object(artifact.object_code, artifact.symbol)
+            clash = defined_symbols(artifact.object_code) & _defined if _elf_host() else set()
+            if clash:
+                raise ObjectCodeError(f"object code for {artifact.symbol} redefines "
+                                      f"{', '.join(sorted(clash))}")
             if _engine is None:
                 _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
             _engine.add_object_file(llvm.ObjectFileRef.from_data(artifact.object_code))
             _engine.finalize_object()
             _loaded[artifact.symbol] = _engine.get_function_address(artifact.symbol)
+            if _elf_host():
+                _defined.update(defined_symbols(artifact.object_code))
         addr = _loaded[artifact.symbol] if symbol == artifact.symbol else _engine.get_function_address(symbol)
     if not addr:
-        raise RuntimeError(f"symbol {symbol} not found in the object code of {artifact.symbol}")
+        raise LinkError(f"symbol {symbol} not found in the object code of {artifact.symbol}")
     return addr
+
+
+def is_loaded(symbol: str) -> bool:
+    """Whether an artifact exporting ``symbol`` is already linked into this process."""
+    with _lock:
+        return symbol in _loaded
 
 
 def load(artifact: CpuArtifact) -> KernelFn:

@@ -1,8 +1,10 @@
 """In-memory and on-disk cache of PTX kernels, keyed by (kernel structure, GPU architecture).
 
 Same directory, environment switches and entry discipline as :mod:`runtime.kernel_cache` (the
-CPU cache): entries are written to a temporary file and renamed into place, carry the sha256 of
-their payload, and a damaged entry is logged, ignored and rebuilt.  The key also covers LLVM's
+CPU cache, see :mod:`runtime.disk_cache`): entries are written to a temporary file and renamed
+into place, carry the sha256 of their payload and an HMAC with the user's cache key, and an
+entry that is damaged, unauthenticated or not a plain file of the user's is logged, ignored and
+rebuilt.  The key also covers LLVM's
 version and :data:`codegen.ptx.CODEGEN_VERSION`, so a new code generator never reads stale PTX.
 """
 from __future__ import annotations
@@ -23,18 +25,24 @@ from runtime.kernel_cache import codegen_digest
 _MAGIC = b"TJPTX1\n"
 
 
-def encode_entry(pk: ptx.PtxKernel) -> bytes:
+# PtxKernel's fields besides the text, with the type each must have in a header.
+_FIELDS = {"key": str, "entry": str, "arch": str, "ndim": int, "n_reduce": int, "n_operands": int,
+           "vector_width": int}
+
+
+def encode_entry(pk: ptx.PtxKernel, key: bytes | None = None) -> bytes:
+    """An authenticated entry (``key`` default: the user's cache key)."""
     meta = {f.name: getattr(pk, f.name) for f in dataclasses.fields(pk) if f.name != "ptx"}
-    return disk_cache.encode(_MAGIC, meta, pk.ptx.encode())
+    return disk_cache.encode(_MAGIC, meta, pk.ptx.encode(), key)
 
 
-def decode_entry(data: bytes) -> ptx.PtxKernel:
-    """Parse and verify an entry; raises ValueError on any damage."""
-    header, payload = disk_cache.decode(_MAGIC, data)
-    try:
-        return ptx.PtxKernel(ptx=payload.decode(), **header)
-    except TypeError as e:
-        raise ValueError(f"bad header fields: {e}") from None
+def decode_entry(data: bytes, key: bytes | None = None) -> ptx.PtxKernel:
+    """Parse, verify and authenticate an entry; raises ValueError on any damage."""
+    header, payload = disk_cache.decode(_MAGIC, data, key)
+    if set(header) != set(_FIELDS):
+        raise disk_cache.EntryRefused(f"bad header fields {sorted(header)}")
+    fields = {name: disk_cache.field(header, name, kind) for name, kind in _FIELDS.items()}
+    return ptx.PtxKernel(ptx=payload.decode(), **fields)
 
 
 class PtxCache:
@@ -47,9 +55,12 @@ class PtxCache:
         self._memory: dict[tuple[str, str], ptx.PtxKernel] = {}
         self._lock = threading.Lock()
 
+    def entry_name(self, kernel: Kernel, arch: str) -> str:
+        ident = f"{kernel.key}|{arch}|{ptx.CODEGEN_VERSION}|{llvm.llvm_version_info}|{codegen_digest()}|2"
+        return f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.ptx.tjk"
+
     def path_for(self, kernel: Kernel, arch: str) -> Path:
-        ident = f"{kernel.key}|{arch}|{ptx.CODEGEN_VERSION}|{llvm.llvm_version_info}|{codegen_digest()}"
-        return self.directory / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.ptx.tjk"
+        return self.directory / self.entry_name(kernel, arch)
 
     def get(self, kernel: Kernel, arch: str = ptx.DEFAULT_ARCH) -> ptx.PtxKernel:
         arch = ptx.arch_of(arch)
@@ -70,11 +81,14 @@ class PtxCache:
             return pk
 
     def _read(self, kernel: Kernel, arch: str) -> ptx.PtxKernel | None:
-        return disk_cache.read_entry(self.path_for(kernel, arch), "ptx cache", decode_entry,
+        return disk_cache.read_entry(disk_cache.store_for(self.directory), self.entry_name(kernel, arch),
+                                     "ptx cache", decode_entry,
                                      lambda pk: (pk.key, pk.arch) == (kernel.key, arch), self.stats)
 
     def _write(self, kernel: Kernel, arch: str, pk: ptx.PtxKernel) -> None:
-        disk_cache.write_atomic(self.path_for(kernel, arch), encode_entry(pk), "ptx cache")
+        store = disk_cache.store_for(self.directory)
+        if store.usable():
+            disk_cache.write_entry(store, self.entry_name(kernel, arch), encode_entry(pk), "ptx cache")
 
 
 _default: PtxCache | None = None
