@@ -401,9 +401,12 @@ def _nextafter(b: ir.IRBuilder, x, y, dtype: str):
     return _select(b, b.or_(_isnan(b, x), _isnan(b, y)), b.fadd(x, y), r)
 
 
-def _fmaxmin(b: ir.IRBuilder, cmp: str, x, y):
-    """NumPy's maximum/minimum: a NaN in either wins, ties (+0, -0) give ``y``.  One maxps or
-    minps plus a NaN check on x, where ``llvm.maximum`` (which orders -0 below +0) costs ~7."""
+def _fmaxmin(b: ir.IRBuilder, cmp: str, x, y, dtype: str = "float32"):
+    """NumPy's maximum/minimum: a NaN in either wins, ties (+0, -0) give ``y`` (``x`` for
+    float16, whose NumPy loop compares with ``>=``/``<=``).  One maxps or minps plus a NaN
+    check on x, where ``llvm.maximum`` (which orders -0 below +0) costs ~7."""
+    if dtype == "float16":
+        cmp += "="
     m = b.select(b.fcmp_ordered(cmp, x, y), x, y)
     return b.select(_isnan(b, x), x, m)
 
@@ -468,7 +471,7 @@ def _float_op(b: ir.IRBuilder, op: str, a: list, dt: str) -> ir.Value:
         "reciprocal": lambda: b.fdiv(one, x), "abs": lambda: intrinsic(b, "fabs", [x]),
         "sqrt": lambda: intrinsic(b, "sqrt", [x]),
         "rsqrt": lambda: b.fdiv(one, intrinsic(b, "sqrt", [x])),
-        "max": lambda: _fmaxmin(b, ">", x, y), "min": lambda: _fmaxmin(b, "<", x, y),
+        "max": lambda: _fmaxmin(b, ">", x, y, dt), "min": lambda: _fmaxmin(b, "<", x, y, dt),
         "copysign": lambda: intrinsic(b, "copysign", [x, y]),
         "floor": lambda: intrinsic(b, "floor", [x]), "ceil": lambda: intrinsic(b, "ceil", [x]),
         "trunc": lambda: intrinsic(b, "trunc", [x]), "round": lambda: intrinsic(b, "roundeven", [x]),
