@@ -78,3 +78,17 @@ def test_integer_negative_power_defined_and_equal_to_eager(dtype: str) -> None:
     np.testing.assert_array_equal(np.asarray(f(tj.asarray(x), tj.asarray(e))), want)
     np.testing.assert_array_equal(np.asarray(tj.asarray(x) ** tj.asarray(e)), want)
     assert int(tj.asarray(np.int32(3)) ** -1) == 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_sign_of_negative_zero_and_maximum_ties_match_numpy(dtype: str) -> None:
+    """sign(-0.0) is +0.0; maximum/minimum of +0 and -0 pick the operand NumPy picks (the
+    second for float32/float64, the first for float16)."""
+    neg, pos = np.full(20, -0.0, dtype), np.full(20, 0.0, dtype)
+    f = tj.jit(lambda x, y: (tj.sign(x), tj.maximum(x, y), tj.maximum(y, x), tj.minimum(x, y),
+                             tj.minimum(y, x)))
+    got = [np.signbit(np.asarray(t)) for t in f(tj.asarray(neg), tj.asarray(pos))]
+    want = [np.signbit(r) for r in (np.sign(neg), np.maximum(neg, pos), np.maximum(pos, neg),
+                                    np.minimum(neg, pos), np.minimum(pos, neg))]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
