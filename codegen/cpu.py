@@ -931,8 +931,10 @@ _SYM = struct.Struct("<IBBHQQ")
 _SHT_SYMTAB, _SHT_STRTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 2, 3, 4, 8, 9
 # Section types a relocatable object from LLVM may hold (the loader skips the others' contents).
 _SECTION_TYPES = frozenset({0, 1, 2, 3, 4, 7, 8, 9, 14, 15, 16, 17, 0x6FFF4C03, 0x70000001})
+# WRITE, ALLOC, EXECINSTR, MERGE, STRINGS, INFO_LINK, LINK_ORDER, GROUP, X86_64_LARGE.
+_SECTION_FLAGS = 0x1 | 0x2 | 0x4 | 0x10 | 0x20 | 0x40 | 0x80 | 0x200 | 0x10000000
 _SHN_ABS = 0xFFF1
-_STT_TLS, _STT_GNU_IFUNC = 6, 10
+_STT_SECTION, _STT_FILE = 3, 4
 _EM_X86_64 = 62
 # x86-64 relocations RuntimeDyld applies, with the bytes each writes (it aborts on others).
 _X86_64_RELOCATIONS = {0: 0, 1: 8, 2: 4, 3: 4, 4: 4, 9: 4, 10: 4, 11: 4, 24: 8, 25: 8, 26: 4, 27: 8, 28: 8,
@@ -960,9 +962,11 @@ def _sections(obj: bytes) -> list[tuple]:
     """The section headers of an ELF64 little-endian relocatable object, each within the file."""
     if len(obj) < _EHDR.size or obj[:7] != b"\x7fELF\x02\x01\x01":
         raise ObjectCodeError("not an ELF64 little-endian object")
-    (_, e_type, machine, version, _, _, shoff, _, ehsize, _, phnum, shentsize, shnum,
+    (ident, e_type, machine, version, entry, phoff, shoff, flags, ehsize, phentsize, phnum, shentsize, shnum,
      shstrndx) = _EHDR.unpack_from(obj)
-    if e_type != 1 or version != 1 or ehsize != _EHDR.size or phnum != 0:
+    # Exactly what LLVM writes for a relocatable object: its reader trusts even the unused fields.
+    if ident[7] not in (0, 3) or any(ident[8:]) or (e_type, version, entry, phoff, flags, ehsize, phentsize,
+                                                     phnum) != (1, 1, 0, 0, 0, _EHDR.size, 0, 0):
         raise ObjectCodeError("not a relocatable ELF object")
     if machine != {"x86_64": _EM_X86_64, "aarch64": 183}.get(llvm.get_process_triple().split("-")[0]):
         raise ObjectCodeError(f"object for machine {machine}, not this host")
@@ -970,13 +974,17 @@ def _sections(obj: bytes) -> list[tuple]:
             or not shstrndx < shnum:
         raise ObjectCodeError("section table outside the file")
     sections = [_SHDR.unpack_from(obj, shoff + i * _SHDR.size) for i in range(shnum)]
-    for _, sh_type, _, _, offset, size, link, _, align, _ in sections:
+    for _, sh_type, flags, _, offset, size, link, _, align, _ in sections:
         if sh_type not in _SECTION_TYPES:
             raise ObjectCodeError(f"unexpected section type {sh_type:#x}")
         if size > _MAX_NOBITS if sh_type == _SHT_NOBITS else offset + size > len(obj):
             raise ObjectCodeError("section outside the file")
         if align > _MAX_ALIGN or align & (align - 1) or link >= shnum:
             raise ObjectCodeError("bad section alignment or link")
+        if sh_type == _SHT_STRTAB and (size == 0 or obj[offset + size - 1] != 0):
+            raise ObjectCodeError("string table not NUL-terminated")        # fatal to LLVM's reader
+        if flags & ~_SECTION_FLAGS:
+            raise ObjectCodeError(f"unsupported section flags {flags:#x}")      # TLS is fatal to it
     if sections[shstrndx][1] != _SHT_STRTAB:
         raise ObjectCodeError("section names are not a string table")
     for s in sections:
@@ -1008,17 +1016,22 @@ def _symbols(obj: bytes, sections: list[tuple]) -> list[tuple[str, int, int, int
     out = []
     for at in range(offset, offset + size, _SYM.size):
         st_name, info, _, shndx, value, sym_size = _SYM.unpack_from(obj, at)
-        kind = info & 0xF
-        if kind in (_STT_TLS, _STT_GNU_IFUNC) or not (shndx < len(sections) or shndx == _SHN_ABS):
-            raise ObjectCodeError(f"unsupported symbol (type {kind}, section {shndx:#x})")
-        if 0 < shndx < len(sections) and value + sym_size > sections[shndx][5]:
+        kind, bind = info & 0xF, info >> 4
+        in_section = 0 < shndx < len(sections)
+        # The loader handles only these: local/global/weak; no type, object, function, or a
+        # section symbol in a section, a file symbol absolute (TLS and others are fatal to it).
+        if bind > 2 or kind > 4 or not (shndx < len(sections) or shndx == _SHN_ABS) \
+                or kind == _STT_SECTION and not in_section or kind == _STT_FILE and shndx != _SHN_ABS:
+            raise ObjectCodeError(f"unsupported symbol (binding {bind}, type {kind}, section {shndx:#x})")
+        if in_section and value + sym_size > sections[shndx][5]:
             raise ObjectCodeError("symbol outside its section")
         out.append((_string(obj, sections[link], st_name), info >> 4, kind, shndx))
     return out
 
 
-def _check_relocations(obj: bytes, sections: list[tuple], n_symbols: int) -> None:
-    """Every relocation names a symbol that exists and patches bytes inside its section."""
+def _check_relocations(obj: bytes, sections: list[tuple], symbols: list[tuple[str, int, int, int]]) -> None:
+    """Every relocation names a symbol that exists and is no file symbol (the loader cannot
+    resolve one), and patches bytes inside its section."""
     x86 = llvm.get_process_triple().startswith("x86_64")
     for _, sh_type, _, _, offset, size, link, info, _, entsize in sections:
         if sh_type not in (_SHT_REL, _SHT_RELA):
@@ -1033,7 +1046,7 @@ def _check_relocations(obj: bytes, sections: list[tuple], n_symbols: int) -> Non
             width = _X86_64_RELOCATIONS.get(kind) if x86 else 8
             if width is None:
                 raise ObjectCodeError(f"unsupported relocation type {kind}")
-            if sym >= n_symbols or r_offset + width > target_size:
+            if sym >= len(symbols) or symbols[sym][2] == _STT_FILE or r_offset + width > target_size:
                 raise ObjectCodeError("relocation outside its section or symbol table")
 
 
@@ -1053,7 +1066,7 @@ def validate_object(obj: bytes, symbol: str) -> None:
         return
     sections = _sections(obj)
     symbols = _symbols(obj, sections)
-    _check_relocations(obj, sections, len(symbols))
+    _check_relocations(obj, sections, symbols)
     if symbol not in defined_symbols(obj):
         raise ObjectCodeError(f"object code does not define the function {symbol}")
     missing = sorted(undefined_symbols(obj) - _LINKER_SYMBOLS)

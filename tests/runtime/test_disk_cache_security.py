@@ -382,6 +382,7 @@ FUZZ = textwrap.dedent("""
     in_code = lambda i: any(s[4] <= i < s[4] + s[5] for s in code)
     rng = random.Random(int(sys.argv[2]))
     accepted = rejected = 0
+    engines = []
     for trial in range(int(sys.argv[3])):
         b = bytearray(obj)
         for _ in range(rng.randint(1, 4)):
@@ -395,7 +396,9 @@ FUZZ = textwrap.dedent("""
             rejected += 1
             continue
         accepted += 1
+        # Engines are kept: one owns the shared TargetMachine, which must outlive it.
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), cpu.target_machine())
+        engines.append(engine)
         engine.add_object_file(llvm.ObjectFileRef.from_data(bytes(b)))
         engine.finalize_object()
         engine.get_function_address(art.symbol)
