@@ -145,6 +145,8 @@ NEW_ARRAYS = [
     ("repeat 1, axis None", lambda x: tj.repeat(x, 1), lambda a: np.repeat(a, 1), _V),
     ("astype same dtype", lambda x: tj.astype(x, tj.float32), lambda a: a.astype(np.float32), _A),
     ("meshgrid of one", lambda x: tj.meshgrid(x)[0], lambda a: np.meshgrid(a)[0], _V),
+    ("from_dlpack copy=True", lambda x: tj.from_dlpack(x, copy=True),
+     lambda a: np.from_dlpack(a, copy=True), _A),
     ("meshgrid of two", lambda x: tj.meshgrid(x, x)[1], lambda a: np.meshgrid(a, a)[1], _V),
 ]
 

@@ -190,8 +190,8 @@ def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = N
 
 def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
     """A tensor sharing memory with a DLPack producer (NumPy, PyTorch, JAX, another tensor)."""
-    if isinstance(x, Tensor):
-        return x
+    if isinstance(x, Tensor):    # copy=True must still copy, and device= still move
+        return asarray(x, copy=copy, device=device)
     arr = np.from_dlpack(x)
     return asarray(arr, copy=copy, device=device)
 
