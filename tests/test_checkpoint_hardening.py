@@ -338,3 +338,18 @@ def test_save_flushes_file_and_directory(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
     _write_valid(tmp_path / "ck.tjs")
     assert len(synced) >= 2      # the data, then the directory entry of the rename
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path) -> None:
+    deep: list = []
+    node = deep
+    for _ in range(100):
+        node.append([])
+        node = node[0]
+    with pytest.raises(ValueError, match="nested deeper"):
+        tj.save({"deep": deep}, tmp_path / "d")
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="contains itself"):
+        tj.save(loop, tmp_path / "l")
+    assert os.listdir(tmp_path) == []

@@ -39,36 +39,6 @@ _PREFIX = struct.Struct("<8sIQ")
 _DIGEST = 32
 
 
-class CheckpointError(CacheCorruptionError):
-    """A checkpoint file is truncated, corrupted, of another format or of an unknown version."""
-
-
-def _encode(obj: Any, arrays: list[np.ndarray]) -> Any:
-    if isinstance(obj, (Tensor, np.ndarray)):
-        arr = obj.numpy() if isinstance(obj, Tensor) else obj
-        if arr.dtype not in dt.ALL_DTYPES:
-            raise TypeError(f"save: unsupported dtype {arr.dtype}")
-        arrays.append(arr)
-        return {"__tensor__": len(arrays) - 1}
-    if isinstance(obj, dict):
-        for k in obj:
-            if not isinstance(k, (str, int, float, bool)) and k is not None:
-                raise TypeError(f"save: dict keys must be str, int, float or bool, got {type(k).__name__}")
-        return {"__dict__": [[k, _encode(v, arrays)] for k, v in obj.items()]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, arrays) for v in obj]}
-    if isinstance(obj, list):
-        return [_encode(v, arrays) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if hasattr(obj, "state_dict") and callable(obj.state_dict):
-        raise TypeError(f"save: pass {type(obj).__name__}.state_dict(), not the object itself")
-    raise TypeError(f"save: cannot store a {type(obj).__name__}; state dicts hold tensors, numbers, "
-                    "strings, lists, tuples and dicts")
-
-
 # What a loaded file may contain: the header is data, never code.  Dtypes are looked up by name in
 # this table (never passed to ``np.dtype``, which builds structured and object dtypes), tree nodes
 # are plain JSON values or one of the three marked forms, and nothing is ever unpickled.
@@ -79,6 +49,39 @@ _MAX_BYTES = 2 ** 62     # no shape may describe more elements than an int64 ind
 _KEY_TYPES = (str, int, float, bool, type(None))
 _HEADER_KEYS = {"tree", "tensors", "data_size"}
 _ENTRY_KEYS = {"dtype", "shape", "offset", "nbytes"}
+
+
+class CheckpointError(CacheCorruptionError):
+    """A checkpoint file is truncated, corrupted, of another format or of an unknown version."""
+
+
+def _encode(obj: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
+    """The JSON form of ``obj``, its arrays appended to ``arrays``."""
+    if depth > _MAX_DEPTH:     # load refuses deeper trees, so never write one (or loop on a cycle)
+        raise ValueError(f"save: the state is nested deeper than {_MAX_DEPTH} levels (or contains itself)")
+    if isinstance(obj, (Tensor, np.ndarray)):
+        arr = obj.numpy() if isinstance(obj, Tensor) else obj
+        if arr.dtype not in dt.ALL_DTYPES:
+            raise TypeError(f"save: unsupported dtype {arr.dtype}")
+        arrays.append(arr)
+        return {"__tensor__": len(arrays) - 1}
+    if isinstance(obj, dict):
+        for k in obj:
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"save: dict keys must be str, int, float or bool, got {type(k).__name__}")
+        return {"__dict__": [[k, _encode(v, arrays, depth + 1)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, arrays, depth + 1) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, arrays, depth + 1) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):
+        raise TypeError(f"save: pass {type(obj).__name__}.state_dict(), not the object itself")
+    raise TypeError(f"save: cannot store a {type(obj).__name__}; state dicts hold tensors, numbers, "
+                    "strings, lists, tuples and dicts")
 
 
 def _is_int(v: Any) -> bool:
