@@ -243,8 +243,15 @@ def _serialize(obj: Any) -> bytes:
 
 
 def _umask() -> int:
-    # The process umask can only be read by setting it; mkstemp's 0600 would otherwise make a
-    # checkpoint unreadable to the group and others, unlike a file made with open().
+    """The process umask: mkstemp's 0600 would otherwise make a checkpoint unreadable to the
+    group and others, unlike a file made with open()."""
+    try:    # Linux reports it without changing it (setting it races with other threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
