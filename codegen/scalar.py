@@ -360,7 +360,12 @@ def _build_fmod(module: ir.Module, name: str, ty: ir.Type) -> ir.Function:
     res.add_incoming(ax, entry)
     res.add_incoming(r_next, loop)
     out = intrinsic(b, "copysign", [res, x])
-    b.ret(b.select(ok, out, cf(float("nan"))))
+    # NaN as glibc's fmod makes it on x86: an input NaN propagates, else (x*y)/(x*y) gives the
+    # hardware's default NaN (sign bit set), which copysign/signbit can observe
+    xy = b.fmul(x, y)
+    nan = b.select(b.fcmp_unordered("uno", x, x), x, b.fdiv(xy, xy))
+    nan = b.select(b.fcmp_unordered("uno", y, y), y, nan)                  # (y's NaN if both are)
+    b.ret(b.select(ok, out, nan))
     return fn
 
 
