@@ -28,6 +28,8 @@ from runtime.ptx_cache import PtxCache
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
+PINNED_DIGEST = "pinned-for-tests"
+ELF_MAGIC = b"\x7fELF\x02\x01\x01"
 
 
 def scale_kernel(factor: float = 3.0, name: str = "scale") -> kir.Kernel:
@@ -44,6 +46,9 @@ def cache_env(tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TRACEJIT_DISABLE_CACHE", raising=False)
+    # Entry names hash the code generator's source; pinned, so an edit to it while the tests
+    # run cannot make a child process look for another entry.
+    monkeypatch.setattr(kernel_cache, "codegen_digest", lambda: PINNED_DIGEST)
     return tmp_path / "cache", env
 
 
@@ -58,9 +63,11 @@ def populate(directory: Path) -> Path:
 CHILD = textwrap.dedent("""
     import json, sys, numpy as np
     sys.path.insert(0, sys.argv[2])
-    from test_disk_cache_security import scale_kernel
+    from test_disk_cache_security import scale_kernel, PINNED_DIGEST
+    from runtime import kernel_cache
     from runtime.kernel_cache import KernelCache
     from runtime.cpu import run_kernel
+    kernel_cache.codegen_digest = lambda: PINNED_DIGEST
     cache = KernelCache(sys.argv[1], disk=True)
     x = np.arange(7.0); out = np.empty(7)
     run_kernel(scale_kernel(), (7,), [x], [out], cache=cache)
@@ -84,7 +91,8 @@ def forge(header: bytes, payload: bytes, key: bytes | None, magic: bytes = kerne
 
 
 def header_for(payload: bytes, **fields) -> bytes:
-    return json.dumps({**fields, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+    digest = hashlib.sha256(payload).hexdigest()
+    return json.dumps({**fields, "size": len(payload), "sha256": digest}).encode()
 
 
 def with_object(artifact: cpu.CpuArtifact, obj: bytes, key: bytes) -> bytes:
@@ -188,9 +196,10 @@ PROBES = {
     "wrong HMAC": _write(lambda d, k, a: encode_entry(a, b"\x01" * 32)),
     "another kernel's entry": _write(lambda d, k, a: encode_entry(cpu.compile_kernel(scale_kernel(5.0)), k)),
     "garbage object code (real key)": _write(lambda d, k, a: with_object(a, os.urandom(2000), k)),
-    "garbage ELF (real key)": _write(lambda d, k, a: with_object(a, b"\x7fELF\x02\x01\x01" + os.urandom(2000), k)),
+    "garbage ELF (real key)": _write(lambda d, k, a: with_object(a, ELF_MAGIC + os.urandom(2000), k)),
     "truncated object code (real key)": _write(lambda d, k, a: with_object(a, a.object_code[:700], k)),
-    "bad section table (real key)": _write(lambda d, k, a: with_object(a, _bad_section_table(a.object_code), k)),
+    "bad section table (real key)": _write(lambda d, k, a: with_object(a, _bad_section_table(a.object_code),
+                                                                       k)),
     "bad relocation (real key)": _write(lambda d, k, a: with_object(a, _bad_relocation(a.object_code), k)),
     "FIFO": _fifo,
     "symlink to /dev/zero": _symlink_to(lambda p, d: Path("/dev/zero")),
@@ -345,8 +354,8 @@ def test_ptx_entries_are_authenticated(cache_env, caplog):
         assert c.get(k) == pk
     assert c.stats["disk_errors"] == 1 and "not authenticated" in caplog.text
     payload = pk.ptx.encode()
-    path.write_bytes(forge(header_for(payload, key=k.key, arch=pk.arch, entry=7), payload, disk_cache.user_key(),
-                           ptx_cache._MAGIC))
+    wrong_type = header_for(payload, key=k.key, arch=pk.arch, entry=7)       # and fields missing
+    path.write_bytes(forge(wrong_type, payload, disk_cache.user_key(), ptx_cache._MAGIC))
     c = PtxCache(directory, disk=True)
     assert c.get(k) == pk and c.stats["disk_errors"] == 1
 
