@@ -472,7 +472,8 @@ def generate(rng: random.Random, large: bool = False) -> Program:
     n_in = rng.randint(1, 3)
     base_shape = tuple(extent() for _ in range(rng.choice([0, 1, 1, 2, 2, 2, 3, 3, 4])))
     if large:
-        base_shape = tuple(rng.choice([1, 3, 300, 513]) for _ in range(2)) + (rng.choice([256, 1031]),)
+        # 100K-460K elements: past runtime.cpu.SMALL_WORK, so launches split across threads
+        base_shape = (rng.choice([1, 2, 3]), rng.choice([300, 513]), rng.choice([256, 300]))
     inputs = []
     for _ in range(n_in):
         shape = list(base_shape)
