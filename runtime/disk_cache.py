@@ -288,6 +288,10 @@ class DiskStore:
             return None
         try:
             try:
+                # Not even opened unless it is a regular file (opening a device can act on it);
+                # checked again on the descriptor, since the name may change in between.
+                if not stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise EntryRefused("not a regular file")
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
             except FileNotFoundError:
                 return None
