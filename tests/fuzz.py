@@ -51,11 +51,8 @@ from typing import Any
 
 import numpy as np
 
-if "TRACEJIT_CACHE_DIR" not in os.environ:          # a private disk cache for the cache check
-    os.environ["TRACEJIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="tj-fuzz-cache-")
-
-import tracejit as tj  # noqa: E402
-from runtime import kernel_cache  # noqa: E402
+import tracejit as tj
+from runtime import kernel_cache
 
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64"]
 FLOATS = ("float16", "float32", "float64")
@@ -870,6 +867,9 @@ def fuzz(seconds: float, seed: int = 0, large: bool = False, max_programs: int |
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")
+    if "TRACEJIT_CACHE_DIR" not in os.environ:      # a private disk cache for the cache check
+        os.environ["TRACEJIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="tj-fuzz-cache-")
+        kernel_cache._default = None
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
