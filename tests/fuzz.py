@@ -701,7 +701,8 @@ def _run_from_disk(prog: Program) -> Outcome:
 # reproducer).  A finding in a program that matches is counted as expected.
 def _adds_scalar_zero(prog: Program, f: Finding) -> bool:
     return f.cls == "signed_zero" and any(
-        op.kind in ("binary", "inplace") and op.name in ("add", "subtract") and op.p.get("scalar") == 0
+        op.kind in ("binary", "inplace") and op.p.get("scalar") == 0
+        and (op.name in ("add", "subtract") or (op.kind == "inplace" and op.name in INT_ONLY))
         for op in prog.ops)
 
 
