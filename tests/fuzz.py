@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import random
 import sys
 import tempfile
@@ -669,21 +668,37 @@ def compare(ref: Outcome, got: Outcome, mode: str, exact: bool = False) -> None:
                           f.detail) from None
 
 
+_PRIVATE: kernel_cache.KernelCache | None = None
+
+
+def _private_cache() -> kernel_cache.KernelCache:
+    """The fuzzer's own kernel cache (memory + a private directory), whatever the environment."""
+    global _PRIVATE
+    if _PRIVATE is None:
+        _PRIVATE = kernel_cache.KernelCache(tempfile.mkdtemp(prefix="tj-fuzz-cache-"), disk=True)
+    return _PRIVATE
+
+
 def check(prog: Program, cache_check: bool = True) -> None:
     """Run ``prog`` in every mode and raise the first :class:`Finding`."""
-    ref = run_mode(prog, "eager")
-    jit = run_mode(prog, "jit")
-    compare(ref, jit, "jit")
-    compare(ref, run_mode(prog, "interpret"), "interpret")
-    if cache_check and jit.error is None:
-        compare(jit, _run_from_disk(prog), "cache", exact=True)
+    old = kernel_cache._default
+    kernel_cache._default = _private_cache()
+    try:
+        ref = run_mode(prog, "eager")
+        jit = run_mode(prog, "jit")
+        compare(ref, jit, "jit")
+        compare(ref, run_mode(prog, "interpret"), "interpret")
+        if cache_check and jit.error is None:
+            compare(jit, _run_from_disk(prog), "cache", exact=True)
+    finally:
+        kernel_cache._default = old
 
 
 def _run_from_disk(prog: Program) -> Outcome:
     """Run under jit with an empty in-memory kernel cache over the same directory, so every
     kernel the first run compiled is loaded from disk."""
     old = kernel_cache._default
-    fresh = kernel_cache.KernelCache()
+    fresh = kernel_cache.KernelCache(_private_cache().directory, disk=True)
     kernel_cache._default = fresh
     try:
         out = run_mode(prog, "jit")
@@ -868,9 +883,6 @@ def fuzz(seconds: float, seed: int = 0, large: bool = False, max_programs: int |
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")
-    if "TRACEJIT_CACHE_DIR" not in os.environ:      # a private disk cache for the cache check
-        os.environ["TRACEJIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="tj-fuzz-cache-")
-        kernel_cache._default = None
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
