@@ -59,11 +59,15 @@ class Graph:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     _ids: Iterable[int] = field(default_factory=itertools.count)
+    # the topological order, kept until the structure changes (every mutator clears it)
+    _topo: list[int] | None = field(default=None, repr=False, compare=False)
+    _topo_index: tuple[Any, dict[int, int]] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ building
     def add(self, op: str, inputs: Iterable[int], params: dict[str, Any], aval: AVal) -> int:
         nid = next(self._ids)  # type: ignore[call-overload]
         inputs = tuple(inputs)
+        self._topo = None
         self.g.add_node(nid, node=Node(op, inputs, dict(params), aval))
         for i in inputs:
             self.g.add_edge(i, nid)
@@ -87,14 +91,42 @@ class Graph:
         return list(self.g.successors(nid))
 
     def topo(self) -> list[int]:
-        """Nodes in a deterministic topological order (ties broken by creation order)."""
-        return list(nx.lexicographical_topological_sort(self.g))
+        """Nodes in a deterministic topological order (ties broken by creation order).
+
+        Computed once per structure: analyses that ask for it per node stay linear."""
+        if self._topo is None or len(self._topo) != self.g.number_of_nodes():
+            self._topo = list(nx.lexicographical_topological_sort(self.g))
+        return list(self._topo)
+
+    def topo_index(self) -> dict[int, int]:
+        """node -> its position in :meth:`topo` (shared, do not modify)."""
+        order = self.topo()
+        if getattr(self, "_topo_index", None) is None or self._topo_index[0] is not self._topo:
+            self._topo_index = (self._topo, {nid: k for k, nid in enumerate(order)})
+        return self._topo_index[1]
+
+    def live(self) -> set[int]:
+        """The nodes some output depends on (one walk back from all outputs)."""
+        seen = set(self.outputs)
+        stack = list(seen)
+        while stack:
+            for i in self.node(stack.pop()).inputs:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+        return seen
+
+    def remove_nodes(self, nids: Iterable[int]) -> None:
+        """Remove nodes together (their users must be among them)."""
+        self._topo = None
+        self.g.remove_nodes_from(list(nids))
 
     # ------------------------------------------------------------------ rewriting
     def replace_all_uses(self, old: int, new: int) -> None:
         """Make every reader of ``old`` (and the outputs) read ``new`` instead."""
         if old == new:
             return
+        self._topo = None
         for user in list(self.g.successors(old)):
             n = self.node(user)
             n.inputs = tuple(new if i == old else i for i in n.inputs)
@@ -105,6 +137,7 @@ class Graph:
     def remove(self, nid: int) -> None:
         if self.g.out_degree(nid):
             raise ValueError(f"node %{nid} still has users")
+        self._topo = None
         self.g.remove_node(nid)
 
     # ------------------------------------------------------------------ checking and printing
@@ -143,7 +176,8 @@ class Graph:
         return {nid: name(i) for i, nid in enumerate(self._print_order())}
 
     def _print_order(self) -> list[int]:
-        rest = [n for n in self.topo() if n not in set(self.inputs)]
+        inputs = set(self.inputs)
+        rest = [n for n in self.topo() if n not in inputs]
         return list(self.inputs) + rest
 
     def format(self) -> str:

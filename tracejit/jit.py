@@ -248,12 +248,29 @@ def _shares_memory(a: Tensor, b: Tensor) -> bool:
     return a.device.type == "cpu" and b.device.type == "cpu" and np.may_share_memory(a._value, b._value)
 
 
+def _base_array(a: Any) -> Any:
+    """The object that owns ``a``'s memory (views chain through ``.base``, memoryviews ``.obj``)."""
+    while True:
+        nxt = getattr(a, "base", None)
+        if nxt is None and isinstance(a, memoryview):
+            nxt = a.obj
+        if nxt is None:
+            return a
+        a = nxt
+
+
 def _refuse_aliased_updates(updated: list[Tensor], captures: list[Any]) -> None:
     """A captured tensor updated in place must not share memory with another one the function reads:
     eagerly the other would see the update, while the program reads them as separate inputs."""
+    by_base: dict[int, list[Tensor]] = {}    # only arrays over the same buffer can overlap
+    for c in captures:
+        if isinstance(c, Tensor) and c.device.type == "cpu":
+            by_base.setdefault(id(_base_array(c._value)), []).append(c)
     for t in updated:
-        for c in captures:
-            if c is not t and isinstance(c, Tensor) and _shares_memory(t, c):
+        if t.device.type != "cpu":
+            continue
+        for c in by_base.get(id(_base_array(t._value)), ()):
+            if c is not t and _shares_memory(t, c):
                 raise UnsupportedUnderJitError(
                     f"jit: the function updates a captured tensor {t.aval} in place and also reads "
                     f"{c.aval}, a view sharing its memory, captured separately; a compiled program "
@@ -630,7 +647,7 @@ class Jitted:
 
     def explain(self, *args: Any, **kwargs: Any) -> Any:
         """The graph, fusion groups and why each boundary is there, kernels and generated code."""
-        from .explain import Explanation
+        from .explanation import Explanation
         return Explanation(self.lower(*args, **kwargs).entry)
 
     def cache_info(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import networkx as nx
 import numpy as np
 
 from . import dtypes as dt
@@ -21,11 +20,9 @@ FOLD_LIMIT = 4096   # fold only results this small (or no larger than the consta
 
 def dce(g: Graph) -> int:
     """Remove nodes that no output depends on (graph inputs are kept: they are the signature)."""
-    live = set(g.outputs) | set(g.inputs)
-    for o in g.outputs:
-        live |= nx.ancestors(g.g, o)
+    live = g.live() | set(g.inputs)
     dead = [n for n in g.g if n not in live]
-    g.g.remove_nodes_from(dead)
+    g.remove_nodes(dead)
     return len(dead)
 
 
