@@ -286,10 +286,12 @@ def _buffer_plan(p: rp.Program) -> dict[int, int]:
                 free.remove(fit)
                 aliases[s] = owner.get(fit, fit)
             owner[s] = aliases.get(s, s)
-        for v in step.inputs:
-            s = v.slot
+        written = {o.slot for o in step.outputs}
+        # each slot once: a kernel reading one buffer through several views (a stencil) must not
+        # put it on the free list several times, or two later values would share it
+        for s in dict.fromkeys(v.slot for v in step.inputs):
             if last_use.get(s) == k and s not in outputs and s >= p.n_inputs and s not in p.constants \
-                    and s not in {o.slot for o in step.outputs}:
+                    and s not in written:
                 free.append(s)
     return aliases
 
