@@ -123,3 +123,12 @@ def test_a_compiler_failure_says_it_is_internal_and_how_to_keep_working(monkeypa
     monkeypatch.setattr(compiler, "compile_graph", broken)
     with pytest.raises(tj.InternalCompilerError, match="bug in tracejit.*backend='interpret'"):
         tj.jit(lambda x: x + 1)(tj.zeros((2,)))
+
+
+def test_tj_explain_stays_the_function_after_it_ran():
+    # the module holding Explanation was once named like the function, and importing it on
+    # the first call rebound ``tj.explain`` to the module
+    x = tj.ones((3,))
+    tj.explain(lambda a: a + 1, x)
+    assert callable(tj.explain)
+    assert "kernel" in str(tj.explain(lambda a: a * 2, x))
