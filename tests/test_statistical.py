@@ -155,3 +155,24 @@ def test_unique(jit_backend):
     for fn in (tj.unique_values, tj.unique_counts, tj.unique_inverse, tj.unique_all):
         with pytest.raises(tj.ConcretizationError, match=fn.__name__):
             jitted(fn, jit_backend)(tj.asarray(a))
+
+
+@pytest.mark.parametrize("fn", ["mean", "var", "std"])
+def test_float16_statistics_over_more_elements_than_float16_counts(fn):
+    # 70,000 > 65,504, the largest float16: sums and counts accumulate in float32, as NumPy's do
+    x = np.linspace(0.5, 1.5, 70_000).astype(np.float16)
+    expected = getattr(np, fn)(x.astype(np.float32))
+    eager = getattr(tj, fn)(tj.asarray(x))
+    jitted = tj.jit(getattr(tj, fn))(tj.asarray(x))
+    for r in (eager, jitted):
+        assert r.dtype == tj.float16
+        np.testing.assert_allclose(float(r), expected, rtol=2e-3)
+
+
+def test_float16_layer_norm_over_a_long_row():
+    x = np.random.default_rng(0).standard_normal((2, 70_000)).astype(np.float16)
+    y = tj.nn.functional.layer_norm(tj.asarray(x), 70_000).numpy()
+    xf = x.astype(np.float64)
+    ref = (xf - xf.mean(1, keepdims=True)) / np.sqrt(xf.var(1, keepdims=True) + 1e-5)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y.astype(np.float64), ref, atol=2e-2)

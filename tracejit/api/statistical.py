@@ -53,10 +53,17 @@ def min(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:  
     return _reduce("reduce_min", x, axis, keepdims)
 
 
+def _accumulation_dtype(x: Tensor) -> Any:
+    """float16 sums and counts overflow at 65,504: accumulate in float32, as NumPy does."""
+    return dt.float32 if x.dtype == dt.float16 else x.dtype
+
+
 def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     if not dt.is_float(x.dtype):
         raise TypeError(f"mean needs a floating-point dtype, got {x.dtype.name}")
+    if _accumulation_dtype(x) != x.dtype:
+        return P.cast(mean(P.cast(x, _accumulation_dtype(x)), axis=axis, keepdims=keepdims), x.dtype)
     axes = normalize_axes(axis, x.ndim, "mean")
     count = 1
     for a in axes:
@@ -69,6 +76,9 @@ def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
 def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:
     """Variance, as mean of squared deviations (two passes; fuses into row kernels)."""
     x = as_tensor(x)
+    if dt.is_float(x.dtype) and _accumulation_dtype(x) != x.dtype:
+        return P.cast(var(P.cast(x, _accumulation_dtype(x)), axis=axis, correction=correction,
+                          keepdims=keepdims), x.dtype)
     axes = normalize_axes(axis, x.ndim, "var")
     count = 1
     for a in axes:
