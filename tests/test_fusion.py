@@ -179,3 +179,14 @@ def test_group_graph_is_acyclic_and_steps_are_ordered(rng):
     assert_close(out[0], xs / xs.sum(0), rtol=1e-4)
     assert_close(out[1], xs.sum(0) * 2, rtol=1e-4)
     assert_close(out[2], np.exp(xs) @ xs, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("tri", [tj.triu, tj.tril])
+def test_a_triangle_mask_read_flat_is_stored_first(tri, rng):
+    # the mask's 2-D index ramps cannot be read through the flattening reshape: the masked
+    # matrix is stored and the flat argmin reads it back
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    f = tj.jit(lambda a: (tj.argmin(tri(a)), tj.argmax(tri(a, k=1))))
+    got = [int(r) for r in f(tj.asarray(x))]
+    ref_tri = np.triu if tri is tj.triu else np.tril
+    assert got == [int(np.argmin(ref_tri(x))), int(np.argmax(ref_tri(x, k=1)))]

@@ -482,8 +482,7 @@ class KernelBuilder:
                 walk(i, path, False)
 
         walk(root, prefix, True)
-        order = {nid: k for k, nid in enumerate(self.g.topo())}
-        return sorted(found, key=order.__getitem__)
+        return sorted(found, key=self.g.topo_index().__getitem__)
 
     def _is_broadcast_back(self, r: int, path: Path, space: tuple[int, ...]) -> bool:
         rshape = self.g.node(r).shape
@@ -565,7 +564,11 @@ class KernelBuilder:
         base = View(n.shape, tuple(1 if d == axis else 0 for d in range(len(n.shape))), 0)
         v = _apply_path(base, path)
         if v is None:
-            raise NeedsMaterialization(self.root, "iota through a reshape that strides cannot express")
+            # an index ramp read through a reshape that strides cannot express (a 2-D ramp
+            # flattened): store what the reshape reads, as for a load
+            failing = _failing_view_op(base, path)
+            raise NeedsMaterialization(self.g.node(failing).inputs[0],
+                                       f"{COPIED}read by reshape %{failing}, which no strides can express")
         iv = self._iter_view(v)
         e: kir.Expr = kir.Const(iv.offset, "int64")
         for j, s in enumerate(iv.strides):
