@@ -686,6 +686,10 @@ class _Lowering:
                 arg = st.op in ("argmax", "argmin")
                 edt = kir.expr_dtype(k, st.expr)
                 adt = edt if arg else _reduce_acc_dtype(st)
+                if adt == "bool":
+                    # a tile of i1 is bit-packed when read as a vector but byte-addressed when read
+                    # per element: bool accumulators live in bytes
+                    adt = "uint8"
                 arr = new_array(adt, _init(st.op, adt, vw))
                 iarr = new_array("int64", const("int64", 0, vw)) if arg else None
 

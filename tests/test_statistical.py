@@ -176,3 +176,15 @@ def test_float16_layer_norm_over_a_long_row():
     ref = (xf - xf.mean(1, keepdims=True)) / np.sqrt(xf.var(1, keepdims=True) + 1e-5)
     assert np.isfinite(y).all()
     np.testing.assert_allclose(y.astype(np.float64), ref, atol=2e-2)
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (5, 33), (2, 100), (9, 3, 5)])
+@pytest.mark.parametrize("name", ["max", "min", "any", "all"])
+def test_bool_column_reductions_under_jit(name, shape):
+    # column reductions keep a tile of accumulators; bool ones were i1 arrays, read bit-packed
+    # by vector loads and per byte by scalar ones, so some lanes came out wrong
+    rng = np.random.default_rng(7)
+    f = tj.jit(lambda x: getattr(tj, name)(x, axis=0))
+    for _ in range(20):
+        b = rng.random(shape) > 0.5
+        np.testing.assert_array_equal(f(tj.asarray(b)).numpy(), getattr(np, name)(b, axis=0))
