@@ -726,25 +726,7 @@ def _setitem_scalar_overflow(prog: Program, f: Finding) -> bool:
         op.kind == "setitem" and op.p.get("scalar") is not None for op in prog.ops)
 
 
-def _interpret_inplace(prog: Program, f: Finding) -> bool:
-    return f.detail.startswith("interpret") and any(op.kind in ("inplace", "setitem") for op in prog.ops)
-
-
-def _reshape_of_noncontiguous_input(prog: Program, f: Finding) -> bool:
-    return (any(i.layout != "c" for i in prog.inputs) and any(op.name == "reshape" for op in prog.ops)
-            and any(op.kind in ("inplace", "setitem") for op in prog.ops))
-
-
 KNOWN: list[tuple[str, Callable[[Program, Finding], bool], str]] = [
-    ("jit: reshape of a non-contiguous argument is a view under jit (a copy eagerly), so writes reach it",
-     _reshape_of_noncontiguous_input,
-     "def f(x): r = x.reshape(4); r += 3; return x * 1\n"
-     "x = tj.matrix_transpose(tj.asarray(np.arange(4.0).reshape(2, 2)))\n"
-     "tj.jit(f)(x)  # x + 3; eagerly x (reshape copied the transposed view)"),
-    ("backend='interpret': a value computed from a view before an in-place write through it sees the write",
-     _interpret_inplace,
-     "def g(x): v = x[0:1]; c = v * 1; v *= -1; return c\n"
-     "tj.jit(g, backend='interpret')(tj.asarray([2.0, 3.0]))  # [-2.]; eagerly and under jit [2.]"),
     ("x+0 keeps -0 (passes.py simplification, documented)", _adds_scalar_zero,
      "tj.jit(lambda x: x + 0)(tj.asarray(np.float32([-0.0])))  # -0.0; eagerly +0.0"),
     ("setitem of an out-of-range Python scalar raises under jit (api/indexing.py)", _setitem_scalar_overflow,

@@ -166,3 +166,60 @@ def test_updating_a_captured_view_of_another_capture_is_refused():
 
     with pytest.raises(tj.UnsupportedUnderJitError, match="view sharing its memory"):
         tj.jit(g)(tj.ones((3,)))
+
+
+@pytest.mark.parametrize("name", ["reshape_copies", "transpose_back_is_a_view", "slice_then_reshape"])
+def test_writes_after_a_reshape_of_a_strided_argument_match_eager(name, rng):
+    # whether a reshape is a view (a write reaches the argument) or a copy depends on the
+    # caller's strides: NumPy copies a transposed array's flattening but not its transpose's
+    def reshape_copies(x):
+        r = x.reshape(12)
+        r += 3
+        return x * 1, r
+
+    def transpose_back_is_a_view(x):
+        r = tj.matrix_transpose(x).reshape(12)
+        r *= 2
+        return x * 1, r
+
+    def slice_then_reshape(x):
+        r = x[1:3].reshape(6)
+        r -= 1
+        return x * 1, r
+
+    f = locals()[name]
+    data = rng.standard_normal((3, 4))      # the arguments are its transpose, a strided view
+    x_eager, x_jit = (tj.matrix_transpose(tj.asarray(data.copy())) for _ in range(2))
+    expected = [r.numpy() for r in f(x_eager)]
+    got = [r.numpy() for r in tj.jit(f)(x_jit)]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e)
+    np.testing.assert_allclose(x_jit.numpy(), x_eager.numpy())
+
+
+def test_a_row_major_and_a_transposed_argument_get_their_own_traces(rng):
+    def f(x):
+        r = x.reshape(-1)
+        r += 1
+        return x * 1
+    jf = tj.jit(f)
+    a = tj.asarray(rng.standard_normal((2, 3)))
+    t = tj.matrix_transpose(tj.asarray(rng.standard_normal((3, 2))))
+    for x in (a, t, a):
+        before = x.numpy().copy()
+        out = jf(x).numpy()
+        # a row-major argument is updated through its flattening; a transposed one is not
+        expected = before + 1 if x is a else before
+        np.testing.assert_allclose(out, expected)
+
+
+@pytest.mark.parametrize("backend", JIT_BACKENDS)
+def test_a_value_read_before_a_write_through_its_view_keeps_the_old_elements(backend):
+    def g(x):
+        v = x[0:1]
+        c = v * 1           # simplified to the slice itself: an output viewing the argument
+        v *= -1
+        return c
+    x = tj.asarray([2.0, 3.0])
+    np.testing.assert_array_equal(jitted(g, backend)(x).numpy(), [2.0])
+    np.testing.assert_array_equal(x.numpy(), [-2.0, 3.0])

@@ -57,6 +57,11 @@ class Layout:
         return any(s == 0 and n > 1 for n, s in zip(self.shape, self.strides))
 
 
+def array_layout(a: Any) -> Layout:
+    """The layout of a NumPy array's elements (strides in elements)."""
+    return Layout(tuple(a.shape), tuple(st // a.itemsize for st in a.strides))
+
+
 def reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
                     new_shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """Strides of ``new_shape`` over the same memory, or None when a reshape must copy (NumPy's rule)."""
@@ -102,12 +107,24 @@ class Aliasing:
         self.graph = graph
         self.views: dict[int, View] = {}        # id(view tensor) -> View
         self.versions: dict[int, int] = {}      # id(root tensor) -> writes so far
+        self.root_layouts: dict[int, Layout] = {}   # id(argument tracer) -> the caller's strides
+
+    def root_layout(self, x: Any) -> Layout:
+        """How a root's elements sit in memory: the caller's strides (a transposed argument's
+        reshape copies, eagerly and so here), row-major for values computed in the trace."""
+        known = self.root_layouts.get(id(x))
+        if known is not None:
+            return known
+        value = getattr(x, "_value", None) if getattr(x, "_trace", None) is None else None
+        if value is not None and hasattr(value, "strides") and not value.flags.c_contiguous:
+            return array_layout(value)
+        return Layout.contiguous(x.shape)
 
     def note_view(self, op: str, params: dict[str, Any], x: Any, out: Any) -> None:
         """``out = op(x)`` was recorded: remember ``out`` as a view when NumPy would make one."""
         base = self.views.get(id(x))
         root, chain = (base.root, base.chain) if base else (x, ())
-        layout = (base.layout if base else Layout.contiguous(x.shape)).apply(op, params, out.shape)
+        layout = (base.layout if base else self.root_layout(x)).apply(op, params, out.shape)
         if layout is None:
             return                          # a copy: writes into it stay in it
         self.views[id(out)] = View(out, root, chain + ((op, params),), layout, self.versions.get(id(root), 0))

@@ -35,7 +35,11 @@ class Interpreter:
             env[s] = v
         for impl, ins, params, out in self.steps:
             env[out] = np.asarray(impl(*(env[i] for i in ins), **params))
-        return [env[s] for s in self.output_slots]
+        # an output may be a NumPy view of an input (``x[0:1] * 1`` simplified to the slice):
+        # copy it, as the compiled runtime does, so a write-back into that input after the
+        # call does not change it
+        return [o.copy() if any(np.may_share_memory(o, x) for x in inputs) else o
+                for o in (env[s] for s in self.output_slots)]
 
 
 class OnHost:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import aliasing, passes
 from . import dtypes as dt
-from . import passes
 from .device import write_back
 from .differentiable import GradPlan, attach, record_backward, split
 from .errors import (
@@ -94,19 +94,28 @@ def _signature(leaf: Any) -> Any:
     if isinstance(leaf, Tensor):
         # (whether .grad is set decides whether a backward() inside adds to it)
         return (leaf.shape, leaf.dtype, leaf.device, leaf.requires_grad,
-                leaf.requires_grad and leaf.grad is not None)
+                leaf.requires_grad and leaf.grad is not None, _strides_key(leaf))
     if _is_stateful(leaf):
         return ("object", type(leaf), id(leaf))     # kept alive by the entry's guards: ids are not reused
     if isinstance(leaf, Spec):
-        return (leaf.shape, leaf.dtype, leaf.device, False, False)
-    if isinstance(leaf, np.ndarray):
-        return (leaf.shape, dt.canonical(leaf.dtype), CPU, False, False)
+        return (leaf.shape, leaf.dtype, leaf.device, False, False, None)
+    if isinstance(leaf, np.ndarray):      # (copied in: its own strides do not matter)
+        return (leaf.shape, dt.canonical(leaf.dtype), CPU, False, False, None)
     if type(leaf) in (bool, str):
         return ("static", type(leaf), leaf)  # a flag or a mode name: its value selects the trace
     if isinstance(leaf, (bool, int, float)):
         return ("scalar", type(leaf))
     raise TypeError(f"jit: argument leaf of type {type(leaf).__name__} is not a tensor, array or Python "
                     f"scalar; pass it through static_argnames/static_argnums")
+
+
+def _strides_key(t: Tensor) -> tuple[int, ...] | None:
+    """A strided CPU argument's element strides (None when row-major): which of its reshapes
+    are views, and so which writes reach it, depends on them."""
+    a = t._value if t._trace is None else None
+    if not isinstance(a, np.ndarray) or a.flags.c_contiguous:
+        return None
+    return aliasing.array_layout(a).strides
 
 
 def _leaf_aval(leaf: Any) -> tuple[AVal, Device]:
@@ -192,6 +201,9 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             if t.requires_grad:
                 t.grad = leaf.grad       # a backward() inside adds to it, as eagerly
             grads_before.append(t.grad)
+        for t, i in zip(tracers, dynamic):
+            if isinstance(leaves[i], Tensor) and _strides_key(leaves[i]) is not None:
+                trace.aliasing.root_layouts[id(t)] = aliasing.array_layout(leaves[i]._value)
         input_nodes = [t._node for t in tracers]
         call_leaves = list(leaves)
         for t, i in zip(tracers, dynamic):
@@ -613,7 +625,9 @@ class Jitted:
         fast_key = None
         if not kwargs and not self.static_argnums:
             try:
-                fast_key = tuple([(a._aval, a._device, a.requires_grad, a.grad is None) for a in args])
+                # (strides: a strided argument's reshapes may copy where a row-major one's view)
+                fast_key = tuple([(a._aval, a._device, a.requires_grad, a.grad is None,
+                                   getattr(a._value, "strides", None)) for a in args])
             except AttributeError:
                 fast_key = None
             else:
