@@ -137,17 +137,45 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
             cost = _cost(g, nid, materialized, {})
             if cost > RECOMPUTE_LIMIT:
                 materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
-    while True:
-        try:
-            return _build(g, order, dict(materialized))
-        except NeedsMaterialization as e:
-            old = materialized.get(e.node)
-            if old is None:
-                materialized[e.node] = e.reason
-            elif e.reason.startswith(COPIED) and not old.startswith(COPIED):
-                materialized[e.node] = f"{COPIED}{old}; {e.reason[len(COPIED):]}"   # stored, not just viewed
-            else:
-                raise
+    return _build(g, order, dict(materialized))
+
+
+def _produce(g: Graph, nid: int, fp: FusionPlan, produced: set[int], named: set[int]) -> None:
+    """Plan the step that makes ``nid``'s buffer (or note it as an input, constant or alias).
+
+    A view some step already reads as a buffer of its own is copied into one, not aliased."""
+    materialized = fp.materialized
+    n = g.node(nid)
+    alias = _view_alias(g, nid, materialized) if n.op in VIEW_OPS and nid not in named else None
+    if n.op == "input":
+        produced.add(nid)
+    elif n.op == "constant" and _uniform(n.params["value"]) is None:
+        fp.constants[nid] = np.ascontiguousarray(n.params["value"])
+        produced.add(nid)
+    elif alias is not None:
+        fp.aliases[nid] = alias
+        produced.add(nid)
+    elif _is_extern(g, nid):
+        ins = [_operand_view(g, i, materialized, f"operand of {n.op}") for i in n.inputs]
+        fp.steps.append(ExternPlan(nid, ins))
+        produced.add(nid)
+        named.update(i for i, _ in ins)
+    else:
+        kp = KernelBuilder(g, materialized, nid).build()
+        fp.steps.append(kp)
+        produced.update(node for node, _ in kp.outputs)
+        named.update(i for i, _ in kp.inputs)
+
+
+def _store_too(materialized: dict[int, str], e: NeedsMaterialization) -> None:
+    """A kernel asked for ``e.node`` as a buffer: mark it (or re-mark a view as a copy)."""
+    old = materialized.get(e.node)
+    if old is None:
+        materialized[e.node] = e.reason
+    elif e.reason.startswith(COPIED) and not old.startswith(COPIED):
+        materialized[e.node] = f"{COPIED}{old}; {e.reason[len(COPIED):]}"   # stored, not just viewed
+    else:
+        raise e
 
 
 def _sinks(g: Graph, nid: int, materialized: dict[int, str]) -> set[int]:
@@ -173,6 +201,7 @@ def _sinks(g: Graph, nid: int, materialized: dict[int, str]) -> set[int]:
 def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPlan:
     fp = FusionPlan(materialized, {})
     produced: set[int] = set()
+    named: set[int] = set()     # nodes a planned step reads as buffers of their own
     while True:     # building a kernel may ask for more buffers (read through views, say)
         pending = [n for n in order if n in materialized and n not in produced]
         if not pending:
@@ -180,24 +209,16 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
         for nid in pending:
             if nid in produced:
                 continue
-            n = g.node(nid)
-            alias = _view_alias(g, nid, materialized) if n.op in VIEW_OPS else None
-            if n.op == "input":
-                produced.add(nid)
-            elif n.op == "constant" and _uniform(n.params["value"]) is None:
-                fp.constants[nid] = np.ascontiguousarray(n.params["value"])
-                produced.add(nid)
-            elif alias is not None:
-                fp.aliases[nid] = alias
-                produced.add(nid)
-            elif _is_extern(g, nid):
-                ins = [_operand_view(g, i, materialized, f"operand of {n.op}") for i in n.inputs]
-                fp.steps.append(ExternPlan(nid, ins))
-                produced.add(nid)
-            else:
-                kp = KernelBuilder(g, materialized, nid).build()
-                fp.steps.append(kp)
-                produced.update(node for node, _ in kp.outputs)
+            try:
+                _produce(g, nid, fp, produced, named)
+            except NeedsMaterialization as e:
+                # store what this step could not compute and retry it in the next round; the
+                # steps built already stay valid (they compute that value inline, or read the
+                # view's base), so one pass over the graph suffices, not one per request
+                _store_too(materialized, e)
+                if e.node in fp.aliases:        # a view that must now be a copy
+                    del fp.aliases[e.node]
+                    produced.discard(e.node)
     _merge_siblings(fp)
     _order_steps(fp)
     return fp
@@ -228,25 +249,43 @@ def _merge_siblings(fp: FusionPlan) -> None:
     """Horizontal fusion: elementwise kernels over the same launch shape that do not depend on
     each other become one kernel with several outputs (an optimizer's updates of m, v and the
     step counters; the outputs of a multi-output function).  One pass over the data, one launch.
+
+    Dependence is read from ancestor bitsets (one walk of the step DAG, updated per merge), so
+    the pass stays near-linear in the number of steps instead of a path search per pair.
     """
     dag = _step_dag(fp)
+    anc = [0] * len(fp.steps)            # step -> bitset of the steps it depends on
+    for k in nx.topological_sort(dag):
+        for p in dag.predecessors(k):
+            anc[k] |= anc[p] | (1 << p)
     merged_into: dict[int, int] = {}
     steps = list(fp.steps)
-    for a in range(len(steps)):
-        if a in merged_into or not isinstance(steps[a], KernelPlan) or steps[a].kernel.n_reduce:
-            continue
-        for b in range(a + 1, len(steps)):
-            sa, sb = steps[a], steps[b]
-            if b in merged_into or not isinstance(sb, KernelPlan) or sb.kernel.n_reduce \
-                    or sb.shape != sa.shape:
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k, st in enumerate(steps):
+        if isinstance(st, KernelPlan) and not st.kernel.n_reduce:
+            by_shape.setdefault(st.shape, []).append(k)
+    for group in by_shape.values():
+        for ai, a in enumerate(group):
+            if a in merged_into:
                 continue
-            if len(sa.inputs) + len(sb.inputs) + len(sa.outputs) + len(sb.outputs) > MAX_OPERANDS:
-                continue
-            if nx.has_path(dag, a, b) or nx.has_path(dag, b, a):
-                continue
-            steps[a] = _concat_kernels(sa, sb)
-            dag = nx.contracted_nodes(dag, a, b, self_loops=False)
-            merged_into[b] = a
+            for b in group[ai + 1:]:
+                if b in merged_into:
+                    continue
+                sa, sb = steps[a], steps[b]
+                if len(sa.inputs) + len(sb.inputs) + len(sa.outputs) + len(sb.outputs) > MAX_OPERANDS:
+                    continue
+                if (anc[b] >> a) & 1 or (anc[a] >> b) & 1:
+                    continue
+                steps[a] = _concat_kernels(sa, sb)
+                merged_into[b] = a
+                # the merged step depends on what either did; whatever depended on either
+                # depends on it (and so on everything it depends on)
+                both = anc[a] | anc[b]
+                anc[a] = anc[b] = both
+                ab = (1 << a) | (1 << b)
+                for x in range(len(anc)):
+                    if anc[x] & ab:
+                        anc[x] |= both | ab
     fp.steps = [s for k, s in enumerate(steps) if k not in merged_into]
 
 
