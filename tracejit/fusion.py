@@ -77,7 +77,13 @@ class FusionPlan:
 
 def _is_buffer_source(g: Graph, nid: int) -> bool:
     n = g.node(nid)
-    return n.op == "input" or (n.op == "constant" and _uniform(n.params["value"]) is None)
+    return n.op == "input" or (n.op == "constant" and _inline(n) is None)
+
+
+def _inline(n: Any) -> Any:
+    """The single value of a constant node that kernels compile in, else None (an array, or a
+    run-time count, which they load)."""
+    return None if n.params.get("runtime") else _uniform(n.params["value"])
 
 
 def _uniform(v: np.ndarray) -> Any:
@@ -96,6 +102,9 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
         c = 0
     elif n.op in REDUCTIONS:
         c = 1       # a reduction is computed once per kernel (a stage or a load), never per use
+    elif n.op == "expand" and math.prod(g.node(n.inputs[0]).shape) == 1 and \
+            g.node(n.inputs[0]).op not in REDUCTIONS:
+        c = 0       # a broadcast one-element value: loop-invariant arithmetic
     elif PRIMS[n.op].kind not in ("elementwise", "movement"):
         c = RECOMPUTE_LIMIT + 1
     else:
@@ -149,7 +158,7 @@ def _produce(g: Graph, nid: int, fp: FusionPlan, produced: set[int], named: set[
     alias = _view_alias(g, nid, materialized) if n.op in VIEW_OPS and nid not in named else None
     if n.op == "input":
         produced.add(nid)
-    elif n.op == "constant" and _uniform(n.params["value"]) is None:
+    elif n.op == "constant" and _inline(n) is None:
         fp.constants[nid] = np.ascontiguousarray(n.params["value"])
         produced.add(nid)
     elif alias is not None:
@@ -547,7 +556,7 @@ class KernelBuilder:
         if nid in self.stage_of and self._is_broadcast_back(nid, path, self.space):
             return kir.Acc(self.stage_of[nid])
         if n.op == "constant":
-            u = _uniform(n.params["value"])
+            u = _inline(n)
             if u is not None:
                 return kir.Const(u, n.dtype.name)
         if n.op == "iota":

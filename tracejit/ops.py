@@ -684,7 +684,7 @@ _register(Prim("matmul", "matmul", _matmul_infer, _matmul_impl, vjp=_vjp_matmul)
 # ----------------------------------------------------------------------------- sources
 # ``constant`` holds a NumPy array (hashed by content); ``iota`` counts along one dim.
 
-def _constant_infer(*, value: Any) -> AVal:
+def _constant_infer(*, value: Any, runtime: bool = False) -> AVal:
     return AVal(value.shape, value.dtype)
 
 
@@ -698,7 +698,9 @@ def _iota_impl(*, shape, axis, dtype) -> np.ndarray:
     return np.broadcast_to(np.arange(shape[axis], dtype=dtype).reshape(view), shape)
 
 
-_register(Prim("constant", "source", _constant_infer, lambda *, value: value))
+# ``runtime``: a size-derived number (a mean's count) that kernels read as an argument rather
+# than compile in, so one kernel serves every batch size; the passes neither fold nor simplify it
+_register(Prim("constant", "source", _constant_infer, lambda *, value, runtime=False: value))
 _register(Prim("iota", "source", _iota_infer, _iota_impl))
 
 

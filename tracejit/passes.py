@@ -7,6 +7,7 @@ nan), and nothing is reassociated.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -49,7 +50,7 @@ def constant_value(g: Graph, nid: int) -> np.ndarray | None:
     """The value of a node built only from constants through views, else None."""
     n = g.node(nid)
     if n.op == "constant":
-        return n.params["value"]
+        return None if n.params.get("runtime") else n.params["value"]
     if n.op in ("reshape", "expand", "permute", "slice") and g.node(n.inputs[0]).op in (
             "constant", "reshape", "expand", "permute", "slice"):
         inner = constant_value(g, n.inputs[0])
@@ -61,7 +62,7 @@ def _uniform(g: Graph, nid: int) -> float | int | bool | None:
     """The single value of a node that is one constant broadcast everywhere, else None."""
     while g.node(nid).op in ("reshape", "expand", "permute"):   # views of a uniform value are uniform
         nid = g.node(nid).inputs[0]
-    if g.node(nid).op != "constant":
+    if g.node(nid).op != "constant" or g.node(nid).params.get("runtime"):
         return None
     v = g.node(nid).params["value"]
     if v is None or v.size == 0:
@@ -180,6 +181,30 @@ def _rule_movement(g: Graph, nid: int) -> int | None:
     return None
 
 
+def _single_element(g: Graph, nid: int) -> int | None:
+    """The one-element node ``nid`` broadcasts (through reshapes and expands), else None."""
+    while g.node(nid).op in ("reshape", "expand"):
+        nid = g.node(nid).inputs[0]
+    return nid if math.prod(g.node(nid).shape) == 1 else None
+
+
+def _rule_scalar_math_before_broadcast(g: Graph, nid: int) -> int | None:
+    """``op(broadcast(a), broadcast(b)) -> broadcast(op(a, b))`` for one-element ``a``, ``b``:
+    arithmetic on run-time counts (a mean's ``1/n`` in its gradient) is done once, not per
+    element, and costs the kernels that read it nothing."""
+    n = g.node(nid)
+    if n.op not in PRIMS or PRIMS[n.op].kind != "elementwise" or math.prod(n.shape) <= 1 or not n.inputs:
+        return None
+    sources = [_single_element(g, i) for i in n.inputs]
+    if any(s is None for s in sources) or all(constant_value(g, s) is not None for s in sources):
+        return None     # (all plain constants: folding computes it)
+    scalars = [s if not g.node(s).shape else
+               g.add("reshape", (s,), {"shape": ()}, AVal((), g.node(s).dtype)) for s in sources]
+    r = g.add(n.op, scalars, n.params, AVal((), n.dtype))
+    r = g.add("reshape", (r,), {"shape": (1,) * len(n.shape)}, AVal((1,) * len(n.shape), n.dtype))
+    return g.add("expand", (r,), {"shape": n.shape}, n.aval)
+
+
 def _rule_transpose_of_matmul(g: Graph, nid: int) -> int | None:
     """``(a @ b).mT -> b.mT @ a.mT`` when nothing else reads ``a @ b``.
 
@@ -206,7 +231,8 @@ def _rule_transpose_of_matmul(g: Graph, nid: int) -> int | None:
 
 
 RULES: list[Callable[[Graph, int], int | None]] = [
-    _rule_identity_operand, _rule_integer_zero, _rule_involution, _rule_movement, _rule_transpose_of_matmul]
+    _rule_identity_operand, _rule_integer_zero, _rule_involution, _rule_movement, _rule_transpose_of_matmul,
+    _rule_scalar_math_before_broadcast]
 
 
 def simplify(g: Graph) -> int:

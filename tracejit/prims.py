@@ -58,6 +58,12 @@ def constant(value: Any, dtype: np.dtype | None = None) -> Tensor:
     return bind("constant", value=arr)
 
 
+def size_constant(n: int | float, dtype: np.dtype) -> Tensor:
+    """A count derived from shapes (a mean's divisor) as a 0-d value kernels read at run time:
+    the compiled kernels are the same for every batch size."""
+    return bind("constant", value=np.asarray(n, dtype=dtype), runtime=True)
+
+
 def placed(t: Tensor, device: Any) -> Tensor:
     """``t`` moved to ``device`` when eager.  Traced values stay as they are: a traced program
     runs on one device."""

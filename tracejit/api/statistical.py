@@ -58,6 +58,14 @@ def _accumulation_dtype(x: Tensor) -> Any:
     return dt.float32 if x.dtype == dt.float16 else x.dtype
 
 
+def _count(like: Tensor, n: float) -> Tensor:
+    """``n`` broadcast to ``like``: a run-time number, so kernels do not depend on the batch size."""
+    c = P.size_constant(n, like.dtype)
+    if not like.shape:
+        return c
+    return P.bind("expand", P.reshape(c, shape=(1,) * like.ndim), shape=like.shape)
+
+
 def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     if not dt.is_float(x.dtype):
@@ -70,7 +78,7 @@ def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
         count *= x.shape[a]
     s = sum(x, axis=axes, keepdims=keepdims)
     # divide, not multiply by 1/count: the mean of n equal values must be that value
-    return P.div(s, P.full(s.shape, count if count else float("nan"), s.dtype))
+    return P.div(s, _count(s, count if count else float("nan")))
 
 
 def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:
@@ -87,7 +95,7 @@ def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: b
     d = P.sub(x, P.broadcast_to(mu, x.shape))
     ss = sum(P.mul(d, d), axis=axes, keepdims=keepdims)
     denom = count - correction
-    return P.div(ss, P.full(ss.shape, denom if denom > 0 else float("nan"), ss.dtype))
+    return P.div(ss, _count(ss, denom if denom > 0 else float("nan")))
 
 
 def std(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:

@@ -1,0 +1,67 @@
+"""Sizes are run-time numbers: a new batch size re-traces but compiles no new kernel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+import tracejit.nn.functional as F
+
+compiler = pytest.importorskip("tracejit.compiler", reason="needs the llvm backend")
+
+
+def _compiled_during(fn) -> int:
+    before = compiler.kernel_cache_stats()["kernels_compiled"]
+    fn()
+    return compiler.kernel_cache_stats()["kernels_compiled"] - before
+
+
+def test_a_mean_over_the_batch_compiles_once(rng):
+    f = tj.jit(lambda x: x.mean(axis=0) + x.var(axis=0))
+    x64 = rng.standard_normal((64, 5)).astype(np.float32)
+    np.testing.assert_allclose(f(tj.asarray(x64)).numpy(), x64.mean(0) + x64.var(0), rtol=1e-5)
+    for n in (100, 37, 2):
+        x = rng.standard_normal((n, 5)).astype(np.float32)
+        assert _compiled_during(lambda: f(tj.asarray(x))) == 0, f"batch {n} compiled new kernels"
+        np.testing.assert_allclose(f(tj.asarray(x)).numpy(), x.mean(0) + x.var(0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_training_step_at_a_new_batch_size_reuses_every_kernel(rng):
+    dims = (20, 16, 16, 4)
+    params = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        params += [tj.asarray(rng.uniform(-0.2, 0.2, (a, b)).astype(np.float32), requires_grad=True),
+                   tj.asarray(np.zeros(b, np.float32), requires_grad=True)]
+    opt = tj.optim.AdamW(params, lr=1e-3)
+
+    def step(x, y):
+        opt.zero_grad()
+        h = x
+        for i in range(0, len(params), 2):
+            h = h @ params[i] + params[i + 1]
+            if i + 2 < len(params):
+                h = F.layer_norm(F.relu(h), h.shape[-1])
+        loss = F.cross_entropy(h, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    jstep = tj.jit(step)
+
+    def batch(n):
+        return (tj.asarray(rng.standard_normal((n, dims[0])).astype(np.float32)),
+                tj.asarray(rng.integers(0, dims[-1], n)))
+
+    jstep(*batch(96))
+    for n in (50, 37, 256):
+        xb, yb = batch(n)
+        assert _compiled_during(lambda: jstep(xb, yb)) == 0, f"batch {n} compiled new kernels"
+    assert jstep.cache_info()["traces"] == 4
+
+
+def test_the_run_time_count_gives_eager_results_for_each_size(rng):
+    f = tj.jit(lambda x: F.cross_entropy(x, tj.zeros((x.shape[0],), dtype=tj.int64)))
+    for n in (3, 17, 1):
+        x = rng.standard_normal((n, 4))
+        eager = float(F.cross_entropy(tj.asarray(x), tj.zeros((n,), dtype=tj.int64)))
+        assert float(f(tj.asarray(x))) == pytest.approx(eager, rel=1e-12)
