@@ -24,9 +24,9 @@ multi-stage structure): lanes run along one iteration dim, the *vector dim*:
 Elementwise rows and row reductions finish with register-wide vector steps, the last one
 masked (no lane past the data is read or written); column tiles with a scalar remainder
 loop.  Sub-expressions that do not vary along the vector dim (broadcast loads and what is
-computed from them) are hoisted out of it, and a float division by such a value becomes a
-multiplication by its reciprocal (within 1.5 ulp of the quotient; this is what makes softmax
-and layer norm's last pass cheap).
+computed from them) are hoisted out of it.  A division by such a value stays a division:
+multiplying by the reciprocal is up to 1.5 ulp off, and a cast or comparison after it would
+turn that into a different answer than NumPy's.
 """
 from __future__ import annotations
 
@@ -373,15 +373,11 @@ class _Lowering:
 
     def hoist(self, ctx: _Ctx, dims: set[int], dim: int, lo: ir.Value, exprs) -> dict:
         """Evaluate, before a loop along ``dim``, the sub-expressions that vary along no ``dims``.
-
-        A float division by such a value also gets its reciprocal, under ``("recip", divisor)``:
-        one division per loop instead of one per element.
         """
         if ctx.width is not None:
             return dict(ctx.hoisted)        # lanes already run along another dim: keep it simple
         memo: dict = {}
         found: list[kir.Expr] = []
-        divisors: list[kir.Expr] = []
 
         def visit(e):
             if isinstance(e, kir.Const) or e in ctx.hoisted:
@@ -391,10 +387,6 @@ class _Lowering:
                     found.append(e)
                 return
             if isinstance(e, kir.Op):
-                d = e.args[1] if e.op == "div" else None
-                if d is not None and e.dtype in ("float32", "float64") and not isinstance(d, kir.Const) \
-                        and not self.varies(d, dims, ctx.accs, memo):
-                    divisors.append(d)
                 for a in e.args:
                     visit(a)
 
@@ -404,9 +396,6 @@ class _Lowering:
         out = dict(ctx.hoisted)
         for e in found:
             out[e] = self.eval(e, at_lo)
-        for d in divisors:
-            v = self.eval(d, at_lo)
-            out[("recip", d)] = self.b.fdiv(ir.Constant(v.type, 1.0), v)
         return out
 
     # ----------------------------------------------------------------- expressions
@@ -428,8 +417,6 @@ class _Lowering:
             v = splat(b, i, w)
             if w and e.dim == ctx.vdim:
                 v = b.add(v, ir.Constant(ir.VectorType(I64, w), list(range(w))))
-        elif e.op == "div" and ("recip", e.args[1]) in ctx.hoisted:
-            v = b.fmul(self.eval(e.args[0], ctx), splat(b, ctx.hoisted[("recip", e.args[1])], w))
         else:
             args = [self.eval(a, ctx) for a in e.args]
             dts = [kir.expr_dtype(self.k, a) for a in e.args]

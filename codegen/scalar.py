@@ -402,7 +402,8 @@ def _nextafter(b: ir.IRBuilder, x, y, dtype: str):
     stepped = b.bitcast(_select(b, up, b.add(xi, one), b.sub(xi, one)), x.type)
     tiny = intrinsic(b, "copysign", [b.bitcast(one, x.type), y])           # smallest subnormal
     r = _select(b, b.fcmp_ordered("==", x, zero), tiny, stepped)
-    r = _select(b, b.fcmp_ordered("==", x, y), y, r)
+    # equal operands give y (C's nextafter), but x in NumPy's float16 loop: (-0.0, +0.0) -> -0.0
+    r = _select(b, b.fcmp_ordered("==", x, y), x if dtype == "float16" else y, r)
     return _select(b, b.or_(_isnan(b, x), _isnan(b, y)), b.fadd(x, y), r)
 
 

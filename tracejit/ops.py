@@ -113,7 +113,8 @@ def unary(name: str, np_fn: Callable, allowed: str = "float", result: str = "sam
 
 
 def binary(name: str, np_fn: Callable, allowed: str = "numeric", result: str = "same",
-           vjp: Callable | None = None, kir_op: str | None = None) -> Prim:
+           vjp: Callable | None = None, kir_op: str | None = None,
+           lower: Callable[..., kir.Expr] | None = None) -> Prim:
     out_bool = result == "bool"
 
     def infer(a: AVal, b: AVal) -> AVal:
@@ -122,7 +123,7 @@ def binary(name: str, np_fn: Callable, allowed: str = "numeric", result: str = "
         return AVal(a.shape, dt.bool_ if out_bool else a.dtype)
 
     impl = _np_out(np_fn, dt.bool_ if out_bool else None)
-    return _register(Prim(name, "elementwise", infer, impl, _kop(kir_op or name), vjp))
+    return _register(Prim(name, "elementwise", infer, impl, lower or _kop(kir_op or name), vjp))
 
 
 # VJP helpers: written with the strict primitives, so they trace under jit and fuse.
@@ -392,7 +393,17 @@ binary("mul", np.multiply, vjp=_vjp_mul)
 binary("div", np.true_divide, "float", vjp=_vjp_div)
 binary("floordiv", _floordiv, vjp=_vjp_zero)
 binary("mod", _mod, vjp=lambda g, out, a, b: (g, None))
-binary("pow", _int_pow, vjp=_vjp_pow)
+def _lower_pow(args, dtype, **_):
+    # NumPy's float power loop takes a broadcast (stride-0) exponent of 0.5 as sqrt, so
+    # (-inf) ** 0.5 is nan and (-0.0) ** 0.5 is -0.0 (C's pow gives inf and 0.0); a kernel's
+    # uniform exponent is that case
+    x, e = args
+    if isinstance(e, kir.Const) and e.value == 0.5 and dtype in ("float16", "float32", "float64"):
+        return kir.Op("sqrt", (x,), dtype)
+    return kir.Op("pow", tuple(args), dtype)
+
+
+binary("pow", _int_pow, vjp=_vjp_pow, lower=_lower_pow)
 binary("max", np.maximum, vjp=_select_grad(lambda a, b: _P().ge(a, b)))
 binary("min", np.minimum, vjp=_select_grad(lambda a, b: _P().le(a, b)))
 binary("atan2", np.arctan2, "float", vjp=_vjp_atan2)

@@ -1,0 +1,50 @@
+"""Results the differential fuzzer found different from NumPy under jit, each pinned here."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_power_one_half_is_numpys_square_root(dtype):
+    # NumPy's loop takes a scalar exponent 0.5 as sqrt: (-inf)**0.5 is nan, (-0.0)**0.5 is -0.0
+    x = np.array([-np.inf, -7.0, 4.0, np.inf, -0.0, 0.0, 2.0], dtype)
+    with np.errstate(invalid="ignore"):
+        expected = np.power(x, dtype(0.5))
+    for got in (tj.asarray(x) ** 0.5, tj.jit(lambda a: a ** 0.5)(tj.asarray(x))):
+        np.testing.assert_array_equal(got.numpy(), expected)
+        np.testing.assert_array_equal(np.signbit(got.numpy()), np.signbit(expected))
+
+
+def test_power_by_an_array_of_one_half_is_cs_pow():
+    x = np.array([-np.inf, -0.0, 9.0])
+    e = np.full(3, 0.5)
+    got = tj.jit(lambda a, b: a ** b)(tj.asarray(x), tj.asarray(e)).numpy()
+    np.testing.assert_array_equal(got, np.power(x, e))
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(np.power(x, e)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_division_by_a_broadcast_value_is_correctly_rounded(dtype):
+    # a loop-invariant divisor was once turned into a multiplication by its reciprocal (1.5 ulp)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 70)).astype(dtype)
+    d = np.array(3.0, dtype)
+    got = tj.jit(lambda a, b: a / b)(tj.asarray(x), tj.asarray(d)).numpy()
+    np.testing.assert_array_equal(got, x / d)
+    rows = rng.uniform(1, 7, (300, 1)).astype(dtype)
+    got = tj.jit(lambda a, b: (a / b).astype(tj.int32))(tj.asarray(x * 100), tj.asarray(rows)).numpy()
+    np.testing.assert_array_equal(got, ((x * 100) / rows).astype(np.int32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_nextafter_of_equal_zeros_matches_numpy(dtype):
+    # NumPy's float16 loop returns x for equal operands; float32/float64 return y (C's rule)
+    x = np.array([-0.0, 0.0, -0.0, 1.0, 2.0], dtype)
+    y = np.array([0.0, -0.0, -0.0, 1.0, 3.0], dtype)
+    expected = np.nextafter(x, y)
+    for got in (tj.nextafter(tj.asarray(x), tj.asarray(y)), tj.jit(tj.nextafter)(tj.asarray(x), tj.asarray(y))):
+        np.testing.assert_array_equal(np.signbit(got.numpy()), np.signbit(expected))
+        np.testing.assert_array_equal(got.numpy(), expected)
