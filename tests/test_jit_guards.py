@@ -355,3 +355,16 @@ def test_reading_a_large_captured_value_as_data_is_refused():
     f = tj.jit(lambda x: x + big.numpy().sum())
     with pytest.raises(tj.ConcretizationError, match="would bake them into the compiled program"):
         f(tj.zeros((2,)))
+
+
+def test_a_module_state_recompile_names_the_users_call(caplog):
+    import tracejit.nn as nn
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    f = tj.jit(model)
+    x = tj.ones((1, 2))
+    with caplog.at_level(logging.INFO, logger="tracejit.recompiles"):
+        f(x)
+        model.eval()
+        f(x)            # the line the log names
+    line = next(r.getMessage() for r in caplog.records if "training: True -> False" in r.getMessage())
+    assert f"{__file__}:" in line and "modules.py" not in line

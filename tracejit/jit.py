@@ -323,7 +323,9 @@ def _guards(fn: Callable, trace: Trace, stateful_args: list[Any], code: CodeGuar
         code.add_root(type(module).__name__, module)
     guards: list[Guard] = list(code.guards) + list(trace.guards) + extra
     if code.snapshot_roots:
-        guards.append(SnapshotGuard(code.snapshot_roots, function_location(fn)))
+        # (a module's state is named where the user called it, not where its forward is)
+        where = next(iter(trace.modules.values()))[1] if trace.modules else function_location(fn)
+        guards.append(SnapshotGuard(code.snapshot_roots, where))
     tensors = [c for c in trace.captures if isinstance(c, Tensor)]
     if tensors:
         guards.append(CaptureGuard(tensors))
