@@ -216,6 +216,8 @@ class _Lowering:
 
     def build(self) -> ir.Module:
         k, b = self.k, self.b
+        if k.n_reduce and any(isinstance(e, kir.Piecewise) for st in k.stages for e in kir.walk(st.expr)):
+            raise ValueError(f"kernel {k.name}: Piecewise in a kernel with reduce dims")
         args = self.fn.args
         self.shape = [b.load(b.gep(args[2], [self.i64(d)]), name=f"n{d}") for d in range(k.ndim)]
         nops, nd = len(self.operands), k.ndim
@@ -277,12 +279,42 @@ class _Lowering:
                 t1 = b.add(t0, self.i64(tile))
                 self.column_tile(base, t0, b.select(b.icmp_signed("<", t1, j1), t1, j1))
         else:
-            exprs = [st.expr for st in k.stages]
-            self.vector_range(base, last, j0, j1, self.vw, self.point, exprs, range(k.n_outer, k.ndim),
-                              masked_tail=True)
+            self.row_pieces(base, last, j0, j1, [st.expr for st in k.stages])
         b.store(b.add(o, b.sub(j1, j0)), o_slot)
         b.branch(head)
         b.position_at_end(done)
+
+    def row_pieces(self, ctx: _Ctx, last: int, j0: ir.Value, j1: ir.Value, exprs: list) -> None:
+        """The stages (``exprs``) over ``[j0, j1)`` of one row, every :class:`kir.Piecewise`
+        resolved to its piece: along an outer dim by branching on the row's index, along the
+        row by splitting it into one vectorized range per piece.  No select is evaluated per
+        element, and a piece's loads run only inside its range."""
+        b = self.b
+        for d in range(last):
+            cuts = kir.cuts_along(exprs, d)
+            if cuts:
+                self.rows_by_range(ctx, last, j0, j1, exprs, d, [0, *cuts, None])
+                return
+        cuts = kir.cuts_along(exprs, last)
+        bounds = [0, *cuts, None]
+        for lo, hi in zip(bounds, bounds[1:]):
+            spec = [kir.specialize(e, last, lo, hi) for e in exprs] if cuts else exprs
+            r0 = j0 if lo == 0 else b.select(b.icmp_signed("<", j0, self.i64(lo)), self.i64(lo), j0)
+            r1 = j1 if hi is None else b.select(b.icmp_signed("<", j1, self.i64(hi)), j1, self.i64(hi))
+            self.vector_range(ctx, last, r0, r1, self.vw, lambda c, spec=spec: self.point(c, spec), spec,
+                              range(self.k.n_outer, self.k.ndim), masked_tail=True)
+
+    def rows_by_range(self, ctx: _Ctx, last: int, j0, j1, exprs: list, d: int, bounds: list) -> None:
+        """Branch on the row's index along outer dim ``d`` to the range of ``bounds`` holding it."""
+        spec = [kir.specialize(e, d, bounds[0], bounds[1]) for e in exprs]
+        if len(bounds) == 2:
+            self.row_pieces(ctx, last, j0, j1, spec)
+            return
+        with self.b.if_else(self.b.icmp_signed("<", ctx.index[d], self.i64(bounds[1]))) as (then, other):
+            with then:
+                self.row_pieces(ctx, last, j0, j1, spec)
+            with other:
+                self.rows_by_range(ctx, last, j0, j1, exprs, d, bounds[1:])
 
     def shifted(self, ctx: _Ctx, dim: int, i: ir.Value, width: int | None) -> _Ctx:
         """``ctx`` moved to index ``i`` along ``dim`` (lanes along ``dim`` if ``width``)."""
@@ -412,6 +444,8 @@ class _Lowering:
             v = self.load(e.input, ctx)
         elif isinstance(e, kir.Acc):
             v = splat(b, ctx.accs[e.stage], w)
+        elif isinstance(e, kir.Piecewise):
+            raise AssertionError("a Piecewise is resolved before its stage is evaluated (row_pieces)")
         elif isinstance(e, kir.Index):
             i = ctx.index.get(e.dim, self.i64(0))
             v = splat(b, i, w)
@@ -480,8 +514,9 @@ class _Lowering:
 
     # ----------------------------------------------------------------- stages
 
-    def point(self, ctx: _Ctx) -> None:
-        """All stages at one outer point (or ``ctx.width`` outer points along ``ctx.vdim``).
+    def point(self, ctx: _Ctx, exprs: list | None = None) -> None:
+        """All stages at one outer point (or ``ctx.width`` outer points along ``ctx.vdim``);
+        ``exprs``: the stores' expressions where they differ from the stages' (see row_pieces).
 
         Loads are memoized in ``ctx``: without reduce dims an operand is loaded once per point,
         before any stage stores there (in-place updates rely on this).
@@ -500,7 +535,7 @@ class _Lowering:
                     self.prefetch_next(c)
                 self.reduce_space(ctx, work, st.expr)
             else:
-                self.store(st.output, self._typed(st, ctx), ctx)
+                self.store(st.output, self._typed(st, ctx, None if exprs is None else exprs[s]), ctx)
             self.prefetch_ops = []
 
     def _prefetch_plan(self) -> tuple[int, list[int]] | None:
@@ -533,9 +568,10 @@ class _Lowering:
             for line in range(0, nbytes, 64):   # (read, keep in all levels, data)
                 b.call(fn, [b.gep(p8, [self.i64(line)]), I32(0), I32(3), I32(1)])
 
-    def _typed(self, st: kir.Store, ctx: _Ctx) -> ir.Value:
-        v = self.eval(st.expr, ctx)
-        return cast(self.b, v, kir.expr_dtype(self.k, st.expr), self.k.outputs[st.output].dtype)
+    def _typed(self, st: kir.Store, ctx: _Ctx, expr: kir.Expr | None = None) -> ir.Value:
+        expr = st.expr if expr is None else expr
+        v = self.eval(expr, ctx)
+        return cast(self.b, v, kir.expr_dtype(self.k, expr), self.k.outputs[st.output].dtype)
 
     def reduce_space(self, ctx: _Ctx, work, expr: kir.Expr,
                      block: tuple[int, Callable[[], None]] | None = None, skip_last: bool = False) -> None:

@@ -93,7 +93,23 @@ class Op:
     dtype: str
 
 
-Expr = Load | Const | Acc | Index | Op
+@dataclass(frozen=True)
+class Piecewise:
+    """A select by index range along iteration dim ``dim``: ``pieces[k]`` where
+    ``cuts[k-1] <= Index(dim) < cuts[k]`` (``cuts`` ascending, one fewer than ``pieces``; the
+    first piece starts at 0, the last runs to the end).  A piece is evaluated only at the points
+    of its range, so its loads may address memory that exists only there (a concatenation's
+    operand read shifted by its position).  Used in kernels without reduce dims."""
+    dim: int
+    cuts: tuple[int, ...]
+    pieces: tuple[Expr, ...]
+
+    @property
+    def args(self) -> tuple[Expr, ...]:
+        return self.pieces
+
+
+Expr = Load | Const | Acc | Index | Op | Piecewise
 
 
 @dataclass(frozen=True)
@@ -152,11 +168,14 @@ def expr_dtype(k: Kernel, e: Expr) -> str:
         return k.stages[e.stage].dtype
     if isinstance(e, Index):
         return "int64"
+    if isinstance(e, Piecewise):
+        return expr_dtype(k, e.pieces[0])
     return e.dtype
 
 
-def walk(expr: Expr):
-    """Yield every node of an expression tree once (post-order, shared nodes once)."""
+def walk(expr: Expr, pieces: bool = True):
+    """Yield every node of an expression tree once (post-order, shared nodes once); with
+    ``pieces=False`` a :class:`Piecewise` is yielded without its pieces."""
     seen: set[int] = set()
     stack: list[tuple[Expr, bool]] = [(expr, False)]
     while stack:
@@ -168,8 +187,36 @@ def walk(expr: Expr):
             continue
         seen.add(id(node))
         stack.append((node, True))
-        if isinstance(node, Op):
+        if isinstance(node, Op) or (pieces and isinstance(node, Piecewise)):
             stack.extend((a, False) for a in reversed(node.args))
+
+
+def specialize(expr: Expr, dim: int, lo: int, hi: int | None, memo: dict | None = None) -> Expr:
+    """``expr`` where ``Index(dim)`` is known to lie in ``[lo, hi)`` (``hi`` None: unbounded),
+    a range inside one piece of every :class:`Piecewise` along ``dim``: those become their piece."""
+    memo = {} if memo is None else memo
+    if id(expr) in memo:
+        return memo[id(expr)]
+    out = expr
+    if isinstance(expr, Piecewise) and expr.dim == dim:
+        k = sum(c <= lo for c in expr.cuts)
+        assert hi is None or k == len(expr.cuts) or hi <= expr.cuts[k], "range straddles a cut"
+        out = specialize(expr.pieces[k], dim, lo, hi, memo)
+    elif isinstance(expr, Piecewise):
+        pieces = tuple(specialize(p, dim, lo, hi, memo) for p in expr.pieces)
+        same = all(p is pieces[0] or (isinstance(p, Const) and p == pieces[0]) for p in pieces)
+        out = pieces[0] if same else Piecewise(expr.dim, expr.cuts, pieces)
+    elif isinstance(expr, Op):
+        args = tuple(specialize(a, dim, lo, hi, memo) for a in expr.args)
+        out = expr if all(a is b for a, b in zip(args, expr.args)) else Op(expr.op, args, expr.dtype)
+    memo[id(expr)] = out
+    return out
+
+
+def cuts_along(exprs, dim: int) -> list[int]:
+    """Every cut of a :class:`Piecewise` along ``dim`` in ``exprs``, ascending."""
+    return sorted({c for e in exprs for n in walk(e) if isinstance(n, Piecewise) and n.dim == dim
+                   for c in n.cuts})
 
 
 def format_expr(expr: Expr) -> str:
@@ -181,6 +228,11 @@ def format_expr(expr: Expr) -> str:
         return f"acc{expr.stage}"
     if isinstance(expr, Index):
         return f"i{expr.dim}"
+    if isinstance(expr, Piecewise):
+        bounds = ("0",) + tuple(map(str, expr.cuts)) + ("",)
+        parts = ", ".join(f"[{lo}:{hi}] {format_expr(p)}"
+                          for lo, hi, p in zip(bounds, bounds[1:], expr.pieces))
+        return f"by_i{expr.dim}({parts})"
     if expr.op == "cast":
         return f"{expr.dtype}({format_expr(expr.args[0])})"
     return f"{expr.op}({', '.join(format_expr(a) for a in expr.args)})"

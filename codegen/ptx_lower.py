@@ -50,10 +50,15 @@ def from_mem(b: ir.IRBuilder, v: ir.Value, dtype: str) -> ir.Value:
 
 def vector_width(kernel: kir.Kernel) -> int:
     """Elements per thread in an elementwise kernel: 16 bytes of the widest last-dim-contiguous operand."""
-    if kernel.n_reduce or kernel.ndim == 0:
+    if kernel.n_reduce or kernel.ndim == 0 or _has_piecewise(kernel):
         return 1
     sizes = [itemsize(o.dtype) for o in (*kernel.inputs, *kernel.outputs) if o.layout[-1] == "c"]
     return min(MAX_VECTOR_WIDTH, VECTOR_BYTES // max(sizes)) if sizes else 1
+
+
+def _has_piecewise(kernel: kir.Kernel) -> bool:
+    """Selects by index range are branches per element (see ``_Lowering.piecewise``)."""
+    return any(isinstance(e, kir.Piecewise) for st in kernel.stages for e in kir.walk(st.expr))
 
 
 def _i64(v: int) -> ir.Constant:
@@ -178,10 +183,12 @@ class _Lowering:
     def eval(self, expr: kir.Expr, loads: Callable[[int], ir.Value], index: Callable[[int], ir.Value],
              memo: dict[int, ir.Value]) -> ir.Value:
         """Emit ``expr`` (shared sub-trees once per ``memo``); ``loads(i)`` gives input ``i``."""
-        for node in kir.walk(expr):
+        for node in kir.walk(expr, pieces=False):
             if id(node) in memo:
                 continue
-            if isinstance(node, kir.Load):
+            if isinstance(node, kir.Piecewise):
+                v = self.piecewise(node, loads, index, memo)
+            elif isinstance(node, kir.Load):
                 v = loads(node.input)
             elif isinstance(node, kir.Const):
                 v = scalar.const(node.dtype, node.value)
@@ -196,12 +203,38 @@ class _Lowering:
             memo[id(node)] = v
         return memo[id(expr)]
 
+    def piecewise(self, e: kir.Piecewise, loads: Callable[[int], ir.Value], index: Callable[[int], ir.Value],
+                  memo: dict[int, ir.Value]) -> ir.Value:
+        """Branch on the index to the one piece that holds there: a piece's loads run only inside
+        its range (what it computes stays in its block; a phi joins them)."""
+        b, i = self.b, index(e.dim)
+        done = self.block("piece.done")
+        incoming = []
+        for k, piece in enumerate(e.pieces):
+            if k < len(e.cuts):
+                here, rest = self.block(f"piece{k}"), self.block(f"piece{k}.rest")
+                b.cbranch(b.icmp_signed("<", i, _i64(e.cuts[k])), here, rest)
+                b.position_at_end(here)
+            fresh = getattr(loads, "fresh", None)
+            v = self.eval(piece, fresh() if fresh else loads, index, dict(memo))
+            incoming.append((v, b.block))
+            b.branch(done)
+            if k < len(e.cuts):
+                b.position_at_end(rest)
+        b.position_at_end(done)
+        phi = b.phi(incoming[0][0].type)
+        for v, bb in incoming:
+            phi.add_incoming(v, bb)
+        return phi
+
     def build(self) -> ir.Module:
         if self.k.n_reduce == 0:
             if any(isinstance(s, kir.Reduce) for s in self.k.stages):
                 raise ValueError(f"kernel {self.k.name}: Reduce stage with n_reduce == 0")
             _Elementwise(self).build()
         else:
+            if _has_piecewise(self.k):
+                raise ValueError(f"kernel {self.k.name}: Piecewise in a kernel with reduce dims")
             _RowReduce(self).build()
         self.b.ret_void()
         return self.module
@@ -337,6 +370,7 @@ class _Elementwise:
             if i not in cache:
                 cache[i] = fn(i)
             return cache[i]
+        get.fresh = lambda: _Elementwise._cached(fn)   # (loads inside a branch stay there)
         return get
 
 

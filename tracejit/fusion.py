@@ -4,8 +4,10 @@ The rules, in the order they are applied (each materialized value records its re
 ``explain`` prints):
 
 1. Graph outputs live in memory.
-2. Matmul and host ops (sort, take, pad, concat, …) run as extern steps; their operands live
-   in memory, read through strided views when a movement chain allows it.
+2. Matmul and host ops (sort, take, …) run as extern steps; their operands live in memory,
+   read through strided views when a movement chain allows it.  Concatenation, pad and slice
+   assignment are selects by index range inside kernels (:class:`codegen.kir.Piecewise`): each
+   operand is an ordinary fused expression read shifted to its position (a ``window`` step).
 3. A value read by several kernels is recomputed in each of them when its expression is
    cheap (``RECOMPUTE_LIMIT``) or when it feeds a reduction (the row kernel that absorbs the
    reduction recomputes it instead of a round trip through memory), else materialized once.
@@ -35,7 +37,8 @@ from .ops import PRIMS, REDUCTIONS
 from .views import View, contiguous_strides
 
 VIEW_OPS = ("reshape", "permute", "expand", "slice")
-EXTERN_MOVEMENT = ("pad", "concat", "slice_scatter")   # data movement that is not a view: extern steps
+PIECEWISE_OPS = ("concat", "pad", "slice_scatter")    # selects by index range inside kernels
+EXTERN_MOVEMENT = ("slice_scatter",)   # extern steps when not a select by range (steps other than ±1)
 RECOMPUTE_LIMIT = 6          # cost units; a transcendental costs 4, other ops 1, views 0
 _EXPENSIVE = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos",
               "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "pow", "atan2", "div",
@@ -116,7 +119,15 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
 
 def _is_extern(g: Graph, nid: int) -> bool:
     n = g.node(nid)
-    return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or n.op in EXTERN_MOVEMENT)
+    return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or
+                                (n.op in EXTERN_MOVEMENT and not _is_piecewise(n)))
+
+
+def _is_piecewise(n: Any) -> bool:
+    """A movement op computed inside kernels as a select by index range."""
+    if n.op == "slice_scatter":     # x[a:b:s] = v with |s| > 1 writes no range: an extern step
+        return all(abs(st) == 1 for st in n.params["step"])
+    return n.op in PIECEWISE_OPS
 
 
 def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
@@ -141,10 +152,13 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
         # a value that feeds a reduction over its own shape is recomputed by the row kernel
         # that absorbs the reduction: recomputing beats a round trip through memory
         feeds_row = any(g.node(u).op in REDUCTIONS for u in users)
-        if len(users) > 1 and n.op not in VIEW_OPS and not feeds_row \
-                and len(_sinks(g, nid, materialized)) > 1:
+        if len(users) <= 1 or n.op in VIEW_OPS or feeds_row:
+            continue
+        # read through k different views (a stencil's shifted reads), a kernel computes it k times
+        views = sum(g.node(u).op in VIEW_OPS for u in users)
+        if len(_sinks(g, nid, materialized)) > 1 or views > 1:
             cost = _cost(g, nid, materialized, {})
-            if cost > RECOMPUTE_LIMIT:
+            if cost > RECOMPUTE_LIMIT or cost * (views - 1) > RECOMPUTE_LIMIT:
                 materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
     return _build(g, order, dict(materialized))
 
@@ -314,6 +328,8 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
             out: kir.Expr = kir.Load(remap[e.input])
         elif isinstance(e, kir.Op):
             out = kir.Op(e.op, tuple(rewrite(x) for x in e.args), e.dtype)
+        elif isinstance(e, kir.Piecewise):
+            out = kir.Piecewise(e.dim, e.cuts, tuple(rewrite(x) for x in e.pieces))
         else:
             out = e
         memo[id(e)] = out
@@ -492,7 +508,7 @@ class KernelBuilder:
                 continue
             if nid != root and nid in self.materialized and n.op not in VIEW_OPS:
                 continue
-            if n.op in ("input", "constant", "iota") or _is_extern(self.g, nid):
+            if n.op in ("input", "constant", "iota") or _is_extern(self.g, nid) or _is_piecewise(n):
                 continue
             stack.extend(n.inputs)
         return found
@@ -524,8 +540,8 @@ class KernelBuilder:
             if n.op in VIEW_OPS:
                 walk(n.inputs[0], path + (_step(n, nid),), False)
                 return
-            if n.op in ("input", "constant", "iota") or _is_extern(self.g, nid):
-                return
+            if n.op in ("input", "constant", "iota") or _is_extern(self.g, nid) or _is_piecewise(n):
+                return      # (a select by range is computed in elementwise kernels only)
             for i in n.inputs:
                 walk(i, path, False)
 
@@ -576,6 +592,11 @@ class KernelBuilder:
         self.members.add(nid)
         if n.op in VIEW_OPS:
             return self.expr(n.inputs[0], path + (_step(n, nid),))
+        if _is_piecewise(n):
+            if self.n_reduce:
+                raise NeedsMaterialization(nid, f"{n.op} read by a reduction kernel (selects by index "
+                                                f"range are computed in elementwise kernels)")
+            return getattr(self, f"_{n.op}")(nid, path)
         prim = PRIMS[n.op]
         if prim.kind != "elementwise" or prim.lower is None:
             raise NeedsMaterialization(nid, f"{n.op} cannot be computed inside a kernel")
@@ -627,6 +648,90 @@ class KernelBuilder:
                 e = term if (isinstance(e, kir.Const) and e.value == 0) else kir.Op("add", (e, term), "int64")
         return e if n.dtype.name == "int64" else kir.Op("cast", (e,), n.dtype.name)
 
+    # ------------------------------------------------------------------ selects by index range
+    def _select(self, nid: int, axis: int, path: Path, parts: list) -> kir.Expr:
+        """The value that is ``make()`` where ``nid``'s index along ``axis`` lies in ``[lo, hi)``,
+        for ``(lo, hi, make)`` in ``parts`` (which tile the axis): a :class:`kir.Piecewise` along
+        the iteration dim that walks ``axis`` (through the views in ``path``)."""
+        shape = self.g.node(nid).shape
+        v = _apply_path(View(shape, tuple(int(d == axis) for d in range(len(shape))), 0), path)
+        iv = None if v is None else self._iter_view(v)
+        dims = [] if iv is None else [j for j, (n, s) in enumerate(zip(iv.shape, iv.strides)) if s and n > 1]
+        if iv is None or len(dims) > 1:
+            # a reshape that merges the axis with others: no single loop walks it
+            raise NeedsMaterialization(nid, f"{self.g.node(nid).op} read through a reshape of its "
+                                            f"axis {axis}")
+        if not dims:        # one position along the axis
+            return next(make for lo, hi, make in parts if lo <= iv.offset < hi)()
+        j, off, s = dims[0], iv.offset, iv.strides[dims[0]]
+        n = iv.shape[j]
+        ranges = []
+        for lo, hi, make in parts:     # iteration indices i with lo <= off + s * i < hi
+            a, b = (-((off - lo) // s), -((off - hi) // s)) if s > 0 else \
+                ((off - hi) // -s + 1, (off - lo) // -s + 1)
+            a, b = max(a, 0), min(b, n)
+            if a < b:
+                ranges.append((a, make))
+        ranges.sort(key=lambda r: r[0])
+        if len(ranges) == 1:
+            return ranges[0][1]()
+        return kir.Piecewise(j, tuple(a for a, _ in ranges[1:]), tuple(make() for _, make in ranges))
+
+    def _window(self, nid: int, path: Path, start: tuple[int, ...],
+                step: tuple[int, ...] | None = None) -> Path:
+        """``path`` extended to read an operand of ``nid`` at index ``start + step * i``."""
+        step = step or (1,) * len(start)
+        return path + (("window", (("start", start), ("step", step)), self.g.node(nid).shape, nid),)
+
+    def _const(self, nid: int, value: Any) -> kir.Expr:
+        dtype = self.g.node(nid).dtype
+        return kir.Const(np.array(value).astype(dtype).item(), dtype.name)
+
+    def _concat(self, nid: int, path: Path) -> kir.Expr:
+        n = self.g.node(nid)
+        axis, parts, at = n.params["axis"], [], 0
+        for src in n.inputs:
+            k = self.g.node(src).shape[axis]
+            start = tuple(-at if d == axis else 0 for d in range(len(n.shape)))
+            parts.append((at, at + k,
+                          lambda src=src, start=start: self.expr(src, self._window(nid, path, start))))
+            at += k
+        return self._select(nid, axis, path, parts)
+
+    def _pad(self, nid: int, path: Path) -> kir.Expr:
+        n = self.g.node(nid)
+        pads, src = n.params["pads"], n.inputs[0]
+        box = [(d, lo, m - hi) for d, ((lo, hi), m) in enumerate(zip(pads, n.shape)) if lo or hi]
+        fill = self._const(nid, n.params["value"])
+        start = tuple(-lo for lo, _ in pads)
+        return self._box(nid, path, box, lambda: self.expr(src, self._window(nid, path, start)), lambda: fill)
+
+    def _slice_scatter(self, nid: int, path: Path) -> kir.Expr:
+        n = self.g.node(nid)
+        base, src = n.inputs
+        p, sshape = n.params, self.g.node(src).shape
+        if not math.prod(sshape):
+            return self.expr(base, path)
+        # step 1 writes [b, b + k) from src[i - b]; step -1 writes (b - k, b] from src[b - i]
+        start = tuple(-b if st > 0 else b for b, st in zip(p["start"], p["step"]))
+        box = []
+        for d, (b, st, k) in enumerate(zip(p["start"], p["step"], sshape)):
+            lo = b if st > 0 else b - k + 1
+            if lo or k != n.shape[d]:
+                box.append((d, lo, lo + k))
+        return self._box(nid, path, box, lambda: self.expr(src, self._window(nid, path, start, p["step"])),
+                         lambda: self.expr(base, path))
+
+    def _box(self, nid: int, path: Path, box: list, inside, outside) -> kir.Expr:
+        """``inside()`` where ``nid``'s index lies in ``box`` (a ``(dim, lo, hi)`` per dim it
+        bounds), ``outside()`` elsewhere: one select by range per bounded dim, nested."""
+        if not box:
+            return inside()
+        (d, lo, hi), rest = box[0], box[1:]
+        within = (lo, hi, lambda: self._box(nid, path, rest, inside, outside))
+        n = self.g.node(nid).shape[d]
+        return self._select(nid, d, path, [(0, lo, outside), within, (hi, n, outside)])
+
     def _iter_view(self, v: View) -> View:
         """A view over the root's logical space, reordered to the kernel's iteration order."""
         return View(tuple(v.shape[p] for p in self.perm), tuple(v.strides[p] for p in self.perm), v.offset)
@@ -644,7 +749,8 @@ class KernelBuilder:
         shape = tuple(self.space[p] for p in self.perm)
         inputs = sorted(self.loads, key=self.loads.__getitem__)
         views = [v for _, v in inputs] + [v for _, v in outputs]
-        uses_index = any(isinstance(e, kir.Index) for st in stages for e in kir.walk(st.expr))
+        uses_index = any(isinstance(e, (kir.Index, kir.Piecewise))
+                         for st in stages for e in kir.walk(st.expr))
         shape, strides, n_reduce = _collapse(shape, [v.strides for v in views], self.n_reduce,
                                              merge=not uses_index)
         views = [View(shape, s, v.offset) for v, s in zip(views, strides)]

@@ -44,6 +44,11 @@ class View:
             strides = tuple(s * st for s, st in zip(self.strides, params["step"]))
             # an empty result never reads memory; keep its offset in range
             return View(out_shape, strides, off if math.prod(out_shape) else self.offset)
+        if op == "window":
+            # index ``start + step * i`` of the operand at index ``i`` (a concatenation's or a
+            # pad's operand read at its position): only the points inside the operand are read
+            off = self.offset + sum(b * s for b, s in zip(params["start"], self.strides))
+            return View(out_shape, tuple(s * st for s, st in zip(self.strides, params["step"])), off)
         raise ValueError(f"{op} is not a view op")
 
     def reshape(self, shape: tuple[int, ...]) -> View | None:

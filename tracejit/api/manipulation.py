@@ -224,6 +224,75 @@ def roll(x: Tensor, /, shift: int | Sequence[int], *, axis: int | Sequence[int] 
     return _fresh(x) if out is x else out
 
 
+PAD_MODES = ("constant", "edge", "reflect", "wrap")
+
+
+def pad(x: Tensor, /, pad_width: int | Sequence, *, mode: str = "constant",
+        constant_values: Any = 0) -> Tensor:
+    """Pad ``x`` as :func:`numpy.pad` does, for the modes in ``PAD_MODES``.
+
+    ``pad_width``: an int, one ``(before, after)`` pair for every axis, or one pair per axis.
+    ``"reflect"`` and ``"wrap"`` take widths up to the axis' size (less one for reflect).
+    Under jit the result is computed by the kernels that read it (a select by index range).
+    """
+    x = as_tensor(x)
+    widths = _pad_widths(pad_width, x.ndim)
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad: mode {mode!r} is not one of {PAD_MODES}")
+    if mode == "constant":
+        if isinstance(constant_values, Tensor) or np.ndim(constant_values) != 0:
+            raise TypeError("pad: constant_values must be a Python or NumPy scalar")
+        if not any(lo or hi for lo, hi in widths):
+            return _fresh(x)
+        return P.pad(x, pads=widths, value=np.asarray(constant_values).item())
+    out = x
+    for a, (lo, hi) in enumerate(widths):
+        n = out.shape[a]
+        if not (lo or hi):
+            continue
+        if n == 0:
+            raise ValueError(f"pad: cannot pad the empty axis {a} in mode {mode!r}")
+        limit = n - 1 if mode == "reflect" else n if mode == "wrap" else None
+        if limit is not None and max(lo, hi) > limit:
+            raise ValueError(f"pad: mode {mode!r} pads axis {a} of size {n} by at most {limit}, "
+                             f"got {(lo, hi)}")
+        parts = []
+        if lo:
+            parts.append(_edge(out, a, lo, first=True) if mode == "edge" else
+                         P.flip(_axis_slice(out, a, 1, lo + 1), a) if mode == "reflect" else
+                         _axis_slice(out, a, n - lo, n))
+        parts.append(out)
+        if hi:
+            parts.append(_edge(out, a, hi, first=False) if mode == "edge" else
+                         P.flip(_axis_slice(out, a, n - 1 - hi, n - 1), a) if mode == "reflect" else
+                         _axis_slice(out, a, 0, hi))
+        out = P.concat(*parts, axis=a)
+    return _fresh(x) if out is x else out
+
+
+def _edge(x: Tensor, axis: int, k: int, first: bool) -> Tensor:
+    """The first (last) element along ``axis`` repeated ``k`` times (a broadcast)."""
+    n = x.shape[axis]
+    e = _axis_slice(x, axis, 0, 1) if first else _axis_slice(x, axis, n - 1, n)
+    return P.broadcast_to(e, tuple(k if i == axis else m for i, m in enumerate(x.shape)))
+
+
+def _pad_widths(pad_width: Any, ndim: int) -> tuple[tuple[int, int], ...]:
+    arr = np.asarray(pad_width, dtype=object)
+    if arr.ndim == 0:
+        pairs = [(pad_width, pad_width)] * ndim
+    elif arr.shape == (2,) or arr.shape == (1, 2):
+        pairs = [tuple(arr.reshape(2))] * ndim
+    elif arr.shape == (1,):
+        pairs = [(arr[0], arr[0])] * ndim
+    elif arr.shape == (ndim, 2):
+        pairs = [tuple(r) for r in arr]
+    else:
+        raise ValueError(f"pad: pad_width {pad_width!r} does not fit {ndim} axes "
+                         f"(an int, a pair or one pair per axis)")
+    return tuple((as_size(lo, "pad_width", "pad"), as_size(hi, "pad_width", "pad")) for lo, hi in pairs)
+
+
 def _axis_slice(x: Tensor, axis: int, start: int, stop: int) -> Tensor:
     return P.slice(x, start=tuple(start if i == axis else 0 for i in range(x.ndim)),
                    stop=tuple(stop if i == axis else n for i, n in enumerate(x.shape)),
