@@ -368,4 +368,60 @@ W7 = Workload(
 )
 
 
-WORKLOADS: tuple[Workload, ...] = (W1, W2, W3, W4, W5a, W5b, W6, W7)
+# --- W8: 2-D Jacobi stencil -------------------------------------------------------------------
+
+JACOBI_SWEEPS = 10
+
+
+def _jacobi_np(u: np.ndarray) -> np.ndarray:
+    """The best plain NumPy: two preallocated buffers with zero borders, interiors written in
+    place through ``out=`` (no temporaries), swapped every sweep."""
+    bufs = (np.zeros_like(u), np.zeros_like(u))
+    src = u
+    for k in range(JACOBI_SWEEPS):
+        dst = bufs[k % 2]
+        inner = dst[1:-1, 1:-1]
+        np.add(src[:-2, 1:-1], src[2:, 1:-1], out=inner)
+        inner += src[1:-1, :-2]
+        inner += src[1:-1, 2:]
+        inner *= 0.25
+        src = dst
+    return src
+
+
+def _jacobi_tj(tj: Any) -> Callable[..., Any]:
+    """Written functionally: the border is a concatenation of zeros, which jit fuses (one
+    kernel per sweep, the concatenations a select by index range)."""
+
+    def w8_jacobi(u: Any) -> Any:
+        n = u.shape[0]
+        for _ in range(JACOBI_SWEEPS):
+            i = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:])
+            z = tj.zeros((1, n - 2), dtype=u.dtype)
+            i = tj.concat([z, i, z], axis=0)
+            zc = tj.zeros((n, 1), dtype=u.dtype)
+            u = tj.concat([zc, i, zc], axis=1)
+        return u
+
+    return w8_jacobi
+
+
+W8 = Workload(
+    key="W8",
+    title=f"Jacobi stencil x{JACOBI_SWEEPS} sweeps",
+    sizes={"full": [(1024, 1024)], "quick": [(1024, 1024)], "cuda": [(4096, 4096)]},
+    make_inputs=lambda s, rng: (_randn(rng, *s),),
+    numpy=_jacobi_np,
+    tracejit=_jacobi_tj,
+    torch=None,
+    jax=None,
+    # each sweep reads u once and writes the new u once; 4 flops per interior point
+    cost=lambda s: Cost(bytes=JACOBI_SWEEPS * _f32(2 * math.prod(s)),
+                        flops=JACOBI_SWEEPS * 4 * (s[0] - 2) * (s[1] - 2)),
+    metric=GBPS,
+    rtol=1e-4,
+    atol=1e-5,
+)
+
+
+WORKLOADS: tuple[Workload, ...] = (W1, W2, W3, W4, W5a, W5b, W6, W7, W8)
