@@ -296,7 +296,17 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
                 in_grads = node.backward(g)
             else:
                 out = outs[id(node)] if outs[id(node)] is not None else node.out
-                in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
+                trace = tracing.current_trace()
+                if trace is None or out._trace is not trace:
+                    in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
+                else:       # while tracing: the gradient's nodes come from the forward op's line
+                    before = trace.source_override
+                    trace.source_override = trace.graph.node(out._node).source \
+                        if out._node in trace.graph else before
+                    try:
+                        in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
+                    finally:
+                        trace.source_override = before
             for edge, gx in zip(node.edges, in_grads):
                 if edge is None or gx is None:
                     continue

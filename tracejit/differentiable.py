@@ -125,7 +125,7 @@ def _subgraph(g: Graph, order: list[int], inputs: list[int], outputs: list[int])
             n = g.node(nid)
             if n.op == "input":
                 raise AssertionError(f"input %{nid} reached while cutting the joint graph")
-            ids[nid] = new.add(n.op, [ids[i] for i in n.inputs], n.params, n.aval)
+            ids[nid] = new.add(n.op, [ids[i] for i in n.inputs], n.params, n.aval, n.source)
     new.outputs = [ids[o] for o in outputs]
     return new
 

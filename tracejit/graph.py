@@ -32,6 +32,8 @@ class Node:
     inputs: tuple[int, ...]
     params: dict[str, Any]
     aval: AVal
+    # the user's ``file:line`` that recorded it (for explain and logs; never part of a key)
+    source: str = field(default="", compare=False, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -62,13 +64,17 @@ class Graph:
     # the topological order, kept until the structure changes (every mutator clears it)
     _topo: list[int] | None = field(default=None, repr=False, compare=False)
     _topo_index: tuple[Any, dict[int, int]] | None = field(default=None, repr=False, compare=False)
+    # the source location given to nodes added without one (set by the trace while it records)
+    default_source: str = field(default="", repr=False, compare=False)
 
     # ------------------------------------------------------------------ building
-    def add(self, op: str, inputs: Iterable[int], params: dict[str, Any], aval: AVal) -> int:
+    def add(self, op: str, inputs: Iterable[int], params: dict[str, Any], aval: AVal,
+            source: str | None = None) -> int:
         nid = next(self._ids)  # type: ignore[call-overload]
         inputs = tuple(inputs)
         self._topo = None
-        self.g.add_node(nid, node=Node(op, inputs, dict(params), aval))
+        self.g.add_node(nid, node=Node(op, inputs, dict(params), aval,
+                                       self.default_source if source is None else source))
         for i in inputs:
             self.g.add_edge(i, nid)
         return nid
@@ -127,6 +133,10 @@ class Graph:
         if old == new:
             return
         self._topo = None
+        replacement = self.node(new)
+        if not replacement.source and replacement.op != "input":
+            # a rewrite's result stands for the node it replaces
+            replacement.source = self.node(old).source
         for user in list(self.g.successors(old)):
             n = self.node(user)
             n.inputs = tuple(new if i == old else i for i in n.inputs)

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .aliasing import VIEW_OPS, Aliasing
-from .errors import TracejitError, user_frame
+from .errors import TracejitError, source_line, user_frame
 from .graph import Graph
 from .guards import DataGuard, Guard, ScalarSource, ValueGuard, user_line
 from .ops import AVal, Prim
@@ -92,6 +92,8 @@ class Trace:
         self._data_read: set[int] = set()     # eager values whose elements the trace read (guarded)
         self._data_keep: list[Any] = []
         self.aliasing = Aliasing(self.graph)  # views, so writes through them reach their base
+        # while a backward pass records a node's VJP: that node's source (its gradient ops came from it)
+        self.source_override = ""
 
     def new_input(self, aval: AVal, name: str = "") -> Tensor:
         return Tensor._tracer(self, self.graph.add_input(aval, name), aval)
@@ -140,6 +142,8 @@ class Trace:
         return out
 
     def record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+        # nodes added on the way (captured inputs, re-derived views) come from the same line
+        self.graph.default_source = self.source_override or source_line(3)     # (from bind's caller)
         nid = self.graph.add(prim.name, [self.node_of(x) for x in inputs], params, aval)
         out = Tensor._tracer(self, nid, aval)
         if prim.name in VIEW_OPS:
@@ -148,6 +152,7 @@ class Trace:
 
     def assign(self, target: Tensor, new: Tensor) -> None:
         """``target`` now holds ``new``'s value (an in-place op); remembered for write-back."""
+        self.graph.default_source = self.source_override or source_line(2)
         nid = self.node_of(new)
         view_node = nid
         target_view = target
@@ -164,6 +169,7 @@ class Trace:
 
         Returns (captured tensor, final node) for each of them, for the write-back.
         """
+        self.graph.default_source = ""      # later rewrites name their own sources
         out = []
         for t in self.mutated.values():
             out.append((t, t._node))
