@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,10 @@ class CompiledProgram:
         self.plan = plan
         self.program = program
         self.device = device
+        # seconds per compile phase (fusion, schedule, codegen) and where the kernels came from
+        # ({"compiled", "disk_hits", "memory_hits"}); filled in by compile_graph
+        self.phase_times: dict[str, float] = {}
+        self.kernel_sources: dict[str, int] = {}
         self.ptx: dict[str, Any] = {}       # kernel key -> codegen.ptx.PtxKernel (CUDA only)
         self._run: Any = None
         if device.type == "cuda":
@@ -109,11 +114,14 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     safe (see :func:`_in_place_outputs`), the kernel computing the output writes the input's
     buffer itself instead of a new one that the caller would copy back (CPU only).
     """
+    t0 = time.perf_counter()
     g = _copy(g)
     split_reductions(g)
     plan = fusion.plan(g)
+    t1 = time.perf_counter()
     updates = updates if device.type == "cpu" else None
     program = _to_program(g, plan, updates)
+    t_fusion, t_schedule = t1 - t0, time.perf_counter() - t1
     if updates:
         # Later kernels that recompute an update from the old input block it from being done
         # in place: plan again with those (large) updates read back from memory instead.
@@ -121,22 +129,53 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
                             and math.prod(g.node(g.outputs[k]).shape) * g.node(g.outputs[k]).dtype.itemsize
                             >= IN_PLACE_MIN_BYTES)
         if refused:
+            t0 = time.perf_counter()
             plan2 = fusion.plan(g, refused)
+            t1 = time.perf_counter()
             program2 = _to_program(g, plan2, updates)
+            t_fusion, t_schedule = t_fusion + t1 - t0, t_schedule + time.perf_counter() - t1
             if len(program2.inplace) > len(program.inplace):
                 plan, program = plan2, program2
     if log_fusion.isEnabledFor(logging.INFO):
         names = g.names()
         for node, why in plan.materialized.items():
             if node in names:
-                log_fusion.info("%s (%s) lives in memory: %s", names[node], g.node(node).op, why)
+                log_fusion.info("%s (%s) lives in memory: %s%s", names[node], g.node(node).op, why,
+                                at_source(g, node))
         log_fusion.info("%d steps: %d kernels", len(plan.steps),
                         sum(isinstance(s, fusion.KernelPlan) for s in plan.steps))
     if log_kernels.isEnabledFor(logging.INFO):
         for step in plan.steps:
             if isinstance(step, fusion.KernelPlan):
-                log_kernels.info("%s\n  launch shape %s", kir.format_kernel(step.kernel), step.shape)
-    return CompiledProgram(g, plan, program, device)
+                log_kernels.info("%s\n  launch shape %s%s", kir.format_kernel(step.kernel), step.shape,
+                                 at_source(g, step.root))
+    cache = _kernel_cache(device)
+    before = dict(cache.stats) if cache is not None else {}
+    t0 = time.perf_counter()
+    compiled = CompiledProgram(g, plan, program, device)
+    compiled.phase_times = {"fusion": t_fusion, "schedule": t_schedule, "codegen": time.perf_counter() - t0}
+    if cache is not None:
+        compiled.kernel_sources = {k: cache.stats.get(k, 0) - before.get(k, 0)
+                                   for k in ("compiled", "disk_hits", "memory_hits")}
+    return compiled
+
+
+def at_source(g: Graph, nid: int) -> str:
+    """``"  (file.py:line)"``: the user's line that made node ``nid``, or ``""`` when unknown."""
+    where = g.node(nid).source if nid in g else ""
+    return f"  ({where})" if where else ""
+
+
+def _kernel_cache(device: Device) -> Any:
+    """The cache ``CompiledProgram`` compiles ``device``'s kernels through (its ``stats``)."""
+    try:
+        if device.type == "cuda":
+            from runtime.ptx_cache import default_ptx_cache
+            return default_ptx_cache()
+        from runtime.kernel_cache import default_cache
+        return default_cache()
+    except ImportError:
+        return None
 
 
 def _copy(g: Graph) -> Graph:

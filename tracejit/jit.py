@@ -168,6 +168,7 @@ class Traced:
     arg_grads: list[tuple[int, int]] = field(default_factory=list)   # (argument, output): new .grad
     grad_plan: GradPlan | None = None       # how results get a tape node (grad mode, inputs need grad)
     where: str = ""                         # the traced function's file:line
+    phase_times: dict[str, float] = field(default_factory=dict)   # trace, optimize[, partition]: seconds
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -183,6 +184,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
                    differentiable: bool = False, specialize: bool = False) -> Traced:
     """Trace ``fn`` on tracers for ``leaves``; with ``differentiable``, its backward too (see
     ``tracejit.differentiable``)."""
+    t_start = time.perf_counter()
     trace = Trace()
     code = CodeGuards()          # globals and closures, read before the function runs
     code.visit_callable(fn)
@@ -243,17 +245,24 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     n_forward = len(g.outputs)
     if joint is not None:
         g.outputs.extend(joint[3])
+    t_traced = time.perf_counter()
     stats = passes.optimize(g)
+    phases = {"trace": t_traced - t_start, "optimize": time.perf_counter() - t_traced}
     plan = None
     if joint is not None:
+        t0 = time.perf_counter()
         diff, wrt, cotangents, _ = joint
         g, plan = split(g, n_forward, cotangents)
         plan.diff_outputs, plan.wrt = diff, wrt
+        phases["partition"] = time.perf_counter() - t0
     stateful = [leaf for leaf in leaves if _is_stateful(leaf)]
+    t0 = time.perf_counter()
+    guards = _guards(fn, trace, stateful, code)
+    phases["trace"] += time.perf_counter() - t0
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
-                  stats, _guards(fn, trace, stateful, code), dynamic, arg_grad_outputs, plan,
-                  function_location(fn))
+                  stats, guards, dynamic, arg_grad_outputs, plan,
+                  function_location(fn), phases)
 
 
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
@@ -390,6 +399,9 @@ class CompiledEntry:
             if plain and backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
         self._backward: Any = None       # the compiled backward program, built on first use
         self.name = ""
+        # seconds per phase, tracing to code generation (explain's summary, benchmarks)
+        self.phase_times: dict[str, float] = {**traced.phase_times,
+                                              **getattr(self.executable, "phase_times", {})}
         plan = traced.grad_plan
         updated = set(_update_inputs(traced).values())
         # a residual the program also updates in place is saved before the call
