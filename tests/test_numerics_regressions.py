@@ -15,7 +15,8 @@ def test_power_one_half_is_numpys_square_root(dtype):
         expected = np.power(x, dtype(0.5))
     for got in (tj.asarray(x) ** 0.5, tj.jit(lambda a: a ** 0.5)(tj.asarray(x))):
         np.testing.assert_array_equal(got.numpy(), expected)
-        np.testing.assert_array_equal(np.signbit(got.numpy()), np.signbit(expected))
+        number = ~np.isnan(expected)        # (a NaN's sign means nothing)
+        np.testing.assert_array_equal(np.signbit(got.numpy())[number], np.signbit(expected)[number])
 
 
 def test_power_by_an_array_of_one_half_is_cs_pow():

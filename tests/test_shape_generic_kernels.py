@@ -65,3 +65,16 @@ def test_the_run_time_count_gives_eager_results_for_each_size(rng):
         x = rng.standard_normal((n, 4))
         eager = float(F.cross_entropy(tj.asarray(x), tj.zeros((n,), dtype=tj.int64)))
         assert float(f(tj.asarray(x))) == pytest.approx(eager, rel=1e-12)
+
+
+def test_functions_differing_in_a_python_number_share_their_kernels(rng):
+    # a float met while tracing is loaded by the kernel, not compiled in: 200 scales, one kernel
+    x = rng.standard_normal(100).astype(np.float32)
+    tj.jit(lambda a: a * 0.25 + 1.5)(tj.asarray(x))
+
+    def run_all():
+        for k in range(200):
+            scale = 0.1 + k / 7
+            got = tj.jit(lambda a, s=scale: a * s + 1.5)(tj.asarray(x)).numpy()
+            np.testing.assert_array_equal(got, x * np.float32(scale) + np.float32(1.5))
+    assert _compiled_during(run_all) == 0

@@ -250,6 +250,11 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
 MAX_OPERANDS = 24    # horizontal fusion stops before kernels grow unwieldy
 
 
+def _n_arrays(k: KernelPlan) -> int:
+    """Operands a kernel walks (a broadcast number, such as a learning rate, is not one)."""
+    return sum(1 for _, v in k.inputs if any(v.strides)) + len(k.outputs)
+
+
 def _step_dag(fp: FusionPlan):
     """Steps as a networkx DAG: an edge when one step reads a buffer another writes."""
     producer: dict[int, int] = {}
@@ -295,7 +300,7 @@ def _merge_siblings(fp: FusionPlan) -> None:
                 if b in merged_into:
                     continue
                 sa, sb = steps[a], steps[b]
-                if len(sa.inputs) + len(sb.inputs) + len(sa.outputs) + len(sb.outputs) > MAX_OPERANDS:
+                if _n_arrays(sa) + _n_arrays(sb) > MAX_OPERANDS:
                     continue
                 if (anc[b] >> a) & 1 or (anc[a] >> b) & 1:
                     continue

@@ -394,11 +394,11 @@ binary("div", np.true_divide, "float", vjp=_vjp_div)
 binary("floordiv", _floordiv, vjp=_vjp_zero)
 binary("mod", _mod, vjp=lambda g, out, a, b: (g, None))
 def _lower_pow(args, dtype, **_):
-    # NumPy's float power loop takes a broadcast (stride-0) exponent of 0.5 as sqrt, so
-    # (-inf) ** 0.5 is nan and (-0.0) ** 0.5 is -0.0 (C's pow gives inf and 0.0); a kernel's
-    # uniform exponent is that case
+    # NumPy's float32/float64 power loops take a broadcast (stride-0) exponent of 0.5 as sqrt,
+    # so (-inf) ** 0.5 is nan and (-0.0) ** 0.5 is -0.0 (C's pow, and NumPy's float16 loop, give
+    # inf and 0.0); a kernel's uniform exponent is that case
     x, e = args
-    if isinstance(e, kir.Const) and e.value == 0.5 and dtype in ("float16", "float32", "float64"):
+    if isinstance(e, kir.Const) and e.value == 0.5 and dtype in ("float32", "float64"):
         return kir.Op("sqrt", (x,), dtype)
     return kir.Op("pow", tuple(args), dtype)
 

@@ -50,12 +50,19 @@ def constant_value(g: Graph, nid: int) -> np.ndarray | None:
     """The value of a node built only from constants through views, else None."""
     n = g.node(nid)
     if n.op == "constant":
-        return None if n.params.get("runtime") else n.params["value"]
+        return n.params["value"]
     if n.op in ("reshape", "expand", "permute", "slice") and g.node(n.inputs[0]).op in (
             "constant", "reshape", "expand", "permute", "slice"):
         inner = constant_value(g, n.inputs[0])
         return None if inner is None else PRIMS[n.op].impl(inner, **n.params)
     return None
+
+
+def _is_runtime(g: Graph, nid: int) -> bool:
+    """Whether a constant-valued node derives from a run-time constant (see ops ``constant``)."""
+    n = g.node(nid)
+    return bool(n.params.get("runtime")) if n.op == "constant" else \
+        any(_is_runtime(g, i) for i in n.inputs)
 
 
 def _uniform(g: Graph, nid: int) -> float | int | bool | None:
@@ -92,7 +99,10 @@ def fold_constants(g: Graph) -> int:
         out = np.asarray(prim.impl(*values, **n.params))
         if not out.flags.c_contiguous:      # (np.ascontiguousarray would make a 0-d result 1-d)
             out = out.copy()
-        new = g.add("constant", (), {"value": out}, AVal(out.shape, out.dtype))
+        # (a value computed from a run-time constant stays one: kernels load it)
+        params = {"value": out, "runtime": True} if any(_is_runtime(g, i) for i in n.inputs) \
+            else {"value": out}
+        new = g.add("constant", (), params, AVal(out.shape, out.dtype))
         g.replace_all_uses(nid, new)
         folded += 1
     dce(g)
@@ -190,14 +200,14 @@ def _single_element(g: Graph, nid: int) -> int | None:
 
 def _rule_scalar_math_before_broadcast(g: Graph, nid: int) -> int | None:
     """``op(broadcast(a), broadcast(b)) -> broadcast(op(a, b))`` for one-element ``a``, ``b``:
-    arithmetic on run-time counts (a mean's ``1/n`` in its gradient) is done once, not per
-    element, and costs the kernels that read it nothing."""
+    arithmetic on numbers (a mean's ``1/n`` in its gradient) is done once, not per element
+    (folded, when they are constants), and costs the kernels that read it nothing."""
     n = g.node(nid)
     if n.op not in PRIMS or PRIMS[n.op].kind != "elementwise" or math.prod(n.shape) <= 1 or not n.inputs:
         return None
     sources = [_single_element(g, i) for i in n.inputs]
-    if any(s is None for s in sources) or all(constant_value(g, s) is not None for s in sources):
-        return None     # (all plain constants: folding computes it)
+    if any(s is None for s in sources):
+        return None
     scalars = [s if not g.node(s).shape else
                g.add("reshape", (s,), {"shape": ()}, AVal((), g.node(s).dtype)) for s in sources]
     r = g.add(n.op, scalars, n.params, AVal((), n.dtype))

@@ -81,11 +81,24 @@ def operands(op: str, *args: Any) -> list[Tensor]:
             if eager:       # one constant already of the full shape (a free NumPy view)
                 out.append(P.constant(np.broadcast_to(value, shape)))
                 continue
-            t = P.constant(value)   # traced: a 0-d constant and a broadcast, which fusion inlines
+            t = _traced_number(value)   # a 0-d constant and a broadcast, read by fusion
         else:
             t = P.cast(v, dtype)
         out.append(P.broadcast_to(t, shape))
     return out
+
+
+# Numbers the passes simplify with (x * 1, x + 0, x ** 0.5, x * 2) or that have no ordinary value
+_INLINE_NUMBERS = frozenset({0.0, 1.0, -1.0, 2.0, 0.5, -0.5})
+
+
+def _traced_number(value: np.ndarray) -> Tensor:
+    """A Python number met while tracing.  A float other than the few the passes simplify with
+    is a run-time constant: kernels load it instead of compiling it in, so functions that differ
+    only in such a number (a learning rate, a scale in a closure) share their kernels."""
+    if value.dtype.kind == "f" and np.isfinite(value) and float(value) not in _INLINE_NUMBERS:
+        return P.bind("constant", value=value, runtime=True)
+    return P.constant(value)
 
 
 def broadcast_shapes_for(op: str, *shapes: Sequence[int]) -> tuple[int, ...]:
