@@ -68,7 +68,8 @@ def test_concat_with_empty_operands(rng):
 
 def test_concat_promotes_mixed_dtypes(rng):
     a, b, c = arr(rng, (3, 2), np.int32), arr(rng, (2, 2), np.float32), arr(rng, (1, 2), np.int64)
-    out = check(lambda a, b, c: tj.concat([a, b, c]), lambda a, b, c: np.concatenate([a, b, c]).astype(np.float32),
+    out = check(lambda a, b, c: tj.concat([a, b, c]),
+                lambda a, b, c: np.concatenate([a, b, c]).astype(np.float32),
                 a, b, c)
     assert out.dtype == np.float32
 
@@ -126,7 +127,8 @@ def test_stack(axis, dtype, rng):
 @pytest.mark.parametrize("width", [1, (2, 0), ((0, 3), (1, 2))])
 def test_pad_constant(width, dtype, rng):
     x = arr(rng, (4, 5), dtype)
-    check(lambda x: tj.pad(x + 1, width, constant_values=7), lambda x: np.pad(x + 1, width, constant_values=7), x)
+    check(lambda x: tj.pad(x + 1, width, constant_values=7),
+          lambda x: np.pad(x + 1, width, constant_values=7), x)
     assert counts(lambda x: tj.pad(x + 1, width, constant_values=7), tj.asarray(x)) == (1, 0)
 
 
@@ -176,7 +178,8 @@ def test_flip_is_a_view(axis, rng):
 
 # ----------------------------------------------------------------------------- slice assignment
 
-SET_KEYS = [np.s_[1:3], np.s_[::-1], np.s_[4:0:-1, 1:], np.s_[:, 2], np.s_[1:-1, 1:-1], np.s_[2], np.s_[..., ::-1]]
+SET_KEYS = [np.s_[1:3], np.s_[::-1], np.s_[4:0:-1, 1:], np.s_[:, 2], np.s_[1:-1, 1:-1], np.s_[2],
+            np.s_[..., ::-1]]
 
 
 @pytest.mark.parametrize("key", SET_KEYS)
