@@ -351,3 +351,18 @@ def test_selects_by_range_lower_to_ptx_that_assembles(name):
     assert [k.key for k in gpu.kernels] == [k.key for k in cpu.kernels]
     for pk in gpu.entry.executable.ptx.values():
         ptx.ptxas_check(pk.ptx, "sm_90")
+
+
+def test_an_empty_slice_of_a_concat(rng):
+    x, y = arr(rng, (3, 4)), arr(rng, (2, 4))
+    f = lambda x, y: tj.concat([x, y], axis=0)[7:9] + 1      # noqa: E731
+    check(f, lambda x, y: np.concatenate([x, y], 0)[7:9] + 1, x, y)
+
+
+def test_the_stencil_interior_is_a_vector_loop_without_selects(rng):
+    from codegen import cpu
+    u = tj.asarray(arr(rng, (64, 64)))
+    (k,) = tj.jit(lambda u: jacobi(u, 1)).lower(u).kernels
+    ir = cpu.optimized_ir(k)
+    assert "x float>" in ir                   # vector loads and stores
+    assert "select <" not in ir               # borders are ranges, not per-lane selects

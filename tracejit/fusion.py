@@ -666,8 +666,8 @@ class KernelBuilder:
             # a reshape that merges the axis with others: no single loop walks it
             raise NeedsMaterialization(nid, f"{self.g.node(nid).op} read through a reshape of its "
                                             f"axis {axis}")
-        if not dims:        # one position along the axis
-            return next(make for lo, hi, make in parts if lo <= iv.offset < hi)()
+        if not dims:        # one position along the axis (any, in an empty space)
+            return next((make for lo, hi, make in parts if lo <= iv.offset < hi), parts[0][2])()
         j, off, s = dims[0], iv.offset, iv.strides[dims[0]]
         n = iv.shape[j]
         ranges = []
