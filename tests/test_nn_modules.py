@@ -147,3 +147,23 @@ def test_module_to_double_and_setattr_rules() -> None:
             def __init__(self):
                 self.x = 1
         Bad()
+
+
+def test_embedding_under_jit_is_a_gather_with_eagers_values_and_gradients():
+    # a take and, for the gradient, a scatter_add: never a tokens x vocabulary one-hot matmul
+    tj.manual_seed(0)
+    emb = nn.Embedding(1000, 8)
+    ids = tj.asarray(np.array([[3, 999, 3], [0, 7, 3]]))
+
+    def loss(i):
+        return (emb(i) ** 2).sum()
+
+    np.testing.assert_array_equal(tj.jit(emb)(ids).numpy(), emb(ids).numpy())
+    loss(ids).backward()
+    eager_grad = emb.weight.grad.numpy().copy()
+    emb.weight.grad = None
+    tj.jit(lambda i: loss(i).backward())(ids)
+    np.testing.assert_allclose(emb.weight.grad.numpy(), eager_grad, rtol=1e-6)
+    assert np.count_nonzero(eager_grad.any(axis=1)) == 4      # rows 0, 3, 7, 999 (3 three times)
+    graph = str(tj.explain(loss, ids).graph)
+    assert "take" in graph and "matmul" not in graph and "[6,1000]" not in graph.replace(" ", "")

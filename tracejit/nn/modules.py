@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..api import asarray, matmul, reshape, take, tanh
+from ..api import asarray, reshape, take, tanh
 from ..device import write_back
 from ..guards import is_plain as _is_plain
 from ..guards import note_state_change
@@ -401,8 +401,8 @@ class LayerNorm(Module):
 class Embedding(Module):
     """A lookup table (normal(0, 1) init).
 
-    Eagerly the lookup is a ``take``; under ``jit`` it is ``one_hot(idx) @ weight``, a matmul the
-    compiler fuses and whose gradient is another matmul (``take`` is a host-side op there).
+    The lookup is a ``take`` (a gather of rows) and its gradient a ``scatter_add`` of the rows'
+    gradients, eagerly and under ``jit``: no tokens x vocabulary temporary.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
@@ -420,12 +420,7 @@ class Embedding(Module):
         idx = idx if isinstance(idx, Tensor) else asarray(idx)
         if not dt.is_int(idx.dtype):
             raise TypeError(f"Embedding: indices must be integers, got {idx.dtype.name}")
-        if current_trace() is None:
-            flat = reshape(idx, (-1,))
-            out = take(self.weight, flat, axis=0)
-        else:
-            flat = reshape(idx, (-1,))
-            out = matmul(F.one_hot(flat, self.num_embeddings, self.weight.dtype), self.weight)
+        out = take(self.weight, reshape(idx, (-1,)), axis=0)
         return reshape(out, tuple(idx.shape) + (self.embedding_dim,))
 
     def extra_repr(self) -> str:
