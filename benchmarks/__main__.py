@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import compile_latency, training
+from . import compile_latency, compile_scaling, training
 from .harness import (
     IMPLS,
     LEGEND,
@@ -28,6 +28,7 @@ from .harness import (
 from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY]
+OPT_IN = [compile_scaling.KEY]      # run only when named in --only (they take minutes)
 
 
 def selected(only: str | None) -> list[str]:
@@ -36,10 +37,10 @@ def selected(only: str | None) -> list[str]:
         return ALL_KEYS
     keys: list[str] = []
     for item in (s.strip() for s in only.split(",") if s.strip()):
-        matches = [k for k in ALL_KEYS if k.lower() == item.lower()
+        matches = [k for k in ALL_KEYS + OPT_IN if k.lower() == item.lower()
                    or (k[:-1].lower() == item.lower() and k[-1] in "ab")]
         if not matches:
-            raise SystemExit(f"unknown workload {item!r}; choose from {', '.join(ALL_KEYS)}")
+            raise SystemExit(f"unknown workload {item!r}; choose from {', '.join(ALL_KEYS + OPT_IN)}")
         keys += [m for m in matches if m not in keys]
     return keys
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (about a minute)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--only", help=f"comma-separated subset of {','.join(ALL_KEYS)} (W5 = W5a,W5b)")
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(ALL_KEYS)} (W5 = W5a,W5b), "
+                    f"or the opt-in {','.join(OPT_IN)}")
     ap.add_argument("--impls", help=f"comma-separated subset of: {', '.join(IMPLS)}")
     ap.add_argument("--json", metavar="PATH", help="write every result as JSON")
     ap.add_argument("--plot", metavar="PATH", help="write a speedup chart (needs matplotlib)")
@@ -111,13 +113,21 @@ def main(argv: list[str] | None = None) -> int:
         c1 = compile_latency.run(cfg, log)
         print(compile_latency.render(c1) + "\n", flush=True)
 
+    c2: dict[str, Any] | None = None
+    if compile_scaling.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {compile_scaling.KEY} compile time by model size (fresh processes)")
+        impls = tuple(i for i in compile_scaling.IMPLS if i in cfg.impls)
+        c2 = compile_scaling.run(compile_scaling.MODELS, impls, log)
+        print(compile_scaling.render(c2) + "\n", flush=True)
+
     print(LEGEND)
     load = f", load average now {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"total {time.perf_counter() - started:.0f} s{load}")
 
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
-               "results": results_json(results), "compile_latency": c1}
+               "results": results_json(results), "compile_latency": c1,
+               "compile_scaling": c2}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")

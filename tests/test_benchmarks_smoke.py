@@ -110,3 +110,26 @@ def test_step_overhead_runs_and_reports(monkeypatch, capsys) -> None:
     step_overhead.main()
     out = capsys.readouterr().out
     assert "train step MLP 64-128-128-10 batch 32" in out and "tracejit jit" in out
+
+
+def test_compile_scaling_runs_a_tiny_model_in_fresh_processes() -> None:
+    from benchmarks import compile_scaling
+    c2 = compile_scaling.run(("mlp-1",), (harness.TJ_JIT,))
+    by_impl = {r["impl"]: r for r in c2["rows"]}
+    tj_row = by_impl[harness.TJ_JIT]
+    assert tj_row["status"] == "ok", tj_row
+    cold, warm = tj_row["cold"], tj_row["warm"]
+    assert cold["nodes"] > 0 and cold["kernels"] > 0 and cold["new_batch_compiled"] == 0
+    assert {"trace", "optimize", "fusion", "schedule", "codegen"} <= set(cold["phases"])
+    assert cold["kernel_sources"]["compiled"] > 0 and warm["kernel_sources"]["compiled"] == 0
+    assert abs(cold["loss"] - warm["loss"]) < 1e-6
+    text = compile_scaling.render(c2)
+    assert text.startswith("C2 ") and "mlp-1" in text and harness.TJ_JIT in text
+
+
+def test_compile_scaling_render_reports_missing_frameworks() -> None:
+    from benchmarks import compile_scaling
+    c2 = {"rows": [{"model": "mlp-2", "impl": "jax.jit", "status": "skipped: jax not installed",
+                    "cold": {"status": "skipped: jax not installed"}}]}
+    assert "jax.jit: skipped: jax not installed" in compile_scaling.render(c2)
+    assert selected("C2") == ["C2"] and "C2" not in selected(None)
