@@ -90,6 +90,10 @@ def test_compile_phases_are_recorded():
     assert set(src) == {"compiled", "disk_hits", "memory_hits"}
     assert sum(src.values()) == ex.compiled.n_kernels
     assert "compile time: " in ex.summary() and "trace " in ex.summary()
+    passes = ex.entry.traced.pass_times
+    assert {"dce", "simplify", "fold", "cse", "verify"} <= set(passes) and min(passes.values()) >= 0
+    assert sum(passes.values()) <= phases["optimize"]
+    assert "optimize by pass: dce " in ex.summary()
 
 
 def test_phases_of_a_differentiable_call_include_the_partition():
@@ -143,7 +147,8 @@ def test_log_lines_carry_the_users_file_and_line(caplog):
     red = f"({HERE}:{_line_of(f, 'tj.sum')})"
     fusion_lines = [r.getMessage() for r in caplog.records if r.name == "tracejit.fusion"]
     kernel_lines = [r.getMessage() for r in caplog.records if r.name == "tracejit.kernels"]
-    assert any("lives in memory: result of matmul (extern step)" in m and m.endswith(mm) for m in fusion_lines)
+    assert any("lives in memory: result of matmul (extern step)" in m and m.endswith(mm)
+               for m in fusion_lines)
     assert any("lives in memory: graph output" in m and m.endswith(red) for m in fusion_lines)
     assert kernel_lines and all(m.endswith(red) for m in kernel_lines)
 

@@ -159,7 +159,8 @@ class Explanation:
             plan, cg, names = self.compiled.plan, self.compiled.graph, self._names()
             kinds = self.kernel_kinds()
             n_k = self.compiled.n_kernels
-            fused = ", ".join(f"{kinds[k]} {k}" for k in KERNEL_KINDS[:3] if kinds[k])
+            fused = ", ".join(f"{kinds[k]} {k}{'s' if kinds[k] != 1 and k.endswith('n') else ''}"
+                              for k in KERNEL_KINDS[:3] if kinds[k])
             ext = ", ".join(f"{kinds[k]} {k}{'s' if kinds[k] != 1 else ''}" for k in KERNEL_KINDS[3:]
                             if kinds[k])
             lines.append(f"steps: {len(plan.steps)}: {n_k} kernels ({fused or 'none'})"
@@ -200,6 +201,10 @@ class Explanation:
                 text += (f" ({src.get('compiled', 0)} kernels compiled, {src.get('disk_hits', 0)} loaded "
                          f"from disk, {src.get('memory_hits', 0)} from memory)")
             lines.append(f"compile time: {_seconds(sum(phases.values()))}: {text}")
+            by_pass = getattr(self.entry.traced, "pass_times", {}) or {}
+            if by_pass:
+                lines.append("    optimize by pass: "
+                             + ", ".join(f"{p} {_seconds(t)}" for p, t in by_pass.items()))
         return "\n".join(lines)
 
     def buffer_plan_text(self) -> str:

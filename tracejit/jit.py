@@ -169,6 +169,7 @@ class Traced:
     grad_plan: GradPlan | None = None       # how results get a tape node (grad mode, inputs need grad)
     where: str = ""                         # the traced function's file:line
     phase_times: dict[str, float] = field(default_factory=dict)   # trace, optimize[, partition]: seconds
+    pass_times: dict[str, float] = field(default_factory=dict)    # optimize's seconds by pass
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -246,7 +247,8 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     if joint is not None:
         g.outputs.extend(joint[3])
     t_traced = time.perf_counter()
-    stats = passes.optimize(g)
+    pass_times: dict[str, float] = {}
+    stats = passes.optimize(g, pass_times)
     phases = {"trace": t_traced - t_start, "optimize": time.perf_counter() - t_traced}
     plan = None
     if joint is not None:
@@ -262,7 +264,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, guards, dynamic, arg_grad_outputs, plan,
-                  function_location(fn), phases)
+                  function_location(fn), phases, pass_times)
 
 
 def _shares_memory(a: Tensor, b: Tensor) -> bool:

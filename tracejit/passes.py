@@ -8,6 +8,7 @@ nan), and nothing is reassociated.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -265,9 +266,17 @@ def simplify(g: Graph) -> int:
     return total
 
 
-def optimize(g: Graph) -> dict[str, int]:
-    """The standard pipeline; returns how much each pass changed (for logging and explain)."""
-    stats = {"dce": dce(g), "simplify": simplify(g), "fold": fold_constants(g), "cse": cse(g)}
-    stats["simplify"] += simplify(g)
-    g.verify()
+def optimize(g: Graph, times: dict[str, float] | None = None) -> dict[str, int]:
+    """The standard pipeline; returns how much each pass changed (for logging and explain).
+
+    ``times``, when given, receives the seconds each pass took (and ``verify``)."""
+    stats: dict[str, int] = {}
+    spent: dict[str, float] = {} if times is None else times
+    for name, run in (("dce", dce), ("simplify", simplify), ("fold", fold_constants), ("cse", cse),
+                      ("simplify", simplify), ("verify", g.verify)):
+        t0 = time.perf_counter()
+        changed = run(g) if name != "verify" else run()
+        spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        if changed is not None:
+            stats[name] = stats.get(name, 0) + changed
     return stats
