@@ -49,3 +49,12 @@ def test_nextafter_of_equal_zeros_matches_numpy(dtype):
     for got in (tj.nextafter(tj.asarray(x), tj.asarray(y)), tj.jit(tj.nextafter)(tj.asarray(x), tj.asarray(y))):
         np.testing.assert_array_equal(np.signbit(got.numpy()), np.signbit(expected))
         np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("backend", ["interpret", "llvm"])
+def test_power_one_half_of_one_element_under_each_backend(backend):
+    x = tj.asarray(np.array([-np.inf], np.float32))
+    with np.errstate(invalid="ignore"):
+        expected = np.power(np.array([-np.inf], np.float32), np.float32(0.5))    # nan
+    got = tj.jit(lambda a: a ** 0.5, backend=backend)(x).numpy()
+    np.testing.assert_array_equal(got, expected)

@@ -367,6 +367,8 @@ def _int_pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     raise per element) gives the integer part of ``1 / a**|b|``: 1 for ``a == 1``, +-1 for
     ``a == -1`` by the parity of ``b``, else 0 (also for ``a == 0``, as integer division by 0)."""
     if not dt.is_int(a.dtype):
+        if a.dtype != dt.float16 and b.size and (b.size == 1 or 0 in b.strides) and np.all(b == 0.5):
+            return np.sqrt(a)   # NumPy's loop for a broadcast 0.5, which one element is too
         return np.power(a, b)
     neg = b < 0
     r = np.power(a, np.where(neg, 0, b))
