@@ -88,8 +88,22 @@ class SimulatedDevice(cuda.CudaDevice):
         if pk.key not in self.assembled and ptx.ptxas_available():
             ptx.ptxas_check(pk.ptx, self.arch)      # what a real driver would have to load
             self.assembled.add(pk.key)
-        cpu.run_kernel(kernel, shape, [self.view(a) for a in inputs], [self.view(a) for a in outputs])
+        self._run_on_host(kernel, shape, [*inputs, *outputs])
         self.launches += 1
+
+    @staticmethod
+    def _run_on_host(kernel, shape: tuple[int, ...], ops) -> None:
+        """The kir kernel through the CPU code generator on the operands' raw addresses (pointer
+        plus offset, as the GPU gets them: an operand read only inside a range of the index, such
+        as a concatenation's, may start before its buffer, which no NumPy view can express)."""
+        ptrs = np.array([a.buffer.ptr + a.offset * np.dtype(a.dtype).itemsize for a in ops], dtype=np.uintp)
+        strides = np.array([list(a.strides) for a in ops], dtype=np.int64).reshape(-1)
+        shape_a = np.array(shape or (0,), dtype=np.int64)
+        strides_a = strides if strides.size else np.zeros(1, dtype=np.int64)
+        fn = cpu.default_cache().get(kernel).fn
+        ranges = cpu.plan_ranges(shape, kernel.n_outer, cost=cpu.point_cost(kernel))
+        if ranges:
+            cpu.launch(fn, ranges, shape_a.ctypes.data, strides_a.ctypes.data, ptrs.ctypes.data)
 
     def launch_matmul(self, dtype, a, b, out) -> None:
         if not cuda.matmul_launches(dtype, a, b, out):     # the real argument packing
