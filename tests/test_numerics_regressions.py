@@ -46,7 +46,8 @@ def test_nextafter_of_equal_zeros_matches_numpy(dtype):
     x = np.array([-0.0, 0.0, -0.0, 1.0, 2.0], dtype)
     y = np.array([0.0, -0.0, -0.0, 1.0, 3.0], dtype)
     expected = np.nextafter(x, y)
-    for got in (tj.nextafter(tj.asarray(x), tj.asarray(y)), tj.jit(tj.nextafter)(tj.asarray(x), tj.asarray(y))):
+    a, b = tj.asarray(x), tj.asarray(y)
+    for got in (tj.nextafter(a, b), tj.jit(tj.nextafter)(a, b)):
         np.testing.assert_array_equal(np.signbit(got.numpy()), np.signbit(expected))
         np.testing.assert_array_equal(got.numpy(), expected)
 

@@ -188,3 +188,19 @@ def test_bool_column_reductions_under_jit(name, shape):
     for _ in range(20):
         b = rng.random(shape) > 0.5
         np.testing.assert_array_equal(f(tj.asarray(b)).numpy(), getattr(np, name)(b, axis=0))
+
+
+def test_an_integer_sum_of_a_broadcast_view_casts_while_it_reduces():
+    # the int64 accumulation once cast the whole view first: 8 bytes per (broadcast) element
+    b = tj.broadcast_to(tj.ones((1, 4096), dtype=tj.int8), (4096, 4096))
+    assert b.numpy().strides[0] == 0
+    import tracemalloc
+    tracemalloc.start()
+    total = tj.sum(b)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak} bytes allocated for a sum of 16M broadcast int8"    # (not 128 MiB)
+    assert int(total) == 4096 * 4096
+    np.testing.assert_array_equal(tj.sum(b, axis=0).numpy(), np.full(4096, 4096))
+    assert tj.sum(b).dtype == tj.int64
+    assert tj.prod(tj.asarray(np.array([[2, 3], [4, 5]], np.int8)), axis=1).numpy().tolist() == [6, 20]

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import UnsupportedUnderJitError, user_frame
 from .graph import Graph
 from .ops import PRIMS, AVal
@@ -116,7 +118,7 @@ class Aliasing:
         if known is not None:
             return known
         value = getattr(x, "_value", None) if getattr(x, "_trace", None) is None else None
-        if value is not None and hasattr(value, "strides") and not value.flags.c_contiguous:
+        if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
             return array_layout(value)
         return Layout.contiguous(x.shape)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensor import Tensor
+from ..tracing import current_trace
 from ._convert import as_tensor, normalize_axes, normalize_axis
 
 Axis = int | Sequence[int] | None
@@ -21,11 +24,22 @@ def _finish(r: Tensor, x: Tensor, axes: tuple[int, ...], keepdims: bool) -> Tens
 def _reduce(prim: str, x: Tensor, axis: Axis, keepdims: bool, dtype: Any = None) -> Tensor:
     x = as_tensor(x)
     axes = normalize_axes(axis, x.ndim, prim)
+    if dtype is not None and dt.canonical(dtype) != x.dtype and axes and prim in _NUMPY_REDUCE \
+            and not x.is_tracer and not x.requires_grad and x.device.type == "cpu" \
+            and current_trace() is None:
+        # NumPy casts while it reduces, in buffered chunks: a broadcast view of int8 summed in
+        # int64 never becomes an int64 array of its full size
+        with np.errstate(all="ignore"):
+            r = _NUMPY_REDUCE[prim](x._value, axis=axes, dtype=dt.canonical(dtype), keepdims=True)
+        return _finish(P.constant(r), x, axes, keepdims)
     if dtype is not None:
         x = P.cast(x, dt.canonical(dtype))
     if not axes:
         return x
     return _finish(P.bind(prim, x, axes=axes), x, axes, keepdims)
+
+
+_NUMPY_REDUCE = {"reduce_sum": np.sum, "reduce_prod": np.prod}
 
 
 def _sum_dtype(x: Tensor) -> Any:
