@@ -28,6 +28,7 @@ all of them.  Comparisons and predicates produce ``bool``.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass, field
 
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64")
@@ -68,10 +69,24 @@ class Load:
     input: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Const:
     value: bool | int | float
     dtype: str
+
+    # -0.0 == 0.0 and nan != nan in Python; two constants are the same expression only when
+    # their bits are, or a memo keyed by expressions would turn -0.0 into 0.0
+    def _identity(self) -> tuple:
+        v = self.value
+        if isinstance(v, numbers.Integral) or not isinstance(v, numbers.Real):
+            return (self.dtype, bool(v) if isinstance(v, bool) else v, isinstance(v, bool))
+        return (self.dtype, float.hex(float(v)))      # a NumPy float too
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Const) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
 
 @dataclass(frozen=True)

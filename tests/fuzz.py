@@ -725,13 +725,6 @@ def _run_from_disk(prog: Program) -> Outcome:
 
 # Known differences owned by other parts of the project: (name, predicate on the program,
 # reproducer).  A finding in a program that matches is counted as expected.
-def _adds_scalar_zero(prog: Program, f: Finding) -> bool:
-    return f.cls == "signed_zero" and any(
-        op.kind in ("binary", "inplace") and op.p.get("scalar") == 0
-        and (op.name in ("add", "subtract") or (op.kind == "inplace" and op.name in INT_ONLY))
-        for op in prog.ops)
-
-
 def _setitem_scalar_overflow(prog: Program, f: Finding) -> bool:
     return f.cls == "jit_raises" and "OverflowError" in f.detail and any(
         op.kind == "setitem" and op.p.get("scalar") is not None for op in prog.ops)
@@ -746,8 +739,6 @@ KNOWN: list[tuple[str, Callable[[Program, Finding], bool], str]] = [
     ("min/max reductions over +0.0 and -0.0 return either zero: which one follows the reduction "
      "order (NumPy's own varies with length and dtype)", _zero_ties_in_min_max,
      "tj.jit(lambda x: tj.min(x, axis=1))(tj.asarray(np.float32([[0.0, -0.0]])))  # 0.0; NumPy -0.0"),
-    ("x+0 keeps -0 (passes.py simplification, documented)", _adds_scalar_zero,
-     "tj.jit(lambda x: x + 0)(tj.asarray(np.float32([-0.0])))  # -0.0; eagerly +0.0"),
     ("setitem of an out-of-range Python scalar raises under jit (api/indexing.py)", _setitem_scalar_overflow,
      "def f(x): x[...] = -1; return x\ntj.jit(f)(tj.zeros(3, dtype=tj.uint8))  # OverflowError; eagerly 255"),
 ]

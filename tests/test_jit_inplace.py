@@ -234,3 +234,35 @@ def test_read_after_store_rule():
     assert not _read_after_store(plan(0, load_first), 20, [0])     # the later read reuses the load
     assert _read_after_store(plan(1, load_first), 20, [0])         # a row kernel's later pass re-reads
     assert not _read_after_store(plan(1, [kir.Reduce("sum", x, "float32"), kir.Store(0, x)]), 20, [0])
+
+
+def test_slice_assignment_then_a_value_computed_before_it(jit_backend):
+    # the update is one kernel that stores a piecewise value (the assigned slice, the rest of x)
+    # and computes cos(old x): where the slice was assigned the store loads nothing, so an
+    # update in place would let the later stage read the new element
+    def f(x):
+        c = tj.cos(x)
+        x[:1] = 1
+        return c * 2
+
+    for make in (lambda: tj.asarray(np.int8([-6, 8])), lambda: tj.asarray(np.float32([3.0, 0.5, -2.0]))):
+        xe, xj = make(), make()
+        expected = f(xe)
+        got = jitted(f, jit_backend)(xj)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(xj.numpy(), xe.numpy())
+
+
+def test_read_after_store_counts_a_load_inside_one_piece_as_conditional():
+    from codegen import kir
+    from tracejit.compiler import _read_after_store
+    from tracejit.fusion import KernelPlan
+    from tracejit.views import View
+
+    ops = tuple(kir.Operand("float32", ("c",)) for _ in range(2))
+    x = kir.Load(0)
+    piecewise = kir.Piecewise(0, (1,), (kir.Const(1.0, "float32"), x))
+    stages = (kir.Store(0, piecewise), kir.Store(1, kir.Op("cos", (x,), "float32")))
+    k = kir.Kernel("k", 1, 0, ops, ops, stages)
+    v = View.contiguous((4,))
+    assert _read_after_store(KernelPlan(k, (4,), [(10, v), (11, v)], [(20, v), (21, v)], set(), 20), 20, [0])

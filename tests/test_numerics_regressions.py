@@ -59,3 +59,38 @@ def test_power_one_half_of_one_element_under_each_backend(backend):
         expected = np.power(np.array([-np.inf], np.float32), np.float32(0.5))    # nan
     got = tj.jit(lambda a: a ** 0.5, backend=backend)(x).numpy()
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_signed_zeros_survive_simplification_and_kernels(dtype):
+    x = np.array([-0.0, 0.0, 1.5, -2.0], dtype)
+    cases = [
+        lambda a: a + 0.0,                      # -0.0 + 0.0 is +0.0: not folded to a
+        lambda a: a + tj.astype(tj.signbit(tj.abs(a)), a.dtype),   # a zero the passes derive
+        lambda a: a - 0.0,                      # folds: -0.0 - 0.0 is -0.0
+        lambda a: a + (-0.0),                   # folds: x + -0.0 is x for every x
+        lambda a: a * 0 / -1.0,                 # a kernel constant -0.0 is not +0.0
+    ]
+    for fn in cases:
+        expected = fn(tj.asarray(x)).numpy()
+        got = tj.jit(fn)(tj.asarray(x)).numpy()
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+def test_constant_kernel_outputs_keep_the_sign_of_zero():
+    def f(x):
+        x[...] = 0
+        return tj.divide(x, -1.0), x
+
+    a, b = tj.asarray(np.float32(2.0)), tj.asarray(np.float32(2.0))
+    for (e, j) in zip(f(a), tj.jit(f)(b)):
+        assert np.signbit(e.numpy()) == np.signbit(j.numpy())
+
+
+def test_output_that_is_a_broadcast_run_time_constant():
+    # ones * 3.7 folds to a constant loaded at run time (3.7 is not compiled in); the output is
+    # a broadcast view of it, so that constant must be bound as a buffer of the program
+    def f(x):
+        return x, tj.broadcast_to(tj.ones((1,)) * 3.7, (2,))
+    np.testing.assert_array_equal(tj.jit(f)(tj.ones(2))[1].numpy(), f(tj.ones(2))[1].numpy())

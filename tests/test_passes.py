@@ -20,7 +20,10 @@ def ops(text: str) -> list[str]:
 
 
 def test_identities_removed():
-    assert ops(graph_text(lambda x: x * 1 + 0 - 0, SPEC)) == []
+    assert ops(graph_text(lambda x: x * 1 - 0 + (-0.0), SPEC)) == []
+    assert ops(graph_text(lambda x: x + 0, tj.spec((3,), tj.int32))) == []
+    # -0.0 + 0.0 is +0.0: a float x + 0 stays an addition
+    assert ops(graph_text(lambda x: x + 0, SPEC)).count("add") == 1
     assert ops(graph_text(lambda x: x / 1.0, SPEC)) == []
     assert ops(graph_text(lambda x: tj.negative(tj.negative(x)), SPEC)) == []
     assert ops(graph_text(lambda x: tj.astype(tj.astype(x, tj.float32, copy=False), tj.float32,

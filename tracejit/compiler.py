@@ -242,11 +242,15 @@ def _read_after_store(step: fusion.KernelPlan, o: int, reads: list[int]) -> bool
     s = next(j for j, st in enumerate(stages)
              if isinstance(st, kir.Store) and step.outputs[st.output][0] == o)
 
-    def loaded(sts) -> set[int]:
-        return {e.input for st in sts for e in kir.walk(st.expr)
+    def loaded(sts, pieces: bool) -> set[int]:
+        return {e.input for st in sts for e in kir.walk(st.expr, pieces)
                 if isinstance(e, kir.Load) and e.input in reads}
-    later = loaded(stages[s + 1:])
-    return bool(later - loaded(stages[:s + 1])) if step.kernel.n_reduce == 0 else bool(later)
+    later = loaded(stages[s + 1:], pieces=True)
+    if step.kernel.n_reduce:
+        return bool(later)
+    # a load inside one piece of a Piecewise happens only in that piece's range: elsewhere a
+    # later stage's load of the operand is the first, after the store
+    return bool(later - loaded(stages[:s + 1], pieces=False))
 
 
 def _to_program(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int] | None = None) -> rp.Program:

@@ -399,9 +399,10 @@ def _view_alias(g: Graph, nid: int, materialized: dict[int, str]) -> tuple[int, 
     if materialized.get(nid, "").startswith(COPIED):
         return None
     base, path = _chain(g, nid)
-    if not (base in materialized or _is_buffer_source(g, base)):
-        if g.node(base).op in ("constant", "iota"):
+    if base not in materialized and g.node(base).op != "input":
+        if g.node(base).op == "iota" or (g.node(base).op == "constant" and not _is_buffer_source(g, base)):
             return None      # a broadcast constant: computed by a kernel, not stored
+        # a stored constant (an array, a run-time number) is bound once; others are computed
         materialized[base] = f"read through a view by %{nid}"
     v = _apply_path(View.contiguous(g.node(base).shape), path)
     if v is None:

@@ -1,9 +1,8 @@
 """Graph passes: dead-code elimination, CSE, constant folding and algebraic simplification.
 
-Floating-point semantics are kept, with one documented exception: ``x + 0`` and ``x - 0``
-fold to ``x`` for floats too, which keeps a ``-0.0`` that IEEE addition would turn into
-``+0.0``.  ``x - x`` and ``x * 0`` fold only for integers (``inf - inf`` and ``nan * 0`` are
-nan), and nothing is reassociated.
+Floating-point semantics are kept bit for bit: ``x + -0.0`` and ``x - 0.0`` fold to ``x``, but
+``x + 0.0`` stays an addition (it turns ``-0.0`` into ``+0.0``); ``x - x`` and ``x * 0`` fold
+only for integers (``inf - inf`` and ``nan * 0`` are nan), and nothing is reassociated.
 """
 from __future__ import annotations
 
@@ -120,12 +119,14 @@ def _rule_identity_operand(g: Graph, nid: int) -> int | None:
         return None
     a, b = n.inputs
     ua, ub = _uniform(g, a), _uniform(g, b)
+    # IEEE: x + -0.0 and x - +0.0 are x for every x; x + +0.0 turns x = -0.0 into +0.0
+    floating = dt.is_float(n.dtype)
     if n.op in ("add", "or", "xor"):
-        if ub is not None and ub == 0:
+        if ub is not None and ub == 0 and not (floating and not np.signbit(ub)):
             return _same_as(g, nid, a)
-        if ua is not None and ua == 0:
+        if ua is not None and ua == 0 and not (floating and not np.signbit(ua)):
             return _same_as(g, nid, b)
-    if n.op == "sub" and ub is not None and ub == 0:
+    if n.op == "sub" and ub is not None and ub == 0 and not (floating and np.signbit(ub)):
         return _same_as(g, nid, a)
     if n.op in ("mul", "div") and ub is not None and ub == 1 and not dt.is_bool(n.dtype):
         return _same_as(g, nid, a)
