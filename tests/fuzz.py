@@ -264,7 +264,9 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         approx = a.approx or op.name in UNARY_MATH
         # known: float64 sin/cos/tan lose accuracy past |x| ~ 1e12 (codegen.mathlib)
         f64_trig = op.name in ("sin", "cos", "tan") and out.dtype == tj.float64
-        return Val(out, approx, a.chaotic or f64_trig or (a.approx and op.name in DISCONTINUOUS))
+        # tan has poles: an input one ulp off near pi/2 moves the result arbitrarily far
+        ill = a.approx and (op.name in DISCONTINUOUS or op.name == "tan")
+        return Val(out, approx, a.chaotic or f64_trig or ill)
     if op.kind in ("binary", "compare"):
         a, b = arg(0), arg(1)
         x = _for_kind(op.name, a.t)
