@@ -6,7 +6,7 @@ import pytest
 from conftest import jitted
 
 import tracejit as tj
-from tracejit.tensor import Device, Tensor
+from tracejit.tensors import Device, Tensor
 
 # tests count traces through a closure list the traced function appends to: jit warns about that
 pytestmark = pytest.mark.filterwarnings("ignore:jit.*changed Python state")

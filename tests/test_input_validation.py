@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit.tensor import Device
+from tracejit.tensors import Device
 
 x = tj.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
 v = tj.asarray(np.arange(3, dtype=np.float32))

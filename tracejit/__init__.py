@@ -20,7 +20,7 @@ from .errors import ConcretizationError, InternalCompilerError, TracejitError, U
 from .jit import Spec, explain, jit, spec
 from .random import manual_seed
 from .serialization import load_state, save
-from .tensor import Device, Tensor
+from .tensors import Device, Tensor
 from .transforms import grad, value_and_grad, vjp
 
 bool = _dtypes.bool_  # noqa: A001

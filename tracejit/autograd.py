@@ -28,7 +28,7 @@ from . import dtypes as dt
 from . import prims as P
 from . import tracing
 from .ops import Prim
-from .tensor import Tensor
+from .tensors import Tensor
 
 Edge = Any   # a Node, a leaf Tensor, or None (no gradient flows to that input)
 

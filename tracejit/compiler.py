@@ -20,7 +20,7 @@ from . import fusion
 from .graph import Graph
 from .logs import topic
 from .ops import PRIMS, AVal
-from .tensor import Device
+from .tensors import Device
 from .views import View
 
 log_fusion = topic("fusion")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .api import asarray
-from .tensor import Tensor
+from .tensors import Tensor
 
 
 class Dataset:

@@ -16,7 +16,7 @@ from codegen import kir
 from runtime.program import Extern, Launch, Program
 
 from .ops import AVal
-from .tensor import CPU, Device, Tensor
+from .tensors import CPU, Device, Tensor
 
 _default: Device | None = None
 

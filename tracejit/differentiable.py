@@ -27,7 +27,7 @@ from . import dtypes as dt
 from .autograd import CompiledNode, OutputOf, run_backward
 from .errors import UnsupportedUnderJitError
 from .graph import Graph
-from .tensor import Device, Tensor
+from .tensors import Device, Tensor
 
 # ops the backward recomputes from their operands instead of saving their result
 RECOMPUTED = frozenset({"constant", "iota", "reshape", "expand", "permute", "slice"})

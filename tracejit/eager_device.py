@@ -20,7 +20,7 @@ import numpy as np
 from . import tracing
 from .graph import Graph, freeze
 from .ops import AVal, Prim
-from .tensor import Device, Tensor, check_same_device
+from .tensors import Device, Tensor, check_same_device
 
 _programs: dict[Any, Any] = {}      # (prim, params, avals, device) -> CompiledProgram
 

@@ -44,7 +44,7 @@ from .nn.modules import Module
 from .ops import AVal
 from .optim import Optimizer
 from .pytree import LEAF, flatten, unflatten
-from .tensor import CPU, Device, Tensor
+from .tensors import CPU, Device, Tensor
 from .tracing import Trace, current_trace, grad_enabled, tracing
 
 log_compiles = topic("compiles")

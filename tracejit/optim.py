@@ -20,7 +20,7 @@ import numpy as np
 
 from . import api as A
 from .autograd import enable_grad, no_grad
-from .tensor import Tensor
+from .tensors import Tensor
 from .tracing import current_trace
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from . import dtypes as dt
 from . import eager_device, tracing
 from .ops import PRIMS
-from .tensor import Tensor, check_same_device
+from .tensors import Tensor, check_same_device
 
 
 def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:

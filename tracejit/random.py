@@ -24,7 +24,7 @@ import numpy as np
 
 from . import dtypes as dt
 from . import prims as P
-from .tensor import Tensor
+from .tensors import Tensor
 
 _GAMMA = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9

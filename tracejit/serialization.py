@@ -30,7 +30,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .errors import CacheCorruptionError
-from .tensor import Tensor
+from .tensors import Tensor
 
 MAGIC = b"TJSTATE\0"
 VERSION = 1

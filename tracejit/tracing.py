@@ -20,7 +20,7 @@ from .errors import TracejitError, source_line, user_frame
 from .graph import Graph
 from .guards import DataGuard, Guard, ScalarSource, ValueGuard, user_line
 from .ops import AVal, Prim
-from .tensor import CPU, Tensor
+from .tensors import CPU, Tensor
 
 _local = threading.local()
 

@@ -18,7 +18,7 @@ from . import prims as P
 from . import tracing
 from .autograd import run_backward
 from .pytree import flatten, unflatten
-from .tensor import Tensor
+from .tensors import Tensor
 
 _depth = threading.local()   # how many functional transforms are running on this thread
 

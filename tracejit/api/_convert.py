@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ..tracing import current_trace, note_data_read
 
 PY_SCALARS = (bool, int, float)

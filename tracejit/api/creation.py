@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Device, Tensor
+from ..tensors import Device, Tensor
 from ..tracing import current_trace, note_data_read
 from ._convert import _infer_dtype, as_int, as_shape, as_size
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ._convert import as_tensor, is_scalar, operands
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..errors import ConcretizationError, UnsupportedUnderJitError, user_frame
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ._convert import as_tensor, normalize_axis
 
 _INDEX_TYPES = (type(None), type(Ellipsis), slice, int, np.integer, np.bool_, Tensor, np.ndarray, list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import dtypes as dt
-from ..tensor import Device
+from ..tensors import Device
 
 _KINDS: dict[str, tuple[Any, ...]] = {
     "bool": (dt.bool_,),

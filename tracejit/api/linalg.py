@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ._convert import as_tensor, broadcast_shapes_for, normalize_axis
 
 

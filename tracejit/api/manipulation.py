@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ._convert import (
     as_int,
     as_shape,

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ._convert import as_tensor, eager_value, normalize_axis
 
 

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ._convert import as_tensor, eager_value
 
 _WAY_OUT = "compute the unique values before calling the jitted function and pass them in"

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ..tracing import current_trace
 from ._convert import as_tensor, normalize_axes, normalize_axis
 

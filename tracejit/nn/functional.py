@@ -15,7 +15,7 @@ from .. import api as A
 from .. import dtypes as dt
 from .. import prims as P
 from .. import random as R
-from ..tensor import Tensor
+from ..tensors import Tensor
 from ..tracing import current_trace
 
 __all__ = ["relu", "gelu", "sigmoid", "silu", "softmax", "log_softmax", "logsumexp", "layer_norm",

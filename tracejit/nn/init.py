@@ -10,7 +10,7 @@ import math
 from .. import prims as P
 from .. import random as R
 from ..autograd import no_grad
-from ..tensor import Tensor
+from ..tensors import Tensor
 
 
 def _fill(t: Tensor, value: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from ..device import write_back
 from ..guards import is_plain as _is_plain
 from ..guards import note_state_change
 from ..ops import AVal
-from ..tensor import CPU, Device, Tensor
+from ..tensors import CPU, Device, Tensor
 from ..tracing import current_trace
 from . import functional as F
 from . import init
