@@ -76,13 +76,14 @@ def _same(op: str, *avals: AVal) -> None:
             raise TypeError(f"{op}: operands have dtypes {first.dtype.name} and {a.dtype.name}")
 
 
+_DTYPE_KINDS = {"float": "f", "int": "iu", "bool": "b", "numeric": "iuf", "intbool": "iub", "any": "biuf"}
+_DTYPE_WORDS = {"float": "a floating-point", "int": "an integer", "bool": "a boolean",
+                "numeric": "a numeric", "intbool": "an integer or boolean"}
+
+
 def _check_dtype(op: str, a: AVal, allowed: str) -> None:
-    ok = {"float": dt.is_float(a.dtype), "int": dt.is_int(a.dtype), "bool": dt.is_bool(a.dtype),
-          "numeric": not dt.is_bool(a.dtype), "intbool": not dt.is_float(a.dtype), "any": True}[allowed]
-    if not ok:
-        kinds = {"float": "a floating-point", "int": "an integer", "bool": "a boolean",
-                 "numeric": "a numeric", "intbool": "an integer or boolean"}[allowed]
-        raise TypeError(f"{op} needs {kinds} dtype, got {a.dtype.name}")
+    if a.dtype.kind not in _DTYPE_KINDS[allowed]:     # runs on every eager op: one lookup
+        raise TypeError(f"{op} needs {_DTYPE_WORDS[allowed]} dtype, got {a.dtype.name}")
 
 
 # ----------------------------------------------------------------------------- elementwise
@@ -502,13 +503,14 @@ def _reduce_impl(fn):
     return impl
 
 
-_register(Prim("reduce_sum", "reduce", _reduce_infer("reduce_sum", "numeric"), _reduce_impl(np.sum),
+_register(Prim("reduce_sum", "reduce", _reduce_infer("reduce_sum", "numeric"), _reduce_impl(np.add.reduce),
                vjp=_vjp_reduce_sum))
-_register(Prim("reduce_prod", "reduce", _reduce_infer("reduce_prod", "numeric"), _reduce_impl(np.prod),
+_register(Prim("reduce_prod", "reduce", _reduce_infer("reduce_prod", "numeric"),
+               _reduce_impl(np.multiply.reduce),
                vjp=_vjp_reduce_prod))
-_register(Prim("reduce_max", "reduce", _reduce_infer("reduce_max"), _reduce_impl(np.max),
+_register(Prim("reduce_max", "reduce", _reduce_infer("reduce_max"), _reduce_impl(np.maximum.reduce),
                vjp=_vjp_reduce_extreme))
-_register(Prim("reduce_min", "reduce", _reduce_infer("reduce_min"), _reduce_impl(np.min),
+_register(Prim("reduce_min", "reduce", _reduce_infer("reduce_min"), _reduce_impl(np.minimum.reduce),
                vjp=_vjp_reduce_extreme))
 
 

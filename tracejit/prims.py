@@ -13,28 +13,37 @@ import numpy as np
 
 from . import dtypes as dt
 from . import eager_device, tracing
-from .ops import PRIMS
-from .tensors import Tensor, check_same_device
+from .ops import PRIMS, AVal
+from .tensors import CPU, Tensor
 
 
 def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
     prim = PRIMS[name]
-    aval = prim.infer(*(x.aval for x in inputs), **params)
+    aval = prim.infer(*[x._aval for x in inputs], **params)
     trace = tracing.current_trace()
     if trace is not None:
         out = trace.record(prim, inputs, params, aval)
-    elif eager_device.on_device(inputs):
-        out = eager_device.run(prim, inputs, params, aval)
     else:
+        device = CPU
         for x in inputs:
             if x._trace is not None:
                 raise tracing.leaked_tracer_error(x)
-        device = check_same_device(name, inputs)
-        value = prim.impl(*(x._value for x in inputs), **params)
-        out = Tensor._from_array(np.asarray(value), device)
-    if tracing.grad_enabled() and prim.vjp is not None and any(x.requires_grad for x in inputs):
-        from . import autograd
-        autograd.record(out, prim, inputs, params)
+            if x._device is not CPU and x._device != CPU:
+                device = None
+        if device is None:
+            out = eager_device.run(prim, inputs, params, aval)
+        else:
+            value = prim.impl(*[x._value for x in inputs], **params)
+            if type(value) is not np.ndarray:
+                value = np.asarray(value)
+            out = Tensor._new(value, None, -1, aval if value.shape == aval.shape and value.dtype == aval.dtype
+                              else AVal(value.shape, value.dtype), CPU)
+    if prim.vjp is not None and tracing.grad_enabled():
+        for x in inputs:
+            if x.requires_grad:
+                from . import autograd
+                autograd.record(out, prim, inputs, params)
+                break
     return out
 
 

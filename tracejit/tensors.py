@@ -316,14 +316,21 @@ class Tensor:
 
 
 def _binary(fn_name: str):
+    fn = None       # the API function, looked up on first use (the API imports this module)
+
+    def api_fn():
+        nonlocal fn
+        fn = getattr(_api(), fn_name)
+        return fn
+
     def op(self, other):
-        return getattr(_api(), fn_name)(self, other)
+        return (fn or api_fn())(self, other)
 
     def rop(self, other):
-        return getattr(_api(), fn_name)(other, self)
+        return (fn or api_fn())(other, self)
 
     def iop(self, other):
-        self._assign(getattr(_api(), fn_name)(self, other))
+        self._assign((fn or api_fn())(self, other))
         return self
     return op, rop, iop
 
@@ -343,8 +350,13 @@ for _dunder, _fn in [("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le"
 
 
 def _method(name: str):
+    fn = None
+
     def method(self, *args, **kwargs):
-        return getattr(_api(), name)(self, *args, **kwargs)
+        nonlocal fn
+        if fn is None:
+            fn = getattr(_api(), name)
+        return fn(self, *args, **kwargs)
     method.__name__ = name
     method.__doc__ = f"Same as ``tracejit.{name}(self, ...)``."
     return method

@@ -63,6 +63,11 @@ _KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0}
 
 def operands(op: str, *args: Any) -> list[Tensor]:
     """Promote (weak Python scalars included) and broadcast ``args`` to one dtype and shape."""
+    if len(args) == 2:      # two strong tensors of one dtype and shape: nothing to do (most eager ops)
+        a, b = args
+        if (type(a) is Tensor and type(b) is Tensor and a._aval == b._aval and not a._weak
+                and not b._weak):
+            return [a, b]
     vals = [a if is_scalar(a) or isinstance(a, Tensor) else as_tensor(a) for a in args]
     strong = [v for v in vals if not _is_weak(v)]
     weak = [v if is_scalar(v) else _KIND_EXAMPLE[v.dtype.kind] for v in vals if _is_weak(v)]
