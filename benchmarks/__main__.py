@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import compile_latency, compile_scaling, training
+from . import compile_latency, compile_scaling, eager_dispatch, training
 from .harness import (
     IMPLS,
     LEGEND,
@@ -27,7 +27,7 @@ from .harness import (
 )
 from .workloads import WORKLOADS
 
-ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY]
+ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
 OPT_IN = [compile_scaling.KEY]      # run only when named in --only (they take minutes)
 
 
@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         c2 = compile_scaling.run(compile_scaling.MODELS, impls, log)
         print(compile_scaling.render(c2) + "\n", flush=True)
 
+    d1: list[dict[str, Any]] | None = None
+    if eager_dispatch.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {eager_dispatch.KEY} eager op cost")
+        d1 = eager_dispatch.run(200 if cfg.preset == "quick" else 2000)
+        print(eager_dispatch.render(d1) + "\n", flush=True)
+
     print(LEGEND)
     load = f", load average now {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"total {time.perf_counter() - started:.0f} s{load}")
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
                "results": results_json(results), "compile_latency": c1,
-               "compile_scaling": c2}
+               "compile_scaling": c2, "eager_dispatch": d1}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")

@@ -85,7 +85,7 @@ def test_training_reference_and_mismatch_detection() -> None:
 def test_only_selection() -> None:
     assert selected("W1,w3") == ["W1", "W3"]
     assert selected("W5") == ["W5a", "W5b"]
-    assert selected(None)[-2:] == ["T1", "C1"]
+    assert selected(None)[-3:] == ["T1", "C1", "D1"]
     with pytest.raises(SystemExit):
         selected("W9")
 
@@ -133,3 +133,14 @@ def test_compile_scaling_render_reports_missing_frameworks() -> None:
                     "cold": {"status": "skipped: jax not installed"}}]}
     assert "jax.jit: skipped: jax not installed" in compile_scaling.render(c2)
     assert selected("C2") == ["C2"] and "C2" not in selected(None)
+
+
+def test_eager_dispatch_rows_check_values_and_render() -> None:
+    from benchmarks import eager_dispatch
+    rows = eager_dispatch.run(reps=3, sizes=(5,))
+    assert [r["op"] for r in rows] == ["x + x", "exp(x)", "x.sum()", "x * x (grad)"]
+    assert all({"numpy", "tracejit"} <= set(r["us"]) for r in rows)
+    text = eager_dispatch.render(rows)
+    assert "tj/numpy" in text and text.count("\n") == 1 + len(rows)
+    with pytest.raises(AssertionError, match="differs from NumPy"):
+        eager_dispatch.check("x + x", {"numpy": lambda: np.ones(3), "tracejit": lambda: np.zeros(3)})

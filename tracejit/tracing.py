@@ -22,17 +22,25 @@ from .guards import DataGuard, Guard, ScalarSource, ValueGuard, user_line
 from .ops import AVal, Prim
 from .tensors import CPU, Tensor
 
-_local = threading.local()
+class _ThreadState(threading.local):
+    """Per thread: the active traces (innermost last) and whether autograd records."""
+
+    def __init__(self) -> None:      # runs once in each thread that touches it
+        self.traces: list[Trace] = []
+        self.grad_enabled = True
+
+
+_local = _ThreadState()
 
 
 def current_trace() -> Trace | None:
-    stack = getattr(_local, "traces", None)
+    stack = _local.traces        # read on every eager op: a plain attribute, no default lookup
     return stack[-1] if stack else None
 
 
 @contextlib.contextmanager
 def tracing(trace: Trace) -> Iterator[Trace]:
-    stack = _local.__dict__.setdefault("traces", [])
+    stack = _local.traces
     stack.append(trace)
     try:
         yield trace
@@ -41,7 +49,7 @@ def tracing(trace: Trace) -> Iterator[Trace]:
 
 
 def grad_enabled() -> bool:
-    return getattr(_local, "grad_enabled", True)
+    return _local.grad_enabled
 
 
 def set_grad_enabled(flag: bool) -> bool:
