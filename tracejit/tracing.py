@@ -22,6 +22,7 @@ from .guards import DataGuard, Guard, ScalarSource, ValueGuard, user_line
 from .ops import AVal, Prim
 from .tensors import CPU, Tensor
 
+
 class _ThreadState(threading.local):
     """Per thread: the active traces (innermost last) and whether autograd records."""
 
