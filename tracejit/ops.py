@@ -107,7 +107,7 @@ def unary(name: str, np_fn: Callable, allowed: str = "float", result: str = "sam
 
     def infer(a: AVal) -> AVal:
         _check_dtype(name, a, allowed)
-        return AVal(a.shape, dt.bool_ if out_bool else a.dtype)
+        return AVal(a.shape, dt.bool_) if out_bool else a
 
     impl = _np_out(np_fn, dt.bool_ if out_bool else None)
     return _register(Prim(name, "elementwise", infer, impl, _kop(kir_op or name), vjp))
@@ -121,7 +121,7 @@ def binary(name: str, np_fn: Callable, allowed: str = "numeric", result: str = "
     def infer(a: AVal, b: AVal) -> AVal:
         _same(name, a, b)
         _check_dtype(name, a, allowed)
-        return AVal(a.shape, dt.bool_ if out_bool else a.dtype)
+        return AVal(a.shape, dt.bool_) if out_bool else a
 
     impl = _np_out(np_fn, dt.bool_ if out_bool else None)
     return _register(Prim(name, "elementwise", infer, impl, lower or _kop(kir_op or name), vjp))
