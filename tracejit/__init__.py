@@ -62,3 +62,8 @@ __all__ = list(_api_all) + [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state",
 ]
+
+# PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md
+from .api import torch_names as _torch_names  # noqa: E402
+
+__all__ += _torch_names.install(globals())

@@ -1,0 +1,135 @@
+"""PyTorch-style names, as thin aliases over the Array API namespace (one table).
+
+Each entry below is the whole of a name's implementation: a call of the standard functions
+with PyTorch's argument names (``dim`` for ``axis``) and habits (varargs shapes).  Where the
+two disagree the Array API function keeps the standard's meaning; only the alias differs
+(docs/TORCH_NAMES.md lists every name and the differences).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import dtypes as dt
+from .. import random
+from ..tensors import Tensor
+from . import creation, manipulation
+from .elementwise import clip
+
+
+def _axes_of(x: Tensor, start_dim: int, end_dim: int) -> tuple[int, int]:
+    nd = max(x.ndim, 1)
+    return start_dim % nd, end_dim % nd
+
+
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    """``x`` with a new size-1 dimension at ``dim`` (``expand_dims``)."""
+    return manipulation.expand_dims(x, axis=dim)
+
+
+def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    """``x`` with dimensions ``dim0`` and ``dim1`` swapped (``permute_dims``)."""
+    perm = list(range(x.ndim))
+    perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
+    return manipulation.permute_dims(x, tuple(perm))
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Dimensions ``start_dim..end_dim`` merged into one (``reshape``); a 0-d tensor becomes 1-d."""
+    if x.ndim == 0:
+        return manipulation.reshape(x, (1,))
+    a, b = _axes_of(x, start_dim, end_dim)
+    merged = 1
+    for n in x.shape[a:b + 1]:
+        merged *= n
+    return manipulation.reshape(x, x.shape[:a] + (merged,) + x.shape[b + 1:])
+
+
+def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+    """``clip`` under PyTorch's argument names."""
+    return clip(x, min, max)
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """``concat`` along ``dim``."""
+    return manipulation.concat(tensors, axis=dim)
+
+
+def numel(x: Tensor) -> int:
+    """The number of elements (``x.size`` in the Array API)."""
+    return x.size
+
+
+def _cast(dtype: Any) -> Callable[[Tensor], Tensor]:
+    def cast(x: Tensor) -> Tensor:
+        return x if x.dtype == dtype else manipulation.astype(x, dtype)
+    cast.__doc__ = f"``x`` as {dtype.name} (no copy when it already is)."
+    return cast
+
+
+def _fill_(x: Tensor, value: Any) -> Tensor:
+    x._assign(creation.full_like(x, value))
+    return x
+
+
+def _zero_(x: Tensor) -> Tensor:
+    return _fill_(x, 0)
+
+
+def _varargs_shape(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``zeros(3, 4)`` as well as ``zeros((3, 4))``."""
+    def create(*shape: Any, **kwargs: Any) -> Tensor:
+        if len(shape) == 1 and not isinstance(shape[0], int):
+            shape = shape[0]
+        return fn(tuple(shape) if isinstance(shape, Sequence) else shape, **kwargs)
+    create.__name__ = fn.__name__
+    create.__doc__ = fn.__doc__
+    return create
+
+
+# name -> implementation.  NAMESPACE entries become ``tracejit.<name>``; METHODS entries become
+# ``Tensor.<name>`` (called with the tensor first).
+NAMESPACE: dict[str, Callable[..., Any]] = {
+    "unsqueeze": unsqueeze,
+    "transpose": transpose,
+    "flatten": flatten,
+    "clamp": clamp,
+    "cat": cat,
+    "concatenate": cat,
+    "numel": numel,
+    "rand": random.rand,
+    "randn": random.randn,
+}
+
+METHODS: dict[str, Callable[..., Any]] = {
+    "unsqueeze": unsqueeze,
+    "transpose": transpose,
+    "flatten": flatten,
+    "clamp": clamp,
+    "numel": numel,
+    "dim": lambda x: x.ndim,
+    "contiguous": lambda x: x,
+    "float": _cast(dt.float32),
+    "double": _cast(dt.float64),
+    "half": _cast(dt.float16),
+    "long": _cast(dt.int64),
+    "int": _cast(dt.int32),
+    "bool": _cast(dt.bool_),
+    "type_as": lambda x, other: _cast(other.dtype)(x),
+    "cpu": lambda x: x.to_device("cpu"),
+    "fill_": _fill_,
+    "zero_": _zero_,
+}
+
+# creation with varargs shapes, as PyTorch allows: the standard's functions accept them too
+VARARGS_CREATION = ("zeros", "ones", "empty")
+
+
+def install(namespace: dict[str, Any]) -> list[str]:
+    """Put the aliases into ``namespace`` (the ``tracejit`` module's) and onto Tensor."""
+    for name, fn in METHODS.items():
+        setattr(Tensor, name, fn)
+    for name in VARARGS_CREATION:
+        namespace[name] = _varargs_shape(getattr(creation, name))
+    namespace.update(NAMESPACE)
+    return list(NAMESPACE)
