@@ -107,3 +107,58 @@ def test_array_api_functions_keep_the_standard_meaning() -> None:
     with pytest.raises(ValueError):
         tj.squeeze(x, axis=1)           # the standard refuses a dimension that is not 1
     assert tj.concat([x, x], axis=0).shape == (2, 3, 4)
+
+
+REDUCTIONS = [
+    ("sum(1)", lambda x: x.sum(1), lambda t: t.sum(1)),
+    ("sum(dim=(0, 2))", lambda x: x.sum(dim=(0, 2)), lambda t: t.sum(dim=(0, 2))),
+    ("mean(dim=0, keepdim)", lambda x: x.mean(dim=0, keepdim=True), lambda t: t.mean(dim=0, keepdim=True)),
+    ("prod(-1)", lambda x: (x / 10).prod(-1), lambda t: (t / 10).prod(-1)),
+    ("max()", lambda x: x.max(), lambda t: t.max()),
+    ("max(dim=1).values", lambda x: x.max(dim=1).values, lambda t: t.max(dim=1).values),
+    ("max(1).indices", lambda x: x.max(1).indices, lambda t: t.max(1).indices),
+    ("min(2, keepdim)[0]", lambda x: x.min(2, True)[0], lambda t: t.min(2, True)[0]),
+    ("argmax(dim=2)", lambda x: x.argmax(dim=2), lambda t: t.argmax(dim=2)),
+    ("argmin(1, keepdim)", lambda x: x.argmin(1, keepdim=True), lambda t: t.argmin(1, keepdim=True)),
+    ("any(0)", lambda x: (x > 3).any(0), lambda t: (t > 3).any(0)),
+    ("squeeze()", lambda x: x[:1, :, None].squeeze(), lambda t: t[:1, :, None].squeeze()),
+    ("squeeze(1) of size 3", lambda x: x.squeeze(1), lambda t: t.squeeze(1)),
+    ("cumsum(1)", lambda x: tj.cumsum(x, 1), lambda t: torch.cumsum(t, 1)),
+    ("x.cumsum(dim=-1)", lambda x: x.cumsum(dim=-1), lambda t: t.cumsum(dim=-1)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize(("what", "ours", "theirs"), REDUCTIONS, ids=[c[0] for c in REDUCTIONS])
+def test_torch_style_reductions(what, ours, theirs, mode) -> None:
+    fn = ours if mode == "eager" else tj.jit(ours)
+    got, want = fn(tj.asarray(X)).numpy(), theirs(torch.from_numpy(X.copy())).numpy()
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.dtype, want.dtype)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_standard_keywords_still_work_on_methods() -> None:
+    x = tj.asarray(X)
+    assert x.sum(axis=1, keepdims=True).shape == (2, 1, 4)
+    assert x.max(axis=0).shape == (3, 4)           # the standard's axis= gives a tensor, not a pair
+    with pytest.raises(ValueError):
+        x.squeeze(axis=1)                          # the standard's meaning under its own keyword
+
+
+@needs_torch
+def test_isclose_allclose_and_tensor_match_torch() -> None:
+    a = np.array([1.0, np.inf, -np.inf, np.nan, 1e-9, 100.0], np.float32)
+    b = np.array([1.0 + 1e-6, np.inf, np.inf, np.nan, 0.0, 100.01], np.float32)
+    for equal_nan in (False, True):
+        want = torch.isclose(torch.from_numpy(a), torch.from_numpy(b), equal_nan=equal_nan).numpy()
+        got = tj.isclose(tj.asarray(a), tj.asarray(b), equal_nan=equal_nan).numpy()
+        np.testing.assert_array_equal(got, want)
+    assert tj.allclose(tj.asarray(a[:2]), tj.asarray(b[:2])) is True
+    assert tj.allclose(tj.asarray(a), tj.asarray(b)) is False
+    data = np.ones(3, np.float32)
+    t = tj.tensor(data, requires_grad=True)
+    data[0] = 5.0                                  # a copy, as torch.tensor makes
+    assert t.numpy().tolist() == [1.0, 1.0, 1.0] and t.requires_grad
+    assert tj.tensor([1, 2]).dtype == tj.int64 and tj.tensor([1.0]).dtype == tj.float32
+    assert tj.tensor(2.5, dtype=tj.float64).dtype == tj.float64

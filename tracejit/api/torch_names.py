@@ -8,12 +8,12 @@ two disagree the Array API function keeps the standard's meaning; only the alias
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import dtypes as dt
 from .. import random
 from ..tensors import Tensor
-from . import creation, manipulation
+from . import creation, elementwise, manipulation, searching, statistical
 from .elementwise import clip
 
 
@@ -76,6 +76,70 @@ def _zero_(x: Tensor) -> Tensor:
     return _fill_(x, 0)
 
 
+class ValuesIndices(NamedTuple):
+    """What ``x.max(dim=d)`` returns in PyTorch."""
+    values: Tensor
+    indices: Tensor
+
+
+def _reduction(name: str) -> Callable[..., Any]:
+    """A reduction method taking PyTorch's ``dim``/``keepdim`` (also positionally) or the
+    standard's ``axis``/``keepdims``; ``max``/``min`` with ``dim`` give (values, indices)."""
+    fn = getattr(statistical, name, None) or getattr(searching, name)
+
+    def method(x: Tensor, dim: Any = None, keepdim: bool = False, *, axis: Any = None,
+               keepdims: bool | None = None, **kwargs: Any) -> Any:
+        keep = keepdim if keepdims is None else keepdims
+        if dim is None:
+            return fn(x, axis=axis, keepdims=keep, **kwargs)
+        if name in ("max", "min"):
+            arg = statistical.argmax if name == "max" else statistical.argmin
+            return ValuesIndices(fn(x, axis=dim, keepdims=keep), arg(x, axis=dim, keepdims=keep))
+        return fn(x, axis=dim, keepdims=keep, **kwargs)
+    method.__name__ = name
+    method.__doc__ = f"``tracejit.{name}`` taking ``dim``/``keepdim`` as well as ``axis``/``keepdims``."
+    return method
+
+
+def _squeeze(x: Tensor, dim: Any = None, *, axis: Any = None) -> Tensor:
+    """PyTorch's ``x.squeeze()``: every size-1 dimension, or ``dim`` if it has size 1 (else
+    ``x`` unchanged).  ``axis=`` keeps the standard's meaning (an error for a size other than 1)."""
+    if axis is not None:
+        return manipulation.squeeze(x, axis=axis)
+    dims = range(x.ndim) if dim is None else (dim,) if isinstance(dim, int) else dim
+    axes = tuple(sorted({d % x.ndim for d in dims if x.shape[d] == 1})) if x.ndim else ()
+    return manipulation.squeeze(x, axis=axes) if axes else x
+
+
+def cumsum(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
+    """Running sums along ``dim`` (``cumulative_sum``)."""
+    return statistical.cumulative_sum(x, axis=dim, dtype=dtype)
+
+
+def isclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> Tensor:
+    """Elementwise ``|a - b| <= atol + rtol * |b|`` (equal infinities are close), as PyTorch."""
+    diff = elementwise.subtract(a, b)     # not finite where an infinity meets anything but itself
+    within = elementwise.less_equal(elementwise.abs(diff),
+                                    elementwise.add(atol, elementwise.multiply(rtol, elementwise.abs(b))))
+    close = elementwise.logical_or(elementwise.equal(a, b),
+                                   elementwise.logical_and(elementwise.isfinite(diff), within))
+    if equal_nan:
+        both_nan = elementwise.logical_and(elementwise.isnan(a), elementwise.isnan(b))
+        close = elementwise.logical_or(close, both_nan)
+    return close
+
+
+def allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:
+    """Whether every element of ``a`` is close to ``b`` (a Python bool, so eager only)."""
+    return bool(statistical.all(isclose(a, b, rtol, atol, equal_nan)))
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (a list, number, NumPy array or tensor), as
+    ``torch.tensor``: it never shares memory with ``data``."""
+    return creation.asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)
+
+
 def _varargs_shape(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """``zeros(3, 4)`` as well as ``zeros((3, 4))``."""
     def create(*shape: Any, **kwargs: Any) -> Tensor:
@@ -99,6 +163,10 @@ NAMESPACE: dict[str, Callable[..., Any]] = {
     "numel": numel,
     "rand": random.rand,
     "randn": random.randn,
+    "cumsum": cumsum,
+    "isclose": isclose,
+    "allclose": allclose,
+    "tensor": tensor,
 }
 
 METHODS: dict[str, Callable[..., Any]] = {
@@ -119,6 +187,10 @@ METHODS: dict[str, Callable[..., Any]] = {
     "cpu": lambda x: x.to_device("cpu"),
     "fill_": _fill_,
     "zero_": _zero_,
+    "squeeze": _squeeze,
+    "cumsum": cumsum,
+    **{name: _reduction(name) for name in ("sum", "prod", "mean", "all", "any", "max", "min",
+                                            "argmax", "argmin")},
 }
 
 # creation with varargs shapes, as PyTorch allows: the standard's functions accept them too
