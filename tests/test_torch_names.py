@@ -162,3 +162,29 @@ def test_isclose_allclose_and_tensor_match_torch() -> None:
     assert t.numpy().tolist() == [1.0, 1.0, 1.0] and t.requires_grad
     assert tj.tensor([1, 2]).dtype == tj.int64 and tj.tensor([1.0]).dtype == tj.float32
     assert tj.tensor(2.5, dtype=tj.float64).dtype == tj.float64
+
+
+@needs_torch
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_clone_is_a_copy_that_gradients_flow_through(mode) -> None:
+    def f(x):
+        c = x.clone()
+        c[0] = 100.0                      # writes the clone only
+        return (c * x).sum(), x.sum()
+
+    g = f if mode == "eager" else tj.jit(f)
+    x = tj.asarray(X.reshape(-1)[:5].copy())
+    total, plain = g(x)
+    t = torch.from_numpy(X.reshape(-1)[:5].copy())
+    want_total, want_plain = f(t)
+    assert float(total) == float(want_total) and float(plain) == float(want_plain)
+    np.testing.assert_array_equal(x.numpy(), t.numpy())
+    neg_zero = tj.clone(tj.asarray(np.array([-0.0], np.float32), requires_grad=True))
+    assert np.signbit(neg_zero.numpy()[0])
+
+    def loss(x):
+        return (x.clone() ** 2).sum()
+    tg = torch.from_numpy(X.copy()).requires_grad_()
+    loss(tg).backward()
+    grad = tj.grad(loss if mode == "eager" else tj.jit(loss))(tj.asarray(X))
+    np.testing.assert_allclose(grad.numpy(), tg.grad.numpy())

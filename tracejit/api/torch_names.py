@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import dtypes as dt
+from .. import prims as P
 from .. import random
 from ..tensors import Tensor
 from . import creation, elementwise, manipulation, searching, statistical
@@ -65,6 +66,13 @@ def _cast(dtype: Any) -> Callable[[Tensor], Tensor]:
         return x if x.dtype == dtype else manipulation.astype(x, dtype)
     cast.__doc__ = f"``x`` as {dtype.name} (no copy when it already is)."
     return cast
+
+
+def clone(x: Tensor) -> Tensor:
+    """A copy of ``x`` that gradients flow through; writing into it leaves ``x`` alone."""
+    if (x.requires_grad or x.is_tracer) and not dt.is_bool(x.dtype):
+        return P.mul(x, P.full_like(x, 1))      # x * 1 keeps -0.0 and NaN (x + 0 would not)
+    return creation.asarray(x, copy=True)
 
 
 def _fill_(x: Tensor, value: Any) -> Tensor:
@@ -164,6 +172,7 @@ NAMESPACE: dict[str, Callable[..., Any]] = {
     "rand": random.rand,
     "randn": random.randn,
     "cumsum": cumsum,
+    "clone": clone,
     "isclose": isclose,
     "allclose": allclose,
     "tensor": tensor,
@@ -189,6 +198,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "zero_": _zero_,
     "squeeze": _squeeze,
     "cumsum": cumsum,
+    "clone": clone,
     **{name: _reduction(name) for name in ("sum", "prod", "mean", "all", "any", "max", "min",
                                             "argmax", "argmin")},
 }
