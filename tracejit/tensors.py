@@ -128,6 +128,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
+        # (api/torch_names.py replaces it by the same count as a callable int: x.size() is the shape)
         return int(np.prod(self._aval.shape, dtype=np.int64))
 
     @property

@@ -1,4 +1,4 @@
-"""Linear algebra: matmul (its own kernel kind), tensordot, vecdot."""
+"""Linear algebra: matmul (its own kernel kind), tensordot, vecdot; outer and einsum on top of them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -72,3 +72,102 @@ def vecdot(x1: Tensor, x2: Tensor, /, *, axis: int = -1) -> Tensor:
     if a.shape[ax - nd] != b.shape[ax - nd] if a.ndim and b.ndim else True:
         raise ValueError(f"vecdot: shapes {a.shape} and {b.shape} differ along axis {axis}")
     return sum(multiply(a, b), axis=ax - nd)
+
+
+def outer(x1: Tensor, x2: Tensor, /) -> Tensor:
+    """``x1[i] * x2[j]`` for 1-D operands (a broadcast product, so it fuses)."""
+    from .elementwise import multiply
+    a, b = as_tensor(x1), as_tensor(x2)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"outer: operands must be 1-D, got shapes {a.shape} and {b.shape}")
+    return multiply(P.reshape(a, shape=(a.shape[0], 1)), P.reshape(b, shape=(1, b.shape[0])))
+
+
+def _einsum_terms(subscripts: str, operands: Sequence[Tensor]) -> tuple[list[str], str, dict[str, int]]:
+    spec = subscripts.replace(" ", "")
+    if "..." in spec:
+        raise ValueError(f"einsum: ellipsis ('...') is not supported, got {subscripts!r}; "
+                         "name every dimension with a letter")
+    inputs, arrow, output = spec.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ValueError(f"einsum: {subscripts!r} names {len(terms)} operand(s), got {len(operands)}")
+    sizes: dict[str, int] = {}
+    for term, x in zip(terms, operands):
+        if not all(c.isascii() and c.isalpha() for c in term):
+            raise ValueError(f"einsum: subscripts are letters, got {term!r} in {subscripts!r}")
+        if len(term) != x.ndim:
+            raise ValueError(f"einsum: {term!r} names {len(term)} dimension(s) of a {x.ndim}-D operand "
+                             f"of shape {x.shape}")
+        if len(set(term)) != len(term):
+            raise ValueError(f"einsum: {term!r} repeats an index within one operand (a diagonal, as in "
+                             "'ii->i'), which is not supported; take the diagonal with indexing first")
+        for c, n in zip(term, x.shape):
+            if sizes.setdefault(c, n) != n:
+                raise ValueError(f"einsum: index {c!r} has size {sizes[c]} in one operand and {n} in another")
+    if not arrow:       # implicit output: the indices seen once, in alphabetical order
+        output = "".join(sorted(c for c in sizes if inputs.count(c) == 1))
+    if len(set(output)) != len(output) or any(c not in sizes for c in output):
+        raise ValueError(f"einsum: the output {output!r} must name distinct indices of the inputs")
+    return terms, output, sizes
+
+
+def _einsum_sum_out(x: Tensor, term: str, keep: str) -> tuple[Tensor, str]:
+    """``x`` summed over the indices of ``term`` not in ``keep`` (in its own dtype)."""
+    from .statistical import sum
+    drop = tuple(i for i, c in enumerate(term) if c not in keep)
+    if not drop:
+        return x, term
+    return sum(x, axis=drop, dtype=x.dtype), "".join(c for c in term if c in keep)
+
+
+def _einsum_pair(a: Tensor, la: str, b: Tensor, lb: str, keep: str,
+                 sizes: dict[str, int]) -> tuple[Tensor, str]:
+    """One contraction: ``a`` and ``b`` as a batched matmul (batch, left, contracted) @
+    (batch, contracted, right), keeping the indices in ``keep``."""
+    from .manipulation import permute_dims, reshape
+    a, la = _einsum_sum_out(a, la, keep + lb)
+    b, lb = _einsum_sum_out(b, lb, keep + la)
+    batch = [c for c in la if c in lb and c in keep]
+    contracted = [c for c in la if c in lb and c not in keep]
+    left = [c for c in la if c not in lb]
+    right = [c for c in lb if c not in la]
+
+    def prod(cs: list[str]) -> int:
+        n = 1
+        for c in cs:
+            n *= sizes[c]
+        return n
+    am = reshape(permute_dims(a, tuple(la.index(c) for c in batch + left + contracted)),
+                 (prod(batch), prod(left), prod(contracted)))
+    bm = reshape(permute_dims(b, tuple(lb.index(c) for c in batch + contracted + right)),
+                 (prod(batch), prod(contracted), prod(right)))
+    out = matmul(am, bm)
+    letters = batch + left + right
+    return reshape(out, tuple(sizes[c] for c in letters)), "".join(letters)
+
+
+def einsum(subscripts: str, /, *operands: Tensor) -> Tensor:
+    """Einstein summation, as ``numpy.einsum``/``torch.einsum``: ``einsum('bij,bjk->bik', a, b)``.
+
+    Operands are contracted left to right, each pair as one batched ``matmul`` between
+    permutes and reshapes (so it has gradients and compiles).  Not supported: ``...`` and an
+    index repeated within one operand (diagonals such as ``'ii->i'``); each is a ValueError.
+    """
+    from .manipulation import permute_dims
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])      # torch.einsum('ij,jk', [a, b])
+    xs = [as_tensor(x) for x in operands]
+    if not xs:
+        raise ValueError("einsum needs at least one operand")
+    dtype = dt.result_type(*xs)
+    xs = [P.cast(x, dtype) for x in xs]
+    terms, output, sizes = _einsum_terms(subscripts, xs)
+    x, term = xs[0], terms[0]
+    for i in range(1, len(xs)):
+        later = output + "".join(terms[i + 1:])
+        x, term = _einsum_pair(x, term, xs[i], terms[i], later, sizes)
+    x, term = _einsum_sum_out(x, term, output)
+    if term != output:
+        x = permute_dims(x, tuple(term.index(c) for c in output))
+    return x

@@ -61,3 +61,35 @@ def nonzero(x: Tensor, /) -> tuple[Tensor, ...]:
     value = eager_value(x, "nonzero", "use tracejit.where(cond, x, y) to select without changing shape")
     return tuple(P.placed_like(P.constant(np.ascontiguousarray(i, dtype=np.int64)), x)
                  for i in np.nonzero(value))
+
+
+def take_along_last(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[..., idx[..., j]]`` row by row (NumPy's ``take_along_axis`` on the last axis), as one
+    ``take`` on the flattened tensor, so it has a gradient and runs under jit."""
+    n, k = x.shape[-1], idx.shape[-1]
+    rows = 1
+    for s in idx.shape[:-1]:
+        rows *= s
+    flat = P.reshape(idx, shape=(rows, k))
+    flat = P.add(flat, P.mul(P.iota((rows, k), 0, dt.int64, flat), P.full((rows, k), n, dt.int64)))
+    out = P.take(P.reshape(x, shape=(x.size,)), P.reshape(flat, shape=(rows * k,)), axis=0)
+    return P.reshape(out, shape=idx.shape)
+
+
+def topk(x: Tensor, k: int, /, *, axis: int = -1, largest: bool = True) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest (or smallest) values along ``axis``, sorted, and their int64 indices.
+
+    Ties keep the lower index first; NaN counts as the largest value (as in PyTorch).
+    """
+    from .manipulation import moveaxis
+    x, ax = _sort_args(x, axis, "topk")
+    n = x.shape[ax]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
+        raise ValueError(f"topk: k must be an int in [0, {n}] for axis {axis} of shape {x.shape}, got {k!r}")
+    last = moveaxis(x, ax, -1) if ax != x.ndim - 1 else x
+    order = P.argsort(last, axis=x.ndim - 1, descending=bool(largest), stable=True)
+    idx = P.slice(order, start=(0,) * x.ndim, stop=order.shape[:-1] + (int(k),), step=(1,) * x.ndim)
+    values = take_along_last(last, idx)
+    if ax != x.ndim - 1:
+        values, idx = moveaxis(values, -1, ax), moveaxis(idx, -1, ax)
+    return values, idx

@@ -7,14 +7,16 @@ two disagree the Array API function keeps the standard's meaning; only the alias
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import dtypes as dt
 from .. import prims as P
 from .. import random
+from ..nn import functional as F
 from ..tensors import Tensor
-from . import creation, elementwise, manipulation, searching, statistical
+from . import creation, elementwise, linalg, manipulation, searching, statistical
 from .elementwise import clip
 
 
@@ -159,8 +161,148 @@ def _varargs_shape(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return create
 
 
+class ElementCount(int):
+    """``x.size``: the standard's element count (an int), which PyTorch code can also call:
+    ``x.size()`` is the shape and ``x.size(d)`` the extent of dimension ``d``."""
+
+    def __call__(self, dim: int | None = None) -> Any:
+        if dim is None:
+            return self.shape
+        nd = len(self.shape)
+        if not -nd <= dim < nd:
+            raise IndexError(f"size({dim}): dimension out of range for a {nd}-D tensor")
+        return self.shape[dim]
+
+    def __reduce__(self) -> Any:        # pickles (and copies) as the plain int
+        return int, (int(self),)
+
+
+def _size(x: Tensor) -> ElementCount:
+    n = ElementCount(math.prod(x.shape))
+    n.shape = x.shape
+    return n
+
+
+def _sizes(args: tuple) -> tuple[int, ...]:
+    """``f(2, 3)`` or ``f((2, 3))``."""
+    return tuple(args[0]) if len(args) == 1 and not isinstance(args[0], int) else tuple(args)
+
+
+def _expand(x: Tensor, *sizes: Any) -> Tensor:
+    """PyTorch's ``x.expand(2, 3)``: ``broadcast_to``, where -1 keeps a dimension's size."""
+    shape = _sizes(sizes)
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ValueError(f"expand: {shape} has fewer dimensions than the tensor's shape {x.shape}")
+    if any(n == -1 for n in shape[:lead]):
+        raise ValueError(f"expand: -1 is not allowed for a new leading dimension, got {shape}")
+    return manipulation.broadcast_to(
+        x, tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(shape)))
+
+
+def _repeat(x: Tensor, *sizes: Any) -> Tensor:
+    """PyTorch's ``x.repeat(2, 3)``: the whole tensor repeated per dimension (``tile``).  The
+    standard's ``tracejit.repeat`` repeats each element (``numpy.repeat``)."""
+    reps = _sizes(sizes)
+    if len(reps) < x.ndim:
+        raise ValueError(f"repeat: {len(reps)} repeat counts for a {x.ndim}-D tensor; give one per dimension")
+    return manipulation.tile(x, reps)
+
+
+def _softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
+    """``nn.functional.softmax`` along ``dim`` (after a cast to ``dtype``, when given)."""
+    return F.softmax(x if dtype is None else manipulation.astype(x, dtype), dim)
+
+
+def _in_place(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``x.add_(y)`` and the like: ``op``'s result written into ``x`` (as ``x += y`` does,
+    through views, on the tape and under jit)."""
+    def method(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        x._assign(op(x, *args, **kwargs))
+        return x
+    method.__name__ = f"{op.__name__}_"
+    return method
+
+
+def _add(x: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
+    return elementwise.add(x, other if alpha == 1 else elementwise.multiply(other, alpha))
+
+
+def _sub(x: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
+    return elementwise.subtract(x, other if alpha == 1 else elementwise.multiply(other, alpha))
+
+
+def _copy_(x: Tensor, src: Any) -> Tensor:
+    """``x.copy_(src)``: ``src`` broadcast to ``x``'s shape and cast to its dtype, in place."""
+    src = manipulation.broadcast_to(creation.asarray(src, device=x.device), x.shape)
+    x._assign(P.bind("cast", src, dtype=x.dtype))    # always a new value, even for a same-dtype src
+    return x
+
+
+_UNSET: Any = object()
+
+
+def _spread(name: str) -> Callable[..., Tensor]:
+    """``var``/``std`` as methods.  PyTorch's spellings (a positional ``dim``, ``dim=``,
+    ``keepdim=``, ``unbiased=``) give PyTorch's default ``correction=1``; no arguments, or only
+    the standard's ``axis=``/``keepdims=``/``correction=``, give the standard's 0."""
+    fn = getattr(statistical, name)
+
+    def method(x: Tensor, dim: Any = _UNSET, unbiased: Any = _UNSET, keepdim: Any = _UNSET, *,
+               axis: Any = None, keepdims: bool | None = None, correction: float | None = None) -> Tensor:
+        if isinstance(dim, bool):             # x.var(False): PyTorch's var(unbiased)
+            dim, unbiased = _UNSET, dim
+        torch_style = any(v is not _UNSET for v in (dim, unbiased, keepdim))
+        if correction is None:
+            correction = (1 if unbiased is _UNSET or unbiased else 0) if torch_style else 0
+        elif unbiased is not _UNSET:
+            raise TypeError(f"{name}: give unbiased or correction, not both")
+        keep = bool(keepdim) if keepdims is None and keepdim is not _UNSET else bool(keepdims)
+        return fn(x, axis=axis if dim is _UNSET else dim, correction=correction, keepdims=keep)
+    method.__name__ = name
+    method.__doc__ = _spread.__doc__
+    return method
+
+
+def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:  # noqa: A002
+    """The ``k`` largest (``largest=False``: smallest) entries along ``dim`` and their indices,
+    always sorted (``sorted`` is accepted for PyTorch's signature)."""
+    return ValuesIndices(*searching.topk(x, k, axis=dim, largest=largest))
+
+
+def randint(*args: Any, size: Any = None, dtype: Any = None,
+            generator: random.Generator | None = None) -> Tensor:
+    """``randint(high, size)`` or ``randint(low, high, size)``: integers in ``[low, high)``
+    (int64 unless ``dtype``) from the global generator."""
+    if size is None:
+        if len(args) < 2:
+            raise TypeError("randint(high, size) or randint(low, high, size)")
+        *bounds, size = args
+    else:
+        bounds = list(args)
+    if len(bounds) not in (1, 2):
+        raise TypeError("randint(high, size) or randint(low, high, size)")
+    low, high = (0, bounds[0]) if len(bounds) == 1 else bounds
+    low, high = int(low), int(high)
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    shape = (size,) if isinstance(size, int) else tuple(size)
+    out = random.randint(random._gen(generator).next_key(), shape, low, high)
+    return out if dtype is None else manipulation.astype(out, dtype)
+
+
+def randn_like(x: Tensor, *, dtype: Any = None) -> Tensor:
+    """Standard normal numbers with ``x``'s shape and (floating) dtype."""
+    return random.randn(x.shape, dtype=dtype or x.dtype)
+
+
+def rand_like(x: Tensor, *, dtype: Any = None) -> Tensor:
+    """Uniform ``[0, 1)`` numbers with ``x``'s shape and (floating) dtype."""
+    return random.rand(x.shape, dtype=dtype or x.dtype)
+
+
 # name -> implementation.  NAMESPACE entries become ``tracejit.<name>``; METHODS entries become
-# ``Tensor.<name>`` (called with the tensor first).
+# ``Tensor.<name>`` (called with the tensor first; ``size`` is a property, the callable count).
 NAMESPACE: dict[str, Callable[..., Any]] = {
     "unsqueeze": unsqueeze,
     "transpose": transpose,
@@ -176,6 +318,13 @@ NAMESPACE: dict[str, Callable[..., Any]] = {
     "isclose": isclose,
     "allclose": allclose,
     "tensor": tensor,
+    "einsum": linalg.einsum,
+    "outer": linalg.outer,
+    "topk": topk,
+    "randint": randint,
+    "randn_like": randn_like,
+    "rand_like": rand_like,
+    "softmax": _softmax,
 }
 
 METHODS: dict[str, Callable[..., Any]] = {
@@ -199,6 +348,20 @@ METHODS: dict[str, Callable[..., Any]] = {
     "squeeze": _squeeze,
     "cumsum": cumsum,
     "clone": clone,
+    "size": property(_size),
+    "expand": _expand,
+    "repeat": _repeat,
+    "softmax": _softmax,
+    "pow": elementwise.pow,
+    "topk": topk,
+    "add_": _in_place(_add),
+    "sub_": _in_place(_sub),
+    "mul_": _in_place(elementwise.multiply),
+    "div_": _in_place(elementwise.divide),
+    "clamp_": _in_place(clamp),
+    "copy_": _copy_,
+    "var": _spread("var"),
+    "std": _spread("std"),
     **{name: _reduction(name) for name in ("sum", "prod", "mean", "all", "any", "max", "min",
                                             "argmax", "argmin")},
 }
