@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from .. import dtypes as dt
 from .. import prims as P
 from .. import random
+from ..autograd import zero_ as _zero_
 from ..nn import functional as F
 from ..tensors import Tensor
 from . import creation, elementwise, linalg, manipulation, searching, statistical
@@ -80,10 +81,6 @@ def clone(x: Tensor) -> Tensor:
 def _fill_(x: Tensor, value: Any) -> Tensor:
     x._assign(creation.full_like(x, value))
     return x
-
-
-def _zero_(x: Tensor) -> Tensor:
-    return _fill_(x, 0)
 
 
 class ValuesIndices(NamedTuple):
