@@ -20,6 +20,7 @@ import mmap
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +161,10 @@ class BufferPool:
 
 _buffers = BufferPool()
 
+# While a profile records (``tracejit.profiler``), the object that runs each program step by
+# step and times it; None otherwise, so an unprofiled call pays one check.
+profiler: Any = None
+
 
 # --------------------------------------------------------------------------- single kernels
 
@@ -241,7 +246,7 @@ class _PreparedLaunch:
         """This launch as a step runner's record (:class:`runtime.worker_pool.Steps`)."""
         return self.fn, self.ranges, self.args, self.operands
 
-    def run(self, bufs: list, addresses: list[int]) -> None:
+    def run(self, bufs: list, addresses: list[int], launcher: Callable[..., None] = launch) -> None:
         ranges = self.ranges
         if not ranges:
             return
@@ -251,7 +256,7 @@ class _PreparedLaunch:
         if len(ranges) == 1:
             self.fn(ranges[0][0], ranges[0][1], *self.args)
         else:
-            launch(self.fn, ranges, *self.args)
+            launcher(self.fn, ranges, *self.args)
 
 
 class _PreparedMatmul:
@@ -462,7 +467,9 @@ class CpuProgram:
             raise TypeError(f"program takes {p.n_inputs} inputs, got {len(inputs)}")
         with self._lock:
             bufs, addresses, blocks, copy_back = self._bind(inputs)
-            if self.native_steps:
+            if profiler is not None:
+                profiler.run_steps(self, bufs, addresses)
+            elif self.native_steps:
                 steps, nbytes = self.steps, self._native.scratch_bytes
                 scratch = cpu_gemm.scratch_address(nbytes) if nbytes else 0
                 worker_pool.run_steps(self._native, addresses, scratch,

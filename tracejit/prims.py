@@ -7,6 +7,7 @@ autograd record it on the tape.  The functions named after each primitive (``pri
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,10 @@ from . import dtypes as dt
 from . import eager_device, tracing
 from .ops import PRIMS, AVal
 from .tensors import CPU, Tensor
+
+# While a profile records (``tracejit.profiler``): runs and times an eager CPU op in place of
+# ``prim.impl``; None otherwise, so an eager op pays one check.
+eager_hook: Callable[..., Any] | None = None
 
 
 def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
@@ -33,7 +38,8 @@ def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
         if device is None:
             out = eager_device.run(prim, inputs, params, aval)
         else:
-            value = prim.impl(*[x._value for x in inputs], **params)
+            value = prim.impl(*[x._value for x in inputs], **params) if eager_hook is None \
+                else eager_hook(prim, inputs, params)
             if type(value) is not np.ndarray:
                 value = np.asarray(value)
             out = Tensor._new(value, None, -1, aval if value.shape == aval.shape and value.dtype == aval.dtype

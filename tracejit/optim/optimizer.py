@@ -8,8 +8,10 @@ call, and a cached step keeps advancing exactly like the same code run eagerly (
 correction reads the step *tensor*; a Python counter would be frozen into the trace).
 
 Param groups are :class:`ParamGroup` dicts that report their reads to an active trace: the
-learning rate becomes a run-time input of a jitted step (a schedule that changes it every
-step never re-traces), and every other hyperparameter a guard (changing ``betas`` re-traces).
+learning rate and the momentum terms (``momentum``, ``betas``) become run-time inputs of a jitted
+step (a schedule that changes them every step, OneCycleLR's included, never re-traces), and
+every other hyperparameter a guard (changing ``eps`` re-traces).  Whether a momentum term is
+zero decides which state exists, so that much of it is a guard too.
 """
 from __future__ import annotations
 
@@ -18,33 +20,84 @@ from typing import Any
 
 import numpy as np
 
-from . import api as A
-from .autograd import enable_grad, no_grad
-from .tensors import Tensor
-from .tracing import current_trace
+from .. import api as A
+from ..autograd import enable_grad, no_grad
+from ..guards import Guard, user_line
+from ..tensors import Tensor
+from ..tracing import current_trace
 
 
 class ParamGroup(dict):
     """A parameter group: a dict whose reads under ``jit`` are recorded by the trace.
 
-    Keys in ``RUNTIME`` (the learning rate) are read at every call of the compiled step; the
-    others are guards on the trace (a change re-traces).  Outside a trace it is a plain dict.
+    Numbers under the keys in ``RUNTIME`` (and each number of a tuple there, as ``betas``) are
+    read at every call of the compiled step; the others are guards on the trace (a change
+    re-traces).  Outside a trace it is a plain dict.
     """
 
-    RUNTIME = frozenset({"lr"})
+    RUNTIME = frozenset({"lr", "momentum", "betas"})
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
         trace = current_trace()
         if trace is None or key == "params":
             return value
+        if key in self.RUNTIME and type(value) is tuple:
+            items = self._elements(key)
+            return tuple(trace.read_state(items, i, v, runtime=True) for i, v in enumerate(value))
         return trace.read_state(self, key, value, runtime=key in self.RUNTIME)
 
+    def is_nonzero(self, key: Any) -> bool:
+        """``bool(self[key])`` for a choice of code path: under ``jit`` only the zero-ness is a
+        guard, so a run-time hyperparameter can change between non-zero values freely."""
+        value = dict.__getitem__(self, key)
+        trace = current_trace()
+        if trace is not None:
+            trace.guards.append(_NonzeroGuard(f"{type(self).__name__}[{key!r}]", user_line(), self, key, value))
+        return bool(value)
 
-def _zeros(shape: tuple[int, ...], dtype: Any, like: Tensor) -> Tensor:
+    def _elements(self, key: Any) -> _TupleItems:
+        # one object per key, so the trace keys its reads by a stable identity
+        views = self.__dict__.setdefault("_tuple_items", {})
+        if key not in views:
+            views[key] = _TupleItems(self, key)
+        return views[key]
+
+
+class _TupleItems:
+    """``group[key][i]`` as ``items[i]``: a run-time input reads one number of a tuple."""
+
+    __slots__ = ("group", "key")
+
+    def __init__(self, group: dict, key: Any) -> None:
+        self.group, self.key = group, key
+
+    def __getitem__(self, i: int) -> Any:
+        return dict.__getitem__(self.group, self.key)[i]
+
+
+class _NonzeroGuard(Guard):
+    """The trace took the branch for ``group[key]`` being zero (or not); holds while that stays so."""
+
+    __slots__ = ("group", "key", "expected")
+
+    def __init__(self, what: str, where: str, group: dict, key: Any, expected: Any) -> None:
+        super().__init__(what, where)
+        self.group, self.key, self.expected = group, key, expected
+
+    def holds(self) -> bool:
+        return bool(dict.get(self.group, self.key)) == bool(self.expected)
+
+    def change(self) -> str:
+        now = dict.get(self.group, self.key)
+        return (f"{self.what} changed: {self.expected!r} -> {now!r}, which {'enables' if now else 'disables'} "
+                f"its state (read at {self.where})")
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, like: Tensor, fill: float = 0.0) -> Tensor:
     # built directly, not through an op: inside a trace an op would give a traced constant,
     # while state must be an eager tensor the jit captures and writes back into
-    t = Tensor._from_array(np.zeros(shape, dtype=dtype))
+    t = Tensor._from_array(np.full(shape, fill, dtype=dtype))
     return t if like.device.type == "cpu" else t.to_device(like.device)
 
 
@@ -183,22 +236,22 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        if not group["momentum"]:
-            return {}
-        # the first step sets buf = g: with a zero buffer that is momentum*0 + (1 - dampening)*g,
-        # exact when dampening is 0; otherwise a 0/1 flag selects it (no Python branch to freeze)
-        state = {"momentum_buffer": _zeros(p.shape, p.dtype, p)}
-        if group["dampening"]:
-            state["initialized"] = _zeros((), p.dtype, p)
-        return state
+        return {}
 
     def _update(self, p: Tensor, g: Tensor, group: dict[str, Any], state: dict[str, Tensor]) -> None:
-        lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
+        lr, damp, wd = group["lr"], group["dampening"], group["weight_decay"]
         if group["maximize"]:
             g = -g
         if wd:
             g = g + wd * p
-        if mom:
+        if group.is_nonzero("momentum"):
+            mom = group["momentum"]
+            if "momentum_buffer" not in state:
+                # the first step sets buf = g: with a zero buffer that is momentum*0 + (1 - dampening)*g,
+                # exact when dampening is 0; otherwise a 0/1 flag selects it (no Python branch to freeze)
+                state["momentum_buffer"] = _zeros(p.shape, p.dtype, p)
+                if damp:
+                    state["initialized"] = _zeros((), p.dtype, p)
             buf = state["momentum_buffer"]
             new = buf * mom + g * (1 - damp)
             if "initialized" in state:
@@ -266,4 +319,4 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
 
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["ParamGroup", "Optimizer", "SGD", "Adam", "AdamW"]
