@@ -179,7 +179,8 @@ class _Recorder:
             t0 = time.perf_counter_ns()
             if isinstance(prepared, cpu_runtime._PreparedLaunch):
                 ranges = prepared.ranges
-                prepared.run(bufs, addresses, lambda fn, rs, *args, name=name: self._launch(name, fn, rs, args))
+                prepared.run(bufs, addresses,
+                             lambda fn, rs, *args, name=name: self._launch(name, fn, rs, args))
                 args = {"shape": list(step.shape), "threads": len(ranges)}
             else:
                 prepared.run(bufs, addresses)
