@@ -21,6 +21,8 @@ import numpy as np
 
 from . import aliasing, passes
 from . import dtypes as dt
+from .debug import check_outputs
+from .debug import flags as debug_flags
 from .device import write_back
 from .differentiable import GradPlan, attach, record_backward, split
 from .errors import (
@@ -439,7 +441,7 @@ class CompiledEntry:
             arrays = list(arrays)
             for i in self._snapshot:
                 arrays[i] = arrays[i].copy()
-        outs = self._call(arrays)
+        outs = self._call(arrays) if not debug_flags.nans else self._run_checked(self._call, arrays)
         for i, k in tr.arg_grads:       # a backward() inside set the argument's .grad
             leaves[i].grad = Tensor._from_array(outs[k], dev)
         for i, k in self._writeback_args:       # (an output computed in place is the tensor's own array)
@@ -461,6 +463,24 @@ class CompiledEntry:
             results.append(next(it) if is_t else static)
         return unflatten(tr.out_tree, results)
 
+    def _run_checked(self, call: Callable, arrays: list[Any], backward: bool = False) -> list[Any]:
+        """``TRACEJIT_DEBUG_NANS``: ``call(arrays)``, its outputs checked, on copies of its inputs."""
+        if self.device.type != "cpu":
+            return call(arrays)
+        before = [np.array(a, copy=True) for a in arrays]
+        outs = call(arrays)
+        if backward:
+            graph, names = self.traced.grad_plan.backward, ()
+        else:
+            graph, n_args = self.traced.graph, len(self.traced.in_avals)
+            names = [f"argument {i}" for i in range(n_args)] + \
+                ["a captured tensor (a parameter or state the function read)"] * (len(arrays) - n_args)
+        where = self.traced.where
+        label = (f"the jitted function at {where}" if where else "a jitted function") + \
+            (" (its backward pass)" if backward else "")
+        check_outputs(graph, before, outs, label, names)
+        return outs
+
     def _run_backward(self, arrays: list[Any]) -> list[Any]:
         """Run the backward graph (compiled on first use, like the forward)."""
         if self._backward is None:
@@ -474,6 +494,8 @@ class CompiledEntry:
                 from .compiler import compile_graph
                 bwd = _compiling(lambda: compile_graph(graph, self.device, {}), self.traced)
             self._backward = bwd
+        if debug_flags.nans:
+            return self._run_checked(self._backward, arrays, backward=True)
         return self._backward(arrays)
 
 
@@ -635,7 +657,7 @@ class Jitted:
                     f"jit(..., max_traces=N) or TRACEJIT_MAX_TRACES.", stacklevel=4)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if current_trace() is not None:     # called from inside another trace: inline it
+        if current_trace() is not None or debug_flags.jit_disabled:     # inline it, or run eagerly
             return self.fn(*args, **kwargs)
         # fast path: positional tensors only, a signature seen before
         fast_key = None
