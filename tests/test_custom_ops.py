@@ -3,8 +3,10 @@ in autograd, against NumPy and torch; definitions whose parts disagree are clear
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -198,3 +200,27 @@ def test_bad_definitions():
         scaled_gap(tj.ones(2), tj.ones(2), k=[1, 2])
     with pytest.raises(TypeError, match="takes 1 operands"):
         custom_op("t_arity", np.exp, n_inputs=1)(tj.ones(2), tj.ones(2))
+
+
+def test_verify_checks_lowering_and_vjp_against_the_implementation(rng):
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    swish.verify(a, beta=1.5)                                   # consistent: no error
+    scaled_gap.verify(a, a[0], k=2.0)
+    cummax.verify(a)                                            # opaque, no vjp: compiled vs impl
+    lowering_off = custom_op("t_lowering_off", lambda x: x * 2, lower=lambda x: x * 3)
+    with pytest.raises(CustomOpError, match="'t_lowering_off': compiled disagrees with impl"):
+        lowering_off.verify(a)
+    vjp_off = custom_op("t_vjp_off", lambda x: x * 2, lower=lambda x: x * 2, vjp=lambda g, out, x: (g,))
+    with pytest.raises(CustomOpError, match="'t_vjp_off': vjp's gradient 0 disagrees with central"):
+        vjp_off.verify(a)
+
+
+def test_example_script_runs():
+    r = subprocess.run([sys.executable, "examples/custom_op.py"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()}, check=False)
+    assert r.returncode == 0, r.stderr
+    loss_line, grad_line = r.stdout.strip().splitlines()
+    parts = loss_line.split()
+    assert float(parts[4]) == pytest.approx(float(parts[7]), rel=1e-6)    # jit loss == eager loss
+    assert float(grad_line.split()[-1]) < 1e-6
+    assert len(open("examples/custom_op.py").read().splitlines()) < 40

@@ -77,6 +77,49 @@ class CustomOp:
                                 "tj.no_grad() or on x.detach()")
         return prims.bind(self.name, *tensors, **params)
 
+    def verify(self, *examples: Any, rtol: float = 1e-5, atol: float = 1e-6, eps: float = 1e-6,
+               **params: Any) -> None:
+        """Check the op's parts against each other on example operands (small arrays): the
+        compiled op (its lowering, or its host step) against ``impl``, and the ``vjp`` against
+        central differences of ``impl`` in float64.  Raises :class:`CustomOpError` on a mismatch."""
+        from .jit import jit
+        from .transforms import vjp as tj_vjp
+        xs = [np.asarray(e) for e in examples]
+        if self.fused:      # the primitive's operands: promoted and broadcast
+            from .api._convert import operands
+            xs = [np.array(t) for t in operands(self.name, *[Tensor._from_array(x) for x in xs])]
+        eager = np.asarray(self(*[Tensor._from_array(x) for x in xs], **params))
+        compiled = np.asarray(jit(lambda *ts: self(*ts, **params))(*[Tensor._from_array(x) for x in xs]))
+        _compare(self.name, "compiled", compiled, "impl", eager, rtol, atol)
+        if self.prim.vjp is None:
+            return
+        x64 = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in xs]
+        out, pullback = tj_vjp(lambda *ts: self(*ts, **params), *[Tensor._from_array(x) for x in x64])
+        g = np.random.default_rng(0).standard_normal(np.shape(out))
+        grads = pullback(Tensor._from_array(g))
+        for i, (x, gr) in enumerate(zip(x64, grads)):
+            if x.dtype.kind != "f":
+                continue
+            numeric = np.zeros_like(x)
+            for j in np.ndindex(x.shape):
+                hi, lo = x.copy(), x.copy()
+                hi[j] += eps
+                lo[j] -= eps
+                f_hi = self.prim.impl(*x64[:i], hi, *x64[i + 1:], **params)
+                f_lo = self.prim.impl(*x64[:i], lo, *x64[i + 1:], **params)
+                numeric[j] = ((f_hi - f_lo) * g).sum() / (2 * eps)
+            _compare(self.name, f"vjp's gradient {i}", np.asarray(gr), "central differences", numeric,
+                     max(rtol, 1e-4), max(atol, 1e-6))
+
+
+def _compare(name: str, what: str, got: np.ndarray, ref_name: str, ref: np.ndarray, rtol: float,
+             atol: float) -> None:
+    if got.shape != ref.shape or not np.allclose(got, ref, rtol=rtol, atol=atol, equal_nan=True):
+        diff = np.max(np.abs(got.astype(np.float64) - ref)) if got.shape == ref.shape else "shape"
+        raise CustomOpError(f"custom op {name!r}: {what} disagrees with {ref_name} "
+                            f"(max abs difference {diff}; got {got.reshape(-1)[:4]}..., "
+                            f"expected {ref.reshape(-1)[:4]}...)")
+
 
 def custom_op(name: str, impl: Callable[..., Any] | None = None, *,
               rule: Callable[..., Any] | None = None,
