@@ -37,7 +37,7 @@ class NonFiniteError(TracejitError, FloatingPointError):
 
 
 class _Flags:
-    """Read by ``jit`` on every call: one attribute each."""
+    """The switches; ``jit.apply_debug_flags`` makes a change take effect."""
 
     def __init__(self) -> None:
         self.jit_disabled = 1 if os.environ.get("TRACEJIT_DISABLE_JIT", "") not in ("", "0") else 0
@@ -48,21 +48,31 @@ flags = _Flags()
 _lock = threading.Lock()
 
 
+def _apply() -> None:
+    # (imported here: jit imports this module)
+    from .jit import apply_debug_flags
+    apply_debug_flags()
+
+
 @contextlib.contextmanager
 def disable_jit() -> Iterator[None]:
     """Run jitted functions eagerly inside the block (for every thread, as the variable does)."""
     with _lock:
         flags.jit_disabled += 1
+        _apply()
     try:
         yield
     finally:
         with _lock:
             flags.jit_disabled -= 1
+            _apply()
 
 
 def debug_nans(enabled: bool = True) -> bool:
     """Turn the NaN/infinity check of compiled programs on or off; returns the previous setting."""
-    old, flags.nans = flags.nans, bool(enabled)
+    with _lock:
+        old, flags.nans = flags.nans, bool(enabled)
+        _apply()
     return old
 
 

@@ -441,7 +441,7 @@ class CompiledEntry:
             arrays = list(arrays)
             for i in self._snapshot:
                 arrays[i] = arrays[i].copy()
-        outs = self._call(arrays) if not debug_flags.nans else self._run_checked(self._call, arrays)
+        outs = self._call(arrays)
         for i, k in tr.arg_grads:       # a backward() inside set the argument's .grad
             leaves[i].grad = Tensor._from_array(outs[k], dev)
         for i, k in self._writeback_args:       # (an output computed in place is the tensor's own array)
@@ -462,6 +462,17 @@ class CompiledEntry:
         for is_t, static in zip(tr.out_is_tensor, tr.out_static):
             results.append(next(it) if is_t else static)
         return unflatten(tr.out_tree, results)
+
+    def _run_checking(self, leaves: list[Any]) -> Any:
+        """:meth:`run` with its program's outputs checked (``TRACEJIT_DEBUG_NANS``; installed as
+        ``run`` while the check is on, so an unchecked call pays nothing for it)."""
+        with _checked_lock:         # (the entry's call is wrapped for the duration)
+            call = self._call
+            self._call = lambda arrays: self._run_checked(call, arrays)
+            try:
+                return _unchecked_run(self, leaves)
+            finally:
+                self._call = call
 
     def _run_checked(self, call: Callable, arrays: list[Any], backward: bool = False) -> list[Any]:
         """``TRACEJIT_DEBUG_NANS``: ``call(arrays)``, its outputs checked, on copies of its inputs."""
@@ -657,7 +668,7 @@ class Jitted:
                     f"jit(..., max_traces=N) or TRACEJIT_MAX_TRACES.", stacklevel=4)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if current_trace() is not None or debug_flags.jit_disabled:     # inline it, or run eagerly
+        if current_trace() is not None:     # called from inside another trace: inline it
             return self.fn(*args, **kwargs)
         # fast path: positional tensors only, a signature seen before
         fast_key = None
@@ -688,6 +699,10 @@ class Jitted:
         if fast_key is not None and all(isinstance(a, Tensor) and a._trace is None for a in args):
             self._fast[fast_key] = entry
         return entry.run(leaves)
+
+    def _call_eagerly(self, *args: Any, **kwargs: Any) -> Any:
+        """The function itself, run eagerly: ``__call__`` while ``tj.disable_jit`` is on."""
+        return self.fn(*args, **kwargs)
 
     def lower(self, *args: Any, device: Any = None, backend: str | None = None, **kwargs: Any) -> Lowered:
         """Trace and compile for the given arguments or :func:`spec`\\ s without running."""
@@ -772,6 +787,22 @@ def jit(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
         return Jitted(f, static_argnums, static_argnames, backend, max_traces)
 
     return wrap if fn is None else wrap(fn)
+
+
+# The debugging switches (``tracejit.debug``) swap these methods rather than being checked on
+# every call: a jitted call costs the same with them off as without them.
+_compiled_call = Jitted.__call__
+_unchecked_run = CompiledEntry.run
+_checked_lock = threading.RLock()
+
+
+def apply_debug_flags() -> None:
+    """Make ``debug_flags`` take effect: jitted calls run eagerly or compiled, checked or not."""
+    Jitted.__call__ = Jitted._call_eagerly if debug_flags.jit_disabled else _compiled_call   # type: ignore
+    CompiledEntry.run = CompiledEntry._run_checking if debug_flags.nans else _unchecked_run  # type: ignore
+
+
+apply_debug_flags()
 
 
 def explain(fn: Callable, *args: Any, **kwargs: Any) -> Any:
