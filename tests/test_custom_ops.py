@@ -224,3 +224,14 @@ def test_example_script_runs():
     assert float(parts[4]) == pytest.approx(float(parts[7]), rel=1e-6)    # jit loss == eager loss
     assert float(grad_line.split()[-1]) < 1e-6
     assert len(open("examples/custom_op.py").read().splitlines()) < 40
+
+
+def test_fused_op_lowers_to_ptx_that_assembles():
+    from codegen import ptx
+    if not ptx.ptxas_available():
+        pytest.skip("ptxas is not on PATH (install the CUDA toolkit)")
+    f = tj.jit(lambda x: swish(x * 2.0, beta=1.5).sum(axis=-1))
+    gpu = f.lower(tj.spec((64, 256), tj.float32), device="cuda")      # no GPU needed to lower
+    assert len(gpu.kernels) == 1
+    for pk in gpu.entry.executable.ptx.values():
+        ptx.ptxas_check(pk.ptx, "sm_90")
