@@ -141,3 +141,25 @@ def test_debug_nans_off_by_default_and_from_the_environment():
     """, TRACEJIT_DEBUG_NANS="1")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "caught True\n"
+
+
+def test_print_in_a_gpu_program(capsys):
+    from codegen import ptx
+    if not ptx.ptxas_available():
+        pytest.skip("the simulated GPU assembles every kernel with ptxas, which is not on PATH")
+    from tests.gpu.simulated_cuda import installed
+    from tracejit import eager_device
+    eager_device.cache_clear()
+    try:
+        with installed():
+            x = tj.asarray(np.array([1.0, 2.0], np.float32)).to("cuda")
+
+            def f(x):
+                tj.debug.print("gpu {}", x * 2.0)
+                return x + 1.0
+            jf = tj.jit(f)
+            np.testing.assert_array_equal(np.asarray(jf(x).to("cpu")), [2.0, 3.0])
+            np.testing.assert_array_equal(np.asarray(jf(x * 3.0).to("cpu")), [4.0, 7.0])
+    finally:
+        eager_device.cache_clear()
+    assert capsys.readouterr().out == "gpu [2. 4.]\ngpu [ 6. 12.]\n"

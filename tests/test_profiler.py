@@ -154,3 +154,37 @@ def test_profiles_do_not_nest():
             with tj.profiler.profile():
                 pass
     assert tj.profiler.active() is None
+
+
+def test_gpu_steps_on_the_stream_track(tmp_path, rng):
+    from codegen import ptx
+    from tests.gpu.simulated_cuda import installed
+    from tracejit import eager_device
+    if not ptx.ptxas_available():
+        pytest.skip("the simulated GPU assembles every kernel with ptxas, which is not on PATH")
+    a = rng.standard_normal((32, 16)).astype(np.float32)
+    eager_device.cache_clear()
+    try:
+        with installed():
+            x = tj.asarray(a).to("cuda")
+            f = tj.jit(lambda x: tj.exp(x).sum(axis=-1))
+            expected = np.asarray(f(x).to("cpu"))
+            with tj.profiler.profile() as prof:
+                got = f(x)
+                y = x * 2.0                                     # an eager GPU op: a one-op program
+            np.testing.assert_array_equal(np.asarray(got.to("cpu")), expected)
+            np.testing.assert_allclose(np.asarray(y.to("cpu")), a * 2, rtol=1e-6)
+    finally:
+        eager_device.cache_clear()
+    np.testing.assert_allclose(expected, np.exp(a.astype(np.float64)).sum(-1), rtol=1e-5)
+    gpu = [e for e in prof.events if e.tid == tj.profiler.GPU_TID]
+    assert len(gpu) >= 2 and all(e.args["device"] == "simulated GPU" for e in gpu)
+    assert {e.kind for e in gpu} == {"kernel"}
+    assert sum(e.flops for e in gpu) > 0
+    programs = [e for e in prof.events if e.kind == "program"]
+    assert len(programs) == 2 and all(e.tid != tj.profiler.GPU_TID for e in programs)
+    prof.export_chrome_trace(tmp_path / "gpu.json")
+    doc = json.loads((tmp_path / "gpu.json").read_text())
+    names = {e["tid"]: e["args"]["name"] for e in doc["traceEvents"]
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names[tj.profiler.GPU_TID] == "GPU stream (simulated GPU)"
