@@ -126,3 +126,14 @@ def test_explain_svg(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))                    # no dot here
     with pytest.raises(RuntimeError, match="install it.*graphviz"):
         ex.to_svg()
+
+
+def test_add_graph_of_a_module(tmp_path):
+    model = tj.nn.Sequential(tj.nn.Linear(8, 4), tj.nn.ReLU(), tj.nn.Linear(4, 2))
+    with SummaryWriter(tmp_path) as w:
+        w.add_graph(model, tj.ones((3, 8)))
+        w.add_histogram("fc1/weight", model[0].weight, 0)
+    ea = _read(tmp_path)
+    ops = [n.op for n in ea.Graph().node]
+    assert ops.count("matmul") == 2 and "max" in " ".join(ops)
+    assert ea.Histograms("fc1/weight")[0].histogram_value.num == 32
