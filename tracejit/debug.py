@@ -119,8 +119,8 @@ def print(fmt: str, *args: Any, **kwargs: Any) -> None:  # noqa: A001
         fmt.format(*values[:len(args)], **dict(zip(names, values[len(args):])))
     except (IndexError, KeyError) as e:        # a missing field: say so now, not at every call
         raise ValueError(f"tj.debug.print: format {fmt!r} does not match its arguments: {e!r}") from None
-    except (TypeError, ValueError):
-        pass      # a format spec for a tensor's value: checked when it runs
+    except Exception:  # noqa: BLE001  (a format spec on a traced value: it is checked when it runs)
+        pass
     layout = []
     tensors = []
     for v in values:
