@@ -123,9 +123,11 @@ def test_explain_svg(tmp_path, monkeypatch):
         svg = ex.to_svg(str(tmp_path / "g.svg"))
         assert "<svg" in svg and "kernel" in svg
         assert (tmp_path / "g.svg").read_text() == svg
+        assert ex._repr_svg_() == svg                            # notebooks draw it
     monkeypatch.setenv("PATH", str(tmp_path))                    # no dot here
     with pytest.raises(RuntimeError, match="install it.*graphviz"):
         ex.to_svg()
+    assert ex._repr_svg_() is None and "digraph" in ex.to_dot()
 
 
 def test_add_graph_of_a_module(tmp_path):

@@ -263,6 +263,11 @@ class Explanation:
                 f.write(svg)
         return svg
 
+    def _repr_svg_(self) -> str | None:
+        """The graph drawn in a notebook when Graphviz is installed (the text otherwise)."""
+        import shutil
+        return self.to_svg() if shutil.which("dot") else None
+
     # ------------------------------------------------------------------ printing
     def __str__(self) -> str:
         parts = [
