@@ -9,7 +9,7 @@ what recompiling alone changes) recompiled with them.  The debugging switches
 check to remove.  The two variants take their rounds in turn, each going first every other
 round, so the machine's drift weighs on both alike; each figure is the median over rounds of
 the median of N calls, with the best round after it.  NumPy, torch eager and jax.jit run the
-same function in the same rounds.
+same function in the same rounds; last, for scale, the jitted call while a profile records.
 """
 from __future__ import annotations
 
@@ -112,6 +112,11 @@ def main() -> None:
                 fn, reps = cases[name]
                 results.setdefault(name, []).append(_median_us(fn, reps))
     shipped()
+    profiled = []                 # for scale: the same jitted call while a profile records
+    for _ in range(max(1, args.rounds // 5)):
+        with tj.profiler.profile():
+            profiled.append(_median_us(cases["tracejit jit"][0], args.reps // 10))
+    results["tracejit jit (while profiling)"] = profiled
     print(f"H1 W7 x*2+1 on 16 float32: median over {args.rounds} rounds of the median of {args.reps} calls "
           "(eager: a tenth), best round in brackets")
     for name, ts in results.items():
