@@ -7,6 +7,7 @@ dropout masks, so their losses agree to float32 rounding.
     python examples/train_mlp.py                       # short run (< 1 min)
     python examples/train_mlp.py --epochs 5 --samples 20000 --backend interpret
     python examples/train_mlp.py --device cuda         # on a GPU (pip install 'tracejit[cuda]')
+    python examples/train_mlp.py --logdir runs/        # TensorBoard: tensorboard --logdir runs/
 """
 from __future__ import annotations
 
@@ -51,10 +52,13 @@ def train(mode: str, args: argparse.Namespace, loader: tj.data.DataLoader) -> li
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
+        if args.logdir:      # the gradient's norm, before the update
+            grad_norm = tj.sqrt(sum((p.grad * p.grad).sum() for p in model.parameters()))
         opt.step()
-        return loss
+        return (loss, grad_norm) if args.logdir else loss
 
     run = tj.jit(step, backend=args.backend) if mode == "jit" else step
+    writer = tj.utils.tensorboard.SummaryWriter(f"{args.logdir}/{mode}") if args.logdir else None
     tj.manual_seed(1)                      # dropout masks: the same stream in both runs
     print(f"{mode}:")
     epoch_losses = []
@@ -62,12 +66,22 @@ def train(mode: str, args: argparse.Namespace, loader: tj.data.DataLoader) -> li
     for epoch in range(args.epochs):
         total, n = 0.0, len(loader)
         for i, (x, y) in enumerate(loader, 1):
-            loss = float(run(x.to(args.device), y.to(args.device)))
+            t_step = time.perf_counter()
+            out = run(x.to(args.device), y.to(args.device))
+            loss = float(out[0] if writer else out)
+            if writer:
+                k = epoch * n + i - 1
+                writer.add_scalar("train/loss", loss, k)
+                writer.add_scalar("train/lr", opt.param_groups[0]["lr"], k)
+                writer.add_scalar("train/grad_norm", out[1], k)
+                writer.add_scalar("train/step_ms", (time.perf_counter() - t_step) * 1e3, k)
             total += loss
             progress(epoch, i, n, loss)
         epoch_losses.append(total / n)
         print(f"\r  epoch {epoch}: mean loss {total / n:.5f}" + " " * 40)
     print(f"  {time.perf_counter() - t0:.2f} s")
+    if writer:
+        writer.close()
     model.eval()
     with tj.no_grad():
         batch = loader.dataset.get_batch(np.arange(min(2000, len(loader.dataset))))
@@ -86,6 +100,8 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--backend", default="llvm", choices=["llvm", "interpret"])
     ap.add_argument("--device", default="cpu", help="cpu or cuda (batches are moved there per step)")
+    ap.add_argument("--logdir", default="",
+                    help="write TensorBoard logs (loss, lr, grad norm, step time) here")
     args = ap.parse_args()
 
     x, y = make_data(args.samples)

@@ -361,18 +361,24 @@ class _ProgramRun:
     def array(self, view: View, shape: tuple[int, ...], dtype: str) -> DeviceArray:
         return DeviceArray(self.buffer(view.slot), view.offset, tuple(view.strides), shape, dtype)
 
+    def step(self, step: Launch | Extern) -> None:
+        if isinstance(step, Launch):
+            k = step.kernel
+            ins = [self.array(v, step.shape, o.dtype) for v, o in zip(step.inputs, k.inputs, strict=True)]
+            outs = [self.array(v, step.shape, o.dtype)
+                    for v, o in zip(step.outputs, k.outputs, strict=True)]
+            self.dev.launch_kernel(k, step.shape, ins, outs)
+        elif isinstance(step, Extern):
+            self.extern(step)
+        else:
+            raise TypeError(f"unknown program step {step!r}")
+
     def run(self) -> list[DeviceArray]:
-        for step in self.p.steps:
-            if isinstance(step, Launch):
-                k = step.kernel
-                ins = [self.array(v, step.shape, o.dtype) for v, o in zip(step.inputs, k.inputs, strict=True)]
-                outs = [self.array(v, step.shape, o.dtype)
-                        for v, o in zip(step.outputs, k.outputs, strict=True)]
-                self.dev.launch_kernel(k, step.shape, ins, outs)
-            elif isinstance(step, Extern):
-                self.extern(step)
-            else:
-                raise TypeError(f"unknown program step {step!r}")
+        if profiler is not None:
+            profiler.run_gpu_steps(self)
+        else:
+            for step in self.p.steps:
+                self.step(step)
         results = [self.array(v, tuple(shape), dtype) for v, shape, dtype in self.p.outputs]
         # like the CPU runtime: an output never aliases the caller's input or a cached constant
         results = [self.dev.copy(r) if v.slot < self.p.n_inputs or v.slot in self.p.constants else r
@@ -422,6 +428,10 @@ class _ProgramRun:
 # --------------------------------------------------------------------------- process-wide
 
 _devices: dict[int, CudaDevice] = {}
+
+# While a profile records (``tracejit.profiler``), the object that runs each program step and
+# times it; None otherwise, so an unprofiled program pays one check.
+profiler: Any = None
 _lock = threading.Lock()
 _current = threading.local()        # .index: the GPU whose context is current in this thread
 

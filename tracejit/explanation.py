@@ -231,21 +231,42 @@ class Explanation:
         from codegen import cpu
         return cpu.optimized_ir(k)
 
+    @staticmethod
+    def step_members(step: Any) -> set[int]:
+        """The graph nodes a program step computes (a kernel's fused nodes, a host step's node)."""
+        return step.members if isinstance(step, fusion.KernelPlan) else {step.node}
+
     def to_dot(self) -> str:
         """Graphviz DOT of the graph with each fused kernel drawn as a cluster."""
         clusters: dict[int, int] = {}
         if self.compiled is not None:
             for k, step in enumerate(self.compiled.plan.steps):
-                for m in (step.members if isinstance(step, fusion.KernelPlan) else {step.node}):
+                for m in self.step_members(step):
                     clusters.setdefault(m, k)
         g = self.compiled.graph if self.compiled else self.graph
         return g.to_dot(clusters)
 
-    def to_svg(self) -> str:
-        """SVG rendering of :meth:`to_dot` (needs the ``dot`` program from Graphviz)."""
+    def to_svg(self, path: str | None = None) -> str:
+        """SVG rendering of :meth:`to_dot` by Graphviz's ``dot`` (also written to ``path`` if given)."""
+        import shutil
         import subprocess
-        return subprocess.run(["dot", "-Tsvg"], input=self.to_dot(), capture_output=True, text=True,
-                              check=True).stdout
+        dot = shutil.which("dot")
+        if dot is None:
+            raise RuntimeError("explain().to_svg needs the `dot` program from Graphviz (not on PATH): "
+                               "install it (apt-get install graphviz, brew install graphviz, conda install "
+                               "graphviz, or https://graphviz.org/download/), or save .to_dot() to a .dot "
+                               "file and render it elsewhere")
+        svg = subprocess.run([dot, "-Tsvg"], input=self.to_dot(), capture_output=True, text=True,
+                             check=True).stdout
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(svg)
+        return svg
+
+    def _repr_svg_(self) -> str | None:
+        """The graph drawn in a notebook when Graphviz is installed (the text otherwise)."""
+        import shutil
+        return self.to_svg() if shutil.which("dot") else None
 
     # ------------------------------------------------------------------ printing
     def __str__(self) -> str:

@@ -21,6 +21,8 @@ import numpy as np
 
 from . import aliasing, passes
 from . import dtypes as dt
+from .debug import check_outputs
+from .debug import flags as debug_flags
 from .device import write_back
 from .differentiable import GradPlan, attach, record_backward, split
 from .errors import (
@@ -461,6 +463,35 @@ class CompiledEntry:
             results.append(next(it) if is_t else static)
         return unflatten(tr.out_tree, results)
 
+    def _run_checking(self, leaves: list[Any]) -> Any:
+        """:meth:`run` with its program's outputs checked (``TRACEJIT_DEBUG_NANS``; installed as
+        ``run`` while the check is on, so an unchecked call pays nothing for it)."""
+        with _checked_lock:         # (the entry's call is wrapped for the duration)
+            call = self._call
+            self._call = lambda arrays: self._run_checked(call, arrays)
+            try:
+                return _unchecked_run(self, leaves)
+            finally:
+                self._call = call
+
+    def _run_checked(self, call: Callable, arrays: list[Any], backward: bool = False) -> list[Any]:
+        """``TRACEJIT_DEBUG_NANS``: ``call(arrays)``, its outputs checked, on copies of its inputs."""
+        if self.device.type != "cpu":
+            return call(arrays)
+        before = [np.array(a, copy=True) for a in arrays]
+        outs = call(arrays)
+        if backward:
+            graph, names = self.traced.grad_plan.backward, ()
+        else:
+            graph, n_args = self.traced.graph, len(self.traced.in_avals)
+            names = [f"argument {i}" for i in range(n_args)] + \
+                ["a captured tensor (a parameter or state the function read)"] * (len(arrays) - n_args)
+        where = self.traced.where
+        label = (f"the jitted function at {where}" if where else "a jitted function") + \
+            (" (its backward pass)" if backward else "")
+        check_outputs(graph, before, outs, label, names)
+        return outs
+
     def _run_backward(self, arrays: list[Any]) -> list[Any]:
         """Run the backward graph (compiled on first use, like the forward)."""
         if self._backward is None:
@@ -474,6 +505,8 @@ class CompiledEntry:
                 from .compiler import compile_graph
                 bwd = _compiling(lambda: compile_graph(graph, self.device, {}), self.traced)
             self._backward = bwd
+        if debug_flags.nans:
+            return self._run_checked(self._backward, arrays, backward=True)
         return self._backward(arrays)
 
 
@@ -667,6 +700,10 @@ class Jitted:
             self._fast[fast_key] = entry
         return entry.run(leaves)
 
+    def _call_eagerly(self, *args: Any, **kwargs: Any) -> Any:
+        """The function itself, run eagerly: ``__call__`` while ``tj.disable_jit`` is on."""
+        return self.fn(*args, **kwargs)
+
     def lower(self, *args: Any, device: Any = None, backend: str | None = None, **kwargs: Any) -> Lowered:
         """Trace and compile for the given arguments or :func:`spec`\\ s without running."""
         if device is not None:
@@ -750,6 +787,22 @@ def jit(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
         return Jitted(f, static_argnums, static_argnames, backend, max_traces)
 
     return wrap if fn is None else wrap(fn)
+
+
+# The debugging switches (``tracejit.debug``) swap these methods rather than being checked on
+# every call: a jitted call costs the same with them off as without them.
+_compiled_call = Jitted.__call__
+_unchecked_run = CompiledEntry.run
+_checked_lock = threading.RLock()
+
+
+def apply_debug_flags() -> None:
+    """Make ``debug_flags`` take effect: jitted calls run eagerly or compiled, checked or not."""
+    Jitted.__call__ = Jitted._call_eagerly if debug_flags.jit_disabled else _compiled_call   # type: ignore
+    CompiledEntry.run = CompiledEntry._run_checking if debug_flags.nans else _unchecked_run  # type: ignore
+
+
+apply_debug_flags()
 
 
 def explain(fn: Callable, *args: Any, **kwargs: Any) -> Any:

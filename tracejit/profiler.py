@@ -1,8 +1,9 @@
 """``with tj.profiler.profile() as prof:``: what ran, for how long, and how fast.
 
 While a profile records, every eager CPU op (through :func:`tracejit.prims.bind`) and every step
-of every compiled CPU program (kernel launches, GEMMs, host steps) is timed and given an
-estimate of the bytes it moved and the floating-point operations it did:
+of every compiled program (kernel launches, GEMMs, host steps; on a GPU too, eager GPU ops
+being one-op programs) is timed and given an estimate of the bytes it moved and the
+floating-point operations it did:
 
 * bytes: each operand's elements once (a broadcast dim counts once), inputs and outputs;
 * FLOPs: for a kernel, its loop-level IR's operations (casts and selects are free) times the
@@ -12,7 +13,9 @@ estimate of the bytes it moved and the floating-point operations it did:
 ``prof.table()`` groups them by kernel or op with counts, totals and achieved GB/s and
 GFLOP/s; ``prof.export_chrome_trace(path)`` writes Chrome trace-event JSON (Perfetto,
 ``chrome://tracing``) with one track per thread: the calling thread's steps, and each range
-of a multi-threaded launch on the thread that ran it.
+of a multi-threaded launch on the thread that ran it; GPU steps on a track of the GPU's stream,
+each timed from its launch to a synchronize after it (host-side timing, which includes the
+launch's cost; the device is idle between steps while profiling).
 
 Profiling changes how programs run: each step is launched from Python (the native step runner
 is bypassed) and the ranges of a multi-threaded launch go to the profiler's own threads, each
@@ -35,6 +38,7 @@ import numpy as np
 
 from codegen import kir
 from runtime import cpu as cpu_runtime
+from runtime import cuda as cuda_runtime
 from runtime import program as rp
 
 from . import prims
@@ -42,6 +46,7 @@ from .errors import source_line
 from .ops import Prim
 
 KINDS = ("kernel", "gemm", "host", "eager", "program", "range")
+GPU_TID = 1 << 30             # the track of a GPU's stream in the Chrome trace (no thread has this id)
 LEAF_KINDS = ("kernel", "gemm", "host", "eager")     # what the table's total adds up
 _FREE_OPS = frozenset({"cast", "where"})             # no arithmetic: not counted as FLOPs
 SORT_KEYS = ("total", "calls", "mean", "name", "bytes", "flops", "gbps", "gflops")
@@ -179,7 +184,8 @@ class _Recorder:
             t0 = time.perf_counter_ns()
             if isinstance(prepared, cpu_runtime._PreparedLaunch):
                 ranges = prepared.ranges
-                prepared.run(bufs, addresses, lambda fn, rs, *args, name=name: self._launch(name, fn, rs, args))
+                prepared.run(bufs, addresses,
+                             lambda fn, rs, *args, name=name: self._launch(name, fn, rs, args))
                 args = {"shape": list(step.shape), "threads": len(ranges)}
             else:
                 prepared.run(bufs, addresses)
@@ -188,6 +194,30 @@ class _Recorder:
         where = source_line()
         add(Event(f"program @ {where}" if where else "program", "program", t_program,
                   time.perf_counter_ns() - t_program, tid, args={"steps": len(program.steps)}))
+
+    # --- GPU programs (runtime.cuda._ProgramRun), eager GPU ops included (one-op programs)
+    def run_gpu_steps(self, run: Any) -> None:
+        """Run a GPU program's steps one by one, each timed from its launch until the device is
+        idle again (a synchronize after each step), on the GPU stream's track."""
+        add = self.profile._add
+        slot_dtypes = run.p.slot_dtypes
+        device = getattr(run.dev, "name", "cuda")
+        self.profile.thread_names.setdefault(GPU_TID, f"GPU stream ({device})")
+        run.dev.synchronize()
+        t_program = time.perf_counter_ns()
+        for step in run.p.steps:
+            name, kind, moved, flops = self._cost(step, slot_dtypes)
+            t0 = time.perf_counter_ns()
+            run.step(step)
+            run.dev.synchronize()
+            args = {"shape": list(step.shape)} if isinstance(step, rp.Launch) else \
+                {"shapes": [list(sh) for sh in step.shapes]}
+            add(Event(name, kind, t0, time.perf_counter_ns() - t0, GPU_TID, moved, flops,
+                      {**args, "device": device}))
+        where = source_line()
+        add(Event(f"program @ {where}" if where else "program", "program", t_program,
+                  time.perf_counter_ns() - t_program, threading.get_native_id(),
+                  args={"steps": len(run.p.steps), "device": device}))
 
     def _launch(self, name: str, fn: Any, ranges: list[tuple[int, int]], args: tuple) -> None:
         """A multi-threaded launch: the first range here, the others on the profiler's threads,
@@ -249,14 +279,14 @@ class Profile:
             _active = self
             self._recorder = rec = _Recorder(self)
             self.start_ns = time.perf_counter_ns()
-            cpu_runtime.profiler = rec
+            cpu_runtime.profiler = cuda_runtime.profiler = rec
             prims.eager_hook = rec.eager
         return self
 
     def __exit__(self, *exc: Any) -> None:
         global _active
         with _active_lock:
-            cpu_runtime.profiler = None
+            cpu_runtime.profiler = cuda_runtime.profiler = None
             prims.eager_hook = None
             _active = None
         self.end_ns = time.perf_counter_ns()
@@ -361,4 +391,5 @@ def active() -> Profile | None:
     return _active
 
 
-__all__ = ["profile", "Profile", "Event", "Row", "active", "kernel_flops", "matmul_flops", "touched_bytes"]
+__all__ = ["profile", "Profile", "Event", "Row", "active", "kernel_flops", "matmul_flops", "touched_bytes",
+           "GPU_TID"]
