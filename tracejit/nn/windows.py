@@ -58,12 +58,27 @@ def output_size(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, d
 def windows(x: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
             out: Sequence[int]) -> list[Tensor]:
     """The ``prod(kernel)`` strided views of the already padded ``x`` (``(..., *spatial)``), one
-    per kernel offset in row-major order, each of shape ``(..., *out)``."""
+    per kernel offset in row-major order, each of shape ``(..., *out)``.
+
+    A stride ``s`` is not a stepped slice (whose gradient is a scatter with a step, a host
+    step under ``jit``): each spatial dim is cropped or zero-extended to ``s * m`` and split
+    into ``(m, s)``, and offset ``o * dilation = q * s + r`` reads ``[q : q + out, r]``, so every
+    view is a unit-step slice and every gradient a pad that fuses."""
     nd = len(kernel)
     lead = x.ndim - nd
+    blocks = [(k - 1) * d // s + n for n, k, s, d in zip(out, kernel, stride, dilation)]
+    x = pad_spatial(x, [(0, m * s - size) if s > 1 else (0, 0)
+                        for m, s, size in zip(blocks, stride, x.shape[lead:])])
+    split = x.shape[:lead] + tuple(v for m, s, size in zip(blocks, stride, x.shape[lead:])
+                                   for v in ((m, s) if s > 1 else (size,)))
+    x = P.reshape(x, shape=split) if split != x.shape else x
     views = []
     for offs in itertools.product(*(range(k) for k in kernel)):
-        start = (0,) * lead + tuple(o * d for o, d in zip(offs, dilation))
-        stop = x.shape[:lead] + tuple(b + s * (n - 1) + 1 for b, s, n in zip(start[lead:], stride, out))
-        views.append(P.slice(x, start=start, stop=stop, step=(1,) * lead + tuple(stride)))
+        start, stop = [0] * lead, list(x.shape[:lead])
+        for o, d, s, n in zip(offs, dilation, stride, out):
+            q, r = divmod(o * d, s)
+            start += [q, r] if s > 1 else [q]
+            stop += [q + n, r + 1] if s > 1 else [q + n]
+        view = P.slice(x, start=tuple(start), stop=tuple(stop), step=(1,) * x.ndim)
+        views.append(P.reshape(view, shape=x.shape[:lead] + tuple(out)) if view.ndim != lead + nd else view)
     return views
