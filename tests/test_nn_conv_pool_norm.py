@@ -367,3 +367,25 @@ def test_conv_bias_relu_is_im2col_gemm_and_one_epilogue_kernel(rng):
     with tj.no_grad():
         np.testing.assert_allclose(tj.jit(lambda x: F.relu(bn(F.conv2d(x, w, b, padding=1))))(x).numpy(),
                                    F.relu(bn(F.conv2d(x, w, b, padding=1))).numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ lowered for a GPU
+
+def _cnn_loss(x, w1, b1, w2, gamma, beta, y):
+    h = F.max_pool2d(F.relu(F.conv2d(x, w1, b1, padding=1)), 2)
+    h = F.batch_norm(F.conv2d(h, w2, stride=2, groups=2), None, None, gamma, beta, training=True)
+    h = F.group_norm(F.relu(h), 2) + F.avg_pool2d(F.interpolate(h, scale_factor=2), 2)
+    logits = F.adaptive_avg_pool2d(h, 1).reshape(h.shape[0], -1)
+    return F.cross_entropy(logits, y)
+
+
+def test_cnn_training_step_lowers_to_ptx_that_assembles():
+    from tests.test_gpu_lowering import lower_both
+    S = tj.spec
+    specs = [S((4, 3, 10, 10)), S((8, 3, 3, 3)), S((8,)), S((8, 4, 3, 3)), S((8,)), S((8,)),
+             S((4,), tj.int64)]
+    grad_step = tj.grad(_cnn_loss, argnums=(1, 2, 3, 4, 5))
+    cpu, gpu = lower_both(grad_step, *specs)
+    assert len(gpu.kernels) > 5
+    transposed = lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)  # noqa: E731
+    lower_both(transposed, S((2, 4, 5, 5)), S((4, 3, 3, 3)))
