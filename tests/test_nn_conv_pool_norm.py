@@ -118,7 +118,8 @@ def test_unbatched_conv_input(rng):
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
                                 dict(kernel_size=(3, 2), stride=2, ceil_mode=True),
-                                dict(kernel_size=2, stride=1, dilation=2)])
+                                dict(kernel_size=2, stride=1, dilation=2), dict(kernel_size=3, padding=1),
+                                dict(kernel_size=(2, 3), ceil_mode=True)])
 def test_max_pool2d_matches_torch(kw, rng):
     check_fwd_bwd(lambda x: F.max_pool2d(x, **kw), lambda x: TF.max_pool2d(x, **kw), _t(rng, 2, 3, 9, 7))
 
@@ -127,6 +128,14 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
     x = np.zeros((1, 1, 4, 4), np.float32)           # every window is all ties
     check_fwd_bwd(lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), x)
     check_fwd_bwd(lambda x: F.max_pool2d(x, 3, 1, 1), lambda x: TF.max_pool2d(x, 3, 1, 1), x)
+
+
+def test_max_pool_nan_is_the_maximum(rng):
+    x = _t(rng, 1, 2, 4, 6)
+    x[0, 0, 1, 1] = x[0, 1, 2, 5] = np.nan
+    check_fwd_bwd(lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), x)
+    got = F.max_pool2d(tj.asarray(x), 3, 1, 1).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(TF.max_pool2d(torch.tensor(x), 3, 1, 1).numpy()))
 
 
 def test_max_pool1d_matches_torch(rng):

@@ -16,6 +16,7 @@ import numpy as np
 from .. import api as A
 from .. import dtypes as dt
 from .. import prims as P
+from ..autograd import no_grad
 from ..tensors import Tensor
 from .modules import Module
 from .windows import check_input, ntuple, pad_spatial, windows
@@ -63,11 +64,48 @@ def _max_pool(x: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: 
         raise TypeError(f"{op}: needs a numeric input, got bool")
     fill = -math.inf if dt.is_float(x.dtype) else int(np.iinfo(x.dtype).min)
     xp = pad_spatial(x, [(p, p + e) for p, e in zip(padding, extra)], value=fill)
+    if stride == kernel and all(d == 1 for d in dilation) and math.prod(kernel) > 1:
+        return _max_pool_tiles(xp, kernel, out)
     views = windows(xp, kernel, stride, dilation, out)
     y = views[0]
     for v in views[1:]:
         y = P.max(y, v)      # ties: ge(y, v) keeps the earlier window's gradient, as PyTorch
     return y if len(views) > 1 else A.astype(y, y.dtype)
+
+
+def _max_pool_tiles(xp: Tensor, kernel: tuple[int, ...], out: tuple[int, ...]) -> Tensor:
+    """Max pool of windows that tile the input (stride = kernel): the input split into
+    ``(..., out_i, k_i, ...)``, the position of each window's first maximum found over the window
+    views (NaN counts as the maximum, as in PyTorch), and the result the sum over the window
+    dims of the input masked to that position (``-0.0`` elsewhere, so the sum is exact).  The
+    gradient is then one elementwise select over the input's own layout, instead of a sum of
+    ``prod(kernel)`` pads."""
+    nd = len(kernel)
+    lead = xp.ndim - nd
+    tiled = xp.shape[:lead] + tuple(m * k for m, k in zip(out, kernel))
+    if tiled != xp.shape:      # floor mode: the rows and columns no window reaches
+        xp = P.slice(xp, start=(0,) * xp.ndim, stop=tiled, step=(1,) * xp.ndim)
+    split = xp.shape[:lead] + tuple(v for m, k in zip(out, kernel) for v in (m, k))
+    xs = P.reshape(xp, shape=split)
+    with no_grad():
+        views = windows(xp.detach(), kernel, kernel, (1,) * nd, out)
+        best, first = views[0], P.full(views[0].shape, 0, dt.int32)
+        for j, v in enumerate(views[1:], 1):
+            take = P.bind("or", P.gt(v, best), P.isnan(v))
+            best = P.where(take, v, best)
+            first = P.where(take, P.full(v.shape, j, dt.int32), first)
+        window_dims = tuple(lead + 2 * i + 1 for i in range(nd))
+        position = None          # each element's row-major index inside its window
+        for i, ax in enumerate(window_dims):
+            idx = P.iota(split, ax, dt.int32, like=xp)
+            scale = math.prod(kernel[i + 1:])
+            idx = P.mul(idx, P.full(split, scale, dt.int32)) if scale > 1 else idx
+            position = idx if position is None else P.add(position, idx)
+        first = P.broadcast_to(P.reshape(first, shape=tuple(1 if i in window_dims else n
+                                                              for i, n in enumerate(split))), split)
+        hit = P.eq(position, first)
+    masked = P.where(hit, xs, P.full(split, -0.0 if dt.is_float(xs.dtype) else 0, xs.dtype))
+    return P.reshape(P.reduce_sum(masked, axes=window_dims), shape=xp.shape[:lead] + tuple(out))
 
 
 def _avg_divisor(shape: Sequence[int], kernel, stride, padding, out, count_include_pad: bool) -> np.ndarray:
