@@ -122,6 +122,35 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     return c
 
 
+def _broadcast_by_users(g: Graph, nid: int) -> bool:
+    """Whether some consumer reads ``nid`` (through views) broadcast to more elements."""
+    stack = list(g.users(nid))
+    while stack:
+        uid = stack.pop()
+        op = g.node(uid).op
+        if op == "expand":
+            return True
+        if op in VIEW_OPS:
+            stack.extend(g.users(uid))
+    return False
+
+
+def _reads_reduction(g: Graph, nid: int, materialized: dict[int, str]) -> bool:
+    """Whether ``nid`` is computed (within its kernel) from a reduction's result."""
+    stack, seen = [nid], set()
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        n = g.node(i)
+        if n.op in REDUCTIONS:
+            return True
+        if i == nid or i not in materialized:
+            stack.extend(n.inputs)
+    return False
+
+
 def _is_scalar_source(g: Graph, nid: int) -> bool:
     """Whether ``nid`` is a number at every batch size: a 0-d value or a one-element constant,
     through reshapes (not a row's reduction that a batch of one makes one-element)."""
@@ -163,6 +192,14 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
         if nid in materialized or n.op in ("input", "constant", "iota") or n.op in REDUCTIONS:
             continue
         users = g.users(nid)
+        if (_broadcast_by_users(g, nid) and _cost(g, nid, materialized, {}) > RECOMPUTE_LIMIT
+                and not _reads_reduction(g, nid, materialized)):
+            # a kernel reading it through a broadcast would compute it once per copy (a
+            # convolution's input gradient under a max pool's gradient: four times per window);
+            # one made from a reduction is a row value of the kernel that absorbs the reduction
+            materialized[nid] = ("broadcast by a consumer; too costly to recompute per copy (cost "
+                                 f"{_cost(g, nid, materialized, {})})")
+            continue
         # a value that feeds a reduction over its own shape is recomputed by the row kernel
         # that absorbs the reduction: recomputing beats a round trip through memory
         feeds_row = any(g.node(u).op in REDUCTIONS for u in users)
