@@ -481,11 +481,25 @@ def _view_alias(g: Graph, nid: int, materialized: dict[int, str]) -> tuple[int, 
 
 def _operand_view(g: Graph, nid: int, materialized: dict[int, str], why: str) -> tuple[int, View]:
     base, path = _chain(g, nid)
+    for k, (_, _, _, below) in enumerate(path[1:], 1):     # a view stored for a reshape above it
+        if materialized.get(below, "").startswith(COPIED):
+            v = _apply_path(View.contiguous(g.node(below).shape), path[:k])
+            if v is not None:
+                return below, v
     if base in materialized or _is_buffer_source(g, base):
         v = _apply_path(View.contiguous(g.node(base).shape), path)
         if v is not None:
             return base, v
     if nid not in materialized:
+        base_view = View.contiguous(g.node(base).shape)
+        if path and _apply_path(base_view, path) is None:
+            # a reshape no strides can express (a gradient permuted to (O, N*P) for a GEMM):
+            # store what that reshape reads, computed by one kernel; the rest is a view of it
+            failing = _failing_view_op(base_view, path)
+            stored = g.node(failing).inputs[0]
+            if stored not in materialized:
+                raise NeedsMaterialization(stored, f"{COPIED}read by reshape %{failing}, which no strides "
+                                                   "can express")
         raise NeedsMaterialization(nid, why)
     return nid, View.contiguous(g.node(nid).shape)
 
