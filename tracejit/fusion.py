@@ -122,6 +122,35 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     return c
 
 
+def _broadcast_by_users(g: Graph, nid: int) -> bool:
+    """Whether some consumer reads ``nid`` (through views) broadcast to more elements."""
+    stack = list(g.users(nid))
+    while stack:
+        uid = stack.pop()
+        op = g.node(uid).op
+        if op == "expand":
+            return True
+        if op in VIEW_OPS:
+            stack.extend(g.users(uid))
+    return False
+
+
+def _reads_reduction(g: Graph, nid: int, materialized: dict[int, str]) -> bool:
+    """Whether ``nid`` is computed (within its kernel) from a reduction's result."""
+    stack, seen = [nid], set()
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        n = g.node(i)
+        if n.op in REDUCTIONS:
+            return True
+        if i == nid or i not in materialized:
+            stack.extend(n.inputs)
+    return False
+
+
 def _is_scalar_source(g: Graph, nid: int) -> bool:
     """Whether ``nid`` is a number at every batch size: a 0-d value or a one-element constant,
     through reshapes (not a row's reduction that a batch of one makes one-element)."""
@@ -173,6 +202,14 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
         if nid in materialized or n.op in ("input", "constant", "iota") or n.op in REDUCTIONS:
             continue
         users = g.users(nid)
+        if (_broadcast_by_users(g, nid) and _cost(g, nid, materialized, {}) > RECOMPUTE_LIMIT
+                and not _reads_reduction(g, nid, materialized)):
+            # a kernel reading it through a broadcast would compute it once per copy (a
+            # convolution's input gradient under a max pool's gradient: four times per window);
+            # one made from a reduction is a row value of the kernel that absorbs the reduction
+            materialized[nid] = ("broadcast by a consumer; too costly to recompute per copy (cost "
+                                 f"{_cost(g, nid, materialized, {})})")
+            continue
         # a value that feeds a reduction over its own shape is recomputed by the row kernel
         # that absorbs the reduction: recomputing beats a round trip through memory
         feeds_row = any(g.node(u).op in REDUCTIONS for u in users)
@@ -456,11 +493,25 @@ def _view_alias(g: Graph, nid: int, materialized: dict[int, str]) -> tuple[int, 
 
 def _operand_view(g: Graph, nid: int, materialized: dict[int, str], why: str) -> tuple[int, View]:
     base, path = _chain(g, nid)
+    for k, (_, _, _, below) in enumerate(path[1:], 1):     # a view stored for a reshape above it
+        if materialized.get(below, "").startswith(COPIED):
+            v = _apply_path(View.contiguous(g.node(below).shape), path[:k])
+            if v is not None:
+                return below, v
     if base in materialized or _is_buffer_source(g, base):
         v = _apply_path(View.contiguous(g.node(base).shape), path)
         if v is not None:
             return base, v
     if nid not in materialized:
+        base_view = View.contiguous(g.node(base).shape)
+        if path and _apply_path(base_view, path) is None:
+            # a reshape no strides can express (a gradient permuted to (O, N*P) for a GEMM):
+            # store what that reshape reads, computed by one kernel; the rest is a view of it
+            failing = _failing_view_op(base_view, path)
+            stored = g.node(failing).inputs[0]
+            if stored not in materialized:
+                raise NeedsMaterialization(stored, f"{COPIED}read by reshape %{failing}, which no strides "
+                                                   "can express")
         raise NeedsMaterialization(nid, why)
     return nid, View.contiguous(g.node(nid).shape)
 

@@ -9,3 +9,11 @@ if _find_spec(f"{__name__}.modules") is not None:   # the module classes, once t
     from . import modules as _modules
     from .modules import *  # noqa: F403
     __all__ += list(getattr(_modules, "__all__", [n for n in dir(_modules) if not n.startswith("_")]))
+
+from . import conv as _conv  # noqa: E402
+from . import normalization as _normalization  # noqa: E402
+from . import pooling as _pooling  # noqa: E402
+
+for _layers in (_conv, _pooling, _normalization):   # the layer classes (their functions are in functional)
+    globals().update({n: getattr(_layers, n) for n in _layers.__all__ if n[0].isupper()})
+    __all__ += [n for n in _layers.__all__ if n[0].isupper()]

@@ -197,3 +197,20 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: R.Gener
     scale = P.where(P.ge(keep, P.full(x.shape, p, dt.float32)), P.full(x.shape, 1.0 / (1.0 - p), x.dtype),
                     P.full(x.shape, 0.0, x.dtype))
     return x * scale
+
+
+# the functional forms of the convolution, pooling and normalization layers live with them
+from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: E402
+from .normalization import batch_norm, dropout2d, group_norm, interpolate, rms_norm  # noqa: E402
+from .pooling import (  # noqa: E402
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    max_pool1d,
+    max_pool2d,
+)
+
+__all__ += ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "batch_norm", "dropout2d",
+            "group_norm", "interpolate", "rms_norm", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+            "avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d"]
