@@ -9,3 +9,10 @@ if _find_spec(f"{__name__}.modules") is not None:   # the module classes, once t
     from . import modules as _modules
     from .modules import *  # noqa: F403
     __all__ += list(getattr(_modules, "__all__", [n for n in dir(_modules) if not n.startswith("_")]))
+
+from .attention import MultiheadAttention  # noqa: E402
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402
+from .transformer import TransformerEncoderLayer  # noqa: E402
+
+__all__ += ["MultiheadAttention", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+            "TransformerEncoderLayer"]

@@ -197,3 +197,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: R.Gener
     scale = P.where(P.ge(keep, P.full(x.shape, p, dt.float32)), P.full(x.shape, 1.0 / (1.0 - p), x.dtype),
                     P.full(x.shape, 0.0, x.dtype))
     return x * scale
+
+from .attention import scaled_dot_product_attention  # noqa: E402  (attention builds on the above)
+
+__all__ += ["scaled_dot_product_attention"]
