@@ -94,7 +94,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         raise ValueError(f"scaled_dot_product_attention: block_size must be >= 1, got {block_size}")
     qs = q * scale
     batch = A.broadcast_shapes(tuple(q.shape[:-2]), tuple(k.shape[:-2]), tuple(v.shape[:-2]))
-    row_max = A.full(batch + (n_q, 1), -math.inf, dtype=dtype, device=q.device)
+    # running statistics per query are kept as (..., L) values, not (..., L, 1): read back through
+    # a reshape, a block's row max and sum are stored once and the next blocks read those small
+    # buffers, instead of recomputing them from the block's scores (which then stay free to reuse)
+    row_max = A.full(batch + (n_q,), -math.inf, dtype=dtype, device=q.device)
     denom = numer = None
     gen = generator or R.default_generator
     for c0 in range(0, max(n_k, 1), block):
@@ -107,10 +110,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             mb = mask[..., c0:c1] if mask.shape[-1] == n_k else mask
             s = A.where(mb, s, -math.inf) if mask.dtype == dt.bool_ else s + A.astype(mb, dtype, copy=False)
         # the shift has no gradient (it cancels); -inf maxima (all masked so far) shift by 0
-        new_max = A.maximum(row_max, F._no_grad(A.max(s, axis=-1, keepdims=True)))
+        new_max = A.maximum(row_max, F._no_grad(A.max(s, axis=-1)))
         shift = A.where(A.isfinite(new_max), new_max, 0.0)
-        p = A.exp(s - shift)
-        block_sum = A.sum(p, axis=-1, keepdims=True)
+        p = A.exp(s - A.expand_dims(shift, axis=-1))
+        block_sum = A.sum(p, axis=-1)
         if dropout_p > 0.0:
             p = F.dropout(p, dropout_p, True, gen)
         block_out = A.matmul(p, vb)
@@ -120,12 +123,12 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             old = A.where(A.isfinite(row_max), row_max, 0.0)
             rescale = A.exp(old - shift)
             denom = denom * rescale + block_sum
-            numer = numer * rescale + block_out
+            numer = numer * A.expand_dims(rescale, axis=-1) + block_out
         row_max = new_max
     if numer is None:     # no keys: softmax over nothing
         return A.full(batch + (n_q, v.shape[-1]), math.nan, dtype=dtype, device=q.device)
     # a row with every key masked has numer == 0 and denom == 0: it gives 0, as torch's SDPA
-    return numer / A.where(denom > 0.0, denom, 1.0)
+    return numer / A.expand_dims(A.where(denom > 0.0, denom, 1.0), axis=-1)
 
 
 def _attention_weights(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
