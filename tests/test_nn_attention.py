@@ -62,8 +62,8 @@ def test_sdpa_forward_backward_matches_torch(rng, mask_kind, block) -> None:
         t_mask, j_mask = torch.tensor(m), tj.asarray(m)
     t_out, t_grads = _torch_grads(lambda a, b, c: TF.scaled_dot_product_attention(a, b, c, t_mask, **kw),
                                   (q, k, v), g)
-    j_out, j_grads = _tj_grads(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, j_mask, block_size=block,
-                                                                              **kw), (q, k, v), g)
+    j_out, j_grads = _tj_grads(
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, j_mask, block_size=block, **kw), (q, k, v), g)
     _close(j_out, t_out, "output")
     for name, a, e in zip("qkv", j_grads, t_grads):
         _close(a, e, f"grad of {name}")
