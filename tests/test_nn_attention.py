@@ -284,3 +284,23 @@ def test_transformer_encoder_layer_rejects_an_unknown_activation() -> None:
     with pytest.raises(ValueError, match="activation must be"):
         nn.TransformerEncoderLayer(8, 2, activation="swish")
     assert math.isclose(nn.TransformerEncoderLayer(8, 2, layer_norm_eps=1e-6).norm1.eps, 1e-6)
+
+
+def test_attention_and_lstm_step_lower_to_ptx_that_assembles() -> None:
+    from codegen import ptx
+    if not ptx.ptxas_available():
+        pytest.skip("ptxas is not on PATH (install the CUDA toolkit)")
+    S = tj.spec
+    cell = nn.LSTMCell(16, 32)
+
+    def attention_grads(q, k, v):
+        return tj.grad(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, block_size=16)
+                       .sum(), argnums=(0, 1, 2))(q, k, v)
+    programs = [(attention_grads, [S((2, 4, 40, 8))] * 3),
+                (lambda x, h, c: cell(x, (h, c)), [S((8, 16)), S((8, 32)), S((8, 32))])]
+    for fn, specs in programs:
+        f = tj.jit(fn)
+        cpu, gpu = f.lower(*specs), f.lower(*specs, device="cuda")
+        assert len(gpu.kernels) == len(cpu.kernels)
+        for pk in gpu.entry.executable.ptx.values():       # matmul steps included
+            ptx.ptxas_check(pk.ptx, "sm_90")
