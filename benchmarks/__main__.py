@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import cnn, compile_latency, compile_scaling, eager_dispatch, training
+from . import cnn, compile_latency, compile_scaling, eager_dispatch, sequence_models, training
 from .harness import (
     IMPLS,
     LEGEND,
@@ -28,7 +28,8 @@ from .harness import (
 from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
-OPT_IN = [compile_scaling.KEY, *cnn.KEYS]      # run only when named in --only (they take minutes)
+# run only when named in --only (they take minutes)
+OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS]
 
 
 def selected(only: str | None) -> list[str]:
@@ -110,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in (k for k in cnn.KEYS if k in keys and cfg.device == "cpu"):
         log(f"[bench] {key} {cnn.label(key)}")
         group = cnn.run(cfg, key, log)
+        results += group
+        print(render_group(group, ceilings) + "\n", flush=True)
+
+    for key in (k for k in sequence_models.KEYS if k in keys):
+        log(f"[bench] {key} sequence model")
+        group = sequence_models.run(key, cfg, log)
         results += group
         print(render_group(group, ceilings) + "\n", flush=True)
 

@@ -334,7 +334,7 @@ def _to_program(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int] | Non
 
 
 def _buffer_plan(p: rp.Program) -> dict[int, int]:
-    """Let a temporary reuse the buffer of one whose last reader has run (greedy, by size)."""
+    """Let a temporary reuse the buffer of one whose last reader has run (greedy, best fit)."""
     outputs = {v.slot for v, _, _ in p.outputs}
     last_use: dict[int, int] = {}
     for k, step in enumerate(p.steps):
@@ -348,7 +348,11 @@ def _buffer_plan(p: rp.Program) -> dict[int, int]:
             s = v.slot
             if s in outputs or s < p.n_inputs or s in p.constants:
                 continue
-            fit = next((f for f in free if p.slot_nbytes[f] >= p.slot_nbytes[s]), None)
+            # best fit, and at most twice the size: a small long-lived value parked in a large
+            # free buffer would leave the next large value (the next block's scores) without one
+            need = p.slot_nbytes[s]
+            fit = min((f for f in free if need <= p.slot_nbytes[f] <= 2 * need),
+                      key=lambda f: p.slot_nbytes[f], default=None)
             if fit is not None:
                 free.remove(fit)
                 aliases[s] = owner.get(fit, fit)

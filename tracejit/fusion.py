@@ -23,6 +23,7 @@ The rules, in the order they are applied (each materialized value records its re
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,6 +200,9 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
     # multi-use values: recompute when cheap (consumers first, so their decisions are known)
     for nid in reversed(order):
         n = g.node(nid)
+        if n.op in REDUCTIONS and nid not in materialized and _restaged_elsewhere(g, nid, materialized):
+            materialized[nid] = STORED_REDUCTION
+            continue
         if nid in materialized or n.op in ("input", "constant", "iota") or n.op in REDUCTIONS:
             continue
         users = g.users(nid)
@@ -222,6 +226,37 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
             if cost > RECOMPUTE_LIMIT or cost * (views - 1) > RECOMPUTE_LIMIT:
                 materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
     return _build(g, order, dict(materialized))
+
+
+STORED_REDUCTION = "reduction read by kernels that do not read its input: stored once, not recomputed in each"
+
+
+def _restaged_elsewhere(g: Graph, red: int, materialized: dict[int, str]) -> bool:
+    """Whether some kernel reading reduction ``red`` does not read ``red``'s input otherwise.
+
+    A reduction is computed as a stage of each kernel that reads it.  In a kernel that reads
+    the reduced input anyway (softmax's ``exp(x - max(x))``) that costs no extra pass; in one
+    that does not (the running maximum of an online softmax, read in every later block), the
+    stage drags the whole input back in and keeps it alive until that kernel runs.
+    """
+    sinks = _sinks(g, red, materialized)
+    if len(sinks) < 2:
+        return False
+    source = g.node(red).inputs[0]
+    for sink in sinks:
+        stack, seen, found = [sink], {red}, False
+        while stack and not found:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u == source:
+                found = True
+            elif u == sink or (u not in materialized and not _is_extern(g, u)):
+                stack.extend(g.node(u).inputs)
+        if not found:
+            return True
+    return False
 
 
 def _produce(g: Graph, nid: int, fp: FusionPlan, produced: set[int], named: set[int]) -> None:
@@ -334,14 +369,32 @@ def _step_dag(fp: FusionPlan):
     return dag
 
 
+def _program_position(fp: FusionPlan, k: int) -> int:
+    """Where step ``k``'s first value comes in the program: node ids follow the order the
+    traced code made them (a topological order would put every value that depends only on
+    the inputs, each block's scores say, before anything that reads a folded constant)."""
+    step = fp.steps[k]
+    return min([step.node] if isinstance(step, ExternPlan) else [o for o, _ in step.outputs])
+
+
 def _merge_siblings(fp: FusionPlan) -> None:
     """Horizontal fusion: elementwise kernels over the same launch shape that do not depend on
     each other become one kernel with several outputs (an optimizer's updates of m, v and the
     step counters; the outputs of a multi-output function).  One pass over the data, one launch.
+    Kernels with an extern step (a matmul) between them in the program are not merged: the
+    merged kernel would run after it, keeping the earlier kernel's inputs alive across it (code
+    written in blocks, like attention over key blocks, would hold every block at once).
 
     Dependence is read from ancestor bitsets (one walk of the step DAG, updated per merge), so
     the pass stays near-linear in the number of steps instead of a path search per pair.
     """
+    pos = [_program_position(fp, k) for k in range(len(fp.steps))]
+    externs = sorted(p for p, st in zip(pos, fp.steps) if isinstance(st, ExternPlan))
+    span = [(p, p) for p in pos]         # program positions a (merged) kernel covers
+
+    def extern_between(lo: int, hi: int) -> bool:
+        i = bisect.bisect_right(externs, lo)
+        return i < len(externs) and externs[i] < hi
     dag = _step_dag(fp)
     anc = [0] * len(fp.steps)            # step -> bitset of the steps it depends on
     for k in nx.topological_sort(dag):
@@ -368,6 +421,10 @@ def _merge_siblings(fp: FusionPlan) -> None:
                     continue
                 if (anc[b] >> a) & 1 or (anc[a] >> b) & 1:
                     continue
+                lo, hi = min(span[a][0], span[b][0]), max(span[a][1], span[b][1])
+                if extern_between(lo, hi):
+                    continue
+                span[a] = (lo, hi)
                 steps[a] = _concat_kernels(sa, sb)
                 parts.setdefault(a, [sa]).append(sb)
                 merged_into[b] = a
@@ -434,11 +491,15 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
 
 
 def _order_steps(fp: FusionPlan) -> None:
-    """Execution order: a step runs after the steps producing every buffer it reads."""
+    """Execution order: a step runs after the steps producing every buffer it reads; among the
+    steps that are ready, the one whose first value comes first in the program.  Following the
+    program's order keeps code written in blocks (attention over key blocks, a loop over time)
+    block by block, so each block's temporaries are free for the next one to reuse."""
     dag = _step_dag(fp)
     if not nx.is_directed_acyclic_graph(dag):
         raise AssertionError("fusion created a cycle between kernels")
-    fp.steps = [fp.steps[k] for k in nx.lexicographical_topological_sort(dag)]
+    pos = [_program_position(fp, k) for k in range(len(fp.steps))]
+    fp.steps = [fp.steps[k] for k in nx.lexicographical_topological_sort(dag, key=lambda k: (pos[k], k))]
 
 
 def _chain(g: Graph, nid: int) -> tuple[int, Path]:
@@ -627,7 +688,8 @@ class KernelBuilder:
                 return
             seen.add((nid, path))
             n = self.g.node(nid)
-            if not top and nid in self.materialized and n.op not in REDUCTIONS:
+            if not top and nid in self.materialized and (n.op not in REDUCTIONS or
+                                                         self.materialized[nid] == STORED_REDUCTION):
                 return
             if n.op in REDUCTIONS:
                 if not top:

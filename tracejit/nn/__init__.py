@@ -17,3 +17,10 @@ from . import pooling as _pooling  # noqa: E402
 for _layers in (_conv, _pooling, _normalization):   # the layer classes (their functions are in functional)
     globals().update({n: getattr(_layers, n) for n in _layers.__all__ if n[0].isupper()})
     __all__ += [n for n in _layers.__all__ if n[0].isupper()]
+
+from .attention import MultiheadAttention  # noqa: E402
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402
+from .transformer import TransformerEncoderLayer  # noqa: E402
+
+__all__ += ["MultiheadAttention", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+            "TransformerEncoderLayer"]

@@ -214,3 +214,6 @@ from .pooling import (  # noqa: E402
 __all__ += ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "batch_norm", "dropout2d",
             "group_norm", "interpolate", "rms_norm", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
             "avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d"]
+from .attention import scaled_dot_product_attention  # noqa: E402  (attention builds on the above)
+
+__all__ += ["scaled_dot_product_attention"]
