@@ -9,3 +9,8 @@ if _find_spec(f"{__name__}.modules") is not None:   # the module classes, once t
     from . import modules as _modules
     from .modules import *  # noqa: F403
     __all__ += list(getattr(_modules, "__all__", [n for n in dir(_modules) if not n.startswith("_")]))
+
+from .loss_modules import *  # noqa: E402, F403
+from .loss_modules import __all__ as _loss_modules_all  # noqa: E402
+
+__all__ += _loss_modules_all
