@@ -14,6 +14,7 @@ from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .checkpoint import checkpoint
 from .device import default_device, set_default_device
 from .dtypes import finfo, iinfo, isdtype, result_type
 from .errors import ConcretizationError, InternalCompilerError, TracejitError, UnsupportedUnderJitError
@@ -62,6 +63,7 @@ __all__ = list(_api_all) + [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state",
 ]
+__all__ += ["checkpoint"]
 
 # PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md
 from .api import torch_names as _torch_names  # noqa: E402
