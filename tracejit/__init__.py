@@ -13,6 +13,7 @@ from . import cuda, data, nn, optim
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
+from .autocast import autocast
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .checkpoint import checkpoint
 from .device import default_device, set_default_device
@@ -31,6 +32,7 @@ int32 = _dtypes.int32
 int64 = _dtypes.int64
 uint8 = _dtypes.uint8
 float16 = _dtypes.float16
+bfloat16 = _dtypes.bfloat16
 float32 = _dtypes.float32
 float64 = _dtypes.float64
 
@@ -63,7 +65,7 @@ __all__ = list(_api_all) + [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state",
 ]
-__all__ += ["checkpoint"]
+__all__ += ["checkpoint", "bfloat16", "autocast"]
 
 # PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md
 from .api import torch_names as _torch_names  # noqa: E402

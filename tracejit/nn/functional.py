@@ -15,6 +15,7 @@ from .. import api as A
 from .. import dtypes as dt
 from .. import prims as P
 from .. import random as R
+from ..autocast import autocast_dtype
 from ..tensors import Tensor
 
 __all__ = ["relu", "gelu", "sigmoid", "silu", "softmax", "log_softmax", "logsumexp", "layer_norm",
@@ -123,6 +124,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: input shape {x.shape} does not match weight shape {weight.shape} "
                          f"(last dim {x.shape[-1:]} vs in_features {weight.shape[1]})")
     y = A.matmul(x, A.matrix_transpose(weight))
+    if bias is not None and y.dtype != bias.dtype and y.dtype == autocast_dtype():
+        bias = A.astype(bias, y.dtype)        # under autocast the whole layer is reduced, as in PyTorch
     return y if bias is None else y + bias
 
 
