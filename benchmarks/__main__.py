@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import compile_latency, compile_scaling, eager_dispatch, training
+from . import compile_latency, compile_scaling, eager_dispatch, training, training_utils
 from .harness import (
     IMPLS,
     LEGEND,
@@ -29,6 +29,7 @@ from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
 OPT_IN = [compile_scaling.KEY]      # run only when named in --only (they take minutes)
+OPT_IN += list(training_utils.KEYS)  # training utilities and autocast: opt-in to keep the default run short
 
 
 def selected(only: str | None) -> list[str]:
@@ -106,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         group = training.run(cfg)
         results += group
         print(render_group(group, ceilings) + "\n", flush=True)
+
+    if "U1" in keys:
+        log("[bench] U1 scheduled, clipped training step")
+        group = training_utils.run_u1(cfg, log)
+        results += group
+        print(render_group(group, ceilings) + "\n", flush=True)
+    if "U2" in keys:
+        log("[bench] U2 autocast matmul")
+        for group in training_utils.run_u2(cfg, log):
+            results += group
+            print(render_group(group, ceilings) + "\n", flush=True)
 
     c1: dict[str, Any] | None = None
     if compile_latency.KEY in keys:
