@@ -190,3 +190,34 @@ def test_checkpoint_under_jit_equals_eager(rng) -> None:
     assert le[0] != le[1]                       # dropout drew new masks on the second call
     for a, b in zip(gj, ge):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_checkpoint_with_tj_grad_higher_order_closures_and_nesting(rng) -> None:
+    w = tj.asarray(rng.standard_normal((3, 3)), requires_grad=True)
+    a = tj.asarray(rng.standard_normal((3, 3)), requires_grad=True)
+    x = tj.asarray(rng.standard_normal((2, 3)))
+
+    def plain(w, x):
+        return tj.sum(tj.tanh(x @ w) ** 2)
+
+    def ck(w, x):
+        return tj.sum(tj.checkpoint(lambda h: tj.tanh(h @ w) ** 2, x))
+
+    np.testing.assert_allclose(tj.grad(ck)(w, x).numpy(), tj.grad(plain)(w, x).numpy(), rtol=1e-12)
+    hess_ck = tj.grad(lambda w, x: tj.sum(tj.grad(ck)(w, x) ** 2))(w, x)          # create_graph through it
+    hess = tj.grad(lambda w, x: tj.sum(tj.grad(plain)(w, x) ** 2))(w, x)
+    np.testing.assert_allclose(hess_ck.numpy(), hess.numpy(), rtol=1e-10)
+
+    def run(checkpointed: bool):
+        a.grad = w.grad = None
+        m = a * 2                               # a non-leaf from outside, closed over
+        def inner(h):
+            return tj.sin(h @ m)
+        def block(h):
+            h = tj.tanh(h @ w)
+            return tj.checkpoint(inner, h) if checkpointed else inner(h)
+        tj.sum(tj.checkpoint(block, x) if checkpointed else block(x)).backward()
+        return a.grad.numpy(), w.grad.numpy()
+
+    for got, want in zip(run(True), run(False)):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
