@@ -234,3 +234,40 @@ def test_autocast_under_jit_equals_eager_and_keys_the_trace(rng) -> None:
         tj.autocast(dtype=tj.float32)
     with pytest.raises(ValueError, match="device_type"):
         tj.autocast("tpu")
+
+
+@pytest.mark.parametrize("mode", ["bfloat16 parameters", "autocast"])
+def test_jitted_training_step_equals_eager(mode, rng) -> None:
+    xs = [rng.standard_normal((8, 6)).astype(np.float32)]
+    ys = [rng.integers(0, 4, 8)]
+    runs = {}
+    for how in ("eager", "jit"):
+        tj.manual_seed(2)
+        model = tj.nn.Sequential(tj.nn.Linear(6, 16), tj.nn.ReLU(), tj.nn.Linear(16, 4))
+        if mode == "bfloat16 parameters":
+            model = model.to(tj.bfloat16)
+        opt = tj.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y, model=model, opt=opt):
+            opt.zero_grad()
+            if mode == "autocast":
+                with tj.autocast(dtype=tj.bfloat16):
+                    logits = model(x)
+            else:
+                logits = model(tj.astype(x, tj.bfloat16))
+            loss = F.cross_entropy(tj.astype(logits, tj.float32), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        fn = tj.jit(step) if how == "jit" else step
+        losses = [float(fn(tj.asarray(xs[0]), tj.asarray(ys[0]))) for _ in range(6)]
+        runs[how] = losses, [np.asarray(p.numpy(), np.float32) for p in model.parameters()]
+        assert all(p.dtype == (tj.bfloat16 if mode != "autocast" else tj.float32) for p in model.parameters())
+        if how == "jit":
+            assert fn.cache_info()["traces"] == 1
+    (le, pe), (lj, pj) = runs["eager"], runs["jit"]
+    assert le[-1] < le[0]
+    np.testing.assert_allclose(lj, le, rtol=2e-2)
+    for a, b in zip(pj, pe):        # bfloat16 rounding: summation order may move a value by an ulp
+        np.testing.assert_allclose(a, b, rtol=2**-6, atol=2e-3)

@@ -42,17 +42,24 @@ def _stack() -> list[Any]:
 
 def _mode() -> Any:
     s = _stack()
-    return s[-1] if s else None
+    return s[-1][0] if s else None
+
+
+def _mode_outside(trace: Any) -> Any:
+    """The mode the traced function was called in: blocks it entered itself are part of its code."""
+    for mode, entered_in in reversed(_stack()):
+        if entered_in is not trace:
+            return mode
+    return None
 
 
 def autocast_dtype() -> Any:
     """The reduced dtype of the innermost enabled ``autocast`` on this thread, else None."""
-    mode = _mode()
     trace = current_trace()
     if trace is not None and trace not in _guarded:
-        trace.guards.append(ValueGuard("tj.autocast mode", user_line(), _mode, mode))
+        trace.guards.append(ValueGuard("tj.autocast mode", user_line(), _mode, _mode_outside(trace)))
         _guarded.add(trace)
-    return mode
+    return _mode()
 
 
 def autocast_operands(*xs: Tensor) -> tuple[tuple[Tensor, ...], Any]:
@@ -81,7 +88,7 @@ class autocast:  # noqa: N801 - PyTorch's name
         self.dtype, self.enabled = low, bool(enabled)
 
     def __enter__(self) -> autocast:
-        _stack().append(self.dtype if self.enabled else None)
+        _stack().append((self.dtype if self.enabled else None, current_trace()))
         return self
 
     def __exit__(self, *exc: Any) -> None:
