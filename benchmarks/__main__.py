@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import cnn, compile_latency, compile_scaling, eager_dispatch, sequence_models, training
+from . import cnn, compile_latency, compile_scaling, eager_dispatch, sequence_models, training, training_utils
 from .harness import (
     IMPLS,
     LEGEND,
@@ -28,8 +28,8 @@ from .harness import (
 from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
-# run only when named in --only (they take minutes)
-OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS]
+# run only when named in --only (they take minutes, or keep the default run short)
+OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS]
 
 
 def selected(only: str | None) -> list[str]:
@@ -119,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         group = sequence_models.run(key, cfg, log)
         results += group
         print(render_group(group, ceilings) + "\n", flush=True)
+    if "U1" in keys:
+        log("[bench] U1 scheduled, clipped training step")
+        group = training_utils.run_u1(cfg, log)
+        results += group
+        print(render_group(group, ceilings) + "\n", flush=True)
+    if "U2" in keys:
+        log("[bench] U2 autocast matmul")
+        for group in training_utils.run_u2(cfg, log):
+            results += group
+            print(render_group(group, ceilings) + "\n", flush=True)
 
     c1: dict[str, Any] | None = None
     if compile_latency.KEY in keys:

@@ -7,13 +7,17 @@ as inline polynomial code (a libm call in a loop neither vectorizes on the CPU n
 on NVPTX), through :func:`_math`.
 
 Values are LLVM registers: ``bool`` is ``i1`` (``i8`` in memory, see :func:`storage_type`),
-``float16`` is ``half``.  Every function accepts scalars or vectors of any width; operands
+``float16`` is ``half``; ``bfloat16`` is its 16 bits (``i16``) in registers and memory, and
+kernels only move it, select it and cast it (the front end computes on it in float32): float32
+-> bfloat16 rounds to nearest even with integer ops on the CPU (``cvt.rn.bf16.f32`` on NVPTX),
+bfloat16 -> float32 is a 16-bit shift.  Every function accepts scalars or vectors of any width; operands
 of one op must have the same shape (use :func:`splat` first).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from llvmlite import ir
 
 from codegen import mathlib
@@ -21,8 +25,10 @@ from codegen import mathlib
 FLOAT_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 INT_BITS = {"bool": 1, "int8": 8, "int16": 16, "int32": 32, "int64": 64, "uint8": 8}
 SIGNED = frozenset({"int8", "int16", "int32", "int64"})
+BF16 = "bfloat16"
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
+I16 = ir.IntType(16)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 
@@ -38,6 +44,8 @@ def value_type(dtype: str) -> ir.Type:
     """The register type of a scalar of ``dtype`` (``bool`` -> ``i1``)."""
     if dtype in FLOAT_TYPES:
         return FLOAT_TYPES[dtype]
+    if dtype == BF16:
+        return I16
     return ir.IntType(INT_BITS[dtype])
 
 
@@ -47,7 +55,7 @@ def storage_type(dtype: str) -> ir.Type:
 
 
 def itemsize(dtype: str) -> int:
-    return {"float16": 2, "float32": 4, "float64": 8}.get(dtype) or max(1, INT_BITS[dtype] // 8)
+    return {"float16": 2, BF16: 2, "float32": 4, "float64": 8}.get(dtype) or max(1, INT_BITS[dtype] // 8)
 
 
 def width_of(value: ir.Value) -> int | None:
@@ -64,6 +72,8 @@ def const(dtype: str, value, width: int | None = None) -> ir.Constant:
     ty = value_type(dtype)
     if dtype in FLOAT_TYPES:
         c = ir.Constant(ty, float(value))
+    elif dtype == BF16:
+        c = ir.Constant(ty, bf16_bits(float(value)))
     else:
         bits = INT_BITS[dtype]
         c = ir.Constant(ty, int(value) & ((1 << bits) - 1))
@@ -157,6 +167,12 @@ def cast(builder: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value
     b = builder
     if src == dst:
         return value
+    if src == BF16:
+        value, src = _bf16_to_f32(b, value), "float32"
+        if dst == "float32":
+            return value
+    if dst == BF16:
+        return _f32_to_bf16(b, _to_float32_for_bf16(b, value, src))
     w = width_of(value)
     dty = with_width(value_type(dst), w)
     if dst == "bool":
@@ -219,6 +235,70 @@ def _to_float32_round_to_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     bits = b.select(away, b.sub(bits, _splat_const(I32(1), w)), bits)     # one ulp toward zero
     bits = b.select(inexact, b.or_(bits, _splat_const(I32(1), w)), bits)
     return b.bitcast(bits, t.type)
+
+
+def bf16_bits(x: float) -> int:
+    """The bfloat16 nearest ``x`` (ties to even) as its 16 bits, for constants."""
+    with np.errstate(over="ignore"):
+        t = np.float32(x)
+    bits = int(np.array(t).view(np.uint32))
+    if np.isnan(x):
+        return ((bits >> 16) & 0x8000) | 0x7FC0
+    if float(t) != x:                        # round to odd first, so the one rounding below is exact
+        if abs(float(t)) > abs(x):
+            bits -= 1
+        bits |= 1
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def _to_float32_for_bf16(b: ir.IRBuilder, value: ir.Value, src: str) -> ir.Value:
+    """``value`` as a float32 from which rounding to bfloat16 rounds the source value correctly:
+    float64 and wide integers go through float64 rounded to odd (ml_dtypes rounds them once)."""
+    w = width_of(value)
+    f32 = with_width(ir.FloatType(), w)
+    if src == "float32":
+        return value
+    if src == "float16":
+        return b.fpext(value, f32)
+    if src == "bool":
+        return b.uitofp(value, f32)
+    if src != "float64":
+        value = (b.sitofp if src in SIGNED else b.uitofp)(value, with_width(ir.DoubleType(), w))
+    return _to_float32_round_to_odd(b, value)
+
+
+def _bf16_to_f32(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    w = width_of(v)
+    wide = b.shl(b.zext(v, with_width(I32, w)), _splat_const(I32(16), w))
+    return b.bitcast(wide, with_width(ir.FloatType(), w))
+
+
+def _f32_to_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """float32 -> bfloat16, round to nearest even; a NaN becomes the quiet NaN of its sign, as in
+    ml_dtypes (NVPTX's ``cvt`` gives its own canonical NaN)."""
+    if "nvptx" in (b.module.triple or ""):
+        return _per_lane(b, x, lambda s: b.call(_PTX_CVT_BF16, [s]), I16)
+    w = width_of(x)
+    i32 = with_width(I32, w)
+    bits = b.bitcast(x, i32)
+    high = b.lshr(bits, _splat_const(I32(16), w))
+    odd = b.and_(high, _splat_const(I32(1), w))
+    rounded = b.lshr(b.add(bits, b.add(odd, _splat_const(I32(0x7FFF), w))), _splat_const(I32(16), w))
+    quiet = b.or_(b.and_(high, _splat_const(I32(0x8000), w)), _splat_const(I32(0x7FC0), w))
+    return b.trunc(b.select(_isnan(b, x), quiet, rounded), with_width(I16, w))
+
+
+_PTX_CVT_BF16 = ir.InlineAsm(ir.FunctionType(I16, [ir.FloatType()]), "cvt.rn.bf16.f32 $0, $1;", "=h,f")
+
+
+def _per_lane(b: ir.IRBuilder, x: ir.Value, fn, elem: ir.Type) -> ir.Value:
+    w = width_of(x)
+    if not w:
+        return fn(x)
+    out = ir.Constant(ir.VectorType(elem, w), ir.Undefined)
+    for i in range(w):
+        out = b.insert_element(out, fn(b.extract_element(x, I32(i))), I32(i))
+    return out
 
 
 def _fbits(dtype: str) -> int:

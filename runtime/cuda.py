@@ -26,7 +26,7 @@ from runtime.program import Extern, Launch, Program, View
 
 _MAX_GRID_Z = 65535
 _ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8,
-             "float16": 2, "float32": 4, "float64": 8}
+             "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 # --------------------------------------------------------------------------- availability

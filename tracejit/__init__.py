@@ -13,7 +13,9 @@ from . import cuda, data, debug, nn, optim, profiler, utils
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
+from .autocast import autocast
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .checkpoint import checkpoint
 from .custom_ops import custom_op
 from .debug import disable_jit
 from .device import default_device, set_default_device
@@ -32,6 +34,7 @@ int32 = _dtypes.int32
 int64 = _dtypes.int64
 uint8 = _dtypes.uint8
 float16 = _dtypes.float16
+bfloat16 = _dtypes.bfloat16
 float32 = _dtypes.float32
 float64 = _dtypes.float64
 
@@ -65,6 +68,7 @@ __all__ = list(_api_all) + [
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "profiler",
     "custom_op", "debug", "disable_jit", "utils",
 ]
+__all__ += ["checkpoint", "bfloat16", "autocast"]
 
 # PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md
 from .api import torch_names as _torch_names  # noqa: E402

@@ -32,6 +32,10 @@ from .tensors import Tensor
 
 Edge = Any   # a Node, a leaf Tensor, or None (no gradient flows to that input)
 
+# While a checkpointed function runs its forward pass (``tracejit/checkpoint.py``): the set that
+# collects every tape node made meanwhile, to tell its own nodes from those it reads; else None.
+node_collector: set[Any] | None = None
+
 
 class Node:
     """One recorded primitive: what its VJP needs, and where each input's gradient goes."""
@@ -48,6 +52,8 @@ class Node:
         # The output is alive while the node is reachable (a consumer or the caller holds it).
         self._out = weakref.ref(out)
         self._retained: weakref.ref | None = None
+        if node_collector is not None:
+            node_collector.add(self)
 
     @property
     def out(self) -> Tensor:
@@ -79,11 +85,17 @@ class CompiledNode:
     :class:`OutputOf` node, so a call with several outputs is still one backward run.
     """
 
-    __slots__ = ("name", "backward", "edges", "out_avals", "_released", "_retained", "__weakref__")
+    __slots__ = ("name", "backward", "edges", "out_avals", "records_tape", "_released", "_retained",
+                 "__weakref__")
 
     def __init__(self, name: str, backward: Callable[[list[Tensor | None]], Sequence[Tensor | None]],
-                 edges: tuple[Edge, ...], out_avals: list[Any]) -> None:
+                 edges: tuple[Edge, ...], out_avals: list[Any], records_tape: bool = False) -> None:
         self.name = name
+        # a backward written with primitives (checkpoint's recomputation) records a tape of its
+        # own under create_graph; a compiled one cannot
+        self.records_tape = records_tape
+        if node_collector is not None:
+            node_collector.add(self)
         self.backward = backward
         self.edges = edges
         self.out_avals = out_avals
@@ -111,6 +123,8 @@ class OutputOf:
         self.parent = parent
         self.index = index
         self._retained = None
+        if node_collector is not None:
+            node_collector.add(self)
 
     @property
     def edges(self) -> tuple[Edge, ...]:
@@ -288,7 +302,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
                 slots[node.index] = _add(slots[node.index], g)
                 continue
             if isinstance(node, CompiledNode):
-                if create_graph:
+                if create_graph and not node.records_tape:
                     raise RuntimeError(
                         f"backward(create_graph=True) through the jitted function {node.name}: its backward "
                         "is compiled and records no tape. Differentiate inside the function (tj.grad "

@@ -7,12 +7,17 @@ takes the number's type, an integer with a float takes the float's type (so floa
 stays float32).  Python scalars are *weakly typed*: they take the tensor's dtype when the
 kinds are compatible (``x_f32 * 2.0`` is float32, ``x_i8 + 1`` is int8), else the default
 dtype of their kind.
+
+``bfloat16`` is ml_dtypes' NumPy dtype: a storage format.  Arithmetic on it computes in float32
+and rounds each result back to bfloat16 (round to nearest even), eagerly and in kernels alike
+(``prims.bind`` widens the operands); mixed with float16 it promotes to float32, as in PyTorch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 bool_ = np.dtype("bool")  # exported as ``tracejit.bool``
@@ -22,13 +27,15 @@ int32 = np.dtype("int32")
 int64 = np.dtype("int64")
 uint8 = np.dtype("uint8")
 float16 = np.dtype("float16")
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
 
-ALL_DTYPES = (bool_, int8, int16, int32, int64, uint8, float16, float32, float64)
+ALL_DTYPES = (bool_, int8, int16, int32, int64, uint8, float16, bfloat16, float32, float64)
 INT_DTYPES = (int8, int16, int32, int64, uint8)
-FLOAT_DTYPES = (float16, float32, float64)
+FLOAT_DTYPES = (float16, bfloat16, float32, float64)
 NUMERIC_DTYPES = INT_DTYPES + FLOAT_DTYPES
+STANDARD_DTYPES = tuple(d for d in ALL_DTYPES if d != bfloat16)     # the Array API's (inspection lists)
 
 default_float = float32
 default_int = int64
@@ -37,7 +44,7 @@ DType = np.dtype
 
 
 def is_float(dt: np.dtype) -> bool:
-    return dt.kind == "f"
+    return dt.kind == "f" or dt == bfloat16
 
 
 def is_int(dt: np.dtype) -> bool:
@@ -72,6 +79,8 @@ def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
     if is_bool(b):
         return a
     if is_float(a) and is_float(b):
+        if a.itemsize == b.itemsize == 2:     # float16 with bfloat16: neither holds the other
+            return float32
         return a if a.itemsize >= b.itemsize else b
     if is_float(a):
         return a
@@ -165,7 +174,7 @@ def finfo(type: Any, /) -> finfo_object:  # noqa: A002 - the standard's paramete
     dt = canonical(getattr(type, "dtype", type))
     if not is_float(dt):
         raise TypeError(f"finfo needs a floating-point dtype, got {dt.name}")
-    f = np.finfo(dt)
+    f = ml_dtypes.finfo(dt) if dt == bfloat16 else np.finfo(dt)
     return finfo_object(int(f.bits), float(f.eps), float(f.max), float(f.min), float(f.smallest_normal), dt)
 
 

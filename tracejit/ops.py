@@ -76,7 +76,8 @@ def _same(op: str, *avals: AVal) -> None:
             raise TypeError(f"{op}: operands have dtypes {first.dtype.name} and {a.dtype.name}")
 
 
-_DTYPE_KINDS = {"float": "f", "int": "iu", "bool": "b", "numeric": "iuf", "intbool": "iub", "any": "biuf"}
+_DTYPE_KINDS = {"float": "fV", "int": "iu", "bool": "b", "numeric": "iufV", "intbool": "iub", "any": "biufV"}
+# (kind "V" is bfloat16, the one non-NumPy dtype: ml_dtypes registers it as a void-kind type)
 _DTYPE_WORDS = {"float": "a floating-point", "int": "an integer", "bool": "a boolean",
                 "numeric": "a numeric", "intbool": "an integer or boolean"}
 
@@ -449,6 +450,8 @@ def _cast_infer(a: AVal, *, dtype: np.dtype) -> AVal:
 
 def _cast_impl(a: np.ndarray, *, dtype: np.dtype) -> np.ndarray:
     with np.errstate(all="ignore"):
+        if a.dtype == dt.bfloat16 and not dt.is_float(dtype):
+            a = a.astype(dt.float32)   # bfloat16 -> int/bool follows float32's rules, as kernels do
         return a.astype(dtype)
 
 

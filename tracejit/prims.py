@@ -22,8 +22,18 @@ from .tensors import CPU, Tensor
 eager_hook: Callable[..., Any] | None = None
 
 
+# Primitives that compute on their operands' values: on bfloat16 they run in float32 (see
+# ``_bind_widened``).  Casts, movement ops and sources only move or make bits.
+WIDENED = frozenset(n for n, p in PRIMS.items() if p.kind not in ("movement", "source") and n != "cast")
+_BF16 = dt.bfloat16
+
+
 def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
     prim = PRIMS[name]
+    if name in WIDENED:
+        for x in inputs:
+            if x._aval.dtype is _BF16:
+                return _bind_widened(name, inputs, params)
     aval = prim.infer(*[x._aval for x in inputs], **params)
     trace = tracing.current_trace()
     if trace is not None:
@@ -51,6 +61,14 @@ def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
                 autograd.record(out, prim, inputs, params)
                 break
     return out
+
+
+def _bind_widened(name: str, inputs: tuple[Tensor, ...], params: dict[str, Any]) -> Tensor:
+    """``name`` on bfloat16 operands: computed in float32, a bfloat16 result rounded back once."""
+    want = PRIMS[name].infer(*[x._aval for x in inputs], **params).dtype
+    wide = [bind("cast", x, dtype=dt.float32) if x._aval.dtype is _BF16 else x for x in inputs]
+    out = bind(name, *wide, **params)
+    return bind("cast", out, dtype=want) if out._aval.dtype != want else out
 
 
 def _make(name: str):

@@ -101,7 +101,7 @@ def _traced_number(value: np.ndarray) -> Tensor:
     """A Python number met while tracing.  A float other than the few the passes simplify with
     is a run-time constant: kernels load it instead of compiling it in, so functions that differ
     only in such a number (a learning rate, a scale in a closure) share their kernels."""
-    if value.dtype.kind == "f" and np.isfinite(value) and float(value) not in _INLINE_NUMBERS:
+    if dt.is_float(value.dtype) and np.isfinite(value) and float(value) not in _INLINE_NUMBERS:
         return P.bind("constant", value=value, runtime=True)
     return P.constant(value)
 

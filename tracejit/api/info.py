@@ -11,9 +11,9 @@ _KINDS: dict[str, tuple[Any, ...]] = {
     "signed integer": (dt.int8, dt.int16, dt.int32, dt.int64),
     "unsigned integer": (dt.uint8,),
     "integral": (dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8),
-    "real floating": dt.FLOAT_DTYPES,
+    "real floating": tuple(d for d in dt.FLOAT_DTYPES if d in dt.STANDARD_DTYPES),
     "complex floating": (),
-    "numeric": dt.NUMERIC_DTYPES,
+    "numeric": tuple(d for d in dt.NUMERIC_DTYPES if d in dt.STANDARD_DTYPES),
 }
 
 
@@ -34,13 +34,13 @@ class Info:
 
     def dtypes(self, *, device: Any = None, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
         if kind is None:
-            chosen: tuple[Any, ...] = dt.ALL_DTYPES
+            chosen: tuple[Any, ...] = dt.STANDARD_DTYPES
         else:
             kinds = (kind,) if isinstance(kind, str) else tuple(kind)
             unknown = [k for k in kinds if k not in _KINDS]
             if unknown:
                 raise ValueError(f"unknown dtype kind(s) {unknown}; expected one of {sorted(_KINDS)}")
-            chosen = tuple(d for d in dt.ALL_DTYPES if any(d in _KINDS[k] for k in kinds))
+            chosen = tuple(d for d in dt.STANDARD_DTYPES if any(d in _KINDS[k] for k in kinds))
         return {d.name: d for d in chosen}
 
     def devices(self) -> list[Device]:

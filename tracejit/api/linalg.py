@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 from .. import dtypes as dt
 from .. import prims as P
+from ..autocast import autocast_operands
 from ..tensors import Tensor
 from ._convert import as_tensor, broadcast_shapes_for, normalize_axis
 
@@ -15,7 +16,7 @@ def matmul(x1: Tensor, x2: Tensor, /) -> Tensor:
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
     dtype = dt.promote_types(a.dtype, b.dtype)
-    a, b = P.cast(a, dtype), P.cast(b, dtype)
+    (a, b), reduced = autocast_operands(P.cast(a, dtype), P.cast(b, dtype))
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     if squeeze_a:
         a = P.reshape(a, shape=(1,) + a.shape)
@@ -28,6 +29,8 @@ def matmul(x1: Tensor, x2: Tensor, /) -> Tensor:
     a = P.broadcast_to(a, batch + a.shape[-2:])
     b = P.broadcast_to(b, batch + b.shape[-2:])
     out = P.matmul(a, b)
+    if reduced is not None:
+        out = P.cast(out, dtype=reduced)
     shape = batch + (() if squeeze_a else out.shape[-2:-1]) + (() if squeeze_b else out.shape[-1:])
     return out if shape == out.shape else P.reshape(out, shape=shape)
 

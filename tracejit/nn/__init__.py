@@ -1,9 +1,9 @@
 """Neural-network building blocks: ``tracejit.nn.functional`` and the module classes."""
 from importlib.util import find_spec as _find_spec
 
-from . import functional
+from . import functional, utils
 
-__all__ = ["functional"]
+__all__ = ["functional", "utils"]
 
 if _find_spec(f"{__name__}.modules") is not None:   # the module classes, once they exist
     from . import modules as _modules
@@ -24,3 +24,7 @@ from .transformer import TransformerEncoderLayer  # noqa: E402
 
 __all__ += ["MultiheadAttention", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
             "TransformerEncoderLayer"]
+from .loss_modules import *  # noqa: E402, F403
+from .loss_modules import __all__ as _loss_modules_all  # noqa: E402
+
+__all__ += _loss_modules_all

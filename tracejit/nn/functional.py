@@ -15,11 +15,11 @@ from .. import api as A
 from .. import dtypes as dt
 from .. import prims as P
 from .. import random as R
+from ..autocast import autocast_dtype
 from ..tensors import Tensor
-from ..tracing import current_trace
 
 __all__ = ["relu", "gelu", "sigmoid", "silu", "softmax", "log_softmax", "logsumexp", "layer_norm",
-           "linear", "cross_entropy", "mse_loss", "one_hot", "dropout"]
+           "linear", "one_hot", "dropout"]
 
 
 def _axis(axis: int, dim: int | None) -> int:
@@ -124,17 +124,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: input shape {x.shape} does not match weight shape {weight.shape} "
                          f"(last dim {x.shape[-1:]} vs in_features {weight.shape[1]})")
     y = A.matmul(x, A.matrix_transpose(weight))
+    if bias is not None and y.dtype != bias.dtype and y.dtype == autocast_dtype():
+        bias = A.astype(bias, y.dtype)        # under autocast the whole layer is reduced, as in PyTorch
     return y if bias is None else y + bias
-
-
-def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
-    if reduction == "mean":
-        return A.mean(loss)
-    if reduction == "sum":
-        return A.sum(loss)
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def one_hot(labels: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
@@ -142,48 +134,6 @@ def one_hot(labels: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
     classes = P.iota(labels.shape + (num_classes,), labels.ndim, labels.dtype, like=labels)
     hit = A.equal(classes, A.expand_dims(labels, axis=-1))
     return A.astype(hit, dtype or dt.default_float)
-
-
-def cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy of ``logits`` (class dim 1, or 0 for 1-D input, as in PyTorch) against
-    integer class labels or class probabilities of the same shape as ``logits``."""
-    logits = _float(logits)
-    target = A.asarray(target) if not isinstance(target, Tensor) else target
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    class_axis = 0 if logits.ndim == 1 else 1
-    if logits.ndim > 2:   # (N, C, d1, ...) -> (N, d1, ..., C): classes last
-        logits = A.moveaxis(logits, 1, -1)
-        if target.ndim == logits.ndim:
-            target = A.moveaxis(target, 1, -1)
-    n_classes = logits.shape[-1]
-    logp = log_softmax(logits, axis=-1)
-    if dt.is_int(target.dtype):
-        if target.shape != logits.shape[:-1]:
-            raise ValueError(f"cross_entropy: label shape {target.shape} does not match logits shape "
-                             f"{logits.shape} without its class dim {class_axis}")
-        if current_trace() is None and target.size:   # eager: check labels (a traced one can't)
-            lo, hi = int(target.numpy().min()), int(target.numpy().max())
-            if lo < 0 or hi >= n_classes:
-                raise IndexError(f"cross_entropy: labels must be in [0, {n_classes}), got values in "
-                                 f"[{lo}, {hi}]")
-        probs = one_hot(target, n_classes, logp.dtype)
-    else:
-        if target.shape != logits.shape:
-            raise ValueError(f"cross_entropy: probability target shape {target.shape} does not match "
-                             f"logits shape {logits.shape}")
-        probs = A.astype(target, logp.dtype)
-    if label_smoothing:
-        probs = probs * (1.0 - label_smoothing) + label_smoothing / n_classes
-    loss = -A.sum(probs * logp, axis=-1)
-    return _reduce(loss, reduction, "cross_entropy")
-
-
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
-    """Mean (or sum, or elementwise) squared error."""
-    d = A.subtract(input, target)
-    return _reduce(d * d, reduction, "mse_loss")
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: R.Generator | None = None) -> Tensor:
@@ -217,3 +167,9 @@ __all__ += ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "batch_n
 from .attention import scaled_dot_product_attention  # noqa: E402  (attention builds on the above)
 
 __all__ += ["scaled_dot_product_attention"]
+# the losses (nll_loss, cross_entropy, binary_cross_entropy, kl_div, ...) live in losses.py, which
+# builds on the functions above; imported last so that it finds them defined
+from .losses import *  # noqa: E402, F403
+from .losses import __all__ as _losses_all  # noqa: E402
+
+__all__ += _losses_all

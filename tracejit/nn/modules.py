@@ -500,24 +500,6 @@ class Softmax(Module):
         return F.softmax(x, axis=self.dim)
 
 
-class CrossEntropyLoss(Module):
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.reduction, self.label_smoothing = reduction, label_smoothing
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(logits, target, self.reduction, self.label_smoothing)
-
-
-class MSELoss(Module):
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
-
-    def forward(self, x: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(x, target, self.reduction)
-
-
 # ------------------------------------------------------------------ containers
 
 class Sequential(Module):
@@ -577,5 +559,5 @@ class ModuleList(Module):
 
 
 __all__ = ["Parameter", "Module", "Linear", "LayerNorm", "Embedding", "Dropout", "dropout", "ReLU", "GELU",
-           "Sigmoid", "Tanh", "Identity", "Flatten", "Softmax", "CrossEntropyLoss", "MSELoss", "Sequential",
+           "Sigmoid", "Tanh", "Identity", "Flatten", "Softmax", "Sequential",
            "ModuleList"]

@@ -53,7 +53,8 @@ class ParamGroup(dict):
         value = dict.__getitem__(self, key)
         trace = current_trace()
         if trace is not None:
-            trace.guards.append(_NonzeroGuard(f"{type(self).__name__}[{key!r}]", user_line(), self, key, value))
+            what = f"{type(self).__name__}[{key!r}]"
+            trace.guards.append(_NonzeroGuard(what, user_line(), self, key, value))
         return bool(value)
 
     def _elements(self, key: Any) -> _TupleItems:
@@ -90,7 +91,8 @@ class _NonzeroGuard(Guard):
 
     def change(self) -> str:
         now = dict.get(self.group, self.key)
-        return (f"{self.what} changed: {self.expected!r} -> {now!r}, which {'enables' if now else 'disables'} "
+        effect = "enables" if now else "disables"
+        return (f"{self.what} changed: {self.expected!r} -> {now!r}, which {effect} "
                 f"its state (read at {self.where})")
 
 
