@@ -460,9 +460,29 @@ class LoadedFunction:
         tensors = [Tensor._from_array(o, self.device) for o in outs]
         return _rebuild(self._results, tensors)
 
+    @property
+    def result_shapes(self) -> list[tuple[int | str | None, ...]]:
+        """Each tensor result's shape: an int, a symbol's name where the size is exactly that
+        symbol, None where it is another expression of the symbols."""
+        out = []
+        for _, shape, _ in self._template["outputs"]:
+            out.append(tuple(_dim_name(d, self.symbols) for d in shape))
+        return out
+
     def __repr__(self) -> str:
         args = ", ".join(f"{np.dtype(d).name}[{', '.join(map(str, s))}]" for s, d in self.inputs)
         return f"<tracejit exported function {self.name}({args}) from {self.where}>"
+
+
+def _dim_name(d: Any, symbols: list[str]) -> int | str | None:
+    if isinstance(d, int):
+        return d
+    terms = d.get("$poly") if isinstance(d, dict) else None
+    if terms and len(terms) == 1:
+        num, den, *exps = terms[0]
+        if num == den == 1 and sorted(exps) == [0] * (len(exps) - 1) + [1]:
+            return symbols[exps.index(1)]
+    return None
 
 
 def dt_aval(a: np.ndarray) -> Any:
