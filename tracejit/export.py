@@ -9,8 +9,9 @@ The file (:mod:`tracejit.export_format`) holds the optimized graph (as text), th
 program as data (:mod:`tracejit.export_program`) with every size that depends on a symbolic
 dimension as a polynomial of it (:mod:`tracejit.symbolic`), the kernels' object code for the
 CPU it was built on, the hand-written modules the program calls (GEMM, worker hand-off, step
-runner), PTX of the same function lowered for NVIDIA GPUs, and the parameters the function
-captured (model weights).  Kernels take their sizes as run-time arguments, so the program for a
+runner), the same function lowered for NVIDIA GPUs (its program template and PTX, stored for
+GPU runtimes; :func:`load` runs the CPU program), and the parameters the function captured
+(model weights).  Kernels take their sizes as run-time arguments, so the program for a
 new batch size is the stored one with its sizes evaluated; nothing is traced or compiled.
 
 Loading a file links the native code in it into the process, like loading a shared library:
@@ -314,10 +315,9 @@ class LoadedFunction:
     argument's dtype and shape and bind the symbolic sizes; the program for each new set of sizes
     is made from the stored template (no tracing, no compiling) and kept (LRU)."""
 
-    def __init__(self, file: fmt.ExportFile, where: str, device: Any = "cpu") -> None:
+    def __init__(self, file: fmt.ExportFile, where: str) -> None:
         h = file.header
         self.where = where
-        self.device = Device.parse(device)
         self.name = str(h.get("name", "exported"))
         try:
             self.symbols = [str(n) for n in h["symbols"]]
@@ -326,16 +326,11 @@ class LoadedFunction:
                 for s in h["inputs"]
             ]
             self._results = h["results"]
-            section = h["cpu"] if self.device.type == "cpu" else h.get("cuda")
-            if section is None:
-                raise fmt.ExportFormatError(
-                    f"{where}: holds no program for {self.device} (exported with targets=('cpu',))"
-                )
+            section = h["cpu"]
             self._template = section["program"]
             kernels = {k: decode_kernel(tree) for k, tree in section["kernels"].items()}
-            arrays_key = "array" if self.device.type == "cpu" else "cuda-array"
             self._arrays = [
-                _array(_blob(file, f"{arrays_key}:{i}", where), m, where)
+                _array(_blob(file, f"array:{i}", where), m, where)
                 for i, m in enumerate(section["arrays"])
             ]
             self._params = [
@@ -345,10 +340,7 @@ class LoadedFunction:
             raise fmt.ExportFormatError(f"{where}: bad header ({type(e).__name__}: {e})") from None
         self._kernels = kernels
         self.graph = str(h.get("graph", ""))
-        if self.device.type == "cpu":
-            self._provide_cpu(file, section, where)
-        else:
-            self._provide_ptx(file, section, where)
+        self._provide_cpu(file, section, where)
         self._programs: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -369,16 +361,6 @@ class LoadedFunction:
             cpu.validate_object(artifact.object_code, artifact.symbol)
             cpu.load_address(artifact)
             kernel_cache.provide(name, artifact)
-
-    def _provide_ptx(self, file: fmt.ExportFile, section: dict[str, Any], where: str) -> None:
-        from codegen import ptx
-        from runtime.ptx_cache import default_ptx_cache
-
-        cache = default_ptx_cache()
-        for key, meta in section["ptx"].items():
-            pk = ptx.PtxKernel(ptx=_blob(file, f"ptx:{key}", where).decode(), key=key, **meta)
-            with cache._lock:
-                cache._memory[(key, pk.arch)] = pk
 
     # ----------------------------------------------------------------------- calls
 
@@ -427,37 +409,23 @@ class LoadedFunction:
         return prog
 
     def _runner(self, p: rp.Program) -> Callable[[list[Any]], list[Any]]:
-        if self.device.type == "cpu":
-            from runtime.cpu import CpuProgram
+        from runtime.cpu import CpuProgram
 
-            run = CpuProgram(p)
-            return lambda arrays: run(*arrays)
-        from .device import cuda_device, device_input
-
-        dev = cuda_device(self.device)
-        params = [device_input(a, dt_aval(a), self.device) for a in self._params]
-
-        def run_cuda(arrays: list[Any]) -> list[Any]:
-            ins = [device_input(a, dt_aval(a), self.device) for a in arrays]
-            return dev.run_program(p, [b.buffer for b in ins + params])
-
-        return run_cuda
+        run = CpuProgram(p)
+        return lambda arrays: run(*arrays)
 
     def run_arrays(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """The flat list of tensor results as NumPy arrays (on the CPU), for NumPy arguments."""
         arrays = [np.ascontiguousarray(a) for a in arrays]
         prog = self.program(self.sizes(arrays))
-        outs = prog(arrays + self._params)
-        if self.device.type != "cpu":
-            return [np.asarray(Tensor._from_array(o, self.device).to("cpu")) for o in outs]
-        return outs
+        return prog(arrays + self._params)
 
     def __call__(self, *args: Any) -> Any:
         arrays = [np.asarray(a) if isinstance(a, Tensor) else np.asarray(a) for a in args]
         arrays = [np.ascontiguousarray(a) for a in arrays]
         prog = self.program(self.sizes(arrays))
         outs = prog(arrays + self._params)
-        tensors = [Tensor._from_array(o, self.device) for o in outs]
+        tensors = [Tensor._from_array(o) for o in outs]
         return _rebuild(self._results, tensors)
 
     @property
@@ -485,12 +453,6 @@ def _dim_name(d: Any, symbols: list[str]) -> int | str | None:
     return None
 
 
-def dt_aval(a: np.ndarray) -> Any:
-    from .ops import AVal
-
-    return AVal(a.shape, dt.canonical(a.dtype))
-
-
 def _rebuild(tree: Any, tensors: list[Tensor]) -> Any:
     if tree is None:
         return None
@@ -509,14 +471,14 @@ def _rebuild(tree: Any, tensors: list[Tensor]) -> Any:
     raise fmt.ExportFormatError("export file: bad result structure")
 
 
-def load(path: str | os.PathLike, device: Any = "cpu") -> LoadedFunction:
-    """Load an exported function (``Exported.save``) for ``device`` (``"cpu"``, or ``"cuda"`` to
-    run its PTX).  This links native code from the file into the process: load trusted files
-    only.  Raises :class:`ExportFormatError` for a damaged file, another format version, or one
-    built for another target triple, CPU feature set or code generator."""
+def load(path: str | os.PathLike) -> LoadedFunction:
+    """Load an exported function (``Exported.save``) to run on the CPU.  This links native code
+    from the file into the process: load trusted files only.  Raises :class:`ExportFormatError`
+    for a damaged file, another format version, or one built for another target triple, CPU
+    feature set or code generator."""
     file = fmt.read(path)
     try:
-        return LoadedFunction(file, os.fspath(path), device)
+        return LoadedFunction(file, os.fspath(path))
     except TracejitError:
         raise
     except (cpu.ObjectCodeError, cpu.LinkError) as e:

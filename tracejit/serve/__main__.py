@@ -17,7 +17,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=64, help="rows per model call at most (1: no batching)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="how long a batch waits for more requests")
     p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY / (1 << 20))
-    p.add_argument("--device", default="cpu", help="cpu, or cuda to run the file's PTX")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[tracejit serve] %(message)s")
     server = serve(
@@ -27,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
         max_batch=args.max_batch,
         max_delay=args.max_delay_ms / 1e3,
         max_body=int(args.max_body_mb * (1 << 20)),
-        device=args.device,
     )
     host, port = server.server_address[:2]
     info = server.describe()

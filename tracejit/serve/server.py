@@ -320,4 +320,4 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, **options: Any) 
     ``serve_forever()``; ``server_address`` has the port when ``port`` was 0)."""
     from ..export import load
 
-    return ModelServer(load(path, options.pop("device", "cpu")), host, port, **options)
+    return ModelServer(load(path), host, port, **options)
