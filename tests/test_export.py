@@ -278,3 +278,83 @@ def test_save_is_atomic_and_replaces(mlp_file, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.tjx"]
     header = json.loads(target.read_bytes()[20 : 20 + int.from_bytes(target.read_bytes()[12:20], "little")])
     assert header["name"] == "mlp"
+
+
+# --------------------------------------------------------------------------- a shared library for C
+
+C_DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "mlp.h"
+/* mlp <batch> <input file> <output file>: runs the exported function, writes each output */
+int main(int argc, char **argv) {
+  if (argc != 4) return 2;
+  int64_t sizes[MLP_N_SIZES] = {atoll(argv[1])};
+  size_t n_in = (size_t)sizes[0] * %(IN)d;
+  float *x = malloc(n_in * sizeof(float));
+  FILE *f = fopen(argv[2], "rb");
+  if (!f || fread(x, sizeof(float), n_in, f) != n_in) return 3;
+  fclose(f);
+  void *outs[MLP_N_OUTPUTS];
+  size_t counts[MLP_N_OUTPUTS];
+  const int ndim[MLP_N_OUTPUTS] = {MLP_OUTPUT_0_NDIM, MLP_OUTPUT_1_NDIM};
+  for (int i = 0; i < MLP_N_OUTPUTS; i++) {
+    int64_t shape[8];
+    if (mlp_output_shape(sizes, i, shape)) return 4;
+    counts[i] = 1;
+    for (int d = 0; d < ndim[i]; d++) counts[i] *= (size_t)shape[d];
+    outs[i] = malloc(counts[i] * sizeof(float));
+  }
+  if (mlp_output_shape(sizes, MLP_N_OUTPUTS, NULL) != -1) return 5;
+  const void *ins[1] = {x};
+  if (mlp_run(sizes, ins, outs)) return 6;
+  FILE *o = fopen(argv[3], "wb");
+  for (int i = 0; i < MLP_N_OUTPUTS; i++) fwrite(outs[i], sizeof(float), counts[i], o);
+  fclose(o);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_save_library_is_callable_from_c(mlp_file, weights, tmp_path, rng):
+    header = mlp_file[1].save_library(tmp_path / "mlp.so")
+    text = header.read_text()
+    assert header == tmp_path / "mlp.h" and "int mlp_run(" in text
+    assert "output 0: float32, result['mean_hidden']" in text and "output 1: float32, result['probs']" in text
+    (tmp_path / "main.c").write_text(C_DRIVER % {"IN": IN})
+    r = subprocess.run(
+        [
+            "cc",
+            "-O1",
+            str(tmp_path / "main.c"),
+            "-o",
+            str(tmp_path / "main"),
+            f"-I{tmp_path}",
+            str(tmp_path / "mlp.so"),
+            f"-Wl,-rpath,{tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    for batch in (1, 37):
+        x = rng.standard_normal((batch, IN)).astype(np.float32)
+        x.tofile(tmp_path / "x.bin")
+        r = subprocess.run(
+            [str(tmp_path / "main"), str(batch), str(tmp_path / "x.bin"), str(tmp_path / "y.bin")],
+            capture_output=True,
+            text=True,
+            env={},
+        )  # (no Python anywhere near it)
+        assert r.returncode == 0, (r.returncode, r.stderr)
+        y = np.fromfile(tmp_path / "y.bin", np.float32)
+        probs, mean_hidden = mlp_reference(x, weights)  # (outputs in key order: mean_hidden, probs)
+        np.testing.assert_allclose(y[:HID], mean_hidden, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(y[HID:].reshape(batch, OUT), probs, rtol=2e-5, atol=1e-6)
+
+
+def test_save_library_refuses_host_steps(tmp_path):
+    exp = tj.export(lambda x: tj.sort(x, axis=-1) * 2, tj.spec(("n", 3)), targets=("cpu",))
+    with pytest.raises(ExportError, match="host step 'sort'"):
+        exp.save_library(tmp_path / "sorted.so")

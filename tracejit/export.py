@@ -25,6 +25,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,13 @@ class Exported:
     def save(self, path: str | os.PathLike) -> None:
         """Write the file atomically (a temporary file renamed into place)."""
         write_atomic(path, self.to_bytes())
+
+    def save_library(self, path: str | os.PathLike, prefix: str | None = None) -> Path:
+        """Write the CPU program as a shared library callable from C, and its header (``.h``
+        beside it, returned); see :mod:`tracejit.export_library`."""
+        from .export_library import save_library
+
+        return save_library(self.header, self.blobs, path, prefix)
 
 
 # --------------------------------------------------------------------------- export
