@@ -358,3 +358,15 @@ def test_save_library_refuses_host_steps(tmp_path):
     exp = tj.export(lambda x: tj.sort(x, axis=-1) * 2, tj.spec(("n", 3)), targets=("cpu",))
     with pytest.raises(ExportError, match="host step 'sort'"):
         exp.save_library(tmp_path / "sorted.so")
+
+
+def test_a_module_exports_in_eval_mode_only(rng, tmp_path):
+    model = tj.nn.Sequential(tj.nn.Linear(6, 8), tj.nn.ReLU(), tj.nn.Dropout(0.5), tj.nn.Linear(8, 3))
+    with pytest.raises(ExportError, match=r"model.eval\(\)"):  # dropout draws from the generator
+        tj.export(model, tj.spec(("batch", 6)), targets=("cpu",))
+    model.eval()
+    tj.export(model, tj.spec(("batch", 6)), targets=("cpu",)).save(tmp_path / "seq.tjx")
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    with tj.no_grad():
+        expected = model(tj.asarray(x)).numpy()
+    np.testing.assert_array_equal(tj.load(tmp_path / "seq.tjx")(x).numpy(), expected)

@@ -185,6 +185,16 @@ def test_a_function_mixing_rows_is_not_batched(tmp_path, rng):
         srv.server_close()
 
 
+def test_no_batching_along_a_dim_when_another_dim_varies(tmp_path):
+    path = tmp_path / "rowsum.tjx"
+    tj.export(lambda a: a.sum(axis=1), tj.spec(("batch", "seq"), tj.float32), targets=("cpu",)).save(path)
+    srv = ModelServer(tj.load(path), port=0)
+    try:
+        assert srv.describe()["batch_dim"] is None and srv.describe()["batching"] is False
+    finally:
+        srv.server_close()
+
+
 def test_load_2000_requests_from_16_clients(server, weights):
     n_clients, per_client = 16, 125
     rng = np.random.default_rng(99)

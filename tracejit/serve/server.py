@@ -96,13 +96,12 @@ class Metrics:
 
 def batch_symbol(fn: LoadedFunction) -> str | None:
     """The symbolic dimension requests can be batched along: axis 0 of every argument and every
-    result, used nowhere else (None when there is none)."""
+    result, whose other dims are all fixed (None when there is none)."""
     for name in fn.symbols:
         ins = [shape for shape, _ in fn.inputs]
         outs = fn.result_shapes
-        if all(s and s[0] == name and name not in s[1:] for s in ins) and all(
-            s and s[0] == name and all(isinstance(d, int) for d in s[1:]) for s in outs
-        ):
+        # (other dims fixed: requests with different sizes of another symbol cannot be joined)
+        if all(s and s[0] == name and all(isinstance(d, int) for d in s[1:]) for s in ins + outs):
             return name
     return None
 
