@@ -370,3 +370,23 @@ def test_a_module_exports_in_eval_mode_only(rng, tmp_path):
     with tj.no_grad():
         expected = model(tj.asarray(x)).numpy()
     np.testing.assert_array_equal(tj.load(tmp_path / "seq.tjx")(x).numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p["slot_nbytes"].__setitem__(p["steps"][0]["outputs"][0][0], 4), "reaches outside slot"),
+        (lambda p: p["steps"][0].__setitem__("launch", "0" * 24), "which it does not hold"),
+        (lambda p: p["slot_dtypes"].__setitem__(0, "int32"), "not the declared arguments"),
+        (lambda p: p.pop("steps"), "bad program"),
+    ],
+)
+def test_a_program_that_does_not_fit_its_buffers_is_refused(mlp_file, tmp_path, edit, message):
+    def change(h):
+        steps = h["cpu"]["program"]["steps"]
+        if "launch" not in steps[0]:  # (the first kernel launch first)
+            steps.insert(0, steps.pop(next(i for i, s in enumerate(steps) if "launch" in s)))
+        edit(h["cpu"]["program"])
+
+    with pytest.raises(fmt.ExportFormatError, match=message):
+        tj.load(_rewrite(mlp_file[0], tmp_path / "bad.tjx", change))

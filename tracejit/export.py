@@ -338,8 +338,7 @@ class LoadedFunction:
             self._template = section["program"]
             kernels = {k: decode_kernel(tree) for k, tree in section["kernels"].items()}
             self._arrays = [
-                _array(_blob(file, f"array:{i}", where), m, where)
-                for i, m in enumerate(section["arrays"])
+                _array(_blob(file, f"array:{i}", where), m, where) for i, m in enumerate(section["arrays"])
             ]
             self._params = [
                 _array(_blob(file, f"param:{j}", where), m, where) for j, m in enumerate(h["params"])
@@ -351,6 +350,7 @@ class LoadedFunction:
         self._provide_cpu(file, section, where)
         self._programs: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._concrete_program(tuple(2 for _ in self.symbols))  # a damaged template fails here
 
     def _provide_cpu(self, file: fmt.ExportFile, section: dict[str, Any], where: str) -> None:
         for key, symbol in section["objects"].items():
@@ -405,16 +405,32 @@ class LoadedFunction:
             if prog is not None:
                 self._programs.move_to_end(sizes)
                 return prog
-        p = decode_program(evaluate(self._template, sizes), self._kernels, self._arrays)
-        check_bounds(p)
-        if len(p.slot_nbytes) < p.n_inputs or p.n_inputs != len(self.inputs) + len(self._params):
-            raise fmt.ExportFormatError(f"{self.where}: the program takes {p.n_inputs} inputs")
-        prog = self._runner(p)
+        prog = self._runner(self._concrete_program(sizes))
         with self._lock:
             self._programs[sizes] = prog
             while len(self._programs) > PROGRAMS_KEPT:
                 self._programs.popitem(last=False)
         return prog
+
+    def _concrete_program(self, sizes: tuple[int, ...]) -> rp.Program:
+        """The stored template at ``sizes``, checked: its inputs are the declared arguments and
+        parameters, and every view lies inside its buffer."""
+        try:
+            p = decode_program(evaluate(self._template, sizes), self._kernels, self._arrays)
+            check_bounds(p)
+        except fmt.ExportFormatError:
+            raise
+        except ExportError as e:
+            raise fmt.ExportFormatError(f"{self.where}: {e}") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise fmt.ExportFormatError(f"{self.where}: bad program ({type(e).__name__}: {e})") from None
+        declared = [np.dtype(d).name for _, d in self.inputs] + [a.dtype.name for a in self._params]
+        nbytes = [a.nbytes for a in self._params]
+        if p.slot_dtypes[: p.n_inputs] != declared or p.slot_nbytes[len(self.inputs) : p.n_inputs] != nbytes:
+            raise fmt.ExportFormatError(
+                f"{self.where}: the program's inputs are not the declared arguments and parameters"
+            )
+        return p
 
     def _runner(self, p: rp.Program) -> Callable[[list[Any]], list[Any]]:
         from runtime.cpu import CpuProgram
