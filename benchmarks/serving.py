@@ -35,6 +35,16 @@ SIZES = (784, 256, 10)
 BATCHES = (1, 32, 256)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """This environment with this checkout first on the path: children import the tracejit the
+    benchmark runs."""
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def _weights() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     (a, b, c) = SIZES
@@ -138,11 +148,11 @@ print(t1 - t0, time.perf_counter() - t1)
 
 
 def run_cold(path: str) -> dict[str, float]:
-    env = {**os.environ, "TRACEJIT_DISABLE_CACHE": "1"}
+    env = _child_env(TRACEJIT_DISABLE_CACHE="1")
     out = {}
     for mode in ("load", "jit"):
         r = subprocess.run(
-            [sys.executable, "-c", _COLD_CHILD, mode, path, os.getcwd()],
+            [sys.executable, "-c", _COLD_CHILD, mode, path, ROOT],
             capture_output=True,
             text=True,
             env=env,
@@ -159,6 +169,7 @@ def run_serving(path: str, max_batch: int, clients: int = 16, per_client: int = 
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=_child_env(),
     )
     try:
         port = int(proc.stdout.readline().split("http://127.0.0.1:")[1].split()[0])

@@ -279,3 +279,16 @@ def test_python_m_tracejit_serve(model_path, weights):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_s1_benchmark_is_opt_in_and_its_serving_part_runs(tmp_path):
+    from benchmarks import serving
+    from benchmarks.__main__ import selected
+
+    assert selected("S1") == ["S1"] and "S1" not in selected(None)
+    path = tmp_path / "mlp.tjx"
+    tj.export(
+        serving._tj_function(), tj.spec(("batch", serving.SIZES[0]), tj.float32), targets=("cpu",)
+    ).save(path)
+    got = serving.run_serving(str(path), max_batch=8, clients=2, per_client=5)
+    assert got["requests"] == 10 and got["errors"] == 0 and got["model_calls"] <= 10
