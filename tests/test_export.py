@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from tracejit.export import ExportError, ExportShapeError
 
 torch = pytest.importorskip("torch")
 
+ROOT = Path(__file__).resolve().parents[1]  # (children import this checkout)
 IN, HID, OUT = 12, 16, 5
 
 
@@ -125,7 +127,7 @@ def test_a_fresh_process_runs_it_without_source_tracing_or_compiling(mlp_file, w
         out = f(np.load(sys.argv[2]))
         np.save(sys.argv[3], out["probs"].numpy())
     """)
-    env = {**os.environ, "TRACEJIT_DISABLE_CACHE": "1", "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "TRACEJIT_DISABLE_CACHE": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
         [sys.executable, "-c", script, str(mlp_file[0]), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
         capture_output=True,

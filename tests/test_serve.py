@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import tracejit as tj
 import tracejit.nn.functional as F
 from tracejit.serve import Batcher, ModelServer, rows_are_independent
 
+ROOT = Path(__file__).resolve().parents[1]  # (children import this checkout)
 IN, OUT = 6, 4
 
 
@@ -252,7 +254,7 @@ def test_load_2000_requests_from_16_clients(server, weights):
 
 
 def test_python_m_tracejit_serve(model_path, weights):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tracejit.serve", str(model_path), "--port", "0"],
         stdout=subprocess.PIPE,
