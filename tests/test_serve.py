@@ -294,3 +294,33 @@ def test_the_s1_benchmark_is_opt_in_and_its_serving_part_runs(tmp_path):
     ).save(path)
     got = serving.run_serving(str(path), max_batch=8, clients=2, per_client=5)
     assert got["requests"] == 10 and got["errors"] == 0 and got["model_calls"] <= 10
+
+
+def test_a_function_of_two_arguments_over_json(tmp_path, rng):
+    @tj.jit
+    def f(x, b):
+        return tj.tanh(x * 1.5 + b).sum(axis=-1), x.max(axis=1)
+
+    path = tmp_path / "two.tjx"
+    tj.export(f, tj.spec(("batch", 5), tj.float64), tj.spec((5,), tj.float64), targets=("cpu",)).save(path)
+    srv = ModelServer(tj.load(path), port=0, max_batch=16)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=30)
+        x, b = rng.standard_normal((4, 5)), rng.standard_normal(5)
+        status, _, body = _post(conn, json.dumps({"inputs": [x.tolist(), b.tolist()]}).encode())
+        assert status == 200
+        doc = json.loads(body)
+        np.testing.assert_allclose(doc["outputs"][0], np.tanh(x * 1.5 + b).sum(-1), rtol=1e-12)
+        np.testing.assert_array_equal(doc["outputs"][1], x.max(1))
+        # b has no batch dim: requests cannot share a call
+        assert srv.describe()["batching"] is False
+        status, _, body = _post(conn, _npy(x), "application/x-npy")
+        assert status == 400 and "takes 2" in json.loads(body)["error"]
+        status, _, body = _post(conn, json.dumps({"inputs": [x.tolist()]}).encode())
+        assert status == 400 and "list of 2 arrays" in json.loads(body)["error"]
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

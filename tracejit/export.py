@@ -4,6 +4,7 @@
     exp.save("model.tjx")
     f = tj.load("model.tjx")          # in any process: no source, no tracing, no compiling
     y = f(x)                          # any batch size
+    exp.save_library("model.so")      # the same program for C (tracejit.export_library)
 
 The file (:mod:`tracejit.export_format`) holds the optimized graph (as text), the compiled
 program as data (:mod:`tracejit.export_program`) with every size that depends on a symbolic
