@@ -392,3 +392,32 @@ def test_a_program_that_does_not_fit_its_buffers_is_refused(mlp_file, tmp_path, 
 
     with pytest.raises(fmt.ExportFormatError, match=message):
         tj.load(_rewrite(mlp_file[0], tmp_path / "bad.tjx", change))
+
+
+def test_an_attention_block_with_a_causal_mask(rng, tmp_path):
+    # (its buffer plan pairs buffers by size: it differs between sizes and is made again at load)
+    d = 8
+    wq, wk, wv = (rng.standard_normal((d, d)) * 0.3 for _ in range(3))
+    tq, tk, tv = (tj.asarray(w.astype(np.float32)) for w in (wq, wk, wv))
+    norm = tj.nn.LayerNorm(d)
+    norm.eval()
+
+    def block(x):
+        h = norm(x)
+        s = (h @ tq) @ (h @ tk).mT * (1 / np.sqrt(d))
+        n = x.shape[1]
+        s = tj.where(tj.tril(tj.ones((n, n))) > 0, s, -1e9)
+        return x + F.softmax(s, axis=-1) @ (h @ tv)
+
+    tj.export(block, tj.spec(("batch", "seq", d), tj.float32), targets=("cpu",)).save(tmp_path / "b.tjx")
+    f = tj.load(tmp_path / "b.tjx")
+    for b, n in ((1, 1), (2, 17), (3, 40)):
+        x = rng.standard_normal((b, n, d)).astype(np.float32)
+        x64 = x.astype(np.float64)
+        h = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+        s = (h @ wq) @ np.swapaxes(h @ wk, 1, 2) / np.sqrt(d)
+        s = np.where(np.tril(np.ones((n, n))) > 0, s, -1e9)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        expected = x64 + (p / p.sum(-1, keepdims=True)) @ (h @ wv)
+        np.testing.assert_allclose(f(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(f(x).numpy(), block(tj.asarray(x)).numpy(), rtol=1e-5, atol=1e-6)

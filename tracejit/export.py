@@ -38,12 +38,13 @@ from runtime import program as rp
 from . import dtypes as dt
 from . import export_format as fmt
 from .autograd import no_grad
+from .compiler import _buffer_plan  # (the scheduler's own plan, for the program at each size)
 from .errors import TracejitError
 from .export_program import ExportError, check_bounds, decode_kernel, decode_program, encode_program
 from .jit import Jitted, Spec, jit
 from .pytree import unflatten
 from .serialization import write_atomic
-from .symbolic import MAX_NAMES, ExportShapeError, evaluate, fit, sample_points
+from .symbolic import MAX_NAMES, ExportShapeError, difference, evaluate, fit, sample_points
 from .tensors import Device, Tensor
 
 __all__ = ["export", "load", "Exported", "LoadedFunction", "ExportError", "ExportShapeError"]
@@ -173,18 +174,22 @@ def _fit_target(
                 f"{names}; its parameters must not depend on the input sizes"
             )
         own: list[np.ndarray] = []
-        trees.append(encode_program(entry.executable.program, kernels, own))
+        tree = encode_program(entry.executable.program, kernels, own)
+        # the buffer plan pairs buffers by size, so it changes with the sizes: made again at load
+        del tree["aliases"]
+        trees.append(tree)
         if k == 0:
             arrays = own
         entries.append(entry)
     tuples = [tuple(p[n] for n in names) for p in grid + checks]
     template = fit(trees[: len(grid)], tuples[: len(grid)]) if names else trees[0]
     for tree, point in zip(trees[len(grid) :], tuples[len(grid) :]):
-        if evaluate(template, point) != tree:
-            fit([evaluate(template, point), tree], [point, point])  # names where they differ
+        where = difference(evaluate(template, point), tree)
+        if where is not None:
             raise ExportShapeError(
-                f"export: the compiled program at sizes {dict(zip(names, point))} is not "
-                "the one the other sizes predict; export with fixed sizes instead"
+                f"export: the compiled program at sizes {dict(zip(names, point))} is not the one the "
+                f"other sizes predict (predicted != traced at {where}); its structure or sizes depend "
+                "on a symbolic dimension in a way export cannot express. Export with fixed sizes instead."
             )
     return template, arrays, kernels, entries[0]
 
@@ -419,6 +424,7 @@ class LoadedFunction:
         try:
             p = decode_program(evaluate(self._template, sizes), self._kernels, self._arrays)
             check_bounds(p)
+            p.aliases = _buffer_plan(p)
         except fmt.ExportFormatError:
             raise
         except ExportError as e:

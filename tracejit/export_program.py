@@ -221,7 +221,7 @@ def decode_program(
         steps,
         outputs,
         [tuple(w) for w in tree["writebacks"]],
-        {int(k): int(v) for k, v in tree["aliases"]},
+        {int(k): int(v) for k, v in tree.get("aliases", ())},
         {int(k): int(v) for k, v in tree["inplace"]},
     )
 

@@ -164,6 +164,17 @@ def is_symbolic(value: Any) -> bool:
     return isinstance(value, dict) and POLY in value and len(value) == 1
 
 
+def difference(a: Any, b: Any, path: str = "$") -> str | None:
+    """Where two trees first differ (``$.steps[3].shape[0]: 77 != 80``), None when equal."""
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return next((d for k in a if (d := difference(a[k], b[k], f"{path}.{k}"))), None)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return next(
+            (d for i, (x, y) in enumerate(zip(a, b)) if (d := difference(x, y, f"{path}[{i}]"))), None
+        )
+    return None if type(a) is type(b) and a == b else f"{path}: {a!r:.60} != {b!r:.60}"
+
+
 def evaluate(template: Any, point: Sequence[int]) -> Any:
     """The concrete tree at ``point``; raises :class:`ExportShapeError` when a size comes out
     fractional or negative (sizes outside what the program can take)."""
