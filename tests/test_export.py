@@ -421,3 +421,18 @@ def test_an_attention_block_with_a_causal_mask(rng, tmp_path):
         expected = x64 + (p / p.sum(-1, keepdims=True)) @ (h @ wv)
         np.testing.assert_allclose(f(x).numpy(), expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(f(x).numpy(), block(tj.asarray(x)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_concatenations_and_pads_along_fixed_dims_export(rng, tmp_path):
+    # (a Piecewise kernel reads each operand only inside its piece: the bounds check knows)
+    def f(x):
+        return tj.concat([x, x * 2], axis=1).sum(axis=1) + tj.pad(x, ((0, 0), (1, 1)))[:, :6].sum(axis=1)
+
+    tj.export(f, tj.spec(("n", 6), tj.float64), targets=("cpu",)).save(tmp_path / "c.tjx")
+    g = tj.load(tmp_path / "c.tjx")
+    for n in (1, 33):
+        x = rng.standard_normal((n, 6))
+        expected = 3 * x.sum(1) + np.pad(x, ((0, 0), (1, 1)))[:, :6].sum(1)
+        np.testing.assert_allclose(g(x).numpy(), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ExportShapeError, match="different kernels: a size is compiled in"):
+        tj.export(lambda x: tj.concat([x, x * 2], axis=0), tj.spec(("n", 6), tj.float64), targets=("cpu",))

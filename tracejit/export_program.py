@@ -226,6 +226,36 @@ def decode_program(
     )
 
 
+def _load_boxes(k: kir.Kernel, shape: tuple[int, ...]) -> dict[int, set[tuple[tuple[int, int], ...]]]:
+    """For each input of ``k``, the boxes of iteration points where it is loaded: the whole
+    space, or the range of the :class:`~codegen.kir.Piecewise` piece a load sits in (a
+    concatenation's operand is read shifted by its position, only inside its piece)."""
+    boxes: dict[int, set[tuple[tuple[int, int], ...]]] = {}
+    seen: set[tuple[int, tuple]] = set()
+
+    def go(e: Any, box: tuple[tuple[int, int], ...]) -> None:
+        if (id(e), box) in seen:
+            return
+        seen.add((id(e), box))
+        if isinstance(e, kir.Load):
+            boxes.setdefault(e.input, set()).add(box)
+        elif isinstance(e, kir.Piecewise):
+            bounds = (0, *e.cuts, shape[e.dim])
+            for j, piece in enumerate(e.pieces):
+                lo, hi = box[e.dim]
+                inner = list(box)
+                inner[e.dim] = (max(lo, bounds[j]), min(hi, bounds[j + 1]))
+                go(piece, tuple(inner))
+        elif isinstance(e, kir.Op):
+            for arg in e.args:
+                go(arg, box)
+
+    whole = tuple((0, n) for n in shape)
+    for st in k.stages:
+        go(st.expr, whole)
+    return boxes
+
+
 def check_bounds(p: rp.Program) -> None:
     """Every view a step or output reads or writes lies inside its slot: a kernel is never
     launched on memory it was not given (the sizes came from a file and from fitted formulas)."""
@@ -234,13 +264,14 @@ def check_bounds(p: rp.Program) -> None:
         raise ExportError("export file: the program's slot table is inconsistent")
     itemsize = [np.dtype(canonical(d)).itemsize for d in p.slot_dtypes]
 
-    def inside(v: rp.View, shape: tuple[int, ...], where: str) -> None:
+    def inside(v: rp.View, shape: tuple[int, ...], where: str, box: Any = None) -> None:
         if not 0 <= v.slot < n_slots or len(v.strides) != len(shape) or any(n < 0 for n in shape):
             raise ExportError(f"export file: {where} names a bad slot or shape")
-        if 0 in shape:
-            return
-        lo = v.offset + sum(min(0, (n - 1) * st) for n, st in zip(shape, v.strides))
-        hi = v.offset + sum(max(0, (n - 1) * st) for n, st in zip(shape, v.strides))
+        box = box or tuple((0, n) for n in shape)
+        if any(b <= a for a, b in box):
+            return  # (no point of it is addressed)
+        lo = v.offset + sum(min(a * st, (b - 1) * st) for (a, b), st in zip(box, v.strides))
+        hi = v.offset + sum(max(a * st, (b - 1) * st) for (a, b), st in zip(box, v.strides))
         if lo < 0 or (hi + 1) * itemsize[v.slot] > p.slot_nbytes[v.slot]:
             raise ExportError(f"export file: {where} reaches outside slot {v.slot}")
 
@@ -249,9 +280,13 @@ def check_bounds(p: rp.Program) -> None:
             ops = s.kernel.inputs + s.kernel.outputs
             if len(s.shape) != s.kernel.ndim or len(ops) != len(s.inputs) + len(s.outputs):
                 raise ExportError(f"export file: step {k} does not match its kernel's operands")
-            for j, v in enumerate(s.inputs + s.outputs):
-                # an operand broadcast along the reduce dims is still addressed once per point
-                inside(v, s.shape, f"step {k} operand {j}")
+            boxes = _load_boxes(s.kernel, s.shape)
+            for j, v in enumerate(s.inputs):
+                for box in boxes.get(j, ()):
+                    inside(v, s.shape, f"step {k} operand {j}", box)
+            for j, v in enumerate(s.outputs):
+                # (an output broadcast along the reduce dims is still addressed once per point)
+                inside(v, s.shape, f"step {k} output {j}")
         else:
             views = s.inputs + s.outputs
             if len(views) != len(s.shapes):

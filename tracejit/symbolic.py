@@ -151,6 +151,8 @@ def fit(trees: list[Any], points: list[tuple[int, ...]], what: str = "program") 
         if all(type(x) is type(first) and x == first for x in items):
             return first
         shown = ", ".join(f"{x!r:.60}" for x in items[:3])
+        if path.endswith(".launch"):
+            shown += " (different kernels: a size is compiled in, e.g. a concatenation or pad along it)"
         raise ExportShapeError(
             f"export: the compiled {what} changes with the symbolic sizes in a way export cannot "
             f"express (at {path}: {shown}); the program's structure depends on a symbolic "
