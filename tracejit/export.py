@@ -214,15 +214,9 @@ def export(fn: Callable, *specs: Spec, targets: tuple[str, ...] = ("cpu", "cuda"
     tr = entry.traced
     blobs: dict[str, bytes] = {}
     objects = {}
-    for k in entry.executable.program.kernels:
-        art = kernel_cache.default_cache().get(k).artifact
-        objects[k.key] = art.symbol
-        blobs[f"object:{k.key}"] = art.object_code
-    # (an export of a loop over the same kernels at other sizes may use more keys: all of them)
-    for key in kernels:
-        if f"object:{key}" not in blobs:
-            art = kernel_cache.default_cache().get(decode_kernel(kernels[key])).artifact
-            objects[key], blobs[f"object:{key}"] = art.symbol, art.object_code
+    for key, tree in kernels.items():  # (compiled already: served from the kernel cache)
+        art = kernel_cache.default_cache().get(decode_kernel(tree)).artifact
+        objects[key], blobs[f"object:{key}"] = art.symbol, art.object_code
     from runtime.cpu import CpuProgram
 
     # one run on zeros links every module a run calls (GEMM, hand-off, step runner): all go in the file
