@@ -436,3 +436,15 @@ def test_concatenations_and_pads_along_fixed_dims_export(rng, tmp_path):
         np.testing.assert_allclose(g(x).numpy(), expected, rtol=1e-12, atol=1e-12)
     with pytest.raises(ExportShapeError, match="different kernels: a size is compiled in"):
         tj.export(lambda x: tj.concat([x, x * 2], axis=0), tj.spec(("n", 6), tj.float64), targets=("cpu",))
+
+
+def test_an_embedding_lookup_keeps_its_index_check(rng, tmp_path):
+    table = rng.standard_normal((10, 4)).astype(np.float32)
+    emb = tj.asarray(table)
+    tj.export(lambda idx: emb[idx] * 2, tj.spec(("n",), tj.int64), targets=("cpu",)).save(tmp_path / "e.tjx")
+    f = tj.load(tmp_path / "e.tjx")
+    for n in (1, 50):
+        idx = rng.integers(0, 10, n)
+        np.testing.assert_array_equal(f(idx).numpy(), table[idx] * 2)
+    with pytest.raises(IndexError, match="out of range"):
+        f(np.array([3, 10]))

@@ -23,20 +23,9 @@ from .dtypes import canonical
 from .errors import TracejitError
 from .symbolic import CONST
 
+# Every node class of the kernel IR (its dataclasses), by name: the only classes a file can name.
 _KIR_CLASSES = {
-    c.__name__: c
-    for c in (
-        kir.Load,
-        kir.Const,
-        kir.Acc,
-        kir.Index,
-        kir.Op,
-        kir.Piecewise,
-        kir.Reduce,
-        kir.Store,
-        kir.Operand,
-        kir.Kernel,
-    )
+    name: cls for name, cls in vars(kir).items() if isinstance(cls, type) and dataclasses.is_dataclass(cls)
 }
 
 
@@ -239,6 +228,10 @@ def _load_boxes(k: kir.Kernel, shape: tuple[int, ...]) -> dict[int, set[tuple[tu
         seen.add((id(e), box))
         if isinstance(e, kir.Load):
             boxes.setdefault(e.input, set()).add(box)
+        elif isinstance(e, kir.Gather):
+            # (its row is a run-time index, checked in range by the program's index_check step
+            # before the kernel runs: only the index expression's loads are checked here)
+            go(e.index, box)
         elif isinstance(e, kir.Piecewise):
             bounds = (0, *e.cuts, shape[e.dim])
             for j, piece in enumerate(e.pieces):
