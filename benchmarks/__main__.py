@@ -11,7 +11,16 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import cnn, compile_latency, compile_scaling, eager_dispatch, sequence_models, training, training_utils
+from . import (
+    cnn,
+    compile_latency,
+    compile_scaling,
+    eager_dispatch,
+    sequence_models,
+    serving,
+    training,
+    training_utils,
+)
 from .harness import (
     IMPLS,
     LEGEND,
@@ -29,7 +38,7 @@ from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
 # run only when named in --only (they take minutes, or keep the default run short)
-OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS]
+OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS, serving.KEY]
 
 
 def selected(only: str | None) -> list[str]:
@@ -149,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         d1 = eager_dispatch.run(200 if cfg.preset == "quick" else 2000)
         print(eager_dispatch.render(d1) + "\n", flush=True)
 
+    s1: dict[str, Any] | None = None
+    if serving.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {serving.KEY} export, load and serve")
+        s1 = serving.run(10 if cfg.preset == "quick" else 50)
+        print(serving.render(s1) + "\n", flush=True)
+
     print(LEGEND)
     load = f", load average now {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"total {time.perf_counter() - started:.0f} s{load}")
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
                "results": results_json(results), "compile_latency": c1,
-               "compile_scaling": c2, "eager_dispatch": d1}
+               "compile_scaling": c2, "eager_dispatch": d1, "serving": s1}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")

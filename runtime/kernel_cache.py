@@ -70,6 +70,29 @@ def decode_entry(data: bytes, key: bytes | None = None) -> cpu.CpuArtifact:
     return cpu.CpuArtifact(symbol, payload[:n], payload[n:].decode())
 
 
+# Object code a loaded export file brought (kernel key or module name -> artifact): served before
+# the disk cache and the compiler, so a loaded program compiles nothing.
+_provided: dict[str, cpu.CpuArtifact] = {}
+# Every hand-written module this process obtained (name -> artifact): what an export includes.
+_modules: dict[str, cpu.CpuArtifact] = {}
+
+
+def provide(name: str, artifact: cpu.CpuArtifact) -> None:
+    """Serve ``artifact`` for a kernel's structural key or a hand-written module's name from now
+    on (its object code is still validated when it is linked)."""
+    with _provided_lock:
+        _provided[name] = artifact
+
+
+def modules() -> dict[str, cpu.CpuArtifact]:
+    """The hand-written modules (GEMM, hand-off, step runner) this process has loaded, by name."""
+    with _provided_lock:
+        return dict(_modules)
+
+
+_provided_lock = threading.Lock()
+
+
 def _verified(artifact: cpu.CpuArtifact, symbol: str) -> bool:
     """Whether a decoded entry exports ``symbol`` and its object code is safe to hand to LLVM's
     loader (raises ValueError or LinkError with the reason when it is not)."""
@@ -135,6 +158,9 @@ class KernelCache:
             return entry
 
     def _load(self, kernel: Kernel) -> CompiledKernel:
+        provided = _provided.get(kernel.key)
+        if provided is not None:
+            return CompiledKernel(kernel, provided, cpu.load(provided))
         artifact = self._read(kernel) if self.disk else None
         if artifact is not None:
             try:
@@ -169,6 +195,18 @@ def cached_artifact(name: str, symbol: str, build: Callable[[], cpu.CpuArtifact]
     """A hand-written module's object code (GEMM, worker hand-off, step runner) by ``name``:
     from disk when an authenticated entry with valid object code exporting ``symbol`` is there,
     else built and written.  Returns (artifact, from_disk)."""
+    artifact = _provided.get(name)
+    if artifact is None:
+        artifact, from_disk = _cached_artifact(name, symbol, build, stats)
+    else:
+        from_disk = True
+    with _provided_lock:
+        _modules[name] = artifact
+    return artifact, from_disk
+
+
+def _cached_artifact(name: str, symbol: str, build: Callable[[], cpu.CpuArtifact],
+                     stats: dict[str, int]) -> tuple[cpu.CpuArtifact, bool]:
     key = f"{name}|{cpu.host_id()}|{codegen_digest()}|{_FORMAT}"
     entry_name = f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.tjk"
     store = disk_cache.store_for(disk_cache.cache_dir())

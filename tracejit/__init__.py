@@ -21,6 +21,7 @@ from .debug import disable_jit
 from .device import default_device, set_default_device
 from .dtypes import finfo, iinfo, isdtype, result_type
 from .errors import ConcretizationError, InternalCompilerError, TracejitError, UnsupportedUnderJitError
+from .export import export, load
 from .jit import Spec, explain, jit, spec
 from .random import manual_seed
 from .serialization import load_state, save
@@ -66,7 +67,7 @@ __all__ = list(_api_all) + [
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "profiler",
-    "custom_op", "debug", "disable_jit", "utils",
+    "custom_op", "debug", "disable_jit", "utils", "export", "load",
 ]
 __all__ += ["checkpoint", "bfloat16", "autocast"]
 

@@ -57,8 +57,9 @@ DEFAULT_MAX_TRACES = 8
 
 @dataclass(frozen=True)
 class Spec:
-    """Shape, dtype and device of an argument, for ``lower``/``explain`` without data."""
-    shape: tuple[int, ...]
+    """Shape, dtype and device of an argument, for ``lower``/``explain`` without data.  A shape
+    entry may be a name (``"batch"``): a symbolic dimension, which only :func:`tracejit.export` takes."""
+    shape: tuple[int | str, ...]
     dtype: np.dtype
     device: Device = CPU
 
@@ -66,9 +67,25 @@ class Spec:
     def aval(self) -> AVal:
         return AVal(self.shape, self.dtype)
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(s for s in self.shape if isinstance(s, str))
 
-def spec(shape: Sequence[int], dtype: Any = None, device: Any = "cpu") -> Spec:
-    return Spec(tuple(int(s) for s in shape), dt.canonical(dtype or dt.default_float), Device.parse(device))
+
+def spec(shape: Sequence[int | str], dtype: Any = None, device: Any = "cpu") -> Spec:
+    """An argument's shape, dtype and device; names in ``shape`` are symbolic dimensions (export)."""
+    dims: list[int | str] = []
+    for s in shape:
+        if isinstance(s, str):
+            if not s.isidentifier():
+                raise ValueError(f"spec: symbolic dimension {s!r} is not a name (letters, digits, _)")
+            dims.append(s)
+        elif isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0:
+            dims.append(int(s))
+        else:
+            raise ValueError(f"spec: shape entries are non-negative ints or names, got {s!r} "
+                             f"in {tuple(shape)}")
+    return Spec(tuple(dims), dt.canonical(dtype or dt.default_float), Device.parse(device))
 
 
 def _is_static_leaf(x: Any, specialize: bool) -> bool:
@@ -100,6 +117,9 @@ def _signature(leaf: Any) -> Any:
     if _is_stateful(leaf):
         return ("object", type(leaf), id(leaf))     # kept alive by the entry's guards: ids are not reused
     if isinstance(leaf, Spec):
+        if leaf.symbols:
+            raise TypeError(f"jit: spec{leaf.shape} has symbolic dimensions {leaf.symbols}; only "
+                            "tj.export takes them (lower and explain need sizes)")
         return (leaf.shape, leaf.dtype, leaf.device, False, False, None)
     if isinstance(leaf, np.ndarray):      # (copied in: its own strides do not matter)
         return (leaf.shape, dt.canonical(leaf.dtype), CPU, False, False, None)

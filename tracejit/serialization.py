@@ -206,6 +206,13 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     see a half-written checkpoint, and a file or symlink planted next to ``path`` is never
     written through."""
     body = _serialize(obj)
+    write_atomic(path, body + hashlib.sha256(body).digest())
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fresh, exclusively created temporary file in the same
+    directory (flushed, fsynced, renamed over ``path``, the directory fsynced); on failure the
+    temporary is removed and ``path`` is as it was."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -213,8 +220,7 @@ def save(obj: Any, path: str | os.PathLike) -> None:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):   # not on Windows, where mkstemp's mode is not restrictive
                 os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(body)
-            f.write(hashlib.sha256(body).digest())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
