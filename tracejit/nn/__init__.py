@@ -9,3 +9,7 @@ if _find_spec(f"{__name__}.modules") is not None:   # the module classes, once t
     from . import modules as _modules
     from .modules import *  # noqa: F403
     __all__ += list(getattr(_modules, "__all__", [n for n in dir(_modules) if not n.startswith("_")]))
+
+from . import parallel  # noqa: E402  (DistributedDataParallel)
+
+__all__ += ["parallel"]
