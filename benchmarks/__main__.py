@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import compile_latency, compile_scaling, eager_dispatch, training
+from . import compile_latency, compile_scaling, ddp_scaling, eager_dispatch, training
 from .harness import (
     IMPLS,
     LEGEND,
@@ -28,7 +28,7 @@ from .harness import (
 from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
-OPT_IN = [compile_scaling.KEY]      # run only when named in --only (they take minutes)
+OPT_IN = [compile_scaling.KEY, ddp_scaling.KEY]      # run only when named in --only (they take minutes)
 
 
 def selected(only: str | None) -> list[str]:
@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         c2 = compile_scaling.run(compile_scaling.MODELS, impls, log)
         print(compile_scaling.render(c2) + "\n", flush=True)
 
+    t1d: dict[str, Any] | None = None
+    if ddp_scaling.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {ddp_scaling.KEY} data-parallel T1 over MPI ranks (mpirun)")
+        t1d = ddp_scaling.run(steps=10 if cfg.preset == "quick" else 20, log=log)
+        print(ddp_scaling.render(t1d) + "\n", flush=True)
+
     d1: list[dict[str, Any]] | None = None
     if eager_dispatch.KEY in keys and cfg.device == "cpu":
         log(f"[bench] {eager_dispatch.KEY} eager op cost")
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
                "results": results_json(results), "compile_latency": c1,
-               "compile_scaling": c2, "eager_dispatch": d1}
+               "compile_scaling": c2, "eager_dispatch": d1, "ddp_scaling": t1d}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")

@@ -243,3 +243,27 @@ def test_mpi_launch_without_mpi4py_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", no_mpi)
     with pytest.raises(dist.DistributedError, match="mpi4py is not installed"):
         process_group.ProcessGroup()
+
+
+def test_a_jitted_ddp_step_starts_each_reduction_during_backward_and_waits_after_it(group, rng) -> None:
+    model = _mlp(2)
+    ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=300 * 4 / 2**20)
+    opt = tj.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(ddp(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    f = tj.jit(step)
+    x, y = tj.asarray(rng.standard_normal((4, 6)).astype(np.float32)), tj.asarray(rng.integers(0, 3, 4))
+    f(x, y)
+    names = [getattr(s, "name", "kernel") for s in f.lower(x, y).entry.executable.program.steps]
+    starts = [i for i, n in enumerate(names) if n == "all_reduce_start"]
+    waits = [i for i, n in enumerate(names) if n == "all_reduce_wait"]
+    gemms = [i for i, n in enumerate(names) if n == "matmul"]
+    assert len(starts) == len(waits) == len(ddp.bucket_sizes) == 3
+    assert max(starts) < min(waits)
+    # the first bucket (the last layer's gradients) is in flight while the layers below run
+    assert sum(starts[0] < g < min(waits) for g in gemms) >= 2, names

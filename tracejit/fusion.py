@@ -257,7 +257,7 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
                     del fp.aliases[e.node]
                     produced.discard(e.node)
     _merge_siblings(fp)
-    _order_steps(fp)
+    _order_steps(fp, g.topo_index())
     return fp
 
 
@@ -384,12 +384,15 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
                       0, a.merge and b.merge)
 
 
-def _order_steps(fp: FusionPlan) -> None:
-    """Execution order: a step runs after the steps producing every buffer it reads."""
+def _order_steps(fp: FusionPlan, topo_index: dict[int, int]) -> None:
+    """Execution order: a step runs after the steps producing every buffer it reads; among the
+    steps ready to run, the one whose node comes first in the graph's order (so a step recorded
+    early, such as the start of a gradient reduction, runs early, and one recorded late waits)."""
     dag = _step_dag(fp)
     if not nx.is_directed_acyclic_graph(dag):
         raise AssertionError("fusion created a cycle between kernels")
-    fp.steps = [fp.steps[k] for k in nx.lexicographical_topological_sort(dag)]
+    position = [topo_index[s.root if isinstance(s, KernelPlan) else s.node] for s in fp.steps]
+    fp.steps = [fp.steps[k] for k in nx.lexicographical_topological_sort(dag, key=lambda k: (position[k], k))]
 
 
 def _chain(g: Graph, nid: int) -> tuple[int, Path]:

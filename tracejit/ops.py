@@ -918,3 +918,23 @@ def _reduce_scatter_check(a: AVal, *, op: str, world_size: int) -> AVal:
 
 _register(Prim("reduce_scatter", "host", _reduce_scatter_check,
                lambda a, *, op, world_size: _group().reduce_scatter(a, op).wait(), vjp=_reduce_scatter_vjp))
+
+
+# A reduction split in two steps, so that a compiled program runs other steps while it is in
+# flight (DistributedDataParallel's buckets under jit): ``all_reduce_start`` starts it and
+# returns a token; ``all_reduce_wait`` of that token is the result.  ``tag`` pairs the two; the
+# wait's second operand, unread, is a value it must not run before (the backward pass's last).
+def _all_reduce_start_infer(a: AVal, *, op: str, tag: int) -> AVal:
+    _collective_infer("all_reduce_start")(a, op=op)
+    return AVal((), dt.int64)
+
+
+def _all_reduce_start_impl(a, *, op, tag):
+    _group().start_tagged(tag, a, op)
+    return np.asarray(tag, dtype=np.int64)
+
+
+_register(Prim("all_reduce_start", "host", _all_reduce_start_infer, _all_reduce_start_impl))
+_register(Prim("all_reduce_wait", "host",
+               lambda token, after, *, tag, shape, dtype: AVal(tuple(shape), np.dtype(dtype)),
+               lambda token, after, *, tag, shape, dtype: _group().wait_tagged(int(token)).reshape(shape)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,6 +29,7 @@ DEFAULT_TIMEOUT_S = 300.0
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS")
 _FAILURE_TAG = 7301
 REDUCE_OPS = ("sum", "mean", "max", "min")
+PROGRESS_POLL_S = 2e-4      # how often the helper thread polls the reductions in flight
 
 
 class DistributedError(RuntimeError):
@@ -46,22 +48,24 @@ class Work:
                  finish: Callable[[], Any]) -> None:
         self.group, self.what, self._requests, self._finish = group, what, requests, finish
         self._done = not requests
+        self._lock = threading.Lock()          # MPI_Test on one request from one thread at a time
         self._result: Any = None
         self.started = time.perf_counter()
-        self.completed: float | None = None     # perf_counter when first seen complete
+        # perf_counter when first seen complete
+        self.completed: float | None = self.started if self._done else None
 
     def test(self) -> bool:
         """Drive MPI's progress; True once complete (non-blocking)."""
-        if not self._done and self.group._test(self._requests):
-            self._done = True
-            self.completed = time.perf_counter()
+        if not self._done:
+            with self._lock:
+                if not self._done and self.group._test(self._requests):
+                    self._done = True
+                    self.completed = time.perf_counter()
         return self._done
 
     def wait(self) -> Any:
         if not self._done:
-            self.group._wait(self._requests, self.what)
-            self._done = True
-            self.completed = time.perf_counter()
+            self.group._wait(self, self.what)
         if self._finish is not None:
             self._result, self._finish = self._finish(), None
         return self._result
@@ -75,6 +79,10 @@ class ProcessGroup:
         self.timeout = float(timeout if timeout is not None else env if env else DEFAULT_TIMEOUT_S)
         if self.timeout <= 0:
             raise ValueError(f"the process group's timeout must be positive, got {self.timeout}")
+        self._progress_cv = threading.Condition()
+        self._in_flight: list[Work] = []
+        self._progress_thread: threading.Thread | None = None
+        self._tagged: dict[int, Work] = {}
         self.mpi: Any = None
         self.comm: Any = None
         self.rank, self.world_size = 0, 1
@@ -89,6 +97,9 @@ class ProcessGroup:
             self.comm = MPI.COMM_WORLD.Dup()          # our own: user MPI traffic never matches ours
             self.control = MPI.COMM_WORLD.Dup()       # failure notices only
             self.rank, self.world_size = self.comm.Get_rank(), self.comm.Get_size()
+            if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+                raise DistributedError("the MPI library does not provide MPI_THREAD_MULTIPLE, which "
+                                       "tracejit's background progress of collectives needs")
             self._peer_failure: str | None = None
             _install_failure_notice(self)
 
@@ -100,10 +111,10 @@ class ProcessGroup:
     def _test(self, requests: list[Any]) -> bool:
         return bool(self.mpi.Request.Testall(requests))
 
-    def _wait(self, requests: list[Any], what: str) -> None:
+    def _wait(self, work: Work, what: str) -> None:
         deadline = time.monotonic() + self.timeout
         pause = 0.0
-        while not self._test(requests):
+        while not work.test():
             self.check_peers(what)
             if time.monotonic() > deadline:
                 raise DistributedError(
@@ -113,6 +124,50 @@ class ProcessGroup:
             # spin briefly, then yield the core: ranks may share cores (oversubscribed runs)
             pause = min(1e-3, pause * 2 + 1e-6)
             time.sleep(pause)
+
+    def progress_in_background(self, work: Work) -> None:
+        """Poll ``work`` from a helper thread until it completes.
+
+        MPI advances a non-blocking collective only inside MPI calls; while this thread is in a
+        kernel (which releases the GIL) the helper's polls keep the reduction moving, which is
+        what lets it finish behind the backward pass.
+        """
+        if work.test():
+            return
+        with self._progress_cv:
+            self._in_flight.append(work)
+            if self._progress_thread is None:
+                self._progress_thread = threading.Thread(target=self._progress_loop, daemon=True,
+                                                         name="tracejit-mpi-progress")
+                self._progress_thread.start()
+            self._progress_cv.notify()
+
+    def _progress_loop(self) -> None:
+        while True:
+            with self._progress_cv:
+                while not self._in_flight:
+                    self._progress_cv.wait()
+                works = list(self._in_flight)
+            done = [w for w in works if w.test()]
+            with self._progress_cv:
+                for w in done:
+                    self._in_flight.remove(w)
+            time.sleep(PROGRESS_POLL_S)
+
+    def start_tagged(self, tag: int, x: np.ndarray, op: str) -> None:
+        """Start an all-reduce that :meth:`wait_tagged` of ``tag`` finishes (a program's step pair)."""
+        if tag in self._tagged:
+            raise DistributedError(f"all_reduce_start: reduction {tag} is already in flight (a program "
+                                   "that stopped between its start and wait steps?)")
+        work = self.all_reduce(x, op)
+        self.progress_in_background(work)
+        self._tagged[tag] = work
+
+    def wait_tagged(self, tag: int) -> np.ndarray:
+        work = self._tagged.pop(tag, None)
+        if work is None:
+            raise DistributedError(f"all_reduce_wait: reduction {tag} was never started")
+        return work.wait()
 
     def check_peers(self, what: str = "the collective") -> None:
         """Raise if another rank sent a failure notice."""

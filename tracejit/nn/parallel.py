@@ -10,11 +10,15 @@ waited and the averages copied back into ``.grad``, so ``optimizer.step()`` (any
 optimizer, unchanged) sees the averaged gradients.  Buckets start in a fixed order on every
 rank, as MPI needs.
 
-Under ``tj.jit`` the hooks run while the step is traced: each bucket's all-reduce becomes a
-collective step of the compiled program, recorded where the bucket's gradients are complete.
+Under ``tj.jit`` the hooks run while the step is traced: each bucket's all-reduce becomes two
+steps of the compiled program, a start recorded where the bucket's gradients are complete and
+a wait recorded after the whole backward pass; steps run in the order they were recorded
+where dependencies allow, so the kernels of the layers below run while the reduction is in
+flight (polled by the process group's helper thread).
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +33,8 @@ from ..tensors import CPU, Tensor
 from ..tracing import current_trace
 from .modules import Module
 
+_TAGS = itertools.count(1)      # pairs a traced reduction's start and wait steps
+
 
 @dataclass
 class _Bucket:
@@ -42,7 +48,8 @@ class _Bucket:
     flat: np.ndarray | None = None
     ready: set[int] = field(default_factory=set)
     work: pg.Work | None = None
-    traced: Tensor | None = None
+    token: Tensor | None = None          # under jit: the started reduction
+    tag: int = 0
 
 
 @dataclass
@@ -52,6 +59,8 @@ class CommStats:
     buckets: int = 0
     bytes: int = 0
     wait_s: float = 0.0          # waiting for the reductions after backward finished (not hidden)
+    comm_s: float = 0.0          # summed over buckets: from its start to its completion
+    hidden_s: float = 0.0        # the part of comm_s before backward had its last gradient
     steps: int = 0
 
 
@@ -83,6 +92,7 @@ class DistributedDataParallel(Module):
         self._offset_of = {id(p): off for b in self._buckets for p, off in zip(b.params, b.offsets)}
         self._next_launch = 0
         self._active = False
+        self._last_flat: Tensor | None = None
         self._handles = [p.register_post_accumulate_grad_hook(self._grad_ready) for _, p in named]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -160,13 +170,16 @@ class DistributedDataParallel(Module):
             if scale != 1.0:
                 np.multiply(b.flat, scale, out=b.flat, casting="unsafe")
             b.work = self.group.all_reduce(b.flat, "sum")
+            self.group.progress_in_background(b.work)
             return
         flat = P.concat(*[P.reshape(p.grad, shape=(b.sizes[off],))
                                  for p, off in zip(b.params, b.offsets)], axis=0) \
             if len(b.params) > 1 else P.reshape(b.params[0].grad, shape=(b.size,))
         if scale != 1.0:
             flat = P.mul(flat, P.full_like(flat, scale))
-        b.traced = P.bind("all_reduce", flat, op="sum")
+        b.tag = next(_TAGS)
+        b.token = P.bind("all_reduce_start", flat, op="sum", tag=b.tag)
+        self._last_flat = flat
 
     def _finish(self) -> None:
         """After backward: every bucket started and waited, the averages back in ``.grad``."""
@@ -179,26 +192,34 @@ class DistributedDataParallel(Module):
                     + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
                     + "; every parameter that requires grad must take part in the loss (or set "
                     "requires_grad=False on it before wrapping the model)")
-            self._launch_ready()
             t0 = time.perf_counter()
+            self._launch_ready()
+            comm = hidden = 0.0
             for b in self._buckets:
                 if b.work is not None:
                     reduced = b.work.wait()
+                    comm += b.work.completed - b.work.started
+                    hidden += max(0.0, min(b.work.completed, t0) - b.work.started)
                     for p, off in zip(b.params, b.offsets):
                         write_back(p.grad, reduced[off:off + b.sizes[off]].reshape(p.shape), CPU)
-                elif b.traced is not None:
+                elif b.token is not None:
+                    # after the last bucket's gradients: the end of the backward pass
+                    reduced_t = P.bind("all_reduce_wait", b.token, self._last_flat, tag=b.tag,
+                                       shape=(b.size,), dtype=b.dtype.name)
                     for p, off in zip(b.params, b.offsets):
-                        piece = P.slice(b.traced, start=(off,), stop=(off + b.sizes[off],), step=(1,))
+                        piece = P.slice(reduced_t, start=(off,), stop=(off + b.sizes[off],), step=(1,))
                         p.grad._assign(P.reshape(piece, shape=p.shape))
             stats = self.comm_stats
             stats.wait_s = time.perf_counter() - t0
+            stats.comm_s, stats.hidden_s = comm, hidden
             stats.buckets = len(self._buckets)
             stats.bytes = sum(b.size * b.dtype.itemsize for b in self._buckets)
             stats.steps += 1
         finally:
             for b in self._buckets:
                 b.ready.clear()
-                b.work = b.traced = None
+                b.work = b.token = None
+            self._last_flat = None
             self._next_launch = 0
 
 
