@@ -103,33 +103,40 @@ def child_tracejit(steps: int) -> dict[str, Any]:
                 for lin in linears for k in (0, 1)], ref, f"tracejit {mode}")
         for _ in range(3):
             fn(xs, ys)
+        ddp.overlap = False
+        fn(xs, ys)                 # under jit: the second program (overlap is guarded, it re-traces)
         dist.barrier()
-        if mode == "eager":
-            times: dict[bool, list[float]] = {True: [], False: []}
-            waits: dict[bool, list[float]] = {True: [], False: []}
-            comm = hidden = 0.0
-            for _ in range(max(1, steps // 5)):          # rounds in turn: drift weighs on both alike
-                for overlap in (True, False):
-                    ddp.overlap = overlap
-                    for _ in range(5):
-                        t0 = time.perf_counter()
-                        fn(xs, ys)
-                        times[overlap].append(time.perf_counter() - t0)
-                        waits[overlap].append(ddp.comm_stats.wait_s)
-                        if overlap:
-                            comm += ddp.comm_stats.comm_s
-                            hidden += ddp.comm_stats.hidden_s
-            rows["tracejit eager"] = {"step_s": statistics.median(times[True]), "first_s": first,
-                                      "wait_s": statistics.median(waits[True]),
-                                      "hidden_share": hidden / comm if comm else 0.0,
-                                      "comm_s": comm / len(times[True])}
-            rows["tracejit eager, no overlap"] = {"step_s": statistics.median(times[False]),
-                                                  "wait_s": statistics.median(waits[False])}
-            rows["buckets"] = ddp.bucket_sizes
-            rows["bytes_per_step"] = ddp.comm_stats.bytes
-        else:
-            rows["tracejit jit"] = {"step_s": statistics.median(_timed(lambda f=fn: f(xs, ys), steps)),
-                                    "first_s": first}
+        group = dist.process_group.current()
+        times: dict[bool, list[float]] = {True: [], False: []}
+        waits: dict[bool, list[float]] = {True: [], False: []}
+        comm = hidden = 0.0
+        for _ in range(max(1, steps // 5)):          # rounds in turn: drift weighs on both alike
+            for overlap in (True, False):
+                ddp.overlap = overlap
+                for _ in range(5):
+                    group.tagged_log.clear()
+                    t0 = time.perf_counter()
+                    fn(xs, ys)
+                    times[overlap].append(time.perf_counter() - t0)
+                    if mode == "eager":
+                        c, h, wait = ddp.comm_stats.comm_s, ddp.comm_stats.hidden_s, ddp.comm_stats.wait_s
+                    else:       # the compiled step's start/wait pairs; backward ends at the first wait
+                        log = group.tagged_log
+                        end = min((asked for _, _, asked in log), default=0.0)
+                        c = sum(done - start for start, done, _ in log)
+                        h = sum(max(0.0, min(done, end) - start) for start, done, _ in log)
+                        wait = max((done for _, done, _ in log), default=end) - end
+                    waits[overlap].append(wait)
+                    if overlap:
+                        comm, hidden = comm + c, hidden + h
+        name = f"tracejit {mode}"
+        rows[name] = {"step_s": statistics.median(times[True]), "first_s": first,
+                      "wait_s": statistics.median(waits[True]),
+                      "hidden_share": hidden / comm if comm else 0.0,
+                      "comm_s": comm / len(times[True])}
+        rows[f"{name}, no overlap"] = {"step_s": statistics.median(times[False]),
+                                       "wait_s": statistics.median(waits[False])}
+        rows["buckets"] = ddp.bucket_sizes
         flat = np.concatenate([p.numpy().reshape(-1) for p in model.parameters()])
         every = dist.all_gather(tj.asarray(flat)).numpy()
         if not all(np.array_equal(every[0], e) for e in every):
@@ -219,10 +226,12 @@ def render(res: dict[str, Any]) -> str:
     cores = res["cores"]
     lines = [f"{KEY} T1 data-parallel: {BATCH} samples per rank per step, 1 thread per rank, "
              f"{cores} cores; median step time, samples/s over all ranks (x: vs world size 1)"]
-    names = ("tracejit eager", "tracejit eager, no overlap", "tracejit jit", "torch eager (gloo)")
+    names = ("tracejit eager", "tracejit eager, no overlap", "tracejit jit", "tracejit jit, no overlap",
+             "torch eager (gloo)")
     base: dict[str, float] = {}
-    head = f"{'ranks':>10} | " + " | ".join(f"{n:>30}" for n in names) + " | hidden"
+    head = f"{'ranks':>10} | " + " | ".join(f"{n:>30}" for n in names)
     lines += [head, "-" * len(head)]
+    hidden_lines = []
     for w, rows in res["worlds"].items():
         w = int(w)
         cells = []
@@ -235,16 +244,20 @@ def render(res: dict[str, Any]) -> str:
             sps = w * BATCH / r["step_s"]
             base.setdefault(n, sps)
             cells.append(f"{r['step_s'] * 1e3:7.1f} ms {sps:7.0f}/s x{sps / base[n]:4.2f}")
-        hidden = "-"
-        ov, no = rows.get("tracejit eager"), rows.get("tracejit eager, no overlap")
-        if ov and no and no["wait_s"] > 0 and w > 1:
-            hidden = (f"{ov['hidden_share']:.0%} of {ov['comm_s'] * 1e3:.0f} ms; wait "
-                      f"{ov['wait_s'] * 1e3:.0f} vs {no['wait_s'] * 1e3:.0f} ms")
         mark = " (over)" if w > cores else ""
-        lines.append(f"{w:>3}{mark:>7} | " + " | ".join(cells) + f" | {hidden}")
-    any_rows = next((r for r in res["worlds"].values() if "bytes_per_step" in r), None)
+        lines.append(f"{w:>3}{mark:>7} | " + " | ".join(cells))
+        for mode in ("eager", "jit"):
+            ov, no = rows.get(f"tracejit {mode}"), rows.get(f"tracejit {mode}, no overlap")
+            if ov and no and w > 1:
+                hidden_lines.append(
+                    f"{w:>3}{mark:>7} | tracejit {mode:>5}: {ov['hidden_share']:4.0%} of "
+                    f"{ov['comm_s'] * 1e3:6.1f} ms "
+                    f"of reductions in flight before backward ended; wait after backward "
+                    f"{ov['wait_s'] * 1e3:5.1f} ms overlapped vs {no['wait_s'] * 1e3:5.1f} ms not")
+    lines += ["hidden behind backward (per step, rank 0):"] + hidden_lines
+    any_rows = next((r for r in res["worlds"].values() if "buckets" in r), None)
     if any_rows:
-        mib = any_rows["bytes_per_step"] / 2**20
+        mib = sum(any_rows["buckets"]) * 4 / 2**20
         lines.append(f"buckets (elements): {any_rows['buckets']}; {mib:.2f} MiB of gradients all-reduced "
                      "per rank per step; (over) = more ranks than cores")
     return "\n".join(lines)

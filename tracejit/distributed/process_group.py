@@ -83,6 +83,8 @@ class ProcessGroup:
         self._in_flight: list[Work] = []
         self._progress_thread: threading.Thread | None = None
         self._tagged: dict[int, Work] = {}
+        # (started, completed, wait called) per finished start/wait pair, for measurements
+        self.tagged_log: list[tuple[float, float, float]] = []
         self.mpi: Any = None
         self.comm: Any = None
         self.rank, self.world_size = 0, 1
@@ -167,7 +169,11 @@ class ProcessGroup:
         work = self._tagged.pop(tag, None)
         if work is None:
             raise DistributedError(f"all_reduce_wait: reduction {tag} was never started")
-        return work.wait()
+        asked = time.perf_counter()
+        out = work.wait()
+        if len(self.tagged_log) < 4096:
+            self.tagged_log.append((work.started, work.completed, asked))
+        return out
 
     def check_peers(self, what: str = "the collective") -> None:
         """Raise if another rank sent a failure notice."""
