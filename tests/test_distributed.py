@@ -135,6 +135,10 @@ def test_ddp_buckets_follow_the_cap_in_reverse_parameter_order(group) -> None:
     # reverse order, 300 elements a bucket: b3 (3) + W3 (48) + b2 (16) = 67; + W2 (256) would pass
     # the cap, so W2 starts the next, b1 (16) joins it (272); W1 (96) starts the third
     assert ddp.bucket_sizes == [67, 272, 96]
+    for overlap, early in ((True, 3), (False, 0)):
+        ddp.overlap = overlap
+        ddp(tj.ones((2, 6))).sum().backward()
+        assert ddp.comm_stats.started_early == early
     assert nn.parallel.DistributedDataParallel(_mlp(0)).bucket_sizes == [435]
     with pytest.raises(ValueError, match="bucket_cap_mb must be positive"):
         nn.parallel.DistributedDataParallel(_mlp(0), bucket_cap_mb=0)
@@ -162,6 +166,8 @@ def test_ddp_of_one_rank_trains_like_the_model(group, rng, jit) -> None:
         runs.append([p.numpy() for p in model.parameters()])
         if wrap:
             assert net.comm_stats.steps == (1 if jit else 3)     # under jit the hooks run once, traced
+            if not jit:     # every bucket's reduction started from a hook, before the walk ended
+                assert net.comm_stats.started_early == len(net.bucket_sizes) > 1
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 

@@ -53,6 +53,15 @@ class _Bucket:
 
 
 @dataclass
+class _Pass:
+    """The backward pass in progress (kept off the module's attributes, which jit guards)."""
+
+    active: bool = False
+    next_launch: int = 0                 # buckets before this one are started
+    last_flat: Tensor | None = None      # under jit: the last bucket's gradients
+
+
+@dataclass
 class CommStats:
     """What the last backward spent on gradient all-reduces (host seconds, bytes per rank)."""
 
@@ -61,6 +70,7 @@ class CommStats:
     wait_s: float = 0.0          # waiting for the reductions after backward finished (not hidden)
     comm_s: float = 0.0          # summed over buckets: from its start to its completion
     hidden_s: float = 0.0        # the part of comm_s before backward had its last gradient
+    started_early: int = 0       # buckets whose reduction started before backward ended
     steps: int = 0
 
 
@@ -90,9 +100,7 @@ class DistributedDataParallel(Module):
         self._buckets = self._make_buckets(named)
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._offset_of = {id(p): off for b in self._buckets for p, off in zip(b.params, b.offsets)}
-        self._next_launch = 0
-        self._active = False
-        self._last_flat: Tensor | None = None
+        self._pass = _Pass()
         self._handles = [p.register_post_accumulate_grad_hook(self._grad_ready) for _, p in named]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -139,8 +147,8 @@ class DistributedDataParallel(Module):
 
     # ---------------------------------------------------------------- during backward
     def _grad_ready(self, p: Tensor) -> None:
-        if not self._active:
-            self._active = True
+        if not self._pass.active:
+            self._pass.active = True
             queue_callback(self._finish)
         b = self._bucket_of[id(p)]
         if current_trace() is None:
@@ -151,18 +159,18 @@ class DistributedDataParallel(Module):
         b.ready.add(id(p))
         if self.overlap:
             self._launch_ready()
-        for other in self._buckets[:self._next_launch]:
+        for other in self._buckets[:self._pass.next_launch]:
             if other.work is not None:
                 other.work.test()           # MPI progresses non-blocking collectives when polled
 
     def _launch_ready(self) -> None:
         """Start the buckets that are complete, in bucket order (the same order on every rank)."""
-        while self._next_launch < len(self._buckets):
-            b = self._buckets[self._next_launch]
+        while self._pass.next_launch < len(self._buckets):
+            b = self._buckets[self._pass.next_launch]
             if len(b.ready) < len(b.params):
                 return
             self._launch(b)
-            self._next_launch += 1
+            self._pass.next_launch += 1
 
     def _launch(self, b: _Bucket) -> None:
         scale = 1.0 / self.group.world_size
@@ -179,11 +187,11 @@ class DistributedDataParallel(Module):
             flat = P.mul(flat, P.full_like(flat, scale))
         b.tag = next(_TAGS)
         b.token = P.bind("all_reduce_start", flat, op="sum", tag=b.tag)
-        self._last_flat = flat
+        self._pass.last_flat = flat
 
     def _finish(self) -> None:
         """After backward: every bucket started and waited, the averages back in ``.grad``."""
-        self._active = False
+        self._pass.active = False
         missing = [n for b in self._buckets for n, p in zip(b.names, b.params) if id(p) not in b.ready]
         try:
             if missing:
@@ -193,8 +201,9 @@ class DistributedDataParallel(Module):
                     + "; every parameter that requires grad must take part in the loss (or set "
                     "requires_grad=False on it before wrapping the model)")
             t0 = time.perf_counter()
-            self._launch_ready()
             comm = hidden = 0.0
+            early = sum(b.work is not None for b in self._buckets)
+            self._launch_ready()
             for b in self._buckets:
                 if b.work is not None:
                     reduced = b.work.wait()
@@ -204,14 +213,14 @@ class DistributedDataParallel(Module):
                         write_back(p.grad, reduced[off:off + b.sizes[off]].reshape(p.shape), CPU)
                 elif b.token is not None:
                     # after the last bucket's gradients: the end of the backward pass
-                    reduced_t = P.bind("all_reduce_wait", b.token, self._last_flat, tag=b.tag,
+                    reduced_t = P.bind("all_reduce_wait", b.token, self._pass.last_flat, tag=b.tag,
                                        shape=(b.size,), dtype=b.dtype.name)
                     for p, off in zip(b.params, b.offsets):
                         piece = P.slice(reduced_t, start=(off,), stop=(off + b.sizes[off],), step=(1,))
                         p.grad._assign(P.reshape(piece, shape=p.shape))
             stats = self.comm_stats
             stats.wait_s = time.perf_counter() - t0
-            stats.comm_s, stats.hidden_s = comm, hidden
+            stats.comm_s, stats.hidden_s, stats.started_early = comm, hidden, early
             stats.buckets = len(self._buckets)
             stats.bytes = sum(b.size * b.dtype.itemsize for b in self._buckets)
             stats.steps += 1
@@ -219,8 +228,7 @@ class DistributedDataParallel(Module):
             for b in self._buckets:
                 b.ready.clear()
                 b.work = b.token = None
-            self._last_flat = None
-            self._next_launch = 0
+            self._pass.next_launch, self._pass.last_flat = 0, None      # the same object: jit guards it
 
 
 __all__ = ["DistributedDataParallel", "CommStats"]
