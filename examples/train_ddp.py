@@ -72,7 +72,7 @@ class Run:
         self.model = make_model(seed, args.dropout)
         self.ddp = nn.parallel.DistributedDataParallel(self.model, bucket_cap_mb=args.bucket_mb)
         self.opt = tj.optim.SGD(self.model.parameters(), lr=args.lr, momentum=0.9)
-        self.sampler = DistributedSampler(data, shuffle=True, seed=args.seed)
+        self.sampler = DistributedSampler(data, shuffle=True, seed=seed)
         self.loader = DataLoader(data, batch_size=args.batch, sampler=self.sampler, prefetch=0)
         self.step = make_step(self.ddp, self.opt, args.jit)
         self.epoch = 0
@@ -152,7 +152,7 @@ def main() -> None:
         for _ in range(1, args.epochs):
             run.train_epoch()
         finished = params_of(run.model)
-        fresh = Run(args, data, args.seed + 1)             # other weights, sampler at epoch 0
+        fresh = Run(args, data, args.seed + 1)             # other weights and shuffle seed, epoch 0
         tj.manual_seed(12345)                              # and another generator state
         fresh.resume(dist.load(path))
         for _ in range(fresh.epoch, args.epochs):

@@ -273,3 +273,18 @@ def test_a_jitted_ddp_step_starts_each_reduction_during_backward_and_waits_after
     assert max(starts) < min(waits)
     # the first bucket (the last layer's gradients) is in flight while the layers below run
     assert sum(starts[0] < g < min(waits) for g in gemms) >= 2, names
+
+
+def test_ddp_hooks_fire_through_a_jitted_forward_in_an_eager_loop(group, rng) -> None:
+    x = tj.asarray(rng.standard_normal((5, 6)).astype(np.float32))
+    grads = []
+    for wrap in (False, True):
+        model = _mlp(3)
+        net = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=1e-4) if wrap else model
+        forward = tj.jit(net)                   # one compiled tape node; backward stays eager
+        (forward(x) ** 2).sum().backward()
+        grads.append([p.grad.numpy() for p in model.parameters()])
+        if wrap:
+            assert net.comm_stats.steps == 1 and net.comm_stats.started_early == len(net.bucket_sizes)
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
