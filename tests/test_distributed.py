@@ -86,7 +86,8 @@ def test_gradients_of_collectives_are_the_adjoint_collectives(group, rng) -> Non
     w = rng.standard_normal((2, 3)).astype(np.float32)
     for fn, want in ((lambda v: (dist.all_reduced(v) * tj.asarray(w)).sum(), w),
                      (lambda v: (dist.all_gather(v)[0] * tj.asarray(w)).sum(), w),
-                     (lambda v: (dist.reduce_scatter(v, op="mean") * tj.asarray(w)).sum(), w)):
+                     (lambda v: (dist.reduce_scatter(v, op="mean") * tj.asarray(w)).sum(), w),
+                     (lambda v: (dist.broadcast(v * 1.0, src=0) * tj.asarray(w)).sum(), w)):
         np.testing.assert_allclose(tj.grad(fn)(tj.asarray(a)).numpy(), want, rtol=1e-6)
         np.testing.assert_allclose(tj.jit(tj.grad(fn))(tj.asarray(a)).numpy(), want, rtol=1e-6)
     with pytest.raises(NotImplementedError, match="all_reduce\\(max\\) has no gradient"):

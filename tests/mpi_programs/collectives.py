@@ -67,6 +67,12 @@ def main() -> None:
     g = tj.grad(lambda v: (dist.all_gather(v) * tj.asarray(everyone)).sum())(tj.asarray(sent(rank, (2, 3))))
     close(g, world * sent(rank, (2, 3)), "gradient through all_gather", rtol=1e-5)
 
+    # broadcast's gradient: every rank's use of src's value, summed on src, zero elsewhere
+    wr = tj.asarray(sent(rank, (4,)))
+    gb = tj.grad(lambda v: (dist.broadcast(v * 1.0, src=src) * wr).sum())(tj.ones(4))
+    want_b = np.stack([sent(r, (4,)) for r in range(world)]).sum(0) if rank == src else np.zeros(4)
+    close(gb, want_b.astype(np.float32), "gradient through broadcast", rtol=1e-5)
+
     dist.barrier()
     if rank == 0:
         print(f"collectives ok on {world} ranks", flush=True)
