@@ -4,8 +4,9 @@
     mpirun -n 2 python examples/train_ddp.py --jit --check   # compiled step, checked on rank 0
     python examples/train_ddp.py                             # one process: the same script
 
-Each rank trains on its shard of the data (``DistributedSampler``); ``DistributedDataParallel``
-averages the gradients, so the ranks stay equal.  ``--check`` has rank 0 train the same model
+Each rank initializes its own weights and trains on its shard of the data
+(``DistributedSampler``); ``DistributedDataParallel`` starts every rank from rank 0's weights
+and averages the gradients, so the ranks stay equal.  ``--check`` has rank 0 train the same model
 alone on the concatenation of every rank's batch, step by step, and compare the parameters.
 ``--resume-check`` saves a checkpoint (rank 0 writes) after the first epoch, trains on, then
 builds a fresh model on every rank, resumes from the checkpoint (parameters, optimizer, sampler
@@ -68,8 +69,8 @@ def params_of(model: nn.Module) -> list[np.ndarray]:
 class Run:
     """One rank's model, optimizer, sampler and loader."""
 
-    def __init__(self, args: argparse.Namespace, data: TensorDataset, seed: int) -> None:
-        self.model = make_model(seed, args.dropout)
+    def __init__(self, args: argparse.Namespace, data: TensorDataset, init_seed: int, seed: int) -> None:
+        self.model = make_model(init_seed, args.dropout)     # DDP then broadcasts rank 0's weights
         self.ddp = nn.parallel.DistributedDataParallel(self.model, bucket_cap_mb=args.bucket_mb)
         self.opt = tj.optim.SGD(self.model.parameters(), lr=args.lr, momentum=0.9)
         self.sampler = DistributedSampler(data, shuffle=True, seed=seed)
@@ -139,7 +140,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     data = make_data(world * args.batch * args.steps_per_epoch, seed=args.seed)
     tj.manual_seed(args.seed)
-    run = Run(args, data, args.seed)
+    run = Run(args, data, args.seed + rank, args.seed)    # each rank initializes its own weights
     tj.manual_seed(args.seed + 1000 * rank)      # each rank its own dropout masks
     if rank == 0:
         print(f"{world} rank(s), buckets of {run.ddp.bucket_sizes} elements, jit={args.jit}", flush=True)
@@ -152,7 +153,7 @@ def main() -> None:
         for _ in range(1, args.epochs):
             run.train_epoch()
         finished = params_of(run.model)
-        fresh = Run(args, data, args.seed + 1)             # other weights and shuffle seed, epoch 0
+        fresh = Run(args, data, args.seed + 1, args.seed + 1)    # other weights and shuffle seed, epoch 0
         tj.manual_seed(12345)                              # and another generator state
         fresh.resume(dist.load(path))
         for _ in range(fresh.epoch, args.epochs):
