@@ -289,3 +289,18 @@ def test_ddp_hooks_fire_through_a_jitted_forward_in_an_eager_loop(group, rng) ->
             assert net.comm_stats.steps == 1 and net.comm_stats.started_early == len(net.bucket_sizes)
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_t1d_table_marks_oversubscribed_worlds_and_missing_frameworks() -> None:
+    from benchmarks import ddp_scaling
+    row = {"step_s": 0.1, "first_s": 1.0, "wait_s": 0.01, "hidden_share": 0.5, "comm_s": 0.02}
+    res = {"cores": 2, "worlds": {
+        1: {"tracejit eager": row, "tracejit eager, no overlap": row, "tracejit jit": row,
+            "tracejit jit, no overlap": row, "buckets": [10, 20], "torch": {"status": "skipped: no torch"}},
+        4: {"tracejit eager": {**row, "step_s": 0.2}, "tracejit eager, no overlap": {**row, "wait_s": 0.02},
+            "tracejit jit": row, "tracejit jit, no overlap": row, "torch": {"status": "skipped: no torch"}}}}
+    text = ddp_scaling.render(res)
+    assert "4 (over)" in text and "skipped: no torch" in text
+    assert "5120/s x2.00" in text        # 4 ranks x 256 samples in 0.2 s, twice world 1's rate
+    assert "50% of   20.0 ms" in text and "10.0 ms overlapped vs  20.0 ms not" in text
+    assert "buckets (elements): [10, 20]" in text
