@@ -424,4 +424,42 @@ W8 = Workload(
 )
 
 
-WORKLOADS: tuple[Workload, ...] = (W1, W2, W3, W4, W5a, W5b, W6, W7, W8)
+def _embed_inputs(s: Shape, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    batch, tokens, vocab, width = s
+    return (rng.integers(0, vocab, (batch, tokens)), _randn(rng, vocab, width, scale=0.02),
+            _randn(rng, tokens, width, scale=0.02))
+
+
+def _embed(xp: Any) -> Callable[..., Any]:
+    """Token plus position embeddings, a transformer's first layer: the framework's gather
+    (``take``; torch's ``nn.functional.embedding``) and a broadcast add."""
+    lookup = getattr(getattr(getattr(xp, "nn", None), "functional", None), "embedding", None)
+
+    def w9_embed(ids: Any, table: Any, pos: Any) -> Any:
+        if lookup is not None and xp.__name__ == "torch":      # (tracejit has nn too)
+            return lookup(ids, table) + pos
+        flat = xp.reshape(ids, (-1,))
+        return xp.reshape(xp.take(table, flat, axis=0), tuple(ids.shape) + (table.shape[1],)) + pos
+
+    return w9_embed
+
+
+W9 = Workload(
+    key="W9",
+    title="token + position embedding",
+    sizes={"full": [(8, 128, 32000, 64)], "quick": [(8, 128, 32000, 64)], "cuda": [(32, 512, 32000, 256)]},
+    make_inputs=_embed_inputs,
+    numpy=lambda ids, table, pos: table[ids] + pos,
+    tracejit=_embed,
+    torch=_embed,
+    jax=lambda jax: _embed(jax.numpy),
+    # the gathered rows read and the result written, the ids and the position table read once
+    cost=lambda s: Cost(bytes=_f32(2 * s[0] * s[1] * s[3] + s[1] * s[3]) + 8 * s[0] * s[1],
+                        flops=s[0] * s[1] * s[3]),
+    metric=GBPS,
+    rtol=1e-6,
+    atol=1e-7,
+)
+
+
+WORKLOADS: tuple[Workload, ...] = (W1, W2, W3, W4, W5a, W5b, W6, W7, W8, W9)

@@ -121,7 +121,7 @@ def _reduce_acc_dtype(st: kir.Reduce) -> str:
 
 
 def _loads(k: kir.Kernel, exprs) -> set[int]:
-    return {n.input for e in exprs for n in kir.walk(e) if isinstance(n, kir.Load)}
+    return {n.input for e in exprs for n in kir.walk(e) if isinstance(n, (kir.Load, kir.Gather))}
 
 
 def _row_mode(k: kir.Kernel) -> bool:
@@ -392,6 +392,9 @@ class _Lowering:
             return memo[e]
         if isinstance(e, kir.Load):
             r = any(self.k.inputs[e.input].layout[d] != "b" for d in dims)
+        elif isinstance(e, kir.Gather):
+            r = any(self.k.inputs[e.input].layout[d] != "b" for d in dims) or \
+                self.varies(e.index, dims, accs, memo)
         elif isinstance(e, kir.Index):
             r = e.dim in dims
         elif isinstance(e, kir.Acc):
@@ -415,10 +418,10 @@ class _Lowering:
             if isinstance(e, kir.Const) or e in ctx.hoisted:
                 return
             if not self.varies(e, dims, ctx.accs, memo):
-                if isinstance(e, (kir.Load, kir.Op)):
+                if isinstance(e, (kir.Load, kir.Op, kir.Gather)):
                     found.append(e)
                 return
-            if isinstance(e, kir.Op):
+            if isinstance(e, (kir.Op, kir.Gather)):
                 for a in e.args:
                     visit(a)
 
@@ -442,6 +445,8 @@ class _Lowering:
             v = const(e.dtype, e.value, w)
         elif isinstance(e, kir.Load):
             v = self.load(e.input, ctx)
+        elif isinstance(e, kir.Gather):
+            v = self.gather(e, ctx)
         elif isinstance(e, kir.Acc):
             v = splat(b, ctx.accs[e.stage], w)
         elif isinstance(e, kir.Piecewise):
@@ -485,6 +490,38 @@ class _Lowering:
                 v = b.insert_element(v, b.load(p), I32(lane))
         else:
             v = splat(b, b.load(b.gep(self.ptrs[i], [ctx.offsets[i]], inbounds=True)), w)
+        if op.dtype == "bool":
+            v = b.icmp_unsigned("!=", v, ir.Constant(v.type, None))
+        return v
+
+    def gather(self, e: kir.Gather, ctx: _Ctx) -> ir.Value:
+        """Input ``e.input`` moved ``e.index`` steps along ``e.dim`` (see :class:`kir.Gather`)."""
+        b, w, i = self.b, ctx.width, e.input
+        op = self.k.inputs[i]
+        sty = storage_type(op.dtype)
+        step = self.strides[i][e.dim]
+        index = self.eval(e.index, ctx)
+        if w is None:
+            v = b.load(b.gep(self.ptrs[i], [b.add(ctx.offsets[i], b.mul(index, step))], inbounds=True))
+        elif op.layout[ctx.vdim] == "c" and not self.varies(e.index, {ctx.vdim}, ctx.accs, {}):
+            # one index for every lane (a row of an embedding table): one vector load
+            row = b.mul(b.extract_element(index, I32(0)), step)
+            p = b.gep(self.ptrs[i], [b.add(ctx.offsets[i], row)], inbounds=True)
+            ptr = b.bitcast(p, ir.VectorType(sty, w).as_pointer())
+            v = masked_load(b, ptr, ctx.mask, itemsize(op.dtype)) if ctx.mask is not None \
+                else b.load(ptr, align=itemsize(op.dtype))
+        else:
+            # lane by lane; a masked-off lane (past a row's end) reads lane 0's element instead
+            v = ir.Constant(ir.VectorType(sty, w), ir.Undefined)
+            lane_step = self.strides[i][ctx.vdim]
+            for lane in range(w):
+                row = b.mul(b.extract_element(index, I32(lane)), step)
+                off = b.add(b.mul(self.i64(lane), lane_step), row)
+                if ctx.mask is not None:
+                    off = b.select(b.extract_element(ctx.mask, I32(lane)), off,
+                                   b.mul(b.extract_element(index, I32(0)), step))
+                p = b.gep(self.ptrs[i], [b.add(ctx.offsets[i], off)], inbounds=True)
+                v = b.insert_element(v, b.load(p), I32(lane))
         if op.dtype == "bool":
             v = b.icmp_unsigned("!=", v, ir.Constant(v.type, None))
         return v

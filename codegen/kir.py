@@ -124,7 +124,23 @@ class Piecewise:
         return self.pieces
 
 
-Expr = Load | Const | Acc | Index | Op | Piecewise
+@dataclass(frozen=True)
+class Gather:
+    """Input ``input`` read ``index`` steps along iteration dim ``dim`` from the current point
+    (an indexed load: ``table[idx[t], j]``).  The fusion pass gives a gathering kernel an
+    outer dim of extent 1 for this, along which only the table has a stride (its row stride), so
+    the step is a run-time number like every other stride; ``index`` (int64) is in range,
+    checked before the kernel runs."""
+    input: int
+    dim: int
+    index: Expr
+
+    @property
+    def args(self) -> tuple[Expr, ...]:
+        return (self.index,)
+
+
+Expr = Load | Const | Acc | Index | Op | Piecewise | Gather
 
 
 @dataclass(frozen=True)
@@ -177,7 +193,7 @@ def structural_key(k: Kernel) -> str:
 
 def expr_dtype(k: Kernel, e: Expr) -> str:
     """The dtype of an expression node inside kernel ``k``."""
-    if isinstance(e, Load):
+    if isinstance(e, (Load, Gather)):
         return k.inputs[e.input].dtype
     if isinstance(e, Acc):
         return k.stages[e.stage].dtype
@@ -202,7 +218,7 @@ def walk(expr: Expr, pieces: bool = True):
             continue
         seen.add(id(node))
         stack.append((node, True))
-        if isinstance(node, Op) or (pieces and isinstance(node, Piecewise)):
+        if isinstance(node, (Op, Gather)) or (pieces and isinstance(node, Piecewise)):
             stack.extend((a, False) for a in reversed(node.args))
 
 
@@ -224,6 +240,9 @@ def specialize(expr: Expr, dim: int, lo: int, hi: int | None, memo: dict | None 
     elif isinstance(expr, Op):
         args = tuple(specialize(a, dim, lo, hi, memo) for a in expr.args)
         out = expr if all(a is b for a, b in zip(args, expr.args)) else Op(expr.op, args, expr.dtype)
+    elif isinstance(expr, Gather):
+        index = specialize(expr.index, dim, lo, hi, memo)
+        out = expr if index is expr.index else Gather(expr.input, expr.dim, index)
     memo[id(expr)] = out
     return out
 
@@ -243,6 +262,8 @@ def format_expr(expr: Expr) -> str:
         return f"acc{expr.stage}"
     if isinstance(expr, Index):
         return f"i{expr.dim}"
+    if isinstance(expr, Gather):
+        return f"in{expr.input}[i; i{expr.dim} += {format_expr(expr.index)}]"
     if isinstance(expr, Piecewise):
         bounds = ("0",) + tuple(map(str, expr.cuts)) + ("",)
         parts = ", ".join(f"[{lo}:{hi}] {format_expr(p)}"

@@ -526,7 +526,12 @@ def _run_extern(step: Extern, bufs: list, slot_dtypes: Sequence[str]) -> None:
         cpu_gemm.matmul(*arrays)
     elif step.name in EXTERNS:
         *ins, out = arrays
-        out[...] = EXTERNS[step.name](*ins, **dict(step.params))
+        try:
+            out[...] = EXTERNS[step.name](*ins, **dict(step.params))
+        except (IndexError, ValueError) as e:   # bad data (an index out of range): say where
+            if not step.source:
+                raise
+            raise type(e)(f"{e}  (at {step.source})") from None
     else:
         raise NotImplementedError(f"extern {step.name!r} on the CPU")
 

@@ -44,6 +44,7 @@ class Extern:
     shapes: tuple[tuple[int, ...], ...]
     dtype: str
     params: tuple[tuple[str, Any], ...] = ()
+    source: str = ""        # the user's line that made it, named when it raises
 
 
 Step = Launch | Extern

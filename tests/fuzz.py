@@ -336,6 +336,20 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         else:
             raise AssertionError(op.name)
         return Val(out, a.approx, a.chaotic)
+    if op.kind == "gather":
+        a = arg(0)
+        x = a.t
+        if x.ndim == 0 or 0 in x.shape:
+            return None
+        ax = p.get("axis", 0) % x.ndim
+        n = x.shape[ax]
+        vals = [i % (2 * n) - n for i in p.get("idx", [0])]    # in [-n, n): negative ones wrap
+        if p.get("oob"):
+            vals[0] = n + 1                                      # both runs raise IndexError
+        idx = np.array(vals, np.int64)
+        if p.get("rows") and len(vals) > 1:
+            idx = idx.reshape(-1, 1)
+        return Val(tj.take(x, tj.asarray(idx), axis=ax), a.approx, a.chaotic)
     if op.kind == "matmul":
         a, b = arg(0), arg(1)
         x = a.t if a.t.dtype != tj.bool else tj.astype(a.t, tj.int32)
@@ -510,7 +524,7 @@ def _random_op(rng: random.Random, n_vals: int) -> Op:
         return rng.choice([None, 0, 1, 2, -1, (0, 1), (1, 2), (0, 2), (0, 1, 2)])
 
     kind = rng.choices(["unary", "binary", "compare", "where", "cast", "reduce", "view", "matmul", "inplace",
-                        "setitem"], [14, 18, 6, 4, 8, 10, 16, 3, 8, 6])[0]
+                        "setitem", "gather"], [14, 18, 6, 4, 8, 10, 16, 3, 8, 6, 4])[0]
     if kind == "unary":
         return Op(kind, rng.choice(UNARY_EXACT + UNARY_MATH), (pick(),))
     if kind in ("binary", "compare"):
@@ -545,6 +559,10 @@ def _random_op(rng: random.Random, n_vals: int) -> Op:
         return Op(kind, name, (pick(),), p)
     if kind == "matmul":
         return Op(kind, "", (pick(), rng.randrange(n_vals)))
+    if kind == "gather":
+        return Op(kind, "", (pick(),), {"axis": rng.randrange(4), "rows": rng.random() < 0.3,
+                                        "idx": [rng.randrange(-9, 9) for _ in range(rng.randint(1, 5))],
+                                        "oob": rng.random() < 0.05})
     if kind == "inplace":
         return Op(kind, rng.choice(INPLACE), (pick(), rng.randrange(n_vals)),
                   {"scalar": scalar(), "raw": rng.random() < 0.1})

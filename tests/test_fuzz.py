@@ -10,8 +10,10 @@ def test_fuzz_seeded_programs_agree() -> None:
     """A few hundred random programs: eager, jit, interpreter and disk-cached kernels agree."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        summary = fuzz.fuzz(seconds=25.0, seed=12345, max_programs=300, shrink_budget=0.0, verbose=False)
-    assert summary["programs"] >= 100
+        # a fixed number of programs (the time bound only stops a hang), so a busy machine
+        # checks as much as an idle one
+        summary = fuzz.fuzz(seconds=600.0, seed=12345, max_programs=150, shrink_budget=0.0, verbose=False)
+    assert summary["programs"] == 150
     assert not summary["findings"], "\n\n".join(summary["reproducers"][:5])
 
 

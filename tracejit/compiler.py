@@ -20,6 +20,7 @@ from . import fusion, kernel_reuse
 from .graph import Graph
 from .logs import topic
 from .ops import PRIMS, AVal
+from .passes import dce
 from .tensors import Device
 from .views import View
 
@@ -59,6 +60,22 @@ def split_reductions(g: Graph) -> int:
         g.replace_all_uses(nid, out)
         g.remove(nid)
         count += 1
+    return count
+
+
+def host_gathers(g: Graph) -> int:
+    """``take(a, index_check(i))`` -> ``take(a, i)``: gathers stay host steps (which check their
+    indices themselves) where kernels have no indexed loads (PTX)."""
+    count = 0
+    for nid in g.topo():
+        n = g.node(nid)
+        if n.op == "take" and g.node(n.inputs[1]).op == "index_check":
+            raw = g.node(n.inputs[1]).inputs[0]
+            new = g.add("take", (n.inputs[0], raw), n.params, n.aval, n.source)
+            g.replace_all_uses(nid, new)
+            g.remove(nid)
+            count += 1
+    dce(g)
     return count
 
 
@@ -117,6 +134,8 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     t0 = time.perf_counter()
     g = _copy(g)
     split_reductions(g)
+    if device.type != "cpu":
+        host_gathers(g)
     plan = fusion.plan(g)
     if device.type == "cpu":
         kernel_reuse.reuse_known_kernels(plan)
@@ -303,7 +322,7 @@ def _to_program(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int] | Non
             steps.append(rp.Extern(n.op, tuple(resolve(b, v) for b, v in step.inputs),
                                    (rp.View(slot_of[step.node], 0, out.strides),),
                                    tuple(v.shape for _, v in step.inputs) + (n.shape,), n.dtype.name,
-                                   tuple(sorted(n.params.items()))))
+                                   tuple(sorted(n.params.items())), n.source))
     outputs = []
     for o in g.outputs:
         n = g.node(o)

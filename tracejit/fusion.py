@@ -131,8 +131,18 @@ def _is_scalar_source(g: Graph, nid: int) -> bool:
     return not n.shape or (n.op == "constant" and math.prod(n.shape) == 1)
 
 
+def _is_fused_gather(g: Graph, nid: int) -> bool:
+    """A ``take`` computed inside the kernel that reads it: its indices were checked
+    (``index_check``, which traced CPU code inserts) and its table is a buffer, not a view."""
+    n = g.node(nid)
+    return n.op == "take" and g.node(n.inputs[1]).op == "index_check" and \
+        g.node(n.inputs[0]).op not in VIEW_OPS
+
+
 def _is_extern(g: Graph, nid: int) -> bool:
     n = g.node(nid)
+    if n.op == "take" and _is_fused_gather(g, nid):
+        return False
     return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or
                                 (n.op in EXTERN_MOVEMENT and not _is_piecewise(n)))
 
@@ -361,6 +371,8 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
             return memo[id(e)]
         if isinstance(e, kir.Load):
             out: kir.Expr = kir.Load(remap[e.input])
+        elif isinstance(e, kir.Gather):
+            out = kir.Gather(remap[e.input], e.dim, rewrite(e.index))
         elif isinstance(e, kir.Op):
             out = kir.Op(e.op, tuple(rewrite(x) for x in e.args), e.dtype)
         elif isinstance(e, kir.Piecewise):
@@ -634,6 +646,8 @@ class KernelBuilder:
         self.members.add(nid)
         if n.op in VIEW_OPS:
             return self.expr(n.inputs[0], path + (_step(n, nid),))
+        if n.op == "take":          # a fused gather (see _is_fused_gather)
+            return self._gather(nid, path)
         if _is_piecewise(n):
             if self.n_reduce:
                 raise NeedsMaterialization(nid, f"{n.op} read by a reduction kernel (selects by index "
@@ -669,6 +683,31 @@ class KernelBuilder:
         if key not in self.loads:
             self.loads[key] = len(self.loads)
         return kir.Load(self.loads[key])
+
+    def _gather(self, nid: int, path: Path) -> kir.Expr:
+        """``take(a, idx, axis)`` read at ``path``: ``a`` at the point with its ``axis`` coordinate
+        from ``idx`` (a :class:`kir.Gather`, moved along the kernel's gather dim, see _finish)."""
+        g = self.g
+        n = g.node(nid)
+        a, idx = n.inputs
+        axis = n.params["axis"]
+        table = g.node(a)
+        if a not in self.materialized and table.op not in ("input", "constant"):
+            raise NeedsMaterialization(a, "table of a gather (indexed loads read a buffer)")
+        k = len(g.node(idx).shape)
+        strides = contiguous_strides(table.shape)
+        # the table over take's output: its axis replaced by idx's dims, which do not move it
+        base = View(n.shape, strides[:axis] + (0,) * k + strides[axis + 1:], 0)
+        v = _apply_path(base, path)
+        if v is None:
+            raise NeedsMaterialization(nid, "gather read by a reshape no strides can express")
+        key = (a, _Gathered(self._iter_view(v), strides[axis]))
+        if key not in self.loads:
+            self.loads[key] = len(self.loads)
+        lifted = (1,) * axis + g.node(idx).shape + (1,) * (len(n.shape) - axis - k)
+        index = self.expr(idx, path + (("expand", (("shape", n.shape),), n.shape, nid),
+                                       ("reshape", (("shape", lifted),), lifted, nid)))
+        return kir.Gather(self.loads[key], GATHER_DIM, index)
 
     def _iota(self, n: Any, path: Path) -> kir.Expr:
         axis = n.params["axis"]
@@ -790,11 +829,20 @@ class KernelBuilder:
         g = self.g
         shape = tuple(self.space[p] for p in self.perm)
         inputs = sorted(self.loads, key=self.loads.__getitem__)
+        steps = {i: v.step for i, (_, v) in enumerate(inputs) if isinstance(v, _Gathered)}
+        inputs = [(node, v.view if isinstance(v, _Gathered) else v) for node, v in inputs]
         views = [v for _, v in inputs] + [v for _, v in outputs]
         uses_index = any(isinstance(e, (kir.Index, kir.Piecewise))
                          for st in stages for e in kir.walk(st.expr))
         space, space_strides = shape, [v.strides for v in views]
         shape, strides, n_reduce = _collapse(shape, space_strides, self.n_reduce, merge=not uses_index)
+        if steps:
+            # the gather dim: first, extent 1; only a gathered table moves along it, by its row
+            # stride, which the kernel reads as it reads every stride (not compiled in)
+            shape = (1,) + shape
+            strides = [(steps.get(i, 0),) + s for i, s in enumerate(strides)]
+            stages = [_with_gather_dim(st) for st in stages]
+            space_strides = []              # (a batch of one reuses no gathering kernel)
         views = [View(shape, s, v.offset) for v, s in zip(views, strides)]
         n_in = len(inputs)
 
@@ -810,6 +858,42 @@ class KernelBuilder:
         return KernelPlan(kernel, shape, [(node, v) for (node, _), v in zip(inputs, views[:n_in])],
                           [(node, v) for (node, _), v in zip(outputs, views[n_in:])], self.members, self.root,
                           space, space_strides, self.n_reduce, not uses_index)
+
+
+GATHER_DIM = -1      # a Gather's dim while its kernel is built; dim 0 of the finished kernel
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    """A gathered table's operand: its view (the gathered axis not moving it) and its step along
+    that axis, in elements."""
+    view: View
+    step: int
+
+
+def _with_gather_dim(st: Any) -> Any:
+    """A stage of a gathering kernel with dim 0 inserted: every dim moves up one."""
+    memo: dict[int, kir.Expr] = {}
+
+    def shift(e: kir.Expr) -> kir.Expr:
+        if id(e) in memo:
+            return memo[id(e)]
+        if isinstance(e, kir.Index):
+            out: kir.Expr = kir.Index(e.dim + 1)
+        elif isinstance(e, kir.Gather):
+            out = kir.Gather(e.input, 0 if e.dim == GATHER_DIM else e.dim + 1, shift(e.index))
+        elif isinstance(e, kir.Piecewise):
+            out = kir.Piecewise(e.dim + 1, e.cuts, tuple(shift(p) for p in e.pieces))
+        elif isinstance(e, kir.Op):
+            out = kir.Op(e.op, tuple(shift(a) for a in e.args), e.dtype)
+        else:
+            out = e
+        memo[id(e)] = out
+        return out
+
+    if isinstance(st, kir.Reduce):
+        return kir.Reduce(st.op, shift(st.expr), st.dtype)
+    return kir.Store(st.output, shift(st.expr), st.over_reduce)
 
 
 def _layout(stride: int) -> str:

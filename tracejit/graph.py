@@ -111,9 +111,9 @@ class Graph:
             self._topo_index = (self._topo, {nid: k for k, nid in enumerate(order)})
         return self._topo_index[1]
 
-    def live(self) -> set[int]:
-        """The nodes some output depends on (one walk back from all outputs)."""
-        seen = set(self.outputs)
+    def live(self, roots: Iterable[int] = ()) -> set[int]:
+        """The nodes some output (or one of ``roots``) depends on (one walk back from them all)."""
+        seen = set(self.outputs) | set(roots)
         stack = list(seen)
         while stack:
             for i in self.node(stack.pop()).inputs:

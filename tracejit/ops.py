@@ -820,6 +820,25 @@ def _scatter_add_impl(base, idx, src, *, axis):
     return out
 
 
+def _index_check_infer(idx: AVal, *, size: int) -> AVal:
+    if not dt.is_int(idx.dtype):
+        raise TypeError(f"take: indices must be integers, got {idx.dtype.name}")
+    return AVal(idx.shape, dt.int64)
+
+
+def _index_check_impl(idx, *, size):
+    """Indices into an axis of ``size`` as int64 in [0, size) (negative ones count from the end),
+    or IndexError: what lets a compiled gather load them without a bounds check of its own."""
+    r = np.asarray(idx, dtype=np.int64)
+    if r.size and (r.min() < -size or r.max() >= size):
+        raise IndexError(f"take: index out of range for an axis of size {size} "
+                         f"(indices in [{int(r.min())}, {int(r.max())}])")
+    return np.where(r < 0, r + size, r) if r.size and r.min() < 0 else r
+
+
+_register(Prim("index_check", "host", _index_check_infer, _index_check_impl, vjp=_bool_vjp))
+# ops that raise on bad data: dead code elimination keeps them
+CHECKS = frozenset({"index_check"})
 _register(Prim("sort", "host", _sort_infer, _sort_impl, vjp=None))
 _register(Prim("argsort", "host", lambda a, **p: AVal(a.shape, dt.int64), _argsort_impl, vjp=_bool_vjp))
 _register(Prim("cumulative_sum", "host", _cumsum_infer, _cumsum_impl, vjp=_vjp_cumsum))

@@ -14,14 +14,15 @@ import numpy as np
 
 from . import dtypes as dt
 from .graph import Graph, freeze
-from .ops import PRIMS, AVal
+from .ops import CHECKS, PRIMS, AVal
 
 FOLD_LIMIT = 4096   # fold only results this small (or no larger than the constants they read)
 
 
 def dce(g: Graph) -> int:
-    """Remove nodes that no output depends on (graph inputs are kept: they are the signature)."""
-    live = g.live() | set(g.inputs)
+    """Remove nodes that no output depends on (graph inputs are kept: they are the signature;
+    checks are kept: an index out of range raises under jit where eager raises, used or not)."""
+    live = g.live(n for n in g.g if g.node(n).op in CHECKS) | set(g.inputs)
     dead = [n for n in g.g if n not in live]
     g.remove_nodes(dead)
     return len(dead)

@@ -65,6 +65,15 @@ for _name in PRIMS:
     globals()[_name] = _make(_name)
 
 
+def take(a: Tensor, idx: Tensor, *, axis: int) -> Tensor:  # noqa: F811  (the primitive, indices checked)
+    """The ``take`` primitive.  Traced on the CPU its indices are checked first (``index_check``:
+    in range, negative ones wrapped), which lets fusion turn the gather into indexed loads inside
+    the kernel that reads it."""
+    if (a._trace is not None or idx._trace is not None) and a.device.type == "cpu":
+        idx = bind("index_check", idx, size=a.shape[axis])
+    return bind("take", a, idx, axis=axis)
+
+
 # ---------------------------------------------------------------------------- small composites
 # used by VJPs and the API layer; each is a couple of primitives
 
