@@ -15,6 +15,7 @@ from . import (
     cnn,
     compile_latency,
     compile_scaling,
+    ddp_scaling,
     eager_dispatch,
     sequence_models,
     serving,
@@ -38,7 +39,8 @@ from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
 # run only when named in --only (they take minutes, or keep the default run short)
-OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS, serving.KEY]
+OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS, serving.KEY,
+          ddp_scaling.KEY]
 
 
 def selected(only: str | None) -> list[str]:
@@ -152,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         c2 = compile_scaling.run(compile_scaling.MODELS, impls, log)
         print(compile_scaling.render(c2) + "\n", flush=True)
 
+    t1d: dict[str, Any] | None = None
+    if ddp_scaling.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {ddp_scaling.KEY} data-parallel T1 over MPI ranks (mpirun)")
+        t1d = ddp_scaling.run(steps=10 if cfg.preset == "quick" else 20, log=log)
+        print(ddp_scaling.render(t1d) + "\n", flush=True)
+
     d1: list[dict[str, Any]] | None = None
     if eager_dispatch.KEY in keys and cfg.device == "cpu":
         log(f"[bench] {eager_dispatch.KEY} eager op cost")
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
                "results": results_json(results), "compile_latency": c1,
-               "compile_scaling": c2, "eager_dispatch": d1, "serving": s1}
+               "compile_scaling": c2, "eager_dispatch": d1, "serving": s1, "ddp_scaling": t1d}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")

@@ -9,7 +9,7 @@
         return tj.tanh(x * 1.5).sum(axis=-1)
 """
 from . import compiler as _compiler  # noqa: F401  (loads LLVM at import, not in the first jit call)
-from . import cuda, data, debug, nn, optim, profiler, utils
+from . import cuda, data, debug, distributed, nn, optim, profiler, utils
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
@@ -67,7 +67,7 @@ __all__ = list(_api_all) + [
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "profiler",
-    "custom_op", "debug", "disable_jit", "utils", "export", "load",
+    "custom_op", "debug", "disable_jit", "utils", "export", "load", "distributed",
 ]
 __all__ += ["checkpoint", "bfloat16", "autocast"]
 

@@ -18,6 +18,7 @@ Known limit: there is no version counter.  Updating in place a tensor that a VJP
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -213,6 +214,57 @@ def is_grad_enabled() -> bool:
     return tracing.grad_enabled()
 
 
+# ----------------------------------------------------------------------------- gradient hooks
+
+# id(leaf) -> (weak reference to the leaf, its hooks); an entry goes when its leaf is freed
+_POST_ACCUMULATE_HOOKS: dict[int, tuple[weakref.ref, list[Callable[[Tensor], None]]]] = {}
+_callbacks = threading.local()
+
+
+class RemovableHandle:
+    """``handle.remove()`` unregisters the hook it was returned for."""
+
+    def __init__(self, hooks: list, hook: Callable) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def register_post_accumulate_grad_hook(self: Tensor, hook: Callable[[Tensor], None]) -> RemovableHandle:
+    """Call ``hook(leaf)`` during ``backward`` as soon as this leaf's ``.grad`` is final for that pass.
+
+    A leaf's gradient is final once every tape node with an edge to it has run, which is well
+    before the walk ends for the parameters of the last layers: data-parallel training starts
+    reducing those gradients while the backward pass goes on.
+    """
+    if self._grad_fn is not None or not self.requires_grad:
+        raise RuntimeError("register_post_accumulate_grad_hook needs a leaf tensor that requires grad")
+    key = id(self)
+    if key not in _POST_ACCUMULATE_HOOKS:
+        forget = lambda _ref, k=key: _POST_ACCUMULATE_HOOKS.pop(k, None)  # noqa: E731
+        _POST_ACCUMULATE_HOOKS[key] = (weakref.ref(self, forget), [])
+    hooks = _POST_ACCUMULATE_HOOKS[key][1]
+    hooks.append(hook)
+    return RemovableHandle(hooks, hook)
+
+
+def _hooks_of(t: Any) -> list[Callable[[Tensor], None]] | None:
+    entry = _POST_ACCUMULATE_HOOKS.get(id(t))
+    if entry is None or entry[0]() is not t or not entry[1]:
+        return None
+    return entry[1]
+
+
+def queue_callback(fn: Callable[[], None]) -> None:
+    """Run ``fn()`` when the ``backward`` now running has accumulated every gradient."""
+    queue = getattr(_callbacks, "queue", None)
+    if queue is None:
+        raise RuntimeError("queue_callback is only valid while backward() runs")
+    queue.append(fn)
+
+
 # ----------------------------------------------------------------------------- the backward walk
 
 def _topo_order(roots: list[Node], stop: set[Node]) -> list[Node]:
@@ -282,9 +334,22 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
     order = _topo_order(root_nodes, set(want_nodes))
     # hold every output while walking: releasing a consumer drops the last reference to its inputs
     outs = {id(n): n._out() for n in order if isinstance(n, Node)}
+    # leaves with post-accumulate hooks: how many nodes still have to send them a gradient
+    pending: dict[int, int] = {}
+    if inputs is None and _POST_ACCUMULATE_HOOKS:
+        for node in order:
+            for e in node.edges:
+                if isinstance(e, Tensor) and _hooks_of(e) is not None:
+                    pending[id(e)] = pending.get(id(e), 0) + 1
+    outer_queue = getattr(_callbacks, "queue", None)
+    _callbacks.queue = [] if inputs is None else None
     prev = tracing.set_grad_enabled(create_graph)
+    done: Any = None
     try:
         for node in reversed(order):
+            if pending and done is not None:
+                _finish_leaves(done, pending, leaf_grads, create_graph)
+            done = node
             g = node_grads.pop(node, None)
             if g is None:
                 continue
@@ -330,15 +395,41 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
                     leaf_grads[id(edge)] = (edge, _add(leaf_grads.get(id(edge), (edge, None))[1], gx))
             if not retain_graph:
                 node.release()
+        if pending and done is not None:
+            _finish_leaves(done, pending, leaf_grads, create_graph)
+
+        if inputs is not None:
+            return [want_nodes.get(x._grad_fn) if x._grad_fn is not None else
+                    leaf_grads.get(id(x), (x, None))[1] for x in inputs]
+        for t, g in leaf_grads.values():
+            _accumulate(t, g, create_graph)
+            _run_hooks(t)
+        queue = _callbacks.queue
+        while queue:
+            queue.pop(0)()
+        return None
     finally:
+        _callbacks.queue = outer_queue
         tracing.set_grad_enabled(prev)
 
-    if inputs is not None:
-        return [want_nodes.get(x._grad_fn) if x._grad_fn is not None else
-                leaf_grads.get(id(x), (x, None))[1] for x in inputs]
-    for t, g in leaf_grads.values():
-        _accumulate(t, g, create_graph)
-    return None
+
+def _finish_leaves(node: Any, pending: dict[int, int], leaf_grads: dict[int, tuple[Tensor, Tensor]],
+                   create_graph: bool) -> None:
+    """``node`` has run: accumulate the hooked leaves it was the last to reach, then run their hooks."""
+    for e in node.edges:
+        if isinstance(e, Tensor) and id(e) in pending:
+            pending[id(e)] -= 1
+            if pending[id(e)] == 0:
+                del pending[id(e)]
+                if id(e) in leaf_grads:
+                    _accumulate(e, leaf_grads.pop(id(e))[1], create_graph)
+                    _run_hooks(e)
+
+
+def _run_hooks(t: Tensor) -> None:
+    hooks = _hooks_of(t)
+    for hook in list(hooks or ()):
+        hook(t)
 
 
 def _detached(g: Tensor, create_graph: bool) -> Tensor:
@@ -438,6 +529,8 @@ Tensor.is_leaf = property(_is_leaf)
 Tensor.grad_fn = property(_grad_fn)
 Tensor.retains_grad = property(lambda self: self._retains_grad)
 Tensor.zero_ = zero_
+Tensor.register_post_accumulate_grad_hook = register_post_accumulate_grad_hook
 
 __all__ = ["Node", "CompiledNode", "OutputOf", "record", "run_backward", "no_grad", "enable_grad",
-           "set_grad_enabled", "is_grad_enabled"]
+           "set_grad_enabled", "is_grad_enabled", "queue_callback", "register_post_accumulate_grad_hook",
+           "RemovableHandle"]

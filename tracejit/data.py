@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -80,16 +80,20 @@ class DataLoader:
     """Iterate over ``dataset`` in batches.
 
     ``shuffle`` draws a new order each epoch from ``seed`` (or ``generator``, a
-    ``numpy.random.Generator``), so runs are reproducible.  ``drop_last`` skips a final
+    ``numpy.random.Generator``), so runs are reproducible; a ``sampler`` (such as
+    :class:`DistributedSampler`) gives the order instead.  ``drop_last`` skips a final
     short batch.  ``collate_fn`` turns a list of samples into a batch (default: stack).
     """
 
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
                  collate_fn: Callable[[list[Any]], Any] | None = None, num_workers: int = 0,
                  prefetch: int = 2, seed: int | None = None,
-                 generator: np.random.Generator | None = None) -> None:
+                 generator: np.random.Generator | None = None, sampler: Iterable[int] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True exclude each other (the sampler orders)")
+        self.sampler = sampler
         self.dataset = dataset
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.collate_fn = collate_fn
@@ -97,12 +101,16 @@ class DataLoader:
         self.generator = generator if generator is not None else np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _batches(self) -> list[np.ndarray]:
-        n = len(self.dataset)
-        order = self.generator.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        else:
+            n = len(self.dataset)
+            order = self.generator.permutation(n) if self.shuffle else np.arange(n)
+        n = len(order)
         stops = range(0, n - self.batch_size + 1 if self.drop_last else n, self.batch_size)
         return [order[i:i + self.batch_size] for i in stops]
 
@@ -160,4 +168,51 @@ class DataLoader:
                     thread.join(timeout=0.01)
 
 
-__all__ = ["Dataset", "TensorDataset", "DataLoader", "default_collate"]
+__all__ = ["Dataset", "TensorDataset", "DataLoader", "default_collate", "DistributedSampler"]
+
+
+class DistributedSampler:
+    """The indices of this rank's shard of ``dataset``: every rank gets as many, none shared.
+
+    With ``shuffle`` the order is a permutation drawn from ``seed + epoch`` (the same on every
+    rank, so the shards stay disjoint); call ``set_epoch(e)`` at the start of each epoch for a
+    new one.  The ``len(dataset)`` indices are padded by repeating the first ones up to a
+    multiple of the number of ranks, or with ``drop_last`` cut down to one.
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int | None = None, rank: int | None = None,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        if num_replicas is None or rank is None:
+            from .distributed import process_group
+            group = process_group.current()
+            num_replicas = group.world_size if num_replicas is None else num_replicas
+            rank = group.rank if rank is None else rank
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"DistributedSampler: rank {rank} is not in [0, {num_replicas})")
+        self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
+        self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
+        self.epoch = 0
+        n = len(dataset)
+        self.num_samples = n // self.num_replicas if drop_last else math.ceil(n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        order = np.random.default_rng(self.seed + self.epoch).permutation(n) if self.shuffle else np.arange(n)
+        if self.total_size > n:
+            order = np.resize(order, self.total_size)       # repeats from the start
+        order = order[:self.total_size]
+        return iter(order[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` (the same on every rank)."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.seed = int(state["epoch"]), int(state["seed"])

@@ -871,3 +871,92 @@ def _searchsorted_infer(sorted_: AVal, values: AVal, *, side: str) -> AVal:
 _register(Prim("cumulative_prod", "host", lambda a, **p: _cumsum_infer(a, **p), _cumprod_impl))
 _register(Prim("searchsorted", "host", _searchsorted_infer,
                lambda s, v, *, side: np.searchsorted(s, v, side=side).astype(np.int64), vjp=_bool_vjp))
+
+
+# ----------------------------------------------------------------------------- collectives
+# Across the ranks of the process group (``tracejit.distributed``): host ops, so under ``jit``
+# each is an extern step between kernels and the kernels on either side still fuse.  Every
+# rank traces the same program, so every rank runs the same collectives in the same order.
+
+def _group():
+    from .distributed import process_group
+    return process_group.current()
+
+
+def _all_reduce_vjp(g, out, x, *, op):
+    if op not in ("sum", "mean"):
+        raise NotImplementedError(f"all_reduce({op}) has no gradient; use op='sum' or 'mean'")
+    return (_P().bind("all_reduce", g, op=op),)
+
+
+def _broadcast_vjp(g, out, x, *, src):
+    total = _P().bind("all_reduce", g, op="sum")          # every rank's use of src's value
+    return (total if _group().rank == src else _P().zeros_like(g),)
+
+
+def _all_gather_infer(a: AVal, *, world_size: int) -> AVal:
+    return AVal((world_size,) + a.shape, a.dtype)
+
+
+def _all_gather_vjp(g, out, x, *, world_size):
+    P = _P()
+    mine = P.bind("reduce_scatter", g, op="sum", world_size=world_size)   # [1, *x.shape]
+    return (P.reshape(mine, shape=x.shape),)
+
+
+def _reduce_scatter_infer(a: AVal, *, op: str, world_size: int) -> AVal:
+    if not a.shape or a.shape[0] % world_size:
+        raise ValueError(f"reduce_scatter: the leading dimension of shape {a.shape} must be a multiple of "
+                         f"the world size {world_size}")
+    return AVal((a.shape[0] // world_size,) + a.shape[1:], a.dtype)
+
+
+def _reduce_scatter_vjp(g, out, x, *, op, world_size):
+    if op not in ("sum", "mean"):
+        raise NotImplementedError(f"reduce_scatter({op}) has no gradient; use op='sum' or 'mean'")
+    P = _P()
+    full = P.reshape(P.bind("all_gather", g, world_size=world_size), shape=x.shape)
+    return (full if op == "sum" else P.div(full, P.full_like(full, float(world_size))),)
+
+
+def _collective_infer(name: str, kinds: str = "numeric") -> Callable[..., AVal]:
+    def infer(a: AVal, **params: Any) -> AVal:
+        _check_dtype(name, a, kinds)
+        if "op" in params and params["op"] == "mean" and not dt.is_float(a.dtype):
+            raise TypeError(f"{name}(mean) needs a floating-point tensor, got {a.dtype.name}")
+        return a
+    return infer
+
+
+_register(Prim("all_reduce", "host", _collective_infer("all_reduce"),
+               lambda a, *, op: _group().all_reduce(a, op).wait(), vjp=_all_reduce_vjp))
+_register(Prim("broadcast", "host", _collective_infer("broadcast", "any"),
+               lambda a, *, src: _group().broadcast(a, src).wait(), vjp=_broadcast_vjp))
+_register(Prim("all_gather", "host", _all_gather_infer,
+               lambda a, *, world_size: _group().all_gather(a).wait(), vjp=_all_gather_vjp))
+def _reduce_scatter_check(a: AVal, *, op: str, world_size: int) -> AVal:
+    return _reduce_scatter_infer(_collective_infer("reduce_scatter")(a, op=op), op=op, world_size=world_size)
+
+
+_register(Prim("reduce_scatter", "host", _reduce_scatter_check,
+               lambda a, *, op, world_size: _group().reduce_scatter(a, op).wait(), vjp=_reduce_scatter_vjp))
+
+
+# A reduction split in two steps, so that a compiled program runs other steps while it is in
+# flight (DistributedDataParallel's buckets under jit): ``all_reduce_start`` starts it and
+# returns a token; ``all_reduce_wait`` of that token is the result.  ``tag`` pairs the two; the
+# wait's second operand, unread, is a value it must not run before (the backward pass's last).
+def _all_reduce_start_infer(a: AVal, *, op: str, tag: int) -> AVal:
+    _collective_infer("all_reduce_start")(a, op=op)
+    return AVal((), dt.int64)
+
+
+def _all_reduce_start_impl(a, *, op, tag):
+    _group().start_tagged(tag, a, op)
+    return np.asarray(tag, dtype=np.int64)
+
+
+_register(Prim("all_reduce_start", "host", _all_reduce_start_infer, _all_reduce_start_impl))
+_register(Prim("all_reduce_wait", "host",
+               lambda token, after, *, tag, shape, dtype: AVal(tuple(shape), np.dtype(dtype)),
+               lambda token, after, *, tag, shape, dtype: _group().wait_tagged(int(token)).reshape(shape)))

@@ -28,3 +28,6 @@ from .loss_modules import *  # noqa: E402, F403
 from .loss_modules import __all__ as _loss_modules_all  # noqa: E402
 
 __all__ += _loss_modules_all
+from . import parallel  # noqa: E402  (DistributedDataParallel)
+
+__all__ += ["parallel"]
