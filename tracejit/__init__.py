@@ -9,7 +9,7 @@
         return tj.tanh(x * 1.5).sum(axis=-1)
 """
 from . import compiler as _compiler  # noqa: F401  (loads LLVM at import, not in the first jit call)
-from . import cuda, data, nn, optim
+from . import cuda, data, linalg, nn, optim
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
@@ -60,7 +60,7 @@ __all__ = list(_api_all) + [
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
-    "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state",
+    "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "linalg",
 ]
 
 # PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md

@@ -832,3 +832,6 @@ def _searchsorted_infer(sorted_: AVal, values: AVal, *, side: str) -> AVal:
 _register(Prim("cumulative_prod", "host", lambda a, **p: _cumsum_infer(a, **p), _cumprod_impl))
 _register(Prim("searchsorted", "host", _searchsorted_infer,
                lambda s, v, *, side: np.searchsorted(s, v, side=side).astype(np.int64), vjp=_bool_vjp))
+
+
+from . import ops_linalg  # noqa: E402,F401  (the linear-algebra primitives, registered into PRIMS)
