@@ -9,7 +9,7 @@
         return tj.tanh(x * 1.5).sum(axis=-1)
 """
 from . import compiler as _compiler  # noqa: F401  (loads LLVM at import, not in the first jit call)
-from . import cuda, data, linalg, nn, optim
+from . import cuda, data, fft, linalg, nn, optim
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
@@ -29,6 +29,11 @@ int16 = _dtypes.int16
 int32 = _dtypes.int32
 int64 = _dtypes.int64
 uint8 = _dtypes.uint8
+uint16 = _dtypes.uint16
+uint32 = _dtypes.uint32
+uint64 = _dtypes.uint64
+complex64 = _dtypes.complex64
+complex128 = _dtypes.complex128
 float16 = _dtypes.float16
 float32 = _dtypes.float32
 float64 = _dtypes.float64
@@ -58,9 +63,9 @@ __all__ = list(_api_all) + [
     "UnsupportedUnderJitError", "InternalCompilerError", "default_device", "set_default_device", "finfo",
     "iinfo", "isdtype",
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
-    "float64", "e", "pi", "inf", "nan", "newaxis",
+    "float64", "uint16", "uint32", "uint64", "complex64", "complex128", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
-    "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "linalg",
+    "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "linalg", "fft",
 ]
 
 # PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md

@@ -49,7 +49,8 @@ def _qr_sizes(m: int, n: int, mode: str) -> tuple[int, int]:
 
 
 def _flat(a: np.ndarray, nd: int) -> np.ndarray:
-    return a.reshape(a.shape[:a.ndim - nd] + (-1,))
+    """``a`` with its last ``nd`` axes as one (explicit sizes: -1 is ambiguous for empty arrays)."""
+    return a.reshape(a.shape[:a.ndim - nd] + (int(np.prod(a.shape[a.ndim - nd:])),))
 
 
 # ----------------------------------------------------------------------------- helpers for VJPs
