@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import compile_latency, compile_scaling, eager_dispatch, training
+from . import array_api_ext, compile_latency, compile_scaling, eager_dispatch, training
 from .harness import (
     IMPLS,
     LEGEND,
@@ -28,7 +28,7 @@ from .harness import (
 from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
-OPT_IN = [compile_scaling.KEY]      # run only when named in --only (they take minutes)
+OPT_IN = [compile_scaling.KEY, array_api_ext.KEY]      # run only when named in --only (they take minutes)
 
 
 def selected(only: str | None) -> list[str]:
@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         d1 = eager_dispatch.run(200 if cfg.preset == "quick" else 2000)
         print(eager_dispatch.render(d1) + "\n", flush=True)
 
+    x1: dict[str, Any] | None = None
+    if array_api_ext.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {array_api_ext.KEY} linalg, fft and complex")
+        x1 = array_api_ext.run(cfg.impls)
+        print(array_api_ext.render(x1) + "\n", flush=True)
+
     print(LEGEND)
     load = f", load average now {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"total {time.perf_counter() - started:.0f} s{load}")
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
                "results": results_json(results), "compile_latency": c1,
-               "compile_scaling": c2, "eager_dispatch": d1}
+               "compile_scaling": c2, "eager_dispatch": d1, "array_api_ext": x1}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")
