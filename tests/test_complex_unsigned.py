@@ -183,6 +183,10 @@ def _complex_loss_pairs():
          lambda z: (torch.conj(z) * z * 1j + z * z + 1.0 / z).real.sum()),
         ("matmul", lambda z: tj.sum(tj.abs(z @ tj.matrix_transpose(z))),
          lambda z: torch.abs(z @ z.mT).sum()),
+        ("prod/views/cast", lambda z: tj.sum(tj.abs(tj.prod(z[1:, ::-1], axis=0)))
+         + tj.sum(tj.real(tj.astype(tj.imag(z), tj.complex128) * z)),
+         lambda z: torch.abs(torch.prod(z[1:].flip(-1), dim=0)).sum()
+         + (z.imag.to(torch.complex128) * z).real.sum()),
     ]
 
 
