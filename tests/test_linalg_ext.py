@@ -248,3 +248,31 @@ def test_svd_full_matrices_gradient_is_refused():
     x = tj.asarray(np.ones((3, 2)))
     with pytest.raises(NotImplementedError, match="full_matrices=False"):
         tj.grad(lambda t: tj.sum(tj.linalg.svd(t)[0]))(x)
+
+
+def test_complex_matrices_match_numpy(rng):
+    a = rng.standard_normal((2, 4, 3)) + 1j * rng.standard_normal((2, 4, 3))
+    s = a[:, :3, :3].copy()
+    h = s @ np.conj(np.swapaxes(s, -1, -2)) + 3 * np.eye(3)
+    A, S, H = tj.asarray(a), tj.asarray(s), tj.asarray(h)
+    assert_close(tj.linalg.pinv(A), np.linalg.pinv(a), rtol=1e-10, atol=1e-12)
+    assert_close(tj.linalg.inv(S), np.linalg.inv(s), rtol=1e-10)
+    assert_close(tj.linalg.det(S), np.linalg.det(s), rtol=1e-10)
+    sign, logabs = tj.linalg.slogdet(S)
+    assert sign.dtype == tj.complex128 and logabs.dtype == tj.float64
+    assert_close(sign, np.linalg.slogdet(s)[0], rtol=1e-10)
+    w, v = tj.linalg.eigh(H)
+    assert w.dtype == tj.float64
+    assert_close(w, np.linalg.eigvalsh(h), rtol=1e-10)
+    assert_close(np.asarray(v) @ (np.asarray(w)[..., None] * np.conj(np.swapaxes(np.asarray(v), -1, -2))), h,
+                 rtol=1e-10, atol=1e-12)
+    assert_close(tj.linalg.cholesky(H, upper=True), np.conj(np.swapaxes(np.linalg.cholesky(h), -1, -2)),
+                 rtol=1e-10)
+    assert tj.linalg.svdvals(A).dtype == tj.float64
+    assert_close(tj.linalg.svdvals(A), np.linalg.svd(a, compute_uv=False), rtol=1e-10)
+    assert_close(tj.linalg.matrix_norm(A, ord="nuc"), np.linalg.matrix_norm(a, ord="nuc"), rtol=1e-10)
+    assert_close(tj.linalg.vector_norm(A, ord=3), np.linalg.vector_norm(a, ord=3), rtol=1e-10)
+    rhs = a[:, :3, :2].copy()
+    assert_close(tj.linalg.solve(S, tj.asarray(rhs)), np.linalg.solve(s, rhs), rtol=1e-10)
+    with pytest.raises(NotImplementedError, match="linalg.det for complex"):
+        tj.grad(lambda x: tj.abs(tj.linalg.det(x)))(tj.asarray(s[0]))

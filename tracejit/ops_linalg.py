@@ -333,13 +333,24 @@ def _diag_part(x):
     return _P().mul(x, _eye_like(x, x.shape[-1]))
 
 
-_register(Prim("linalg_inv", "host", _square_infer("inv"), lambda a: np.linalg.inv(a), vjp=_vjp_inv))
-_register(Prim("linalg_solve", "host", _solve_infer, _solve_impl, vjp=_vjp_solve))
-_register(Prim("linalg_det", "host", _det_infer, lambda a: np.asarray(np.linalg.det(a)).astype(a.dtype),
-               vjp=_vjp_det))
-_register(Prim("linalg_slogdet", "host", _slogdet_infer, _slogdet_impl, vjp=_vjp_slogdet))
-_register(Prim("linalg_cholesky", "host", _square_infer("cholesky"), _cholesky_impl, vjp=_vjp_cholesky))
-_register(Prim("linalg_eigh", "host", _eigh_infer, _eigh_impl, vjp=_vjp_eigh))
-_register(Prim("linalg_svd", "host", _svd_infer, _svd_impl, vjp=_vjp_svd))
-_register(Prim("linalg_qr", "host", _qr_infer, _qr_impl, vjp=_vjp_qr))
+def _real_only(name: str, vjp):
+    """The VJPs here transpose without conjugating: they are for real operands only."""
+    def checked(g, out, *xs, **params):
+        if any(x.dtype.kind == "c" for x in xs):
+            raise NotImplementedError(f"the gradient of linalg.{name} for complex inputs is not implemented")
+        return vjp(g, out, *xs, **params)
+    return checked
 
+
+_register(Prim("linalg_inv", "host", _square_infer("inv"), lambda a: np.linalg.inv(a),
+               vjp=_real_only("inv", _vjp_inv)))
+_register(Prim("linalg_solve", "host", _solve_infer, _solve_impl, vjp=_real_only("solve", _vjp_solve)))
+_register(Prim("linalg_det", "host", _det_infer, lambda a: np.asarray(np.linalg.det(a)).astype(a.dtype),
+               vjp=_real_only("det", _vjp_det)))
+_register(Prim("linalg_slogdet", "host", _slogdet_infer, _slogdet_impl,
+               vjp=_real_only("slogdet", _vjp_slogdet)))
+_register(Prim("linalg_cholesky", "host", _square_infer("cholesky"), _cholesky_impl,
+               vjp=_real_only("cholesky", _vjp_cholesky)))
+_register(Prim("linalg_eigh", "host", _eigh_infer, _eigh_impl, vjp=_real_only("eigh", _vjp_eigh)))
+_register(Prim("linalg_svd", "host", _svd_infer, _svd_impl, vjp=_real_only("svd", _vjp_svd)))
+_register(Prim("linalg_qr", "host", _qr_infer, _qr_impl, vjp=_real_only("qr", _vjp_qr)))

@@ -329,10 +329,10 @@ def pinv(x: Tensor, /, *, rtol: Any = None) -> Tensor:
     s_inv = where(keep, divide(one, where(keep, s, one)), P.zeros_like(s))
     if u.dtype != s_inv.dtype:
         s_inv = P.cast(s_inv, u.dtype)
-    k = s.shape[-1]
-    scaled = P.mul(matrix_transpose(vh), P.expand(P.reshape(s_inv, shape=s_inv.shape[:-1] + (1, k)),
-                                                  shape=vh.shape[:-2] + (vh.shape[-1], k)))
     from .elementwise import conj
+    k = s.shape[-1]
+    v = conj(matrix_transpose(vh))                     # pinv = V diag(1/S) U^H
+    scaled = P.mul(v, P.expand(P.reshape(s_inv, shape=s_inv.shape[:-1] + (1, k)), shape=v.shape))
     return matmul(scaled, conj(matrix_transpose(u)))
 
 
