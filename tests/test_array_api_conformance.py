@@ -123,3 +123,8 @@ def test_vecdot_conjugates_the_first_operand_and_keeps_its_dtype():
     assert complex(tj.linalg.vecdot(tj.asarray(a), tj.asarray(b))) == np.vdot(a, b)
     u = tj.ones(3, dtype=tj.uint8)
     assert tj.vecdot(u, u).dtype == tj.uint8
+
+
+def test_clip_result_has_the_broadcast_shape_of_its_bounds():
+    assert tj.clip(tj.asarray(0, dtype=tj.uint8), max=tj.zeros((0,), dtype=tj.uint8)).shape == (0,)
+    np.testing.assert_array_equal(tj.clip(tj.asarray(3.0), min=tj.asarray([1.0, 4.0])).numpy(), [3.0, 4.0])

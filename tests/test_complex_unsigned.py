@@ -208,3 +208,12 @@ def test_complex_gradient_under_jit_equals_eager(rng, jit_backend):
 def test_complex_gradient_without_a_rule_is_refused():
     with pytest.raises(NotImplementedError, match="asin for complex"):
         tj.grad(lambda z: tj.sum(tj.abs(tj.asin(z))))(tj.asarray(np.array([0.5 + 0.5j])))
+
+
+def test_complex_tanh_at_infinity_signs_zero_as_the_imaginary_part():
+    # the standard: tanh(+inf + bj) = 1 + 0j for finite b > 0 (C99 and NumPy sign the zero as sin(2b))
+    z = np.array([complex(INF, 7.3e153), complex(INF, -2.0), complex(-INF, 3.0)])
+    out = np.asarray(tj.tanh(tj.asarray(z)))
+    np.testing.assert_array_equal(out.real, [1.0, 1.0, -1.0])
+    np.testing.assert_array_equal(np.signbit(out.imag), [False, True, False])
+    assert np.all(out.imag == 0)

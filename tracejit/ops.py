@@ -366,6 +366,20 @@ def _expm1(x: np.ndarray) -> np.ndarray:
     return np.where(finite, out, np.exp(x) - 1).astype(x.dtype)
 
 
+def _tanh(x: np.ndarray) -> np.ndarray:
+    """``tanh``; of ``+-inf + bj`` with finite ``b`` it is ``+-1 + 0j`` with the zero signed as ``b``
+    (the standard's special case; C99 and NumPy sign it as ``sin(2b)``)."""
+    r = np.tanh(x)
+    if x.dtype.kind != "c":
+        return r
+    edge = np.isinf(x.real) & np.isfinite(x.imag)
+    if edge.any():
+        r = np.array(r)
+        r.real[edge] = np.sign(x.real[edge])      # (parts set apart: 1j * -0.0 would lose the sign)
+        r.imag[edge] = np.copysign(0.0, x.imag[edge])
+    return r
+
+
 def _bool_vjp(g, out, *xs):
     return tuple(None for _ in xs)
 
@@ -377,7 +391,7 @@ for _name, _fn, _vjp in [
     ("sqrt", np.sqrt, _vjp_sqrt), ("rsqrt", lambda x: 1 / np.sqrt(x), _vjp_rsqrt),
     ("sin", np.sin, _vjp_sin), ("cos", np.cos, _vjp_cos), ("tan", np.tan, _vjp_tan),
     ("asin", np.arcsin, _vjp_asin), ("acos", np.arccos, _vjp_acos), ("atan", np.arctan, _vjp_atan),
-    ("sinh", np.sinh, _vjp_sinh), ("cosh", np.cosh, _vjp_cosh), ("tanh", np.tanh, _vjp_tanh),
+    ("sinh", np.sinh, _vjp_sinh), ("cosh", np.cosh, _vjp_cosh), ("tanh", _tanh, _vjp_tanh),
     ("asinh", np.arcsinh, _vjp_asinh), ("acosh", np.arccosh, _vjp_acosh),
     ("atanh", np.arctanh, _vjp_atanh), ("reciprocal", lambda x: 1 / x, _vjp_reciprocal),
 ]:

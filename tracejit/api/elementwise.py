@@ -194,7 +194,11 @@ def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
         out = minimum(out, max if is_scalar(max) else as_tensor(max, x.dtype))
     if out.dtype != x.dtype:
         out = P.cast(out, x.dtype)
-    return P.broadcast_to(out, x.shape) if out.shape != x.shape else out
+    # the result has the broadcast shape of x, min and max (an empty bound makes it empty)
+    from ._convert import broadcast_shapes_for
+    shape = broadcast_shapes_for("clip", x.shape, *(() if b is None or is_scalar(b) else as_tensor(b).shape
+                                                    for b in (min, max)))
+    return P.broadcast_to(out, shape) if out.shape != shape else out
 
 
 def conj(x: Any, /) -> Tensor:
