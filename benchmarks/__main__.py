@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from . import (
+    array_api_ext,
     cnn,
     compile_latency,
     compile_scaling,
@@ -40,7 +41,7 @@ from .workloads import WORKLOADS
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
 # run only when named in --only (they take minutes, or keep the default run short)
 OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS, serving.KEY,
-          ddp_scaling.KEY]
+          ddp_scaling.KEY, array_api_ext.KEY]
 
 
 def selected(only: str | None) -> list[str]:
@@ -172,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         s1 = serving.run(10 if cfg.preset == "quick" else 50)
         print(serving.render(s1) + "\n", flush=True)
 
+    x1: dict[str, Any] | None = None
+    if array_api_ext.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {array_api_ext.KEY} linalg, fft and complex")
+        x1 = array_api_ext.run(cfg.impls)
+        print(array_api_ext.render(x1) + "\n", flush=True)
+
     print(LEGEND)
     load = f", load average now {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"total {time.perf_counter() - started:.0f} s{load}")
@@ -179,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"machine": info, "config": asdict(cfg), "ceilings": asdict(ceilings),
                "results": results_json(results), "compile_latency": c1,
-               "compile_scaling": c2, "eager_dispatch": d1, "serving": s1, "ddp_scaling": t1d}
+               "compile_scaling": c2, "eager_dispatch": d1, "serving": s1, "ddp_scaling": t1d,
+               "array_api_ext": x1}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results written to {args.json}")

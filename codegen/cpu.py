@@ -46,6 +46,7 @@ from codegen.scalar import (
     I1,
     I32,
     I64,
+    INT_BITS,
     cast,
     const,
     emit_op,
@@ -842,9 +843,9 @@ def _init(op: str, dtype: str, width: int | None) -> ir.Constant:
         return const(dtype, float("inf") if high else float("-inf"), width)
     if dtype == "bool":
         return const(dtype, 1 if high else 0, width)
-    if dtype == "uint8":
-        return const(dtype, 255 if high else 0, width)
-    bits = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}[dtype]
+    if dtype.startswith("uint"):
+        return const(dtype, (1 << INT_BITS[dtype]) - 1 if high else 0, width)
+    bits = INT_BITS[dtype]
     return const(dtype, (1 << (bits - 1)) - 1 if high else -(1 << (bits - 1)), width)
 
 

@@ -31,7 +31,8 @@ import hashlib
 import numbers
 from dataclasses import dataclass, field
 
-DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16", "float32", "float64")
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
+          "bfloat16", "float32", "float64")
 
 # name -> arity.  Semantics follow NumPy for the operand dtype (all operands of an op share
 # one dtype unless noted; the front end inserts casts).

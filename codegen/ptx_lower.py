@@ -520,7 +520,7 @@ class _Combiner:
         dt = self.dtype
         if scalar.is_float(dt):
             return scalar.const(dt, float("inf") if largest else float("-inf"))
-        if dt in ("bool", "uint8"):
+        if dt == "bool" or dt.startswith("uint"):
             bits = scalar.INT_BITS[dt]
             return scalar.const(dt, (1 << bits) - 1 if largest else 0)
         bits = scalar.INT_BITS[dt]

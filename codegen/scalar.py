@@ -23,7 +23,8 @@ from llvmlite import ir
 from codegen import mathlib
 
 FLOAT_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
-INT_BITS = {"bool": 1, "int8": 8, "int16": 16, "int32": 32, "int64": 64, "uint8": 8}
+INT_BITS = {"bool": 1, "int8": 8, "int16": 16, "int32": 32, "int64": 64, "uint8": 8, "uint16": 16,
+            "uint32": 32, "uint64": 64}
 SIGNED = frozenset({"int8", "int16", "int32", "int64"})
 BF16 = "bfloat16"
 I1 = ir.IntType(1)
@@ -213,6 +214,8 @@ def _float_to_int(b: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Va
     ity = with_width(ir.IntType(bits), w)
     if src == "float16":      # (every half fits in a float; the conversion itself is exact)
         value, src = b.fpext(value, with_width(ir.FloatType(), w)), "float32"
+    if dst in ("uint32", "uint64"):
+        return _float_to_wide_uint(b, value, src, dst)
     lim = float(2 ** (bits - 1))
     in_range = b.and_(b.fcmp_ordered(">=", value, _like(value, const(src, -lim))),
                       b.fcmp_ordered("<", value, _like(value, const(src, lim))))
@@ -222,6 +225,20 @@ def _float_to_int(b: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Va
     if INT_BITS[dst] < bits:
         return b.trunc(conv, with_width(value_type(dst), w))
     return conv
+
+
+def _float_to_wide_uint(b: ir.IRBuilder, value: ir.Value, src: str, dst: str) -> ir.Value:
+    """float -> uint32/uint64 as NumPy's x86 conversion: below ``2**(n-1)`` the signed conversion
+    (negative values wrap; NaN and too negative values give ``2**(n-1)``), from there the signed
+    conversion of ``x - 2**(n-1)`` with the top bit flipped (so ``2**n`` and more give 0)."""
+    bits = INT_BITS[dst]
+    signed = f"int{bits}"
+    half = float(2 ** (bits - 1))
+    high = b.fcmp_ordered(">=", value, _like(value, const(src, half)))
+    low_path = _float_to_int(b, value, src, signed)
+    shifted = _float_to_int(b, b.fsub(value, _like(value, const(src, half))), src, signed)
+    top = _splat_const(ir.Constant(ir.IntType(bits), 1 << (bits - 1)), width_of(value))
+    return b.select(high, b.xor(shifted, top), low_path)
 
 
 def _to_float32_round_to_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:

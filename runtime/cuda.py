@@ -25,7 +25,8 @@ from runtime.cuda_args import PackedArgs, pack_launch
 from runtime.program import Extern, Launch, Program, View
 
 _MAX_GRID_Z = 65535
-_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8,
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
+             "uint64": 8, "complex64": 8, "complex128": 16,
              "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 

@@ -97,3 +97,34 @@ def test_reshape_copy_false_refuses_to_copy():
     np.testing.assert_array_equal(tj.reshape(x, (12,), copy=False).numpy(), np.arange(12.0))
     with pytest.raises(ValueError):
         tj.reshape(x[:, :3], (9,), copy=False)
+
+
+def test_expand_dims_out_of_range_axis_is_an_index_error():
+    with pytest.raises(IndexError, match=r"axis -2 is out of range \[-1, 0\] for a 0-D tensor"):
+        tj.expand_dims(tj.asarray(1.0), axis=-2)
+    assert tj.expand_dims(tj.zeros(3), axis=-2).shape == (1, 3)
+
+
+def test_unique_inverse_of_a_zero_d_array_is_zero_d():
+    assert tj.unique_inverse(tj.asarray(False)).inverse_indices.shape == ()
+    assert tj.unique_all(tj.asarray(3)).inverse_indices.shape == ()
+
+
+def test_creation_functions_report_the_standards_signature():
+    import inspect
+    for name in ("zeros", "ones", "empty"):
+        first = next(iter(inspect.signature(getattr(tj, name)).parameters.values()))
+        assert first.name == "shape" and first.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert tj.zeros(2, 3).shape == (2, 3)          # the PyTorch spelling still works
+
+
+def test_vecdot_conjugates_the_first_operand_and_keeps_its_dtype():
+    a, b = np.array([1j, 2j, 3j]), np.array([1, 2j, 3])
+    assert complex(tj.linalg.vecdot(tj.asarray(a), tj.asarray(b))) == np.vdot(a, b)
+    u = tj.ones(3, dtype=tj.uint8)
+    assert tj.vecdot(u, u).dtype == tj.uint8
+
+
+def test_clip_result_has_the_broadcast_shape_of_its_bounds():
+    assert tj.clip(tj.asarray(0, dtype=tj.uint8), max=tj.zeros((0,), dtype=tj.uint8)).shape == (0,)
+    np.testing.assert_array_equal(tj.clip(tj.asarray(3.0), min=tj.asarray([1.0, 4.0])).numpy(), [3.0, 4.0])

@@ -9,7 +9,7 @@
         return tj.tanh(x * 1.5).sum(axis=-1)
 """
 from . import compiler as _compiler  # noqa: F401  (loads LLVM at import, not in the first jit call)
-from . import cuda, data, debug, distributed, nn, optim, profiler, utils
+from . import cuda, data, debug, distributed, fft, linalg, nn, optim, profiler, utils
 from . import dtypes as _dtypes
 from .api import *  # noqa: F403
 from .api import __all__ as _api_all
@@ -34,6 +34,11 @@ int16 = _dtypes.int16
 int32 = _dtypes.int32
 int64 = _dtypes.int64
 uint8 = _dtypes.uint8
+uint16 = _dtypes.uint16
+uint32 = _dtypes.uint32
+uint64 = _dtypes.uint64
+complex64 = _dtypes.complex64
+complex128 = _dtypes.complex128
 float16 = _dtypes.float16
 bfloat16 = _dtypes.bfloat16
 float32 = _dtypes.float32
@@ -64,10 +69,10 @@ __all__ = list(_api_all) + [
     "UnsupportedUnderJitError", "InternalCompilerError", "default_device", "set_default_device", "finfo",
     "iinfo", "isdtype",
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
-    "float64", "e", "pi", "inf", "nan", "newaxis",
+    "float64", "uint16", "uint32", "uint64", "complex64", "complex128", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "profiler",
-    "custom_op", "debug", "disable_jit", "utils", "export", "load", "distributed",
+    "custom_op", "debug", "disable_jit", "utils", "export", "load", "distributed", "linalg", "fft",
 ]
 __all__ += ["checkpoint", "bfloat16", "autocast"]
 

@@ -150,7 +150,7 @@ _TAPE_NODES = (Node, CompiledNode, OutputOf)
 
 def record(out: Tensor, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any]) -> None:
     """Put ``prim``'s node on ``out`` (called by ``prims.bind``)."""
-    if not dt.is_float(out.dtype):     # integer and boolean results carry no gradient
+    if not dt.is_inexact(out.dtype):     # integer and boolean results carry no gradient
         return
     out._grad_fn = Node(prim, tuple(inputs), params, out)
     out.requires_grad = True
@@ -490,7 +490,7 @@ def detach(self: Tensor) -> Tensor:
 
 def requires_grad_(self: Tensor, requires_grad: bool = True) -> Tensor:
     """Mark a leaf as requiring grad (in place); returns ``self``."""
-    if requires_grad and not dt.is_float(self.dtype):
+    if requires_grad and not dt.is_inexact(self.dtype):
         raise RuntimeError(f"only floating-point tensors can require gradients, got {self.dtype.name}")
     if not requires_grad and self._grad_fn is not None:
         raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use detach() instead")

@@ -385,7 +385,8 @@ def _register_externs() -> None:
     if register is None:
         return
     for name, prim in PRIMS.items():
-        if prim.kind == "host" or name in fusion.EXTERN_MOVEMENT:
+        # (host ops, and any op on complex values: see fusion._touches_complex)
+        if name != "matmul" and prim.kind != "source":
             register(name, prim.impl)
 
 

@@ -26,25 +26,52 @@ int16 = np.dtype("int16")
 int32 = np.dtype("int32")
 int64 = np.dtype("int64")
 uint8 = np.dtype("uint8")
+uint16 = np.dtype("uint16")
+uint32 = np.dtype("uint32")
+uint64 = np.dtype("uint64")
 float16 = np.dtype("float16")
 bfloat16 = np.dtype(ml_dtypes.bfloat16)
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
+complex64 = np.dtype("complex64")
+complex128 = np.dtype("complex128")
 
-ALL_DTYPES = (bool_, int8, int16, int32, int64, uint8, float16, bfloat16, float32, float64)
-INT_DTYPES = (int8, int16, int32, int64, uint8)
+ALL_DTYPES = (bool_, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, bfloat16, float32,
+              float64, complex64, complex128)
+INT_DTYPES = (int8, int16, int32, int64, uint8, uint16, uint32, uint64)
 FLOAT_DTYPES = (float16, bfloat16, float32, float64)
-NUMERIC_DTYPES = INT_DTYPES + FLOAT_DTYPES
-STANDARD_DTYPES = tuple(d for d in ALL_DTYPES if d != bfloat16)     # the Array API's (inspection lists)
+COMPLEX_DTYPES = (complex64, complex128)
+NUMERIC_DTYPES = INT_DTYPES + FLOAT_DTYPES + COMPLEX_DTYPES
 
 default_float = float32
 default_int = int64
+default_uint = uint64       # sums of unsigned integers (the standard: as many bits as default_int)
+default_complex = complex64
 
 DType = np.dtype
 
 
 def is_float(dt: np.dtype) -> bool:
     return dt.kind == "f" or dt == bfloat16
+
+
+def is_complex(dt: np.dtype) -> bool:
+    return dt.kind == "c"
+
+
+def is_inexact(dt: np.dtype) -> bool:
+    """Real or complex floating point (bfloat16 included)."""
+    return dt.kind in "fc" or dt == bfloat16
+
+
+def real_dtype(dt: np.dtype) -> np.dtype:
+    """The dtype of the real and imaginary parts of ``dt`` (``dt`` itself when real)."""
+    return float32 if dt == complex64 else float64 if dt == complex128 else dt
+
+
+def complex_dtype(dt: np.dtype) -> np.dtype:
+    """The complex dtype with parts of ``dt`` (float16 and float32: complex64)."""
+    return complex128 if dt in (float64, complex128) else complex64
 
 
 def is_int(dt: np.dtype) -> bool:
@@ -61,6 +88,8 @@ def canonical(dtype: Any) -> np.dtype:
         return default_float
     if dtype is int:
         return default_int
+    if dtype is complex:
+        return default_complex
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -78,6 +107,10 @@ def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
         return b
     if is_bool(b):
         return a
+    if is_complex(a) or is_complex(b):
+        # complex with any number: complex with parts as wide as the widest float involved
+        wide = any(d in (float64, complex128) for d in (a, b))
+        return complex128 if wide else complex64
     if is_float(a) and is_float(b):
         if a.itemsize == b.itemsize == 2:     # float16 with bfloat16: neither holds the other
             return float32
@@ -86,13 +119,16 @@ def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
         return a
     if is_float(b):
         return b
-    # both integers: the standard's table (uint8 with a signed type widens to fit)
+    # both integers: the standard's table (an unsigned type with a signed one widens to fit)
     if a.kind == b.kind:
         return a if a.itemsize >= b.itemsize else b
     signed, unsigned = (a, b) if a.kind == "i" else (b, a)
     if signed.itemsize > unsigned.itemsize:
         return signed
-    return np.dtype(f"int{min(unsigned.itemsize * 2, 8) * 8}")
+    if unsigned == uint64:
+        raise TypeError(f"no integer dtype holds every value of both {a.name} and {b.name} (the standard "
+                        "leaves this promotion undefined); cast one operand explicitly")
+    return np.dtype(f"int{unsigned.itemsize * 16}")
 
 
 def promote_types(*dtypes: np.dtype) -> np.dtype:
@@ -113,7 +149,9 @@ def scalar_dtype(value: Any) -> np.dtype:
         return default_int
     if isinstance(value, (float, np.floating)):
         return default_float
-    raise TypeError(f"expected a bool, int or float scalar, got {type(value).__name__}")
+    if isinstance(value, (complex, np.complexfloating)):
+        return default_complex
+    raise TypeError(f"expected a bool, int, float or complex scalar, got {type(value).__name__}")
 
 
 def weak_scalar_dtype(value: Any, strong: np.dtype) -> np.dtype:
@@ -129,8 +167,10 @@ def weak_scalar_dtype(value: Any, strong: np.dtype) -> np.dtype:
                 raise OverflowError(f"Python integer {value} out of bounds for {strong.name}")
         return strong
     if isinstance(value, (float, np.floating)):
-        return strong if is_float(strong) else default_float
-    raise TypeError(f"expected a bool, int or float scalar, got {type(value).__name__}")
+        return strong if is_inexact(strong) else default_float
+    if isinstance(value, (complex, np.complexfloating)):
+        return complex_dtype(strong) if is_inexact(strong) else default_complex
+    raise TypeError(f"expected a bool, int, float or complex scalar, got {type(value).__name__}")
 
 
 def result_type(*items: Any) -> np.dtype:
@@ -148,7 +188,7 @@ def result_type(*items: Any) -> np.dtype:
 
 
 def _is_py_scalar(x: Any) -> bool:
-    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+    return isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic)
 
 
 @dataclass(frozen=True)
@@ -172,10 +212,11 @@ class iinfo_object:  # noqa: N801 - the standard's name
 def finfo(type: Any, /) -> finfo_object:  # noqa: A002 - the standard's parameter name
     """Array API ``finfo``: limits as Python scalars (``np.finfo`` gives float16/float32 scalars)."""
     dt = canonical(getattr(type, "dtype", type))
-    if not is_float(dt):
+    if not is_inexact(dt):
         raise TypeError(f"finfo needs a floating-point dtype, got {dt.name}")
-    f = ml_dtypes.finfo(dt) if dt == bfloat16 else np.finfo(dt)
-    return finfo_object(int(f.bits), float(f.eps), float(f.max), float(f.min), float(f.smallest_normal), dt)
+    f = ml_dtypes.finfo(dt) if dt == bfloat16 else np.finfo(dt)   # (of a complex dtype: its parts')
+    return finfo_object(int(f.bits), float(f.eps), float(f.max), float(f.min), float(f.smallest_normal),
+                        real_dtype(dt))
 
 
 def iinfo(type: Any, /) -> iinfo_object:  # noqa: A002 - the standard's parameter name
@@ -199,7 +240,7 @@ def isdtype(dtype: Any, kind: Any) -> bool:
             "unsigned integer": dt.kind == "u",
             "integral": is_int(dt),
             "real floating": is_float(dt),
-            "complex floating": False,
+            "complex floating": is_complex(dt),
             "numeric": not is_bool(dt),
         }
         if kind not in kinds:

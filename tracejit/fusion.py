@@ -93,7 +93,8 @@ def _is_buffer_source(g: Graph, nid: int) -> bool:
 def _inline(n: Any) -> Any:
     """The single value of a constant node that kernels compile in, else None (an array, or a
     run-time count, which they load)."""
-    return None if n.params.get("runtime") else _uniform(n.params["value"])
+    value = n.params["value"]
+    return None if n.params.get("runtime") or value.dtype.kind == "c" else _uniform(value)
 
 
 def _uniform(v: np.ndarray) -> Any:
@@ -174,7 +175,13 @@ def _is_extern(g: Graph, nid: int) -> bool:
     if n.op == "take" and _is_fused_gather(g, nid):
         return False
     return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or
-                                (n.op in EXTERN_MOVEMENT and not _is_piecewise(n)))
+                                (n.op in EXTERN_MOVEMENT and not _is_piecewise(n)) or _touches_complex(g, n))
+
+
+def _touches_complex(g: Graph, n: Any) -> bool:
+    """Kernels have no complex lanes: an op making or reading a complex value runs as a host
+    step through its NumPy reference, so compiled code means what eager code does."""
+    return n.dtype.kind == "c" or any(g.node(i).dtype.kind == "c" for i in n.inputs)
 
 
 def _is_piecewise(n: Any) -> bool:

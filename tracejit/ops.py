@@ -76,10 +76,13 @@ def _same(op: str, *avals: AVal) -> None:
             raise TypeError(f"{op}: operands have dtypes {first.dtype.name} and {a.dtype.name}")
 
 
-_DTYPE_KINDS = {"float": "fV", "int": "iu", "bool": "b", "numeric": "iufV", "intbool": "iub", "any": "biufV"}
 # (kind "V" is bfloat16, the one non-NumPy dtype: ml_dtypes registers it as a void-kind type)
-_DTYPE_WORDS = {"float": "a floating-point", "int": "an integer", "bool": "a boolean",
-                "numeric": "a numeric", "intbool": "an integer or boolean"}
+_DTYPE_KINDS = {"float": "fV", "int": "iu", "bool": "b", "numeric": "iufcV", "intbool": "iub", "any": "biufcV",
+                "inexact": "fcV", "real": "iufV", "realbool": "biufV", "complex": "c"}
+_DTYPE_WORDS = {"float": "a real floating-point", "int": "an integer", "bool": "a boolean",
+                "numeric": "a numeric", "intbool": "an integer or boolean", "inexact": "a floating-point",
+                "real": "a real-valued numeric", "realbool": "a real-valued or boolean",
+                "complex": "a complex floating-point"}
 
 
 def _check_dtype(op: str, a: AVal, allowed: str) -> None:
@@ -102,9 +105,26 @@ def _np_out(fn: Callable[..., Any], out_dtype: np.dtype | None = None) -> Callab
     return impl
 
 
+# VJPs written for complex operands too (conjugate Wirtinger, as PyTorch); the others refuse them
+COMPLEX_VJPS = frozenset({"exp", "log", "sqrt", "sin", "cos", "tanh", "square", "reciprocal", "neg", "add",
+                          "sub", "mul", "div"})
+
+
+def _real_only_vjp(name: str, vjp: Callable | None) -> Callable | None:
+    if vjp is None or name in COMPLEX_VJPS:
+        return vjp
+
+    def checked(g, out, *xs, **params):
+        if any(x.dtype.kind == "c" for x in xs):
+            raise NotImplementedError(f"the gradient of {name} for complex inputs is not implemented")
+        return vjp(g, out, *xs, **params)
+    return checked
+
+
 def unary(name: str, np_fn: Callable, allowed: str = "float", result: str = "same",
           vjp: Callable | None = None, kir_op: str | None = None) -> Prim:
     out_bool = result == "bool"
+    vjp = _real_only_vjp(name, vjp)
 
     def infer(a: AVal) -> AVal:
         _check_dtype(name, a, allowed)
@@ -118,6 +138,7 @@ def binary(name: str, np_fn: Callable, allowed: str = "numeric", result: str = "
            vjp: Callable | None = None, kir_op: str | None = None,
            lower: Callable[..., kir.Expr] | None = None) -> Prim:
     out_bool = result == "bool"
+    vjp = _real_only_vjp(name, vjp)
 
     def infer(a: AVal, b: AVal) -> AVal:
         _same(name, a, b)
@@ -137,30 +158,36 @@ def _vjp_neg(g, out, x):
     return (_P().neg(g),)
 
 
+def _cj(x):
+    """``conj(x)``: complex VJPs are ``g * conj(f'(z))``, the conjugate Wirtinger derivative PyTorch
+    uses (identity for real ``x``)."""
+    return _P().conj(x) if x.dtype.kind == "c" else x
+
+
 def _vjp_exp(g, out, x):
-    return (_P().mul(g, out),)
+    return (_P().mul(g, _cj(out)),)
 
 
 def _vjp_log(g, out, x):
-    return (_P().div(g, x),)
+    return (_P().div(g, _cj(x)),)
 
 
 def _vjp_sqrt(g, out, x):
     P = _P()
-    return (P.div(g, P.mul(P.full_like(out, 2.0), out)),)
+    return (P.div(g, P.mul(P.full_like(out, 2.0), _cj(out))),)
 
 
 def _vjp_sin(g, out, x):
-    return (_P().mul(g, _P().cos(x)),)
+    return (_P().mul(g, _cj(_P().cos(x))),)
 
 
 def _vjp_cos(g, out, x):
-    return (_P().neg(_P().mul(g, _P().sin(x))),)
+    return (_P().neg(_P().mul(g, _cj(_P().sin(x)))),)
 
 
 def _vjp_tanh(g, out, x):
     P = _P()
-    return (P.mul(g, P.sub(P.full_like(out, 1.0), P.mul(out, out))),)
+    return (P.mul(g, _cj(P.sub(P.full_like(out, 1.0), P.mul(out, out)))),)
 
 
 def _vjp_expm1(g, out, x):
@@ -234,7 +261,19 @@ def _vjp_erf(g, out, x):
 
 
 def _vjp_abs(g, out, x):
-    return (_P().mul(g, _P().sign(x)),)
+    P = _P()
+    if x.dtype.kind == "c":         # g * x / |x| (0 at 0), as PyTorch's sgn
+        return (P.mul(P.cast(g, dtype=x.dtype), P.sign(x)),)
+    return (P.mul(g, P.sign(x)),)
+
+
+def _sign(x: np.ndarray) -> np.ndarray:
+    """``sign``; of a complex number ``x / |x|`` (0 at 0), the standard's and NumPy 2's definition."""
+    if x.dtype.kind != "c":
+        return np.sign(x)
+    mag = np.abs(x)
+    with np.errstate(all="ignore"):
+        return np.where(mag == 0, 0, x / np.where(mag == 0, 1, mag)).astype(x.dtype)
 
 
 def _vjp_zero(g, out, *xs):
@@ -243,12 +282,12 @@ def _vjp_zero(g, out, *xs):
 
 def _vjp_square(g, out, x):
     P = _P()
-    return (P.mul(g, P.mul(P.full_like(x, 2.0), x)),)
+    return (P.mul(g, _cj(P.mul(P.full_like(x, 2.0), x))),)
 
 
 def _vjp_reciprocal(g, out, x):
     P = _P()
-    return (P.neg(P.mul(g, P.mul(out, out))),)
+    return (P.neg(P.mul(g, _cj(P.mul(out, out)))),)
 
 
 def _vjp_rsqrt(g, out, x):
@@ -266,13 +305,13 @@ def _vjp_sub(g, out, a, b):
 
 def _vjp_mul(g, out, a, b):
     P = _P()
-    return P.mul(g, b), P.mul(g, a)
+    return P.mul(g, _cj(b)), P.mul(g, _cj(a))
 
 
 def _vjp_div(g, out, a, b):
     P = _P()
-    ga = P.div(g, b)
-    return ga, P.neg(P.mul(ga, out))
+    ga = P.div(g, _cj(b))
+    return ga, P.neg(P.mul(ga, _cj(out)))
 
 
 def _vjp_pow(g, out, a, b):
@@ -315,22 +354,49 @@ def _vjp_copysign(g, out, a, b):
     return P.mul(g, P.mul(P.sign(a), P.sign(out))), None
 
 
+def _expm1(x: np.ndarray) -> np.ndarray:
+    """``exp(x) - 1``; for complex ``x = a + bj`` as ``expm1(a) cos(b) - 2 sin(b/2)**2 + e**a sin(b) j``
+    (accurate near 0; NumPy's complex expm1 misses the standard's special cases), and through
+    ``exp`` where a part is not finite (C99's special cases, less 1)."""
+    if x.dtype.kind != "c":
+        return np.expm1(x)
+    a, b = x.real, x.imag
+    half = np.sin(b / 2)
+    out = (np.expm1(a) * np.cos(b) - 2 * half * half) + 1j * (np.exp(a) * np.sin(b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    return np.where(finite, out, np.exp(x) - 1).astype(x.dtype)
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    """``tanh``; of ``+-inf + bj`` with finite ``b`` it is ``+-1 + 0j`` with the zero signed as ``b``
+    (the standard's special case; C99 and NumPy sign it as ``sin(2b)``)."""
+    r = np.tanh(x)
+    if x.dtype.kind != "c":
+        return r
+    edge = np.isinf(x.real) & np.isfinite(x.imag)
+    if edge.any():
+        r = np.array(r)
+        r.real[edge] = np.sign(x.real[edge])      # (parts set apart: 1j * -0.0 would lose the sign)
+        r.imag[edge] = np.copysign(0.0, x.imag[edge])
+    return r
+
+
 def _bool_vjp(g, out, *xs):
     return tuple(None for _ in xs)
 
 
 for _name, _fn, _vjp in [
-    ("exp", np.exp, _vjp_exp), ("exp2", np.exp2, _vjp_exp2), ("expm1", np.expm1, _vjp_expm1),
+    ("exp", np.exp, _vjp_exp), ("exp2", np.exp2, _vjp_exp2), ("expm1", _expm1, _vjp_expm1),
     ("log", np.log, _vjp_log), ("log2", np.log2, _vjp_log_base(2.0)),
     ("log10", np.log10, _vjp_log_base(10.0)), ("log1p", np.log1p, _vjp_log1p),
     ("sqrt", np.sqrt, _vjp_sqrt), ("rsqrt", lambda x: 1 / np.sqrt(x), _vjp_rsqrt),
     ("sin", np.sin, _vjp_sin), ("cos", np.cos, _vjp_cos), ("tan", np.tan, _vjp_tan),
     ("asin", np.arcsin, _vjp_asin), ("acos", np.arccos, _vjp_acos), ("atan", np.arctan, _vjp_atan),
-    ("sinh", np.sinh, _vjp_sinh), ("cosh", np.cosh, _vjp_cosh), ("tanh", np.tanh, _vjp_tanh),
+    ("sinh", np.sinh, _vjp_sinh), ("cosh", np.cosh, _vjp_cosh), ("tanh", _tanh, _vjp_tanh),
     ("asinh", np.arcsinh, _vjp_asinh), ("acosh", np.arccosh, _vjp_acosh),
     ("atanh", np.arctanh, _vjp_atanh), ("reciprocal", lambda x: 1 / x, _vjp_reciprocal),
 ]:
-    unary(_name, _fn, "float", vjp=_vjp)
+    unary(_name, _fn, "inexact", vjp=_vjp)     # (complex operands run as host steps under jit)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -340,14 +406,48 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 unary("erf", _erf, "float", vjp=_vjp_erf)
 unary("neg", np.negative, "numeric", vjp=_vjp_neg)
-unary("abs", np.abs, "numeric", vjp=_vjp_abs)
-unary("sign", np.sign, "numeric", vjp=_vjp_zero)
+
+
+def _abs_infer(a: AVal) -> AVal:
+    _check_dtype("abs", a, "numeric")
+    return AVal(a.shape, dt.real_dtype(a.dtype))       # |complex| is real
+
+
+_register(Prim("abs", "elementwise", _abs_infer, lambda x: np.abs(x), _kop("abs"), _vjp_abs))
+
+
+def _part_infer(op: str):
+    def infer(a: AVal) -> AVal:
+        _check_dtype(op, a, "complex")
+        return AVal(a.shape, a.dtype if op == "conj" else dt.real_dtype(a.dtype))
+    return infer
+
+
+def _vjp_real(g, out, x):
+    return (_P().cast(g, dtype=x.dtype),)
+
+
+def _vjp_imag(g, out, x):
+    # d imag(z) / d z_im = 1: the gradient i*g
+    P = _P()
+    return (P.mul(P.cast(g, dtype=x.dtype), P.full_like(x, 1j)),)
+
+
+# complex parts: only complex operands reach them (the API returns a real operand as it is)
+_register(Prim("conj", "elementwise", _part_infer("conj"), np.conj, _kop("conj"),
+               lambda g, out, x: (_P().conj(g),)))
+_register(Prim("real", "elementwise", _part_infer("real"), lambda x: np.real(x).copy(), _kop("real"),
+               _vjp_real))
+_register(Prim("imag", "elementwise", _part_infer("imag"), lambda x: np.imag(x).copy(), _kop("imag"),
+               _vjp_imag))
+unary("sign", _sign, "numeric", vjp=_vjp_zero)
 unary("square", np.square, "numeric", vjp=_vjp_square)
-for _name, _fn in [("floor", np.floor), ("ceil", np.ceil), ("round", np.round), ("trunc", np.trunc)]:
-    unary(_name, _fn, "numeric", vjp=_vjp_zero)
-for _name, _fn in [("isnan", np.isnan), ("isinf", np.isinf), ("isfinite", np.isfinite),
-                   ("signbit", np.signbit)]:
+for _name, _fn in [("floor", np.floor), ("ceil", np.ceil), ("trunc", np.trunc)]:
+    unary(_name, _fn, "real", vjp=_vjp_zero)
+unary("round", np.round, "numeric", vjp=_vjp_zero)
+for _name, _fn in [("isnan", np.isnan), ("isinf", np.isinf), ("isfinite", np.isfinite)]:
     unary(_name, _fn, "any", result="bool", vjp=_bool_vjp)
+unary("signbit", np.signbit, "realbool", result="bool", vjp=_bool_vjp)
 unary("logical_not", np.logical_not, "bool", kir_op="not", vjp=_bool_vjp)
 unary("bitwise_invert", np.invert, "intbool", kir_op="invert", vjp=_bool_vjp)
 
@@ -394,9 +494,9 @@ def _shift(fn):
 binary("add", np.add, vjp=_vjp_add)
 binary("sub", np.subtract, vjp=_vjp_sub)
 binary("mul", np.multiply, vjp=_vjp_mul)
-binary("div", np.true_divide, "float", vjp=_vjp_div)
-binary("floordiv", _floordiv, vjp=_vjp_zero)
-binary("mod", _mod, vjp=lambda g, out, a, b: (g, None))
+binary("div", np.true_divide, "inexact", vjp=_vjp_div)
+binary("floordiv", _floordiv, "real", vjp=_vjp_zero)
+binary("mod", _mod, "real", vjp=lambda g, out, a, b: (g, None))
 def _lower_pow(args, dtype, **_):
     # NumPy's float32/float64 power loops take a broadcast (stride-0) exponent of 0.5 as sqrt,
     # so (-inf) ** 0.5 is nan and (-0.0) ** 0.5 is -0.0 (C's pow, and NumPy's float16 loop, give
@@ -408,8 +508,8 @@ def _lower_pow(args, dtype, **_):
 
 
 binary("pow", _int_pow, vjp=_vjp_pow, lower=_lower_pow)
-binary("max", np.maximum, vjp=_select_grad(lambda a, b: _P().ge(a, b)))
-binary("min", np.minimum, vjp=_select_grad(lambda a, b: _P().le(a, b)))
+binary("max", np.maximum, "real", vjp=_select_grad(lambda a, b: _P().ge(a, b)))
+binary("min", np.minimum, "real", vjp=_select_grad(lambda a, b: _P().le(a, b)))
 binary("atan2", np.arctan2, "float", vjp=_vjp_atan2)
 binary("copysign", np.copysign, "float", vjp=_vjp_copysign)
 binary("hypot", np.hypot, "float", vjp=_vjp_hypot)
@@ -420,9 +520,10 @@ binary("or", np.bitwise_or, "intbool", vjp=_bool_vjp)
 binary("xor", np.bitwise_xor, "intbool", vjp=_bool_vjp)
 binary("shl", _shift(np.left_shift), "int", vjp=_bool_vjp)
 binary("shr", _shift(np.right_shift), "int", vjp=_bool_vjp)
-for _name, _fn in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
-                   ("gt", np.greater), ("ge", np.greater_equal)]:
+for _name, _fn in [("eq", np.equal), ("ne", np.not_equal)]:
     binary(_name, _fn, "any", result="bool", vjp=_bool_vjp)
+for _name, _fn in [("lt", np.less), ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)]:
+    binary(_name, _fn, "realbool", result="bool", vjp=_bool_vjp)
 
 
 def _where_infer(c: AVal, a: AVal, b: AVal) -> AVal:
@@ -456,8 +557,10 @@ def _cast_impl(a: np.ndarray, *, dtype: np.dtype) -> np.ndarray:
 
 
 def _vjp_cast(g, out, a, *, dtype):
-    if not (dt.is_float(a.dtype) and dt.is_float(dtype)):
+    if not (dt.is_inexact(a.dtype) and dt.is_inexact(dtype)):
         return (None,)
+    if dt.is_complex(dtype) and not dt.is_complex(a.dtype):     # real -> complex: the real part
+        return (_P().cast(_P().real(g), dtype=a.dtype),)
     return (_P().cast(g, dtype=a.dtype),)
 
 
@@ -489,7 +592,7 @@ def _vjp_reduce_sum(g, out, x, *, axes):
 
 def _vjp_reduce_prod(g, out, x, *, axes):
     P = _P()
-    return (P.div(P.mul(P.expand(g, shape=x.shape), P.expand(out, shape=x.shape)), x),)
+    return (P.mul(P.expand(g, shape=x.shape), _cj(P.div(P.expand(out, shape=x.shape), x))),)
 
 
 def _vjp_reduce_extreme(g, out, x, *, axes):
@@ -511,10 +614,10 @@ _register(Prim("reduce_sum", "reduce", _reduce_infer("reduce_sum", "numeric"), _
 _register(Prim("reduce_prod", "reduce", _reduce_infer("reduce_prod", "numeric"),
                _reduce_impl(np.multiply.reduce),
                vjp=_vjp_reduce_prod))
-_register(Prim("reduce_max", "reduce", _reduce_infer("reduce_max"), _reduce_impl(np.maximum.reduce),
-               vjp=_vjp_reduce_extreme))
-_register(Prim("reduce_min", "reduce", _reduce_infer("reduce_min"), _reduce_impl(np.minimum.reduce),
-               vjp=_vjp_reduce_extreme))
+_register(Prim("reduce_max", "reduce", _reduce_infer("reduce_max", "realbool"),
+               _reduce_impl(np.maximum.reduce), vjp=_vjp_reduce_extreme))
+_register(Prim("reduce_min", "reduce", _reduce_infer("reduce_min", "realbool"),
+               _reduce_impl(np.minimum.reduce), vjp=_vjp_reduce_extreme))
 
 
 def _arg_impl(fn):
@@ -525,7 +628,7 @@ def _arg_impl(fn):
 
 
 def _arg_infer(op: str):
-    base = _reduce_infer(op, "numeric", dt.int64)
+    base = _reduce_infer(op, "real", dt.int64)
 
     def infer(a: AVal, *, axes: tuple[int, ...]) -> AVal:
         if len(axes) != 1:
@@ -700,10 +803,12 @@ def _matmul_infer(a: AVal, b: AVal) -> AVal:
 def _vjp_matmul(g, out, a, b):
     P = _P()
     perm = tuple(range(len(a.shape) - 2)) + (len(a.shape) - 1, len(a.shape) - 2)
-    return P.matmul(g, P.permute(b, perm=perm)), P.matmul(P.permute(a, perm=perm), g)
+    return P.matmul(g, _cj(P.permute(b, perm=perm))), P.matmul(_cj(P.permute(a, perm=perm)), g)
 
 
 def _matmul_impl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "c":
+        return np.matmul(a, b)
     # the same GEMM as compiled code (runtime.cpu_gemm), so eager and jit agree and no BLAS
     # thread pool competes with the kernel threads
     from runtime.cpu_gemm import matmul
@@ -960,3 +1065,5 @@ _register(Prim("all_reduce_start", "host", _all_reduce_start_infer, _all_reduce_
 _register(Prim("all_reduce_wait", "host",
                lambda token, after, *, tag, shape, dtype: AVal(tuple(shape), np.dtype(dtype)),
                lambda token, after, *, tag, shape, dtype: _group().wait_tagged(int(token)).reshape(shape)))
+# the linear-algebra primitives and the Fourier transforms, registered into PRIMS
+from . import ops_fft, ops_linalg  # noqa: E402,F401

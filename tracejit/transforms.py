@@ -34,7 +34,7 @@ def _alias(x: Any) -> Any:
             x = P.constant(x, dt.default_float)
         else:
             return x
-    if not dt.is_float(x.dtype):
+    if not dt.is_inexact(x.dtype):
         return x
     if x.requires_grad and tracing.grad_enabled():
         return P.reshape(x, shape=x.shape)          # identity op on the outer tape

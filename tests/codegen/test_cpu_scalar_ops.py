@@ -11,7 +11,7 @@ from cpu_helpers import C, L, elementwise, op
 from codegen import kir
 
 FLOATS = ("float16", "float32", "float64")
-INTS = ("int8", "int16", "int32", "int64", "uint8")
+INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -111,7 +111,8 @@ def test_int_ops(dtype):
     info = np.iinfo(dtype)
     rng = np.random.default_rng(3)
     edge = [0, 1, -1, 2, -2, 7, -7, info.min, info.max] if info.min < 0 else [0, 1, 2, 7, 255, 128]
-    x = np.concatenate([edge, rng.integers(info.min, info.max, 150, endpoint=True)]).astype(dtype)
+    x = np.concatenate([edge, rng.integers(info.min, info.max, 150, endpoint=True, dtype=dtype)])
+    x = x.astype(dtype)
     y = np.concatenate([[0, -1, 0, 3, -3, 2, -2, -1, 1][: len(edge)],
                         rng.integers(max(info.min, -50), 50, 150)]).astype(dtype)
     names_u, names_b = list(INT_UNARY), list(INT_BINARY) + list(COMPARE)
@@ -128,11 +129,11 @@ def test_int_ops(dtype):
             np.testing.assert_array_equal(got, np.asarray(want).astype(got.dtype), err_msg=name)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8"])
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8", "uint32", "uint64"])
 def test_int_shift_and_pow(dtype):
     bits = np.iinfo(dtype).bits
     rng = np.random.default_rng(4)
-    x = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, 100, endpoint=True).astype(dtype)
+    x = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, 100, endpoint=True, dtype=dtype)
     lo = -2 if np.iinfo(dtype).min < 0 else 0
     s = rng.integers(lo, bits + 3, 100).astype(dtype)
     e = rng.integers(0, 12, 100).astype(dtype)

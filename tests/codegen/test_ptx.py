@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ptxas") is None,
                                 reason="ptxas (CUDA toolkit) not on PATH: PTX cannot be assembled")
 
 FLOATS = ("float16", "float32", "float64")
-INTS = ("int8", "int16", "int32", "int64", "uint8")
+INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 NUMERIC = INTS + FLOATS
 
 

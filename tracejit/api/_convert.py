@@ -12,7 +12,7 @@ from .. import prims as P
 from ..tensors import Tensor
 from ..tracing import current_trace, note_data_read
 
-PY_SCALARS = (bool, int, float)
+PY_SCALARS = (bool, int, float, complex)
 
 
 def is_scalar(x: Any) -> bool:
@@ -48,6 +48,8 @@ def _infer_dtype(x: Any) -> np.dtype:
         return dt.default_int
     if flat.dtype.kind == "f":
         return dt.default_float
+    if flat.dtype.kind == "c":
+        return dt.default_complex
     if flat.dtype == object or flat.dtype.kind in "UO":
         raise TypeError(f"cannot make a tensor from {type(x).__name__} data")
     return dt.canonical(flat.dtype)
@@ -58,7 +60,7 @@ def _is_weak(a: Any) -> bool:
     return is_scalar(a) or (isinstance(a, Tensor) and a._weak)
 
 
-_KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0}
+_KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
 
 
 def operands(op: str, *args: Any) -> list[Tensor]:

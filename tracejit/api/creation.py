@@ -111,6 +111,8 @@ def _full(shape: Any, fill_value: Any, dtype: Any, device: Any, op: str) -> Tens
         except TypeError as e:
             raise TypeError(f"{op}: fill_value: {e}") from None
     dtype = _dtype(dtype, op)
+    if isinstance(fill_value, complex) and not dt.is_complex(dtype):
+        raise TypeError(f"{op}: fill_value {fill_value!r} is complex, dtype {dtype.name} is not")
     if device is not None:
         _device(device)
     arr = np.empty(shape, dtype=dtype)
@@ -165,7 +167,7 @@ def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
         dtype = dt.default_float if is_f else dt.default_int
     dtype = _dtype(dtype, "arange")
     n = max(0, math.ceil((stop - start) / step))
-    arr = (start + step * np.arange(n, dtype=np.float64 if dt.is_float(dtype) else np.int64)).astype(dtype)
+    arr = (start + step * np.arange(n, dtype=np.float64 if dt.is_inexact(dtype) else np.int64)).astype(dtype)
     return _placed(P.bind("constant", value=arr), device)
 
 

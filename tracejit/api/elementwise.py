@@ -15,7 +15,7 @@ from ._convert import as_tensor, is_scalar, operands
 
 
 def _floatify(x: Tensor) -> Tensor:
-    return x if dt.is_float(x.dtype) else P.cast(x, dt.default_float)
+    return x if dt.is_inexact(x.dtype) else P.cast(x, dt.default_float)
 
 
 def _float_unary(prim: str):
@@ -46,7 +46,7 @@ def _binary(prim: str, name: str, kind: str = "numeric"):
             a, b = _floatify(a), _floatify(b)
         elif kind == "numeric" and dt.is_bool(a.dtype):
             raise TypeError(f"{name} needs numeric operands, got bool")
-        elif kind == "intbool" and dt.is_float(a.dtype):
+        elif kind == "intbool" and dt.is_inexact(a.dtype):
             raise TypeError(f"{name} needs integer or boolean operands, got {a.dtype.name}")
         elif kind == "int" and not dt.is_int(a.dtype):
             raise TypeError(f"{name} needs integer operands, got {a.dtype.name}")
@@ -141,7 +141,7 @@ def logical_not(x: Any, /) -> Tensor:
 
 def bitwise_invert(x: Any, /) -> Tensor:
     x = as_tensor(x)
-    if dt.is_float(x.dtype):
+    if dt.is_inexact(x.dtype):
         raise TypeError(f"bitwise_invert needs an integer or boolean dtype, got {x.dtype.name}")
     return P.bind("bitwise_invert", x)
 
@@ -156,7 +156,7 @@ def positive(x: Any, /) -> Tensor:
 def _predicate(prim: str):
     def fn(x: Any, /) -> Tensor:
         x = as_tensor(x)
-        if not dt.is_float(x.dtype):
+        if not dt.is_inexact(x.dtype):
             # integers are never nan/inf; signbit of an integer is x < 0
             if prim == "isfinite":
                 return P.full(x.shape, True, dt.bool_)
@@ -194,20 +194,29 @@ def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
         out = minimum(out, max if is_scalar(max) else as_tensor(max, x.dtype))
     if out.dtype != x.dtype:
         out = P.cast(out, x.dtype)
-    return P.broadcast_to(out, x.shape) if out.shape != x.shape else out
+    # the result has the broadcast shape of x, min and max (an empty bound makes it empty)
+    from ._convert import broadcast_shapes_for
+    shape = broadcast_shapes_for("clip", x.shape, *(() if b is None or is_scalar(b) else as_tensor(b).shape
+                                                    for b in (min, max)))
+    return P.broadcast_to(out, shape) if out.shape != shape else out
 
 
 def conj(x: Any, /) -> Tensor:
-    return as_tensor(x)
+    """The complex conjugate (a real ``x`` as it is)."""
+    x = as_tensor(x)
+    return P.bind("conj", x) if dt.is_complex(x.dtype) else x
 
 
 def real(x: Any, /) -> Tensor:
-    return as_tensor(x)
+    """The real part, in the real dtype of ``x``'s precision (a real ``x`` as it is)."""
+    x = as_tensor(x)
+    return P.bind("real", x) if dt.is_complex(x.dtype) else x
 
 
 def imag(x: Any, /) -> Tensor:
+    """The imaginary part (zeros for a real ``x``)."""
     x = as_tensor(x)
-    return P.zeros_like(x)
+    return P.bind("imag", x) if dt.is_complex(x.dtype) else P.zeros_like(x)
 
 
 __all__ = [

@@ -9,11 +9,11 @@ from ..tensors import Device
 _KINDS: dict[str, tuple[Any, ...]] = {
     "bool": (dt.bool_,),
     "signed integer": (dt.int8, dt.int16, dt.int32, dt.int64),
-    "unsigned integer": (dt.uint8,),
-    "integral": (dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8),
-    "real floating": tuple(d for d in dt.FLOAT_DTYPES if d in dt.STANDARD_DTYPES),
-    "complex floating": (),
-    "numeric": tuple(d for d in dt.NUMERIC_DTYPES if d in dt.STANDARD_DTYPES),
+    "unsigned integer": (dt.uint8, dt.uint16, dt.uint32, dt.uint64),
+    "integral": dt.INT_DTYPES,
+    "real floating": (dt.float32, dt.float64),
+    "complex floating": dt.COMPLEX_DTYPES,
+    "numeric": tuple(d for d in dt.NUMERIC_DTYPES if d not in (dt.float16, dt.bfloat16)),
 }
 
 
@@ -29,18 +29,20 @@ class Info:
         return default_device()
 
     def default_dtypes(self, *, device: Any = None) -> dict[str, Any]:
-        return {"real floating": dt.default_float, "complex floating": None,
+        return {"real floating": dt.default_float, "complex floating": dt.default_complex,
                 "integral": dt.default_int, "indexing": dt.int64}
 
     def dtypes(self, *, device: Any = None, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+        # the standard's dtypes: float16 and bfloat16 work in tracejit but are not among them
+        standard = tuple(d for d in dt.ALL_DTYPES if d not in (dt.float16, dt.bfloat16))
         if kind is None:
-            chosen: tuple[Any, ...] = dt.STANDARD_DTYPES
+            chosen: tuple[Any, ...] = standard
         else:
             kinds = (kind,) if isinstance(kind, str) else tuple(kind)
             unknown = [k for k in kinds if k not in _KINDS]
             if unknown:
                 raise ValueError(f"unknown dtype kind(s) {unknown}; expected one of {sorted(_KINDS)}")
-            chosen = tuple(d for d in dt.STANDARD_DTYPES if any(d in _KINDS[k] for k in kinds))
+            chosen = tuple(d for d in standard if any(d in _KINDS[k] for k in kinds))
         return {d.name: d for d in chosen}
 
     def devices(self) -> list[Device]:

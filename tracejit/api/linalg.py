@@ -66,15 +66,17 @@ def tensordot(x1: Tensor, x2: Tensor, /, *, axes: int | tuple[Sequence[int], Seq
 
 
 def vecdot(x1: Tensor, x2: Tensor, /, *, axis: int = -1) -> Tensor:
-    """Dot product along ``axis`` with broadcasting."""
-    from .elementwise import multiply
+    """Dot product along ``axis`` with broadcasting, ``sum(conj(x1) * x2)`` in the operands'
+    promoted dtype."""
+    from .elementwise import conj, multiply
     from .statistical import sum
     a, b = as_tensor(x1), as_tensor(x2)
     nd = max(a.ndim, b.ndim)
     ax = normalize_axis(axis, nd, "vecdot")
     if a.shape[ax - nd] != b.shape[ax - nd] if a.ndim and b.ndim else True:
         raise ValueError(f"vecdot: shapes {a.shape} and {b.shape} differ along axis {axis}")
-    return sum(multiply(a, b), axis=ax - nd)
+    prod = multiply(conj(a), b)
+    return sum(prod, axis=ax - nd, dtype=prod.dtype)
 
 
 def outer(x1: Tensor, x2: Tensor, /) -> Tensor:

@@ -97,7 +97,11 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
 
 def expand_dims(x: Tensor, /, axis: int = 0) -> Tensor:
     x = as_tensor(x)
-    axis = normalize_axis(axis, x.ndim + 1, "expand_dims")
+    axis = as_int(axis, "axis", "expand_dims")
+    if not -x.ndim - 1 <= axis <= x.ndim:     # an IndexError, as the standard asks (AxisError is both)
+        raise np.exceptions.AxisError(f"expand_dims: axis {axis} is out of range [{-x.ndim - 1}, {x.ndim}] "
+                                      f"for a {x.ndim}-D tensor")
+    axis %= x.ndim + 1
     return P.reshape(x, shape=x.shape[:axis] + (1,) + x.shape[axis:])
 
 

@@ -42,7 +42,8 @@ def _unique(x: Any, op: str) -> tuple[np.ndarray, ...]:
 
 def _t(a: np.ndarray, like: Tensor) -> Tensor:
     """A result array as a tensor on the device of the input ``like``."""
-    return P.placed_like(P.constant(np.ascontiguousarray(a)), like)
+    # (np.ascontiguousarray makes a 0-d array 1-d: the inverse indices of a 0-d x are 0-d)
+    return P.placed_like(P.constant(a if a.flags.c_contiguous else np.ascontiguousarray(a)), like)
 
 
 def unique_values(x: Tensor, /) -> Tensor:

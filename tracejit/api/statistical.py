@@ -43,9 +43,12 @@ _NUMPY_REDUCE = {"reduce_sum": np.sum, "reduce_prod": np.prod}
 
 
 def _sum_dtype(x: Tensor) -> Any:
-    # the standard: sums of small ints accumulate in the default int; bool counts as int
-    if dt.is_bool(x.dtype) or (dt.is_int(x.dtype) and x.dtype.itemsize < 8):
+    # the standard: sums of small ints accumulate in the default int (unsigned ones in the unsigned
+    # int of its width); bool counts as int
+    if dt.is_bool(x.dtype) or (x.dtype.kind == "i" and x.dtype.itemsize < 8):
         return dt.int64
+    if x.dtype.kind == "u" and x.dtype.itemsize < 8:
+        return dt.default_uint
     return None
 
 
@@ -82,7 +85,7 @@ def _count(like: Tensor, n: float) -> Tensor:
 
 def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
-    if not dt.is_float(x.dtype):
+    if not dt.is_inexact(x.dtype):
         raise TypeError(f"mean needs a floating-point dtype, got {x.dtype.name}")
     if _accumulation_dtype(x) != x.dtype:
         return P.cast(mean(P.cast(x, _accumulation_dtype(x)), axis=axis, keepdims=keepdims), x.dtype)
@@ -98,6 +101,8 @@ def mean(x: Tensor, /, *, axis: Axis = None, keepdims: bool = False) -> Tensor:
 def var(x: Tensor, /, *, axis: Axis = None, correction: float = 0.0, keepdims: bool = False) -> Tensor:
     """Variance, as mean of squared deviations (two passes; fuses into row kernels)."""
     x = as_tensor(x)
+    if dt.is_complex(x.dtype):
+        raise TypeError(f"var needs a real-valued dtype, got {x.dtype.name}")
     if dt.is_float(x.dtype) and _accumulation_dtype(x) != x.dtype:
         return P.cast(var(P.cast(x, _accumulation_dtype(x)), axis=axis, correction=correction,
                           keepdims=keepdims), x.dtype)

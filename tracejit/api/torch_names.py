@@ -7,6 +7,7 @@ two disagree the Array API function keeps the standard's meaning; only the alias
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -153,8 +154,8 @@ def _varargs_shape(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         if len(shape) == 1 and not isinstance(shape[0], int):
             shape = shape[0]
         return fn(tuple(shape) if isinstance(shape, Sequence) else shape, **kwargs)
-    create.__name__ = fn.__name__
-    create.__doc__ = fn.__doc__
+    # introspection (inspect.signature) reports the standard's signature, which still holds
+    functools.update_wrapper(create, fn)
     return create
 
 
