@@ -18,6 +18,7 @@ from .device import default_device, set_default_device
 from .dtypes import finfo, iinfo, isdtype, result_type
 from .errors import ConcretizationError, InternalCompilerError, TracejitError, UnsupportedUnderJitError
 from .jit import Spec, explain, jit, spec
+from .lazy_mode import lazy
 from .random import manual_seed
 from .serialization import load_state, save
 from .tensors import Device, Tensor
@@ -60,7 +61,7 @@ __all__ = list(_api_all) + [
     "result_type", "can_cast", "bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32",
     "float64", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
-    "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state",
+    "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "lazy",
 ]
 
 # PyTorch-style names (x.unsqueeze, tj.cat, tj.zeros(3, 4), ...): one table, docs/TORCH_NAMES.md

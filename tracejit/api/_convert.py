@@ -186,7 +186,10 @@ def eager_value(x: Tensor, op: str, way_out: str) -> np.ndarray:
     """
     from ..errors import ConcretizationError, user_frame
     from ..tracing import current_trace
-    if x.is_tracer or current_trace() is not None:
+    trace = current_trace()
+    if trace is not None and trace.is_lazy:
+        return x.numpy()                 # lazy mode: the pending graph is run to read it
+    if x.is_tracer or trace is not None:
         raise ConcretizationError(
             f"{op} has a data-dependent output shape and cannot be traced by tracejit.jit\n"
             f"  at {user_frame()}\nWays out: {way_out}, or call {op} outside the jitted function "

@@ -163,7 +163,8 @@ def cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean",
         if target.shape != logits.shape[:-1]:
             raise ValueError(f"cross_entropy: label shape {target.shape} does not match logits shape "
                              f"{logits.shape} without its class dim {class_axis}")
-        if current_trace() is None and target.size:   # eager: check labels (a traced one can't)
+        trace = current_trace()
+        if (trace is None or trace.is_lazy) and target.size:   # eager: check labels (a traced one can't)
             lo, hi = int(target.numpy().min()), int(target.numpy().max())
             if lo < 0 or hi >= n_classes:
                 raise IndexError(f"cross_entropy: labels must be in [0, {n_classes}), got values in "
