@@ -78,7 +78,7 @@ class Recording:
         inputs = tuple(inputs)
         # (params: the fresh keyword dict of one bind, or a view's own; not shared with a caller)
         self.nodes.append(Node(op, inputs, params, aval, self.default_source if source is None else source))
-        self.key.append((op, inputs, freeze(params) if params else (), aval))
+        self.key.append((op, inputs, _params_key(params) if params else (), aval))
         return nid
 
     def add_input(self, aval: AVal, name: str = "") -> int:
@@ -120,6 +120,9 @@ class LazyTrace(Trace):
         self._live: list[weakref.ref] = []        # every tracer made, to find those still referenced
         self._bases: dict[int, list[Tensor]] = {}  # id(owning array) -> captured tensors over it
         self._flushing = False
+        # numbers the API turned into tensors, and their broadcasts, by value (see record)
+        self._numbers: dict[tuple, Tensor] = {}
+        self._number_ids: set[int] = set()
 
     # ------------------------------------------------------------------ recording
     def track(self, t: Tensor) -> None:
@@ -129,7 +132,28 @@ class LazyTrace(Trace):
         name = prim.name
         if name == "constant" and _is_data(params):
             # data, not structure: an eager tensor, read by the program as an input
-            return run_eager(prim, inputs, params, aval)
+            if not params.get("runtime"):
+                return run_eager(prim, inputs, params, aval)
+            # a number the API made (a learning rate, a count): one input per distinct value
+            value = params["value"]
+            key = ("number", value.dtype.str, value.tobytes())
+            t = self._numbers.get(key)
+            if t is None:
+                t = self._numbers[key] = run_eager(prim, inputs, params, aval)
+                self._number_ids.add(id(t))
+            return t
+        if name in ("reshape", "expand") and id(inputs[0]) in self._number_ids:
+            # (the broadcasts of such a number, shared the same way: they are never written)
+            key = (name, id(inputs[0]), _params_key(params))
+            t = self._numbers.get(key)
+            if t is None:
+                t = self._numbers[key] = self._record(prim, inputs, params, aval)
+                self._number_ids.add(id(t))
+            return t
+        return self._record(prim, inputs, params, aval)
+
+    def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+        name = prim.name
         nodes = []
         for x in inputs:
             if x._trace is self:
@@ -282,6 +306,17 @@ def _is_data(params: dict[str, Any]) -> bool:
     if params.get("runtime") or value.size > 1:
         return True
     return value.dtype.kind == "f" and value.size == 1 and float(value.reshape(())) not in _INLINE_NUMBERS
+
+
+def _params_key(params: dict[str, Any]) -> tuple:
+    """A hashable key of an op's params: the items themselves when they hash (ints, tuples,
+    dtypes; the order is the call site's, fixed for a given line), else ``freeze`` (arrays)."""
+    items = tuple(params.items())
+    try:
+        hash(items)
+    except TypeError:
+        return freeze(params)
+    return items
 
 
 def _capture_key(c: Any) -> tuple:
