@@ -169,8 +169,9 @@ class TorchTrainer(Trainer):
 
 class TracejitTrainer(Trainer):
     """Tensors with ``requires_grad`` and ``tj.optim.AdamW``; the jitted variant wraps the very
-    same step function in ``tj.jit``, the lazy one runs it inside ``tj.lazy()``. Parameters are captured, not passed: under ``jit`` an
-    argument becomes a tracer, while captured eager tensors are what the optimizer updates."""
+    same step function in ``tj.jit``, the lazy one runs it inside ``tj.lazy()``. Parameters are
+    captured, not passed: under ``jit`` an argument becomes a tracer, while captured eager tensors
+    are what the optimizer updates."""
 
     def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, jitted: bool,
                  device: str = "cpu", lazy: bool = False) -> None:
