@@ -16,8 +16,9 @@ not constants in it, so new data does not make a new program.
 Eager meaning is kept: results still referenced when the graph is flushed become eager
 tensors; in-place writes of eager tensors are written back into their memory; views made while
 recording are NumPy views of their base again once it is flushed; writes of a tensor that
-shares memory with another one the graph reads flush first.  Ops on GPU tensors run as eager
-one-op kernels (the pending graph is flushed first, so their operands are current).
+shares memory with another one the graph reads flush first.  A pending graph lives on one
+device, that of its data (numbers and values made without data go wherever they are used);
+a CUDA graph compiles to PTX like a jitted one.
 """
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ import numpy as np
 from . import passes, tracing
 from .aliasing import VIEW_OPS, Aliasing
 from .api._convert import _INLINE_NUMBERS
-from .device import write_back
+from .device import device_input, host_array, write_back
 from .graph import Graph, Node, freeze
 from .logs import topic
 from .ops import PRIMS, AVal, Prim
 from .prims import run_eager
-from .tensors import CPU, Tensor
+from .tensors import CPU, Device, Tensor, check_same_device
 from .tracing import Trace
 
 log_compiles = topic("compiles")
@@ -123,6 +124,9 @@ class LazyTrace(Trace):
         # numbers the API turned into tensors, and their broadcasts, by value (see record)
         self._numbers: dict[tuple, Tensor] = {}
         self._number_ids: set[int] = set()
+        self.device: Device | None = None       # where the graph's data lives (None: numbers only)
+        self._free: set[int] = set()            # nodes that are number broadcasts
+        self._synthetic: set[int] = set()       # nodes made without data (numbers, iota, ops on them)
 
     # ------------------------------------------------------------------ recording
     def track(self, t: Tensor) -> None:
@@ -154,6 +158,10 @@ class LazyTrace(Trace):
 
     def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
         name = prim.name
+        device = self._op_device(name, inputs)
+        if device is not None and self.device is not None and device != self.device:
+            self.flush()                # the pending graph runs on one device: run it first
+            return self.record(prim, inputs, params, aval)
         nodes = []
         for x in inputs:
             if x._trace is self:
@@ -161,22 +169,46 @@ class LazyTrace(Trace):
                     self.aliasing.current_node(x, self.node_of)
                 nodes.append(x._node)
                 continue
-            if x._trace is None:
-                if x._device.type != "cpu":
-                    self.flush()        # (GPU ops run eagerly, on current operands)
-                    return run_eager(prim, inputs, params, aval)
-                if id(x) not in self._captured and self._aliases_written(x):
-                    self.flush()        # it shares memory with a tensor written here: run that first
-                    return self.record(prim, inputs, params, aval)
+            if x._trace is None and id(x) not in self._captured and self._aliases_written(x):
+                self.flush()            # it shares memory with a tensor written here: run that first
+                return self.record(prim, inputs, params, aval)
             nodes.append(self.node_of(x))
         # (as Trace.record, less the user's line: a replayed step never shows it)
-        out = Tensor._new(None, self, self.graph.add(name, nodes, params, aval), aval, CPU)
+        nid = self.graph.add(name, nodes, params, aval)
+        if device is None:              # made without data (numbers, iota): pins no device
+            self._synthetic.add(nid)
+            if name in _NUMBER_OPS and all(x._trace is not self or x._node in self._free for x in inputs):
+                self._free.add(nid)     # a number broadcast (eagerly a stride-0 view): any device
+            device = CPU
+        else:
+            self.device = device
+        out = Tensor._new(None, self, nid, aval, device)
         self._live.append(weakref.ref(out))
-        if name in VIEW_OPS:
+        if name in VIEW_OPS and device.type == "cpu":   # (eager GPU views are copies)
             self.aliasing.note_view(name, params, inputs[0], out)
         if len(self.graph.nodes) > self.max_nodes:
             self.flush()
         return out
+
+    def _op_device(self, op: str, inputs: tuple[Tensor, ...]) -> Device | None:
+        """The device an op's data lives on; None when it reads only numbers (constants, a
+        host scalar broadcast), which a GPU op takes from the host as eagerly."""
+        found: list[Tensor] = []
+        made = True                     # every input made without data
+        for x in inputs:
+            if x._trace is self:
+                if x._node in self._free and x._device.type == "cpu":
+                    continue
+                made = made and x._node in self._synthetic and x._device.type == "cpu"
+            elif x._trace is None and x._device.type == "cpu" and _is_number(x._value):
+                continue
+            else:
+                made = False
+            found.append(x)
+        if not found:
+            return None
+        device = check_same_device(op, tuple(found))    # (mixing devices names both, as eagerly)
+        return None if made and device.type == "cpu" else device
 
     def node_of(self, t: Tensor) -> int:
         if t._trace is None and id(t) not in self._captured and isinstance(t._value, np.ndarray):
@@ -204,6 +236,17 @@ class LazyTrace(Trace):
 
     def use_module(self, module: Any) -> None:
         pass
+
+    def place(self, t: Tensor, device: Device) -> Tensor:
+        """``t`` on ``device``: a pending value made without data (an iota, a filled tensor)
+        is computed there by the program; anything else is moved (flushed first)."""
+        if t._trace is self and t._node in self._synthetic and device.type != "cpu" \
+                and self.device in (None, device):
+            out = Tensor._new(None, self, t._node, t._aval, device)
+            self._live.append(weakref.ref(out))
+            self.device = device
+            return out
+        return t.to_device(device)
 
     def detached(self, g: Tensor) -> Tensor:
         """``g`` as a value of its own (not a view): what a leaf's ``.grad`` holds."""
@@ -250,7 +293,7 @@ class LazyTrace(Trace):
         stats["flushes"] += 1
         out_nodes = [self.node_of(t) for t in results] + [t._node for t in mutated]
         captures = self.captures
-        key = (tuple(g.key), tuple(out_nodes), tuple([_capture_key(c) for c in captures]))
+        key = (tuple(g.key), tuple(out_nodes), tuple([_capture_key(c) for c in captures]), self.device)
         program = _programs.get(key)
         if program is None:
             program = self._compile(out_nodes, captures, mutated)
@@ -261,18 +304,27 @@ class LazyTrace(Trace):
         else:
             _programs.move_to_end(key)
             stats["hits"] += 1
-        arrays = [c._value for c in captures]
+        device = self.device or CPU
+        if device.type == "cpu":
+            arrays = [c._value for c in captures]
+        else:
+            arrays = [device_input(c, c.aval, device) for c in captures]
         outs = program(arrays)
         given = {id(a) for a in arrays}
         for t, a in zip(results, outs):
-            if id(a) in given or id(_base_array(a)) in given:
+            if t._device != device:
+                a = host_array(a, device)       # a value of numbers only: a host tensor, as eagerly
+            elif device.type != "cpu":
+                if id(a) in given:
+                    a = _device_copy(a, device)
+            elif id(a) in given or id(_base_array(a)) in given:
                 a = np.array(a)         # a result that is an input (x * 1): its own memory, as eagerly
             given.add(id(a))
             t._value, t._trace, t._node = a, None, -1
         for t, a in zip(mutated, outs[len(results):]):
             t._trace, t._node = None, -1
             if a is not t._value:
-                write_back(t, a)
+                write_back(t, a, device)
         for v in views:
             self._settle_view(v)
 
@@ -292,7 +344,7 @@ class LazyTrace(Trace):
         index = {id(c): i for i, c in enumerate(captures)}
         first = len(out_nodes) - len(mutated)
         updates = {first + k: index[id(t)] for k, t in enumerate(mutated)}
-        program = compile_graph(g, CPU, updates)
+        program = compile_graph(g, self.device or CPU, updates)
         log_compiles.info("lazy: compiled a pending graph of %d ops, %d inputs, %d results",
                           len(g), len(captures), len(out_nodes))
         run = program._run
@@ -306,6 +358,19 @@ def _is_data(params: dict[str, Any]) -> bool:
     if params.get("runtime") or value.size > 1:
         return True
     return value.dtype.kind == "f" and value.size == 1 and float(value.reshape(())) not in _INLINE_NUMBERS
+
+
+_NUMBER_OPS = frozenset({"constant", "reshape", "expand", "slice", "permute"})
+
+
+def _is_number(value: Any) -> bool:
+    """A host array that holds one number (a scalar, or a broadcast view of one)."""
+    return isinstance(value, np.ndarray) and (value.size <= 1 or not any(value.strides))
+
+
+def _device_copy(a: Any, device: Device) -> Any:
+    from .device import cuda_device
+    return cuda_device(device).copy(a)
 
 
 def _params_key(params: dict[str, Any]) -> tuple:
@@ -322,7 +387,7 @@ def _params_key(params: dict[str, Any]) -> tuple:
 def _capture_key(c: Any) -> tuple:
     value = c._value if type(c) is Tensor else None
     strides = value.strides if isinstance(value, np.ndarray) and not value.flags.c_contiguous else None
-    return (type(c), c._aval, strides)
+    return (type(c), c._aval, c._device, strides)
 
 
 # ----------------------------------------------------------------------------- the user API

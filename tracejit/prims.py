@@ -95,10 +95,14 @@ def size_constant(n: int | float, dtype: np.dtype) -> Tensor:
 
 
 def placed(t: Tensor, device: Any) -> Tensor:
-    """``t`` moved to ``device`` when eager.  Traced values stay as they are: a traced program
-    runs on one device."""
-    if tracing.current_trace() is None and t.device != device:
-        return t.to_device(device)
+    """``t`` moved to ``device`` when eager (in lazy mode, see ``LazyTrace.place``).  Traced
+    values stay as they are: a traced program runs on one device."""
+    trace = tracing.current_trace()
+    if t.device != device:
+        if trace is None:
+            return t.to_device(device)
+        if trace.is_lazy:
+            return trace.place(t, device)
     return t
 
 

@@ -295,8 +295,7 @@ class Tensor:
         if new.shape != self.shape:
             raise ValueError(f"in-place op would change shape {self.shape} to {new.shape}")
         from .tracing import current_trace
-        trace = current_trace() if self._trace is not None or new._trace is not None else \
-            _lazy_trace() if self._device.type == "cpu" else None
+        trace = current_trace() if self._trace is not None or new._trace is not None else _lazy_trace()
         if trace is not None and not trace.is_lazy:
             trace.assign(self, new)
             return
