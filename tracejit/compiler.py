@@ -16,7 +16,7 @@ import numpy as np
 from codegen import kir
 from runtime import program as rp
 
-from . import fusion
+from . import fusion, kernel_reuse
 from .graph import Graph
 from .logs import topic
 from .ops import PRIMS, AVal
@@ -118,6 +118,8 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     g = _copy(g)
     split_reductions(g)
     plan = fusion.plan(g)
+    if device.type == "cpu":
+        kernel_reuse.reuse_known_kernels(plan)
     t1 = time.perf_counter()
     updates = updates if device.type == "cpu" else None
     program = _to_program(g, plan, updates)
@@ -131,6 +133,7 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
         if refused:
             t0 = time.perf_counter()
             plan2 = fusion.plan(g, refused)
+            kernel_reuse.reuse_known_kernels(plan2)
             t1 = time.perf_counter()
             program2 = _to_program(g, plan2, updates)
             t_fusion, t_schedule = t_fusion + t1 - t0, t_schedule + time.perf_counter() - t1
@@ -153,6 +156,8 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     before = dict(cache.stats) if cache is not None else {}
     t0 = time.perf_counter()
     compiled = CompiledProgram(g, plan, program, device)
+    if device.type == "cpu":
+        kernel_reuse.remember(plan)
     compiled.phase_times = {"fusion": t_fusion, "schedule": t_schedule, "codegen": time.perf_counter() - t0}
     if cache is not None:
         compiled.kernel_sources = {k: cache.stats.get(k, 0) - before.get(k, 0)

@@ -62,6 +62,12 @@ class KernelPlan:
     outputs: list[tuple[int, View]]          # (node stored, view)
     members: set[int]                        # graph nodes computed inside
     root: int
+    # the iteration space before extent-1 dims were dropped and dims merged, and each operand's
+    # strides over it (inputs, then outputs): what lets a batch of one reuse a batch-N kernel
+    space: tuple[int, ...] = ()
+    space_strides: list[tuple[int, ...]] = field(default_factory=list)
+    space_reduce: int = 0                    # how many of ``space``'s dims (the last) are reduced
+    merge: bool = True
 
 
 @dataclass
@@ -105,9 +111,8 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
         c = 0
     elif n.op in REDUCTIONS:
         c = 1       # a reduction is computed once per kernel (a stage or a load), never per use
-    elif n.op == "expand" and math.prod(g.node(n.inputs[0]).shape) == 1 and \
-            g.node(n.inputs[0]).op not in REDUCTIONS:
-        c = 0       # a broadcast one-element value: loop-invariant arithmetic
+    elif n.op == "expand" and _is_scalar_source(g, n.inputs[0]):
+        c = 0       # a broadcast number: loop-invariant arithmetic
     elif PRIMS[n.op].kind not in ("elementwise", "movement"):
         c = RECOMPUTE_LIMIT + 1
     else:
@@ -115,6 +120,15 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
         c = own + sum(_cost(g, i, materialized, memo) for i in n.inputs)
     memo[nid] = c
     return c
+
+
+def _is_scalar_source(g: Graph, nid: int) -> bool:
+    """Whether ``nid`` is a number at every batch size: a 0-d value or a one-element constant,
+    through reshapes (not a row's reduction that a batch of one makes one-element)."""
+    while g.node(nid).op == "reshape":
+        nid = g.node(nid).inputs[0]
+    n = g.node(nid)
+    return not n.shape or (n.op == "constant" and math.prod(n.shape) == 1)
 
 
 def _is_extern(g: Graph, nid: int) -> bool:
@@ -288,10 +302,13 @@ def _merge_siblings(fp: FusionPlan) -> None:
             anc[k] |= anc[p] | (1 << p)
     merged_into: dict[int, int] = {}
     steps = list(fp.steps)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
+    parts: dict[int, list[KernelPlan]] = {}     # merged step -> the kernels it is made of
+    # grouped by the uncollapsed space too: (1, 512) and (512,) collapse alike, but merging them
+    # at batch 1 only would give a batch of one kernels no other batch size has
+    by_shape: dict[tuple, list[int]] = {}
     for k, st in enumerate(steps):
         if isinstance(st, KernelPlan) and not st.kernel.n_reduce:
-            by_shape.setdefault(st.shape, []).append(k)
+            by_shape.setdefault((st.shape, st.space), []).append(k)
     for group in by_shape.values():
         for ai, a in enumerate(group):
             if a in merged_into:
@@ -305,6 +322,7 @@ def _merge_siblings(fp: FusionPlan) -> None:
                 if (anc[b] >> a) & 1 or (anc[a] >> b) & 1:
                     continue
                 steps[a] = _concat_kernels(sa, sb)
+                parts.setdefault(a, [sa]).append(sb)
                 merged_into[b] = a
                 # the merged step depends on what either did; whatever depended on either
                 # depends on it (and so on everything it depends on)
@@ -314,16 +332,28 @@ def _merge_siblings(fp: FusionPlan) -> None:
                 for x in range(len(anc)):
                     if anc[x] & ab:
                         anc[x] |= both | ab
+    # the parts in one canonical order (by root node), whatever order the steps came in: the
+    # same kernel at every batch size, so it is compiled once
+    for a, ks in parts.items():
+        ks = sorted(ks, key=lambda k: k.root)
+        merged = ks[0]
+        for k in ks[1:]:
+            merged = _concat_kernels(merged, k)
+        steps[a] = merged
     fp.steps = [s for k, s in enumerate(steps) if k not in merged_into]
 
 
 def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
     inputs = list(a.inputs)
+    n_a = len(a.inputs)
+    raw = list(a.space_strides[:n_a])
     remap: dict[int, int] = {}
     for i, operand in enumerate(b.inputs):
         if operand not in inputs:
             inputs.append(operand)
+            raw.extend(b.space_strides[i:i + 1])
         remap[i] = inputs.index(operand)
+    raw += a.space_strides[n_a:] + b.space_strides[len(b.inputs):]
     memo: dict[int, kir.Expr] = {}
 
     def rewrite(e: kir.Expr) -> kir.Expr:
@@ -349,7 +379,9 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
     kernel = kir.Kernel(name=f"{ka.name}+{kb.name}"[:60], ndim=ka.ndim, n_reduce=0,
                         inputs=tuple(operands[id(v)] for _, v in inputs),
                         outputs=ka.outputs + kb.outputs, stages=stages)
-    return KernelPlan(kernel, a.shape, inputs, a.outputs + b.outputs, a.members | b.members, a.root)
+    return KernelPlan(kernel, a.shape, inputs, a.outputs + b.outputs, a.members | b.members, a.root,
+                      a.space, raw if len(raw) == len(inputs) + len(a.outputs) + len(b.outputs) else [],
+                      0, a.merge and b.merge)
 
 
 def _order_steps(fp: FusionPlan) -> None:
@@ -561,7 +593,8 @@ class KernelBuilder:
             return False
         axes = self.g.node(r).params["axes"]
         want = contiguous_strides(rshape)
-        return all((s == 0) if d in axes else (s == want[d] or space[d] == 1)
+        # an extent-1 dim is broadcast whatever its stride (batch 1 reads back as batch N does)
+        return all(space[d] == 1 or ((s == 0) if d in axes else s == want[d])
                    for d, s in enumerate(v.strides))
 
     # ------------------------------------------------------------------ expressions
@@ -757,8 +790,8 @@ class KernelBuilder:
         views = [v for _, v in inputs] + [v for _, v in outputs]
         uses_index = any(isinstance(e, (kir.Index, kir.Piecewise))
                          for st in stages for e in kir.walk(st.expr))
-        shape, strides, n_reduce = _collapse(shape, [v.strides for v in views], self.n_reduce,
-                                             merge=not uses_index)
+        space, space_strides = shape, [v.strides for v in views]
+        shape, strides, n_reduce = _collapse(shape, space_strides, self.n_reduce, merge=not uses_index)
         views = [View(shape, s, v.offset) for v, s in zip(views, strides)]
         n_in = len(inputs)
 
@@ -772,23 +805,25 @@ class KernelBuilder:
             outputs=tuple(operand(node, v) for (node, _), v in zip(outputs, views[n_in:])),
             stages=tuple(stages))
         return KernelPlan(kernel, shape, [(node, v) for (node, _), v in zip(inputs, views[:n_in])],
-                          [(node, v) for (node, _), v in zip(outputs, views[n_in:])], self.members, self.root)
+                          [(node, v) for (node, _), v in zip(outputs, views[n_in:])], self.members, self.root,
+                          space, space_strides, self.n_reduce, not uses_index)
 
 
 def _layout(stride: int) -> str:
     return "b" if stride == 0 else "c" if stride == 1 else "s"
 
 
-def _collapse(shape: tuple[int, ...], strides: list[tuple[int, ...]], n_reduce: int, merge: bool
-              ) -> tuple[tuple[int, ...], list[tuple[int, ...]], int]:
-    """Drop extent-1 dims and merge adjacent dims that every operand walks contiguously."""
+def _collapse(shape: tuple[int, ...], strides: list[tuple[int, ...]], n_reduce: int, merge: bool,
+              keep: frozenset[int] = frozenset()) -> tuple[tuple[int, ...], list[tuple[int, ...]], int]:
+    """Drop extent-1 dims (except those in ``keep``) and merge adjacent dims that every operand
+    walks contiguously."""
     n_outer = len(shape) - n_reduce
     regions = [(list(range(n_outer))), list(range(n_outer, len(shape)))]
     new_shape: list[int] = []
     new_strides: list[list[int]] = [[] for _ in strides]
     new_reduce = 0
     for r, dims in enumerate(regions):
-        kept = [d for d in dims if shape[d] != 1] if merge else list(dims)
+        kept = [d for d in dims if shape[d] != 1 or d in keep] if merge else list(dims)
         if r == 1 and dims and not kept:
             kept = [dims[-1]]              # a reduce space keeps at least one dim
         groups: list[list[int]] = []

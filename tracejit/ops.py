@@ -606,8 +606,25 @@ def _expand_infer(a: AVal, *, shape: tuple[int, ...]) -> AVal:
 
 
 def _vjp_expand(g, out, x, *, shape):
-    axes = tuple(i for i, (s, n) in enumerate(zip(x.shape, shape)) if s != n)
+    # The leading dims a broadcast added (``reshape`` to (1, ..., 1) + shape, then ``expand``) are
+    # summed over at every extent, 1 included: the gradient of a bias added to a batch of one then
+    # has the graph (and the kernels) it has at every other batch size.
+    lead = _leading_ones_added(x)
+    axes = tuple(i for i, (s, n) in enumerate(zip(x.shape, shape)) if s != n or i < lead)
     return (_P().reduce_sum(g, axes=axes) if axes else g,)
+
+
+def _leading_ones_added(x: Any) -> int:
+    """How many leading extent-1 dims the reshape that made traced ``x`` prepended (0 if none)."""
+    trace = getattr(x, "_trace", None)
+    if trace is None or x._node not in trace.graph:
+        return 0
+    node = trace.graph.node(x._node)
+    if node.op != "reshape":
+        return 0
+    src = trace.graph.node(node.inputs[0]).shape
+    k = len(node.shape) - len(src)
+    return k if k > 0 and node.shape == (1,) * k + tuple(src) else 0
 
 
 def _slice_infer(a: AVal, *, start: tuple[int, ...], stop: tuple[int, ...], step: tuple[int, ...]) -> AVal:
