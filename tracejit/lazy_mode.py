@@ -28,7 +28,7 @@ import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -183,9 +183,19 @@ class LazyTrace(Trace):
         else:
             self.device = device
         out = Tensor._new(None, self, nid, aval, device)
-        self._live.append(weakref.ref(out))
         if name in VIEW_OPS and device.type == "cpu":   # (eager GPU views are copies)
+            views = self.aliasing.views
             self.aliasing.note_view(name, params, inputs[0], out)
+            view = views.get(id(out))
+            if view is not None:
+                # the view must not keep itself (or its base) pending: forgotten when it dies
+                view.tensor = None
+                self._live.append(weakref.ref(out, lambda _, k=id(out): views.pop(k, None)))
+                return self._bounded(out)
+        self._live.append(weakref.ref(out))
+        return self._bounded(out)
+
+    def _bounded(self, out: Tensor) -> Tensor:
         if len(self.graph.nodes) > self.max_nodes:
             self.flush()
         return out
@@ -309,7 +319,7 @@ class LazyTrace(Trace):
             arrays = [c._value for c in captures]
         else:
             arrays = [device_input(c, c.aval, device) for c in captures]
-        outs = program(arrays)
+        outs = program.run(arrays)
         given = {id(a) for a in arrays}
         for t, a in zip(results, outs):
             if t._device != device:
@@ -348,7 +358,18 @@ class LazyTrace(Trace):
         log_compiles.info("lazy: compiled a pending graph of %d ops, %d inputs, %d results",
                           len(g), len(captures), len(out_nodes))
         run = program._run
-        return (lambda arrays: run(*arrays)) if run is not None else program
+        return _Flushed((lambda arrays: run(*arrays)) if run is not None else program, program)
+
+
+class _Flushed(NamedTuple):
+    """A cached flush: the call that runs it, and the compiled program (kernels, explain)."""
+    run: Any
+    program: Any
+
+
+def programs() -> list[Any]:
+    """The compiled programs of the cached flushes, least recently used first."""
+    return [f.program for f in _programs.values()]
 
 
 def _is_data(params: dict[str, Any]) -> bool:
