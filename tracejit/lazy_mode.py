@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import passes, tracing
-from .aliasing import VIEW_OPS, Aliasing
+from .aliasing import VIEW_OPS
 from .api._convert import _INLINE_NUMBERS
 from .device import device_input, host_array, write_back
 from .graph import Graph, Node, freeze
@@ -114,9 +114,7 @@ class LazyTrace(Trace):
     is_lazy = True
 
     def __init__(self, max_nodes: int = DEFAULT_MAX_NODES) -> None:
-        super().__init__()
-        self.graph = Recording()            # (a list, not networkx: see Recording)
-        self.aliasing = Aliasing(self.graph)
+        super().__init__(Recording())       # (a list, not networkx: see Recording)
         self.max_nodes = max_nodes
         self._live: list[weakref.ref] = []        # every tracer made, to find those still referenced
         self._bases: dict[int, list[Tensor]] = {}  # id(owning array) -> captured tensors over it
@@ -246,6 +244,29 @@ class LazyTrace(Trace):
 
     def use_module(self, module: Any) -> None:
         pass
+
+    def broadcast_number(self, value: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+        """A Python number of an elementwise op, broadcast to ``shape`` (what ``operands`` makes
+        of ``x * 2``): recorded straight into the graph, once per value and shape."""
+        key = ("broadcast", value.dtype.str, value.tobytes(), shape)
+        t = self._numbers.get(key)
+        if t is not None:
+            return t
+        aval = AVal((), value.dtype)
+        if _is_data({"value": value}):      # a run-time number: an input, as everywhere here
+            src = self.record(PRIMS["constant"], (), {"value": value, "runtime": True}, aval)
+            nid = self.node_of(src)
+        else:
+            nid = self.graph.add("constant", (), {"value": value}, aval)
+        if shape:
+            ones = (1,) * len(shape)
+            nid = self.graph.add("reshape", (nid,), {"shape": ones}, AVal(ones, value.dtype))
+            nid = self.graph.add("expand", (nid,), {"shape": shape}, AVal(shape, value.dtype))
+        self._free.add(nid)
+        self._synthetic.add(nid)
+        t = self._numbers[key] = Tensor._new(None, self, nid, AVal(shape, value.dtype), CPU)
+        self._live.append(weakref.ref(t))
+        return t
 
     def place(self, t: Tensor, device: Device) -> Tensor:
         """``t`` on ``device``: a pending value made without data (an iota, a filled tensor)

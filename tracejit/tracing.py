@@ -110,8 +110,8 @@ class Trace:
 
     is_lazy = False         # a lazy-mode pending graph (``tracejit.lazy``) says True
 
-    def __init__(self) -> None:
-        self.graph = Graph()
+    def __init__(self, graph: Any = None) -> None:
+        self.graph = Graph() if graph is None else graph     # (lazy mode records into a list)
         self.captures: list[Tensor] = []
         self._captured: dict[int, int] = {}   # id(tensor) -> input node
         self.mutated: dict[int, Tensor] = {}  # captured eager tensors updated in place

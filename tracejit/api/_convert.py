@@ -78,13 +78,17 @@ def operands(op: str, *args: Any) -> list[Tensor]:
     else:
         dtype = dt.promote_types(*(dt.scalar_dtype(w) for w in weak))
     shape = broadcast_shapes_for(op, *(() if is_scalar(v) else v.shape for v in vals))
-    eager = current_trace() is None
+    trace = current_trace()
+    eager = trace is None
     out = []
     for v in vals:
         if is_scalar(v):
             value = np.asarray(v, dtype=dtype)
             if eager:       # one constant already of the full shape (a free NumPy view)
                 out.append(P.constant(np.broadcast_to(value, shape)))
+                continue
+            if trace.is_lazy:
+                out.append(trace.broadcast_number(value, shape))
                 continue
             t = _traced_number(value)   # a 0-d constant and a broadcast, read by fusion
         else:
