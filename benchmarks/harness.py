@@ -31,10 +31,11 @@ from .workloads import GBPS, GFLOPS, US_PER_CALL, Shape, Workload
 NUMPY = "numpy"
 TJ_EAGER = "tracejit eager"
 TJ_JIT = "tracejit jit"
+TJ_LAZY = "tracejit lazy"     # the eager code inside ``with tj.lazy():``, flushed at the end of each call
 TORCH = "torch eager"
 TORCH_COMPILE = "torch.compile"
 JAX = "jax.jit"
-IMPLS: tuple[str, ...] = (NUMPY, TJ_EAGER, TJ_JIT, TORCH, TORCH_COMPILE, JAX)
+IMPLS: tuple[str, ...] = (NUMPY, TJ_EAGER, TJ_LAZY, TJ_JIT, TORCH, TORCH_COMPILE, JAX)
 # The "best peer" column compares against the fastest implementation that is not tracejit.
 PEERS: tuple[str, ...] = (NUMPY, TORCH, TORCH_COMPILE, JAX)
 
@@ -203,11 +204,13 @@ def prepare(impl: str, wl: Workload, inputs: Sequence[np.ndarray], device: str) 
         fn = wl.numpy
         return Prepared(lambda: fn(*inputs), np.asarray, _no_sync)
 
-    if impl in (TJ_EAGER, TJ_JIT):
+    if impl in (TJ_EAGER, TJ_JIT, TJ_LAZY):
         tj = framework("tracejit")
         fn = wl.tracejit(tj)
         if impl == TJ_JIT:
             fn = tj.jit(fn)
+        elif impl == TJ_LAZY:
+            fn = lazily(tj, fn)
         kw = {} if device == "cpu" else {"device": device}
         args = [tj.asarray(a, **kw) for a in inputs]
         sync = _no_sync
@@ -241,6 +244,18 @@ def prepare(impl: str, wl: Workload, inputs: Sequence[np.ndarray], device: str) 
         return Prepared(lambda: fn(*args), np.asarray, lambda y: y.block_until_ready(), fn)
 
     raise ValueError(f"unknown implementation {impl!r}")
+
+
+def lazily(tj: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run in tracejit's lazy mode: recorded, then flushed (compiled or replayed) as the
+    block ends, so its results are computed when the call returns."""
+    if not hasattr(tj, "lazy"):
+        raise Unavailable("tj.lazy not available")
+
+    def run(*args: Any) -> Any:
+        with tj.lazy():
+            return fn(*args)
+    return run
 
 
 def _tj_to_host(y: Any) -> Any:

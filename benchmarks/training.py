@@ -19,6 +19,7 @@ from .harness import (
     NUMPY,
     TJ_EAGER,
     TJ_JIT,
+    TJ_LAZY,
     TORCH,
     TORCH_COMPILE,
     Config,
@@ -26,6 +27,7 @@ from .harness import (
     Result,
     Unavailable,
     framework,
+    lazily,
     short_error,
     time_calls,
 )
@@ -37,7 +39,7 @@ BATCH = 256
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.999), 1e-8, 1e-2
 LOSS_RTOL = 1e-4
 PARAM_RTOL, PARAM_ATOL = 1e-3, 1e-4
-IMPLS = (NUMPY, TJ_EAGER, TJ_JIT, TORCH, TORCH_COMPILE)
+IMPLS = (NUMPY, TJ_EAGER, TJ_LAZY, TJ_JIT, TORCH, TORCH_COMPILE)
 
 
 def make_problem(seed: int = 0, dims: Sequence[int] = DIMS, batch: int = BATCH
@@ -167,11 +169,12 @@ class TorchTrainer(Trainer):
 
 class TracejitTrainer(Trainer):
     """Tensors with ``requires_grad`` and ``tj.optim.AdamW``; the jitted variant wraps the very
-    same step function in ``tj.jit``. Parameters are captured, not passed: under ``jit`` an
-    argument becomes a tracer, while captured eager tensors are what the optimizer updates."""
+    same step function in ``tj.jit``, the lazy one runs it inside ``tj.lazy()``. Parameters are
+    captured, not passed: under ``jit`` an argument becomes a tracer, while captured eager tensors
+    are what the optimizer updates."""
 
     def __init__(self, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, jitted: bool,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", lazy: bool = False) -> None:
         tj = self.tj = framework("tracejit")
         for needed in ("nn", "optim"):
             if not hasattr(tj, needed):
@@ -200,7 +203,8 @@ class TracejitTrainer(Trainer):
             opt.step()
             return loss
 
-        self.fn: Callable[..., Any] = tj.jit(train_step) if jitted else train_step
+        self.fn: Callable[..., Any] = tj.jit(train_step) if jitted else \
+            lazily(tj, train_step) if lazy else train_step
 
     def step(self) -> Any:
         return self.fn(self.x, self.y)
@@ -226,8 +230,8 @@ def make_trainer(impl: str, params: list[np.ndarray], x: np.ndarray, y: np.ndarr
         return NumpyTrainer(params, x, y, np.float32)
     if impl in (TORCH, TORCH_COMPILE):
         return TorchTrainer(params, x, y, compiled=impl == TORCH_COMPILE, device=device)
-    if impl in (TJ_EAGER, TJ_JIT):
-        return TracejitTrainer(params, x, y, jitted=impl == TJ_JIT, device=device)
+    if impl in (TJ_EAGER, TJ_JIT, TJ_LAZY):
+        return TracejitTrainer(params, x, y, jitted=impl == TJ_JIT, device=device, lazy=impl == TJ_LAZY)
     raise ValueError(impl)
 
 

@@ -597,12 +597,16 @@ class Outcome:
 
 
 def run_mode(prog: Program, mode: str, fn_cache: dict | None = None) -> Outcome:
-    """Run ``prog`` eagerly (``mode='eager'``), under ``jit`` or ``interpret``."""
+    """Run ``prog`` eagerly (``mode='eager'``), under ``jit`` or ``interpret``, or in lazy mode
+    (``mode='lazy'``: the eager code inside ``tj.lazy()``, flushed when the block ends)."""
     args, bases = make_inputs(prog)
     res = Outcome()
     try:
         if mode == "eager":
             outs = execute(prog, args, res.flags)
+        elif mode == "lazy":
+            with tj.lazy():
+                outs = execute(prog, args)
         else:
             backend = {"backend": "interpret"} if mode == "interpret" else {}
             f = tj.jit(as_function(prog), **backend)
@@ -675,7 +679,7 @@ def compare(ref: Outcome, got: Outcome, mode: str, exact: bool = False) -> None:
     if ref.error is not None:
         raise Finding(f"{mode}_succeeds", f"eager raised {type(ref.error).__name__}: {ref.error}")
     if got.error is not None:
-        if mode != "cache" and _allowed_jit_error(got.error):
+        if mode not in ("cache", "lazy") and _allowed_jit_error(got.error):   # (lazy runs all eager code)
             return
         e = got.error
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__)[-3:])
@@ -710,17 +714,25 @@ def _private_cache() -> kernel_cache.KernelCache:
     return _PRIVATE
 
 
-def check(prog: Program, cache_check: bool = True) -> None:
-    """Run ``prog`` in every mode and raise the first :class:`Finding`."""
+MODES = ("jit", "interpret", "cache", "lazy")
+DEFAULT_MODES = ("jit", "interpret", "cache")
+
+
+def check(prog: Program, cache_check: bool = True, modes: Sequence[str] = DEFAULT_MODES) -> None:
+    """Run ``prog`` eagerly and in each of ``modes``; raise the first :class:`Finding`."""
     old = kernel_cache._default
     kernel_cache._default = _private_cache()
     try:
         ref = run_mode(prog, "eager")
-        jit = run_mode(prog, "jit")
-        compare(ref, jit, "jit")
-        compare(ref, run_mode(prog, "interpret"), "interpret")
-        if cache_check and jit.error is None:
-            compare(jit, _run_from_disk(prog), "cache", exact=True)
+        if "lazy" in modes:
+            compare(ref, run_mode(prog, "lazy"), "lazy")
+        if "jit" in modes or "cache" in modes:
+            jit = run_mode(prog, "jit")
+            compare(ref, jit, "jit")
+            if cache_check and "cache" in modes and jit.error is None:
+                compare(jit, _run_from_disk(prog), "cache", exact=True)
+        if "interpret" in modes:
+            compare(ref, run_mode(prog, "interpret"), "interpret")
     finally:
         kernel_cache._default = old
 
@@ -745,11 +757,6 @@ def _run_from_disk(prog: Program) -> Outcome:
 
 # Known differences owned by other parts of the project: (name, predicate on the program,
 # reproducer).  A finding in a program that matches is counted as expected.
-def _setitem_scalar_overflow(prog: Program, f: Finding) -> bool:
-    return f.cls == "jit_raises" and "OverflowError" in f.detail and any(
-        op.kind == "setitem" and op.p.get("scalar") is not None for op in prog.ops)
-
-
 def _zero_ties_in_min_max(prog: Program, f: Finding) -> bool:
     return f.cls == "signed_zero" and any(
         op.kind == "reduce" and op.name in ("min", "max") for op in prog.ops)
@@ -759,8 +766,6 @@ KNOWN: list[tuple[str, Callable[[Program, Finding], bool], str]] = [
     ("min/max reductions over +0.0 and -0.0 return either zero: which one follows the reduction "
      "order (NumPy's own varies with length and dtype)", _zero_ties_in_min_max,
      "tj.jit(lambda x: tj.min(x, axis=1))(tj.asarray(np.float32([[0.0, -0.0]])))  # 0.0; NumPy -0.0"),
-    ("setitem of an out-of-range Python scalar raises under jit (api/indexing.py)", _setitem_scalar_overflow,
-     "def f(x): x[...] = -1; return x\ntj.jit(f)(tj.zeros(3, dtype=tj.uint8))  # OverflowError; eagerly 255"),
 ]
 
 
@@ -774,7 +779,7 @@ def match_known(prog: Program, finding: Finding) -> str | None:
 # --------------------------------------------------------------------------- shrinking
 
 
-def shrink(prog: Program, cls: str, budget: float = 20.0) -> Program:
+def shrink(prog: Program, cls: str, budget: float = 20.0, modes: Sequence[str] = DEFAULT_MODES) -> Program:
     """Drop ops, outputs and extents while the finding keeps its class."""
     deadline = time.monotonic() + budget
 
@@ -782,7 +787,7 @@ def shrink(prog: Program, cls: str, budget: float = 20.0) -> Program:
         if time.monotonic() > deadline:
             return False
         try:
-            check(p, cache_check=cls.startswith("cache"))
+            check(p, cache_check=cls.startswith("cache"), modes=modes)
         except Finding as f:
             return f.cls == cls
         except Exception:  # noqa: BLE001
@@ -850,8 +855,10 @@ def reproducer(prog: Program, finding: Finding) -> str:
 
 
 def fuzz(seconds: float, seed: int = 0, large: bool = False, max_programs: int | None = None,
-         report: str | None = None, shrink_budget: float = 20.0, verbose: bool = True) -> dict[str, Any]:
-    """Run random programs for ``seconds`` (or ``max_programs``); returns the summary."""
+         report: str | None = None, shrink_budget: float = 20.0, verbose: bool = True,
+         modes: Sequence[str] = DEFAULT_MODES) -> dict[str, Any]:
+    """Run random programs for ``seconds`` (or ``max_programs``), each eagerly and in ``modes``;
+    returns the summary."""
     rng = random.Random(seed)
     t0 = time.monotonic()
     n = 0
@@ -863,7 +870,7 @@ def fuzz(seconds: float, seed: int = 0, large: bool = False, max_programs: int |
         prog = generate(rng, large)
         n += 1
         try:
-            check(prog)
+            check(prog, modes=modes)
         except Finding as f:
             known = match_known(prog, f)
             if known:
@@ -874,9 +881,9 @@ def fuzz(seconds: float, seed: int = 0, large: bool = False, max_programs: int |
             if key in seen or len(repros) > 200:
                 continue
             seen.add(key)
-            small = shrink(prog, f.cls, shrink_budget) if shrink_budget > 0 else prog
+            small = shrink(prog, f.cls, shrink_budget, modes) if shrink_budget > 0 else prog
             try:
-                check(small, cache_check=f.cls.startswith("cache"))
+                check(small, cache_check=f.cls.startswith("cache"), modes=modes)
                 final = f
             except Finding as g:
                 final = g
@@ -902,8 +909,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--programs", type=int, default=None, help="stop after this many programs")
     ap.add_argument("--report", default="fuzz_report.txt")
     ap.add_argument("--shrink-seconds", type=float, default=20.0)
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help=f"what each program is compared with eager under, from {','.join(MODES)}")
     ns = ap.parse_args(argv)
-    s = fuzz(ns.seconds, ns.seed, ns.large, ns.programs, ns.report, ns.shrink_seconds)
+    modes = tuple(m.strip() for m in ns.modes.split(",") if m.strip())
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    s = fuzz(ns.seconds, ns.seed, ns.large, ns.programs, ns.report, ns.shrink_seconds, modes=modes)
     print(f"programs run: {s['programs']} in {s['seconds']} s")
     print(f"findings by class: {s['findings'] or 'none'}")
     if s["expected"]:

@@ -26,3 +26,13 @@ def test_programs_shrink_to_valid_programs() -> None:
         for i in range(len(prog.ops)):
             sub = fuzz.Program(prog.inputs, prog.ops[i:], prog.outputs)
             fuzz.run_mode(sub, "eager")          # may raise inside (recorded), never here
+
+
+def test_fuzz_lazy_mode_agrees_with_eager() -> None:
+    """Random programs run inside ``tj.lazy()``: the same outputs and argument updates as eagerly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = fuzz.fuzz(seconds=10.0, seed=777, max_programs=80, shrink_budget=0.0, verbose=False,
+                            modes=("lazy",))
+    assert summary["programs"] >= 20
+    assert not summary["findings"], "\n\n".join(summary["reproducers"][:5])

@@ -23,6 +23,7 @@ from .dtypes import finfo, iinfo, isdtype, result_type
 from .errors import ConcretizationError, InternalCompilerError, TracejitError, UnsupportedUnderJitError
 from .export import export, load
 from .jit import Spec, explain, jit, spec
+from .lazy_mode import lazy
 from .random import manual_seed
 from .serialization import load_state, save
 from .tensors import Device, Tensor
@@ -72,7 +73,7 @@ __all__ = list(_api_all) + [
     "float64", "uint16", "uint32", "uint64", "complex64", "complex128", "e", "pi", "inf", "nan", "newaxis",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "value_and_grad", "vjp",
     "manual_seed", "nn", "optim", "data", "cuda", "save", "load_state", "profiler",
-    "custom_op", "debug", "disable_jit", "utils", "export", "load", "distributed", "linalg", "fft",
+    "custom_op", "debug", "disable_jit", "utils", "export", "load", "distributed", "linalg", "fft", "lazy",
 ]
 __all__ += ["checkpoint", "bfloat16", "autocast"]
 

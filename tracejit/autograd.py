@@ -47,8 +47,8 @@ class Node:
         self.prim = prim
         self.params = params
         self.inputs: tuple[Tensor, ...] | None = inputs
-        self.edges: tuple[Edge, ...] = tuple(
-            x._grad_fn if x._grad_fn is not None else (x if x.requires_grad else None) for x in inputs)
+        self.edges: tuple[Edge, ...] = tuple([
+            x._grad_fn if x._grad_fn is not None else (x if x.requires_grad else None) for x in inputs])
         # weak: the output points at its node; a strong link back would make a cycle per op.
         # The output is alive while the node is reachable (a consumer or the caller holds it).
         self._out = weakref.ref(out)
@@ -450,6 +450,9 @@ def _accumulate(t: Tensor, g: Tensor, create_graph: bool) -> None:
     the result back into it after every call.
     """
     trace = tracing.current_trace()
+    if trace is not None and trace.is_lazy:       # lazy mode: as eagerly, a new .grad value
+        t.grad = _detached(trace.detached(_add(t.grad, g)), create_graph)
+        return
     if trace is not None and t._trace is None and not create_graph:
         if t.grad is None:
             buf = Tensor._from_array(np.zeros(t.shape, t.dtype))
@@ -483,6 +486,9 @@ def backward(self: Tensor, gradient: Tensor | None = None, retain_graph: bool | 
 
 def detach(self: Tensor) -> Tensor:
     """The same values (shared memory) without autograd history."""
+    if self._trace is not None and self._trace.is_lazy:
+        with no_grad():      # lazy mode: a view of the pending value, sharing its memory when flushed
+            return P.reshape(self, shape=self.shape)
     if self._trace is not None:
         return Tensor._tracer(self._trace, self._node, self._aval, self._device)
     return Tensor._from_array(self._value, self._device)

@@ -59,6 +59,8 @@ def cuda_device(device: Device) -> Any:
 def to_device(t: Tensor, device: Device) -> Tensor:
     if t.device == device:
         return t
+    if t.is_tracer and t._trace.is_lazy:
+        t._trace.flush()        # lazy mode: moving a pending value computes it
     if t.is_tracer:
         from .errors import UnsupportedUnderJitError
         raise UnsupportedUnderJitError("moving a traced tensor between devices inside jit is not "

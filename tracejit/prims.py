@@ -14,7 +14,7 @@ import numpy as np
 
 from . import dtypes as dt
 from . import eager_device, tracing
-from .ops import PRIMS, AVal
+from .ops import PRIMS, AVal, Prim
 from .tensors import CPU, Tensor
 
 # While a profile records (``tracejit.profiler``): runs and times an eager CPU op in place of
@@ -29,36 +29,21 @@ _BF16 = dt.bfloat16
 
 
 def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
+    """Apply primitive ``name``: check shapes and dtypes, then record it (a trace or lazy mode is
+    active) or run it now, and put it on the autograd tape when an input requires grad."""
     prim = PRIMS[name]
     if name in WIDENED:
         for x in inputs:
             if x._aval.dtype is _BF16:
                 return _bind_widened(name, inputs, params)
     aval = prim.infer(*[x._aval for x in inputs], **params)
-    trace = tracing.current_trace()
-    if trace is not None:
-        out = trace.record(prim, inputs, params, aval)
-    else:
-        device = CPU
-        for x in inputs:
-            if x._trace is not None:
-                raise tracing.leaked_tracer_error(x)
-            if x._device is not CPU and x._device != CPU:
-                device = None
-        if device is None:
-            out = eager_device.run(prim, inputs, params, aval)
-        else:
-            value = prim.impl(*[x._value for x in inputs], **params) if eager_hook is None \
-                else eager_hook(prim, inputs, params)
-            if type(value) is not np.ndarray:
-                value = np.asarray(value)
-            out = Tensor._new(value, None, -1, aval if value.shape == aval.shape and value.dtype == aval.dtype
-                              else AVal(value.shape, value.dtype), CPU)
-    if prim.vjp is not None and tracing.grad_enabled():
+    state = tracing._local          # (one thread-local read for both questions)
+    traces = state.traces
+    out = traces[-1].record(prim, inputs, params, aval) if traces else run_eager(prim, inputs, params, aval)
+    if state.grad_enabled and prim.vjp is not None:
         for x in inputs:
             if x.requires_grad:
-                from . import autograd
-                autograd.record(out, prim, inputs, params)
+                _autograd().record(out, prim, inputs, params)
                 break
     return out
 
@@ -69,6 +54,34 @@ def _bind_widened(name: str, inputs: tuple[Tensor, ...], params: dict[str, Any])
     wide = [bind("cast", x, dtype=dt.float32) if x._aval.dtype is _BF16 else x for x in inputs]
     out = bind(name, *wide, **params)
     return bind("cast", out, dtype=want) if out._aval.dtype != want else out
+def run_eager(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+    """Run ``prim`` now: NumPy on the host, a one-op kernel on a GPU."""
+    for x in inputs:
+        if x._trace is not None:
+            x = tracing.settled(x)
+        if x._device is not CPU and x._device != CPU:
+            return eager_device.run(prim, inputs, params, aval)
+    if eager_hook is None:
+        value = prim.impl(*[x._value for x in inputs], **params)
+    else:
+        value = eager_hook(prim, inputs, params)
+    if type(value) is not np.ndarray:
+        value = np.asarray(value)
+    if value.shape != aval.shape or value.dtype != aval.dtype:
+        aval = AVal(value.shape, value.dtype)
+    return Tensor._new(value, None, -1, aval, CPU)
+
+
+_autograd_module: Any = None
+
+
+def _autograd() -> Any:
+    """``tracejit.autograd`` (it imports this module, so it is looked up once, on first use)."""
+    global _autograd_module
+    if _autograd_module is None:
+        from . import autograd
+        _autograd_module = autograd
+    return _autograd_module
 
 
 def _make(name: str):
@@ -107,10 +120,14 @@ def size_constant(n: int | float, dtype: np.dtype) -> Tensor:
 
 
 def placed(t: Tensor, device: Any) -> Tensor:
-    """``t`` moved to ``device`` when eager.  Traced values stay as they are: a traced program
-    runs on one device."""
-    if tracing.current_trace() is None and t.device != device:
-        return t.to_device(device)
+    """``t`` moved to ``device`` when eager (in lazy mode, see ``LazyTrace.place``).  Traced
+    values stay as they are: a traced program runs on one device."""
+    trace = tracing.current_trace()
+    if t.device != device:
+        if trace is None:
+            return t.to_device(device)
+        if trace.is_lazy:
+            return trace.place(t, device)
     return t
 
 

@@ -143,6 +143,14 @@ def permutation(key: Tensor, n: int) -> Tensor:
 
 # ----------------------------------------------------------------------------- the global generator
 
+def _settle(state: Tensor) -> None:
+    """Before a direct write of the state: a pending lazy update of it (or read) runs first."""
+    from .tracing import current_trace
+    trace = current_trace()
+    if trace is not None and trace.is_lazy:
+        trace.flush()
+
+
 class Generator:
     """Stateful source of keys: ``[seed, counter]`` in an eager tensor, advanced in place."""
 
@@ -151,6 +159,7 @@ class Generator:
 
     def manual_seed(self, seed: int) -> Generator:
         # in place, so jitted functions that captured the state see the reset
+        _settle(self.state)
         self.state._value[...] = (_i64(int(seed)), 0)
         return self
 
@@ -164,6 +173,7 @@ class Generator:
         return self.state.numpy().copy()
 
     def set_state(self, state: Any) -> None:
+        _settle(self.state)
         self.state._value[...] = np.asarray(state, dtype=np.int64)
 
 

@@ -103,7 +103,10 @@ class Tensor:
     @classmethod
     def _tracer(cls, trace: Any, node: int, aval: AVal, device: Device = CPU) -> Tensor:
         """A tensor standing for graph node ``node`` while ``trace`` records."""
-        return cls._new(None, trace, node, aval, device)
+        t = cls._new(None, trace, node, aval, device)
+        if trace.is_lazy:
+            trace.track(t)      # (a lazy graph computes the tracers still referenced when flushed)
+        return t
 
     # ------------------------------------------------------------------ attributes
     @property
@@ -147,6 +150,8 @@ class Tensor:
 
     # ------------------------------------------------------------------ conversion
     def _concrete(self, what: str) -> np.ndarray:
+        if self._trace is not None and self._trace.is_lazy:
+            self._trace.flush()          # lazy mode: observing a value computes it
         if self._trace is not None:
             raise ConcretizationError(
                 f"{what} needs a concrete value, but this tensor {self.aval} is being traced by "
@@ -223,6 +228,8 @@ class Tensor:
         return id(self)
 
     def __repr__(self) -> str:
+        if self._trace is not None and self._trace.is_lazy:
+            self._trace.flush()
         if self._trace is not None:
             return f"Tracer({self.aval})"
         body = np.array2string(self._host_value(), separator=", ", prefix="tensor(", threshold=200)
@@ -287,18 +294,21 @@ class Tensor:
             raise TypeError(f"in-place op would change dtype {self.dtype.name} to {new.dtype.name}")
         if new.shape != self.shape:
             raise ValueError(f"in-place op would change shape {self.shape} to {new.shape}")
-        if self._trace is not None or new._trace is not None:
-            from .tracing import current_trace
-            trace = current_trace()
-            if trace is None:
-                raise TypeError("in-place update of a traced value outside its trace")
+        from .tracing import current_trace
+        trace = current_trace() if self._trace is not None or new._trace is not None else _lazy_trace()
+        if trace is not None and not trace.is_lazy:
             trace.assign(self, new)
             return
+        if trace is None and (self._trace is not None or new._trace is not None):
+            raise TypeError("in-place update of a traced value outside its trace")
         if self.requires_grad and self._grad_fn is None and _grad_on():
             raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
                                "wrap the update in tracejit.no_grad()")
-        from .device import write_back
-        write_back(self, new._value, new.device)
+        if trace is not None:           # lazy mode: the write is recorded, done when flushed
+            trace.assign(self, new)
+        else:
+            from .device import write_back
+            write_back(self, new._value, new.device)
         if new._grad_fn is not None:
             self._grad_fn, self.requires_grad = new._grad_fn, True
             new._grad_fn.set_output(self)   # the temporary ``new`` dies; its node now produces self
@@ -387,6 +397,13 @@ Tensor.permute = _permute
 def _api():
     from . import api
     return api
+
+
+def _lazy_trace() -> Any:
+    """The active lazy-mode trace, if any (an in-place op on eager tensors records into it)."""
+    from .tracing import current_trace
+    trace = current_trace()
+    return trace if trace is not None and trace.is_lazy else None
 
 
 def _grad_on() -> bool:

@@ -27,11 +27,19 @@ class _ThreadState(threading.local):
     """Per thread: the active traces (innermost last) and whether autograd records."""
 
     def __init__(self) -> None:      # runs once in each thread that touches it
-        self.traces: list[Trace] = []
+        self.traces: list[Trace] = [] if _thread_default is None else [_thread_default()]
         self.grad_enabled = True
 
 
+_thread_default: Any = None     # makes the trace every thread starts with (lazy mode for a program)
 _local = _ThreadState()
+
+
+def set_thread_default(make_trace: Any) -> None:
+    """Every thread (this one now) starts with the trace ``make_trace()`` active at the bottom."""
+    global _thread_default
+    _thread_default = make_trace
+    _local.traces.insert(0, make_trace())
 
 
 def current_trace() -> Trace | None:
@@ -59,6 +67,16 @@ def set_grad_enabled(flag: bool) -> bool:
     return old
 
 
+def settled(t: Tensor) -> Tensor:
+    """``t`` as an eager tensor: a pending lazy value is computed (its graph flushed); a traced
+    value used outside its trace is an error."""
+    if t._trace is not None:
+        if not t._trace.is_lazy:
+            raise leaked_tracer_error(t)
+        t._trace.flush()
+    return t
+
+
 def leaked_tracer_error(t: Tensor) -> TracejitError:
     return TracejitError(
         f"a traced value {t.aval} escaped from the jitted function it was traced in and was used "
@@ -69,7 +87,7 @@ def note_data_read(value: Any, what: str) -> None:
     """While tracing, the function read the elements of ``value`` (an eager tensor or a NumPy
     array) as data: they are baked into the program, so the trace is guarded on them."""
     trace = current_trace()
-    if trace is None or id(value) in trace._data_read:
+    if trace is None or trace.is_lazy or id(value) in trace._data_read:
         return
     if isinstance(value, Tensor):
         read, label = value._host_value, f"captured tensor {value.aval}"
@@ -90,8 +108,10 @@ def note_data_read(value: Any, what: str) -> None:
 class Trace:
     """One tracing of a Python function: the graph so far and the captured eager tensors."""
 
-    def __init__(self) -> None:
-        self.graph = Graph()
+    is_lazy = False         # a lazy-mode pending graph (``tracejit.lazy``) says True
+
+    def __init__(self, graph: Any = None) -> None:
+        self.graph = Graph() if graph is None else graph     # (lazy mode records into a list)
         self.captures: list[Tensor] = []
         self._captured: dict[int, int] = {}   # id(tensor) -> input node
         self.mutated: dict[int, Tensor] = {}  # captured eager tensors updated in place
@@ -113,7 +133,7 @@ class Trace:
                 self.aliasing.current_node(t, self.node_of)
             return t._node
         if t._trace is not None:
-            raise leaked_tracer_error(t)
+            settled(t)          # a pending lazy value read by a trace: computed first
         nid = self._captured.get(id(t))
         if nid is None:
             nid = self.graph.add_input(t.aval, name="captured")

@@ -80,13 +80,17 @@ def operands(op: str, *args: Any) -> list[Tensor]:
     else:
         dtype = dt.promote_types(*(dt.scalar_dtype(w) for w in weak))
     shape = broadcast_shapes_for(op, *(() if is_scalar(v) else v.shape for v in vals))
-    eager = current_trace() is None
+    trace = current_trace()
+    eager = trace is None
     out = []
     for v in vals:
         if is_scalar(v):
             value = np.asarray(v, dtype=dtype)
             if eager:       # one constant already of the full shape (a free NumPy view)
                 out.append(P.constant(np.broadcast_to(value, shape)))
+                continue
+            if trace.is_lazy:
+                out.append(trace.broadcast_number(value, shape))
                 continue
             t = _traced_number(value)   # a 0-d constant and a broadcast, read by fusion
         else:
@@ -188,7 +192,10 @@ def eager_value(x: Tensor, op: str, way_out: str) -> np.ndarray:
     """
     from ..errors import ConcretizationError, user_frame
     from ..tracing import current_trace
-    if x.is_tracer or current_trace() is not None:
+    trace = current_trace()
+    if trace is not None and trace.is_lazy:
+        return x.numpy()                 # lazy mode: the pending graph is run to read it
+    if x.is_tracer or trace is not None:
         raise ConcretizationError(
             f"{op} has a data-dependent output shape and cannot be traced by tracejit.jit\n"
             f"  at {user_frame()}\nWays out: {way_out}, or call {op} outside the jitted function "

@@ -66,7 +66,8 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
             obj = np.from_dlpack(obj)
         if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
             arr = np.asarray(obj)
-            if isinstance(obj, np.ndarray) and current_trace() is not None:   # a program constant
+            trace = current_trace()
+            if isinstance(obj, np.ndarray) and trace is not None and not trace.is_lazy:   # a program constant
                 note_data_read(obj, "asarray of a NumPy array")
                 arr = arr.copy()
             if want is None and arr.dtype not in dt.ALL_DTYPES:

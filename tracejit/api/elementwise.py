@@ -39,8 +39,19 @@ def _numeric_unary(prim: str, name: str, int_identity: bool = False):
     return fn
 
 
+# dtype kinds each kind of binary op takes as they are (no cast, no error): its fast path
+_PLAIN_KINDS = {"float": "f", "numeric": "iuf", "intbool": "iub", "int": "iu", "any": "biuf"}
+
+
 def _binary(prim: str, name: str, kind: str = "numeric"):
+    plain = _PLAIN_KINDS[kind]
+    bind = P.bind
+
     def fn(x1: Any, x2: Any, /) -> Tensor:
+        # two tensors of one shape and dtype (most eager ops): nothing to promote or broadcast
+        if type(x1) is Tensor and type(x2) is Tensor and x1._aval == x2._aval \
+                and x1._aval.dtype.kind in plain and not (x1._weak or x2._weak):
+            return bind(prim, x1, x2)
         a, b = operands(name, x1, x2)
         if kind == "float":
             a, b = _floatify(a), _floatify(b)

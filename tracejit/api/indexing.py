@@ -100,7 +100,7 @@ def _advanced(x: Tensor, key: Any) -> Tensor:
     pos = arrays[0]
     idx = as_tensor(key[pos])
     if dt.is_bool(idx.dtype):
-        if idx.is_tracer:
+        if idx.is_tracer and not idx._trace.is_lazy:
             raise ConcretizationError(
                 f"boolean-mask indexing has a data-dependent shape and cannot be traced by jit\n"
                 f"  at {user_frame()}\nuse tracejit.where(mask, x, 0) instead, or run eagerly")
@@ -119,13 +119,18 @@ def _advanced(x: Tensor, key: Any) -> Tensor:
     head = getitem(x, tuple(key[:pos]) + (Ellipsis,)) if pos else x
     axis = sum(1 for k in key[:pos] if isinstance(k, slice))
     n = head.shape[axis]
-    idx = P.bind("mod", idx, P.full(idx.shape, n, idx.dtype)) if not idx.is_tracer and idx.size and \
+    idx = P.bind("mod", idx, P.full(idx.shape, n, idx.dtype)) if _concrete(idx) and idx.size and \
         int(np.min(idx.numpy())) < 0 and int(np.min(idx.numpy())) >= -n else idx
     out = P.take(head, idx, axis=axis)
     rest = key[pos + 1:]
     if rest:
         out = getitem(out, (slice(None),) * (axis + idx.ndim) + tuple(rest))
     return out
+
+
+def _concrete(t: Tensor) -> bool:
+    """Whether ``t``'s values can be read now (eager, or pending in lazy mode)."""
+    return not t.is_tracer or t._trace.is_lazy
 
 
 def take(x: Tensor, indices: Tensor, /, *, axis: int | None = None) -> Tensor:
@@ -163,7 +168,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     start, stop, step, target, _ = _basic_plan(x.shape, k)
     slice_shape = tuple(len(range(b, e, s)) for b, e, s in zip(start, stop, step))
     v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float)) else
-               P.constant(np.asarray(value, dtype=x.dtype)), x.dtype)
+               P.constant(np.asarray(value).astype(x.dtype)), x.dtype)    # (wraps as eagerly)
     v = P.broadcast_to(_drop_leading_ones(v, len(target), target), target)
     v = P.reshape(v, shape=slice_shape) if v.shape != slice_shape else v
     x._assign(P.slice_scatter(x, v, start=start, stop=stop, step=step))

@@ -48,7 +48,7 @@ def reshape(x: Tensor, /, shape: int | Sequence[int], *, copy: bool | None = Non
             raise ValueError(f"reshape: cannot reshape {x.shape} ({x.size} elements) to {shape}")
         shape = tuple(x.size // known if s == -1 else s for s in shape)
     out = x if shape == x.shape else P.reshape(x, shape=shape)
-    if copy is None or x.is_tracer:  # traced values are never aliased, so copy has nothing to decide
+    if copy is None or x.is_tracer and not x._trace.is_lazy:  # traced values are never aliased
         return out
     if copy:
         # an eager reshape views x's buffer: copy=True must not write through to x

@@ -74,7 +74,8 @@ def _check_labels(target: Tensor, scores: Tensor, ignore_index: int, op: str) ->
         raise ValueError(f"{op}: label shape {tuple(target.shape)} does not match input shape "
                          f"{tuple(scores.shape)} without its class dim")
     n_classes = scores.shape[-1]
-    if current_trace() is None and target.size:     # eager: check the labels (a traced one can't be)
+    trace = current_trace()
+    if (trace is None or trace.is_lazy) and target.size:   # eager, lazy: check them (traced ones: no)
         labels = target.numpy()
         bad = (labels != ignore_index) & ((labels < 0) | (labels >= n_classes))
         if bad.any():
@@ -152,7 +153,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     >= -100 as PyTorch does (so ``x`` of exactly 0 or 1 gives a finite loss)."""
     input, target = _float(input), _tensor(target)
     _same_shape(input, target, "binary_cross_entropy")
-    if current_trace() is None and input.size:
+    trace = current_trace()
+    if (trace is None or trace.is_lazy) and input.size:
         x = input.numpy()
         if not ((x >= 0) & (x <= 1)).all():
             raise ValueError("binary_cross_entropy: all elements of input must be in [0, 1] (probabilities; "

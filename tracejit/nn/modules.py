@@ -22,7 +22,7 @@ from ..guards import is_plain as _is_plain
 from ..guards import note_state_change
 from ..ops import AVal
 from ..tensors import CPU, Device, Tensor
-from ..tracing import current_trace
+from ..tracing import current_trace, settled
 from . import functional as F
 from . import init
 from .functional import dropout
@@ -37,6 +37,8 @@ class Parameter(Tensor):
         if data is None:
             data = np.zeros((0,), dtype=dt.default_float)
         src = data if isinstance(data, Tensor) else asarray(data)
+        if src.is_tracer and src._trace.is_lazy:
+            settled(src)            # lazy mode: a parameter is made of computed values
         if src.is_tracer:
             raise TypeError("Parameter() needs a concrete tensor, not a traced value")
         value = src._value

@@ -24,7 +24,7 @@ from .. import api as A
 from ..autograd import enable_grad, no_grad
 from ..guards import Guard, user_line
 from ..tensors import Tensor
-from ..tracing import current_trace
+from ..tracing import current_trace, settled
 
 
 class ParamGroup(dict):
@@ -124,6 +124,8 @@ class Optimizer:
         ps = group["params"]
         group["params"] = [ps] if isinstance(ps, Tensor) else list(ps)
         for p in group["params"]:
+            if isinstance(p, Tensor) and p.is_tracer and p._trace.is_lazy:
+                settled(p)          # lazy mode: an optimizer keeps computed tensors
             if not isinstance(p, Tensor) or p.is_tracer:
                 raise TypeError(f"optimizer can only optimize eager tensors, got {type(p).__name__}")
             if not p.requires_grad:
