@@ -1,10 +1,10 @@
-"""S1: attention forward+backward; S2: an LSTM training step (opt-in: ``--only S1,S2``).
+"""ATTN1: attention forward+backward; LSTM1: an LSTM training step (opt-in: ``--only ATTN1,LSTM1``).
 
-S1: ``softmax(q @ k.T / sqrt(d)) @ v`` at batch 8, heads 8, sequence 512, head dim 64, with the
+ATTN1: ``softmax(q @ k.T / sqrt(d)) @ v`` at batch 8, heads 8, sequence 512, head dim 64, with the
 gradients of ``sum(out * g)`` with respect to q, k and v.  Checked against a float64 NumPy
 forward and hand-written backward; NumPy float32 runs the same formulas.
 
-S2: one training step of a single-layer LSTM (input and hidden 256) over a sequence of 64 at
+LSTM1: one training step of a single-layer LSTM (input and hidden 256) over a sequence of 64 at
 batch 64: forward over the sequence, ``mean(out ** 2)``, backward, SGD (lr 0.1).  Checked
 against torch in float64 (the loss and ``weight_hh_l0`` after the step).
 """
@@ -36,7 +36,7 @@ from .harness import (
 )
 from .workloads import GFLOPS
 
-ATTN_KEY, LSTM_KEY = "S1", "S2"
+ATTN_KEY, LSTM_KEY = "ATTN1", "LSTM1"
 KEYS = (ATTN_KEY, LSTM_KEY)
 ATTN_SHAPE = (8, 8, 512, 64)           # batch, heads, sequence, head dim
 LSTM_SHAPE = (64, 64, 256)             # sequence, batch, hidden (= input size)
@@ -146,7 +146,7 @@ def run_attention(cfg: Config, log: Callable[[str], None] | None = None,
     return results
 
 
-# ------------------------------------------------------------------ S2 LSTM training step
+# ------------------------------------------------------------------ LSTM1 LSTM training step
 
 def lstm_problem(shape: tuple[int, ...] = LSTM_SHAPE, seed: int = 0
                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -305,7 +305,7 @@ def run_lstm(cfg: Config, log: Callable[[str], None] | None = None,
 
 
 def run(key: str, cfg: Config, log: Callable[[str], None] | None = None) -> list[Result]:
-    """Run S1 or S2 (the quick preset runs each at a quarter of its sequence length)."""
+    """Run ATTN1 or LSTM1 (the quick preset runs each at a quarter of its sequence length)."""
     quick = cfg.preset == "quick"
     if key == ATTN_KEY:
         b, h, n, d = ATTN_SHAPE

@@ -93,7 +93,7 @@ _BOTH = [["w", {"__tensor__": 0}], ["b", {"__tensor__": 1}]]
 # (name, edit of the parsed header, a regex the error message must match: the field it names)
 CRAFTED: list[tuple[str, Callable[[dict], Any], str]] = [
     ("dtype str", _set(("tensors", 0, "dtype"), "str"), r"tensors\[0\]\.dtype"),
-    ("dtype complex64", _set(("tensors", 0, "dtype"), "complex64"), r"tensors\[0\]\.dtype"),
+    ("dtype float128", _set(("tensors", 0, "dtype"), "float128"), r"tensors\[0\]\.dtype"),
     ("dtype object", _set(("tensors", 0, "dtype"), "object"), r"tensors\[0\]\.dtype"),
     ("dtype O", _set(("tensors", 1, "dtype"), "O"), r"tensors\[1\]\.dtype"),
     ("dtype big-endian", _set(("tensors", 0, "dtype"), ">f4"), r"tensors\[0\]\.dtype"),

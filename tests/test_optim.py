@@ -149,8 +149,10 @@ def test_compiled_training_step_kernel_count() -> None:
     lowered = tj.jit(step, backend="llvm").lower(tj.spec((32, 5), tj.float32), tj.spec((32,), tj.int64))
     # forward (linear, gelu, dropout, layer_norm, linear, cross_entropy), backward and the AdamW
     # update of 6 parameters (each parameter's m, v, step and new value in one kernel), and the
-    # count of labels that are not ignore_index (the mean's divisor): 23 kernels for a graph of
-    # 463 nodes, where running it op by op would launch one per node
+    # count of labels that are not ignore_index (the mean's divisor): 27 kernels for a graph of
+    # 463 nodes, where running it op by op would launch one per node.  (Four of them store once
+    # what several kernels would otherwise each recompute: dropout's random key, broadcast to
+    # every element, and three reductions read by kernels that do not read their inputs.)
     n = len(lowered.kernels)
-    assert n <= 23, f"{n} kernels for {len(lowered.graph)} graph nodes"
+    assert n <= 27, f"{n} kernels for {len(lowered.graph)} graph nodes"
     assert len(lowered.graph) > 10 * n

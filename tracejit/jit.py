@@ -21,6 +21,7 @@ import numpy as np
 
 from . import aliasing, passes
 from . import dtypes as dt
+from . import prims as P
 from .debug import check_outputs
 from .debug import flags as debug_flags
 from .device import write_back
@@ -244,7 +245,9 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             out = fn(*args, **kwargs)
             out_leaves, out_tree = flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             out_is_tensor = [isinstance(x, Tensor) for x in out_leaves]
-            results = [x for x in out_leaves if isinstance(x, Tensor)]
+            # a result computed from Python numbers alone is returned at their default dtype
+            results = [P.cast(x, dt.scalar_dtype(x.dtype.type(0).item())) if x._weak else x
+                       for x in out_leaves if isinstance(x, Tensor)]
             out_nodes = [trace.node_of(x) for x in results]
             arg_grads = _arg_grad_nodes(trace, tracers, grads_before)
             joint = record_backward(trace, results, tracers) if differentiable else None

@@ -77,8 +77,8 @@ def _same(op: str, *avals: AVal) -> None:
 
 
 # (kind "V" is bfloat16, the one non-NumPy dtype: ml_dtypes registers it as a void-kind type)
-_DTYPE_KINDS = {"float": "fV", "int": "iu", "bool": "b", "numeric": "iufcV", "intbool": "iub", "any": "biufcV",
-                "inexact": "fcV", "real": "iufV", "realbool": "biufV", "complex": "c"}
+_DTYPE_KINDS = {"float": "fV", "int": "iu", "bool": "b", "numeric": "iufcV", "intbool": "iub",
+                "any": "biufcV", "inexact": "fcV", "real": "iufV", "realbool": "biufV", "complex": "c"}
 _DTYPE_WORDS = {"float": "a real floating-point", "int": "an integer", "bool": "a boolean",
                 "numeric": "a numeric", "intbool": "an integer or boolean", "inexact": "a floating-point",
                 "real": "a real-valued numeric", "realbool": "a real-valued or boolean",
@@ -1105,3 +1105,6 @@ _register(Prim("all_reduce_wait", "host",
                lambda token, after, *, tag, shape, dtype: _group().wait_tagged(int(token)).reshape(shape)))
 # the linear-algebra primitives and the Fourier transforms, registered into PRIMS
 from . import ops_fft, ops_linalg  # noqa: E402,F401
+
+# the primitives tracejit defines (``custom_op`` adds the user's own to PRIMS after these)
+BUILTIN = frozenset(PRIMS)

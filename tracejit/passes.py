@@ -6,7 +6,6 @@ only for integers (``inf - inf`` and ``nan * 0`` are nan), and nothing is reasso
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -195,10 +194,13 @@ def _rule_movement(g: Graph, nid: int) -> int | None:
 
 
 def _single_element(g: Graph, nid: int) -> int | None:
-    """The one-element node ``nid`` broadcasts (through reshapes and expands), else None."""
-    while g.node(nid).op in ("reshape", "expand"):
+    """The number (a 0-d node) ``nid`` broadcasts through reshapes and expands, else None.
+
+    Only a 0-d one: a value with one element by chance (a row's statistic at batch 1) is left
+    as it is, so that the graph at batch 1 has the structure, and the kernels, of batch N."""
+    while g.node(nid).shape and g.node(nid).op in ("reshape", "expand"):
         nid = g.node(nid).inputs[0]
-    return nid if math.prod(g.node(nid).shape) == 1 else None
+    return nid if not g.node(nid).shape else None
 
 
 def _rule_scalar_math_before_broadcast(g: Graph, nid: int) -> int | None:
@@ -206,14 +208,13 @@ def _rule_scalar_math_before_broadcast(g: Graph, nid: int) -> int | None:
     arithmetic on numbers (a mean's ``1/n`` in its gradient) is done once, not per element
     (folded, when they are constants), and costs the kernels that read it nothing."""
     n = g.node(nid)
-    if n.op not in PRIMS or PRIMS[n.op].kind != "elementwise" or math.prod(n.shape) <= 1 or not n.inputs:
+    # (one-element results too: at batch 1, ``-(1/n)`` broadcast to a batch of one)
+    if n.op not in PRIMS or PRIMS[n.op].kind != "elementwise" or not n.shape or not n.inputs:
         return None
     sources = [_single_element(g, i) for i in n.inputs]
     if any(s is None for s in sources):
         return None
-    scalars = [s if not g.node(s).shape else
-               g.add("reshape", (s,), {"shape": ()}, AVal((), g.node(s).dtype)) for s in sources]
-    r = g.add(n.op, scalars, n.params, AVal((), n.dtype))
+    r = g.add(n.op, sources, n.params, AVal((), n.dtype))
     r = g.add("reshape", (r,), {"shape": (1,) * len(n.shape)}, AVal((1,) * len(n.shape), n.dtype))
     return g.add("expand", (r,), {"shape": n.shape}, n.aval)
 

@@ -55,9 +55,25 @@ def _infer_dtype(x: Any) -> np.dtype:
     return dt.canonical(flat.dtype)
 
 
+def all_weak(*args: Any) -> bool:
+    """Every operand is a Python number or a traced one, and one is traced: the result of an
+    op on them stands for a Python number too (it promotes weakly)."""
+    return all(_is_weak(a) for a in args) and any(isinstance(a, Tensor) for a in args)
+
+
 def _is_weak(a: Any) -> bool:
     """A Python scalar, or a jit argument that was one (traced as a weakly typed 0-d tensor)."""
     return is_scalar(a) or (isinstance(a, Tensor) and a._weak)
+
+
+_PY_WIDTHS = {bool: dt.bool_, int: dt.int64, float: dt.float64, complex: dt.complex128}
+
+
+def _python_width(v: Any) -> np.dtype:
+    """The dtype holding a Python number exactly as Python computes with it."""
+    if isinstance(v, np.generic):
+        return dt.canonical(np.dtype(type(v)))
+    return _PY_WIDTHS.get(type(v)) or dt.scalar_dtype(v)
 
 
 _KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
@@ -77,6 +93,11 @@ def operands(op: str, *args: Any) -> list[Tensor]:
         dtype = dt.promote_types(*(t.dtype for t in strong))
         for w in weak:
             dtype = dt.weak_scalar_dtype(w, dtype)
+    elif any(isinstance(v, Tensor) for v in vals):
+        # only traced Python numbers (a jit argument, an optimizer's hyperparameter) and Python
+        # numbers: computed as Python computes them, at the traced numbers' full width
+        # (``1 - beta2`` in float64, not rounded to float32 first)
+        dtype = dt.promote_types(*(v.dtype if isinstance(v, Tensor) else _python_width(v) for v in vals))
     else:
         dtype = dt.promote_types(*(dt.scalar_dtype(w) for w in weak))
     shape = broadcast_shapes_for(op, *(() if is_scalar(v) else v.shape for v in vals))

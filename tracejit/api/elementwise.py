@@ -11,16 +11,23 @@ from typing import Any
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensors import Tensor
-from ._convert import as_tensor, is_scalar, operands
+from ._convert import all_weak, as_tensor, is_scalar, operands
 
 
 def _floatify(x: Tensor) -> Tensor:
     return x if dt.is_inexact(x.dtype) else P.cast(x, dt.default_float)
 
 
+def _weak_if(out: Tensor, weak: bool) -> Tensor:
+    if weak:
+        out._weak = True
+    return out
+
+
 def _float_unary(prim: str):
     def fn(x: Any, /) -> Tensor:
-        return P.bind(prim, _floatify(as_tensor(x)))
+        x = as_tensor(x)
+        return _weak_if(P.bind(prim, _floatify(x)), x._weak)
     fn.__name__ = prim
     fn.__doc__ = f"Elementwise ``{prim}`` (integer inputs compute in the default float dtype)."
     return fn
@@ -61,7 +68,7 @@ def _binary(prim: str, name: str, kind: str = "numeric"):
             raise TypeError(f"{name} needs integer or boolean operands, got {a.dtype.name}")
         elif kind == "int" and not dt.is_int(a.dtype):
             raise TypeError(f"{name} needs integer operands, got {a.dtype.name}")
-        return P.bind(prim, a, b)
+        return _weak_if(P.bind(prim, a, b), all_weak(x1, x2))
     fn.__name__ = name
     fn.__doc__ = f"Elementwise ``{name}`` with broadcasting and type promotion."
     return fn
