@@ -102,18 +102,20 @@ def test_the_t1_step_at_batch_256_100_37_and_1_compiles_kernels_once(rng):
             return loss
         return model, step
 
-    model, step = make()
+    # Each batch's loss is checked against eager code on the same parameters: after a few
+    # AdamW steps, two float32 runs differ wherever a gradient is near zero (Adam normalises
+    # it to a full step either way), so whole trajectories are not compared here.
     jmodel, jstep = make()
     jstep = tj.jit(jstep)
     for i, n in enumerate((256, 100, 37, 1)):
         x = tj.asarray(rng.standard_normal((n, 784)).astype(np.float32))
         y = tj.asarray(rng.integers(0, 10, n))
-        new = _compiled_during(lambda x=x, y=y: jstep(x, y))
+        want = float(F.cross_entropy(jmodel(x), y))
+        got = []
+        new = _compiled_during(lambda x=x, y=y: got.append(float(jstep(x, y))))
         if i:
             assert new == 0, f"batch {n} compiled {new} new kernels"
-        eager = step(x, y)
-        last = jstep(x, y)       # a second step on the same batch, both sides
-        np.testing.assert_allclose(float(last), float(step(x, y)), rtol=1e-4)
-        assert float(eager) > 0
-    for p, q in zip(model.parameters(), jmodel.parameters()):
-        np.testing.assert_allclose(q.numpy(), p.numpy(), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(got[0], want, rtol=1e-5)
+        want = float(F.cross_entropy(jmodel(x), y))      # after the update
+        np.testing.assert_allclose(float(jstep(x, y)), want, rtol=1e-5)
+        assert want < got[0], "a step on the same batch lowers its loss"
