@@ -6,7 +6,9 @@ pycuda is imported lazily, so importing this module (and everything CPU) works w
 All work goes to the default stream of the device's primary context.  Kernels come from
 :mod:`codegen.ptx` through the PTX cache (a program holds kir kernels, so running one needs the
 code generator).  Extern ``matmul`` runs the tiled shared-memory kernel of
-:mod:`codegen.ptx_matmul` for floats and a kir reduction otherwise (see :mod:`runtime.cuda_extern`).
+:mod:`codegen.ptx_matmul` for floats and a kir reduction otherwise (see :mod:`runtime.cuda_extern`);
+an extern with a user PTX kernel (:mod:`runtime.cuda_user`) launches it; any other extern runs
+its host routine on copies.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime import cuda_user
 from runtime.cuda_alloc import Block, CachingAllocator
 from runtime.cuda_args import PackedArgs, pack_launch
 from runtime.program import Extern, Launch, Program, View
@@ -232,14 +235,15 @@ class CudaDevice:
         self.allocator.empty_cache()
 
     # modules and launches ----------------------------------------------------------------------
-    def function(self, pk: Any) -> Any:
-        """The loaded, prepared function of a :class:`codegen.ptx.PtxKernel` (cached by key, arch)."""
+    def function(self, pk: Any, param_format: str | None = None) -> Any:
+        """The loaded, prepared function of a :class:`codegen.ptx.PtxKernel` (cached by key, arch);
+        ``param_format`` for kernels of another launch convention."""
         key = (pk.key, pk.arch)
         fn = self._functions.get(key)
         if fn is None:
             module = self._drv.module_from_buffer(pk.ptx.encode())
             fn = module.get_function(pk.entry)
-            fn.prepare(_param_format(pk))
+            fn.prepare(param_format or _param_format(pk))
             fn._tracejit_module = module  # keep the module alive with its function
             self._functions[key] = fn
         return fn
@@ -274,6 +278,28 @@ class CudaDevice:
             fn = self.function(ptx_matmul.compile_matmul(dtype, self.arch))
             for grid, threads, args in launches:
                 fn.prepared_call(grid, (threads, 1, 1), *args.values)
+
+    def launch_user_kernel(self, kernel: cuda_user.UserPtxKernel, inputs: Sequence[DeviceArray],
+                           out: DeviceArray) -> None:
+        """``out = kernel(*inputs)``: operands made dense first (the kernel's convention)."""
+        ins = [a if _is_contiguous(a.shape, a.strides) else self.copy(a) for a in inputs]
+        dst = out if _is_contiguous(out.shape, out.strides) else self._empty_like(out)
+        if _size(dst.shape):
+            self.run_user_kernel(kernel, ins, dst)
+        if dst is not out:
+            self.copy(dst, out)
+
+    def run_user_kernel(self, kernel: cuda_user.UserPtxKernel, inputs: Sequence[DeviceArray],
+                        out: DeviceArray) -> None:
+        """One launch of ``kernel`` on dense operands (``out`` not empty)."""
+        args = cuda_user.launch_args([(_address(a), _size(a.shape)) for a in inputs],
+                                     (_address(out), _size(out.shape)))
+        fn = self.function(kernel, kernel.param_format)
+        fn.prepared_call((cuda_user.grid(_size(out.shape)), 1, 1), (cuda_user.BLOCK, 1, 1), *args.values)
+
+    def _empty_like(self, arr: DeviceArray) -> DeviceArray:
+        return DeviceArray(self.empty(_size(arr.shape) * itemsize(arr.dtype)), 0,
+                           _contiguous_strides(arr.shape), arr.shape, arr.dtype)
 
     # timing ------------------------------------------------------------------------------------
     def event(self) -> Any:
@@ -322,6 +348,15 @@ def matmul_launches(dtype: str, a: DeviceArray, b: DeviceArray,
 
 def _param_format(pk: Any) -> str:
     return "P" * pk.n_operands + "q" * (pk.ndim * (1 + pk.n_operands))
+
+
+def _size(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _address(arr: DeviceArray) -> int:
+    """Where a view's first element is (what a kernel taking a plain pointer gets)."""
+    return arr.buffer.ptr + arr.offset * itemsize(arr.dtype)
 
 
 def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -392,6 +427,9 @@ class _ProgramRun:
         return results
 
     def extern(self, step: Extern) -> None:
+        if step.name in cuda_user.KERNELS:
+            self.user_kernel(step, cuda_user.KERNELS[step.name])
+            return
         if step.name != "matmul":
             self.host_extern(step)
             return
@@ -410,6 +448,18 @@ class _ProgramRun:
                    for buf, off, st in zip(buffers, offsets, kstrides, strict=True)]
             self.dev.launch_kernel(kernel, shape, ops[:2], ops[2:])
 
+    def operands(self, step: Extern) -> list[DeviceArray]:
+        """An extern's operands (inputs, then the output) as device views."""
+        return [self.array(v, tuple(shape), self.p.slot_dtypes[v.slot])
+                for v, shape in zip([*step.inputs, *step.outputs], step.shapes, strict=True)]
+
+    def user_kernel(self, step: Extern, kernel: cuda_user.UserPtxKernel) -> None:
+        if step.params:
+            raise TypeError(f"extern {step.name!r}: its PTX kernel takes no parameters, got "
+                            f"{sorted(dict(step.params))}")
+        *ins, out = self.operands(step)
+        self.dev.launch_user_kernel(kernel, ins, out)
+
     def host_extern(self, step: Extern) -> None:
         """An extern without a GPU kernel (pad, concat, …) runs through the CPU runtime's
         NumPy routine: its operands go to the host and the result comes back (slow, but correct)."""
@@ -417,10 +467,7 @@ class _ProgramRun:
         fn = EXTERNS.get(step.name)
         if fn is None:
             raise NotImplementedError(f"extern {step.name!r} has no GPU kernel and no host routine")
-        views = [*step.inputs, *step.outputs]
-        arrays = [self.array(v, tuple(shape), self.p.slot_dtypes[v.slot])
-                  for v, shape in zip(views, step.shapes, strict=True)]
-        *ins, out = arrays
+        *ins, out = self.operands(step)
         result = fn(*(self.dev.array_to_host(a) for a in ins), **dict(step.params))
         host = np.broadcast_to(np.asarray(result, dtype=out.dtype), out.shape).copy()
         self.dev.copy(self.dev.upload(host), out)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import tracejit as tj
+from tests.custom_ptx import affine_np, affine_ptx
 from tracejit.custom_ops import CustomOpError, custom_op
 from tracejit.custom_ops import scalar as s
 from tracejit.ops import PRIMS
@@ -235,3 +236,54 @@ def test_fused_op_lowers_to_ptx_that_assembles():
     assert len(gpu.kernels) == 1
     for pk in gpu.entry.executable.ptx.values():
         ptx.ptxas_check(pk.ptx, "sm_90")
+
+
+ptx_affine = custom_op("t_ptx_affine", affine_np, ptx=affine_ptx("t_ptx_affine"))
+
+
+def test_ptx_op_assembles_and_a_device_program_launches_it(rng):
+    from codegen import ptx
+    from runtime.program import Extern
+    if not ptx.ptxas_available():
+        pytest.skip("ptxas is not on PATH (install the CUDA toolkit)")
+    kernel = ptx_affine.ptx_kernel
+    assert (kernel.entry, kernel.n_inputs, kernel.arch) == ("t_ptx_affine", 1, "sm_90")
+    ptx.ptxas_check(kernel.ptx, "sm_90")
+    f = tj.jit(lambda x: ptx_affine(x * 2.0) + 1.0)
+    gpu = f.lower(tj.spec((8, 300), tj.float32), device="cuda")      # no GPU needed to lower
+    externs = [s for s in gpu.entry.executable.program.steps if isinstance(s, Extern)]
+    assert [s.name for s in externs] == ["t_ptx_affine"]
+    assert gpu.entry.executable.ptx[kernel.key] is kernel            # listed with the program's PTX
+    for pk in gpu.entry.executable.ptx.values():
+        ptx.ptxas_check(pk.ptx, "sm_90")
+    a = rng.standard_normal((8, 300)).astype(np.float32)              # the CPU runs impl
+    np.testing.assert_allclose(np.asarray(f(tj.asarray(a))), (3 * (2 * a) + 0.5) + 1, rtol=1e-6)
+
+
+def test_bad_ptx_is_refused_naming_the_op():
+    def refused(name, pattern, **kw):
+        with pytest.raises(CustomOpError, match=rf"custom op {name!r}: .*{pattern}"):
+            custom_op(name, affine_np, **kw)
+        assert name not in PRIMS                                       # nothing half-registered
+    refused("t_ptx_wrong_entry", r"no \.entry named 't_ptx_wrong_entry' \(entries found: other\)",
+            ptx=affine_ptx("other"))
+    refused("t_ptx_other_entry", r"no \.entry named 'kern'", ptx=affine_ptx("t_ptx_other_entry"),
+            ptx_entry="kern")
+    refused("t_ptx_commented", r"entries found: none", ptx="// .entry t_ptx_commented(.param .u64 a)")
+    refused("t_ptx_three", r"has 3 parameters, it must take a pointer and a count",
+            ptx=affine_ptx("t_ptx_three", ".param .u64 in0, .param .u64 out, .param .u64 n_out"))
+    refused("t_ptx_arity", r"has 4 parameters, it must take 6: \.entry t_ptx_arity\(\.param \.u64 in0, "
+            r"\.param \.u64 n0, \.param \.u64 in1", ptx=affine_ptx("t_ptx_arity"), n_inputs=2)
+    u32_count = ".param .u64 in0, .param .u32 n0, .param .u64 out, .param .u64 n_out"
+    refused("t_ptx_u32", r"parameter 1 .*\.u32 n0.* not a 64-bit", ptx=affine_ptx("t_ptx_u32", u32_count))
+    refused("t_ptx_bytes", r"must be PTX source text", ptx=b".entry t_ptx_bytes()")
+    with pytest.raises(TypeError, match="'t_ptx_fused'.*opaque"):
+        custom_op("t_ptx_fused", affine_np, lower=lambda x: x * 3 + 0.5, ptx=affine_ptx("t_ptx_fused"))
+
+
+def test_ptx_op_takes_its_kernels_operands_and_no_parameters():
+    assert ptx_affine.n_inputs == 1 and "PTX" in repr(ptx_affine)
+    with pytest.raises(TypeError, match="takes 1 operands"):
+        ptx_affine(tj.ones(2), tj.ones(2))
+    with pytest.raises(TypeError, match="'t_ptx_affine' has a PTX kernel, which takes no parameters"):
+        ptx_affine(tj.ones(2), k=1)

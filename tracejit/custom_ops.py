@@ -7,6 +7,8 @@ Two kinds:
   lowering (written with :mod:`tracejit.scalar_expr`) is inlined into the fused kernels;
 * **opaque** (no ``lower``): a host step running ``impl`` (a NumPy function) or ``c_function``
   (a ctypes function pointer) on the CPU; under ``jit`` it is an extern step of the program.
+  With ``ptx=`` (a kernel's PTX source) it runs on a GPU as that kernel instead of on copies
+  of its operands on the host.
 
 Either way the op is one :class:`tracejit.ops.Prim` in ``tracejit.ops.PRIMS``, as every built-in
 op is, so tracing, the passes, fusion, autograd and ``explain`` treat it as one of theirs.  Its
@@ -48,17 +50,23 @@ def _as_aval(result: Any, op: str) -> AVal:
 class CustomOp:
     """A registered custom op: call it on tensors (and keyword parameters) like any tj function."""
 
-    def __init__(self, name: str, prim: Prim, fused: bool, n_inputs: int | None) -> None:
+    def __init__(self, name: str, prim: Prim, fused: bool, n_inputs: int | None,
+                 ptx_kernel: Any = None) -> None:
         self.name, self.prim, self.fused, self.n_inputs = name, prim, fused, n_inputs
+        self.ptx_kernel = ptx_kernel        # runtime.cuda_user.UserPtxKernel, or None
         self.__name__ = name
         self.__doc__ = prim.doc
 
     def __repr__(self) -> str:
-        return f"<tj.custom_op {self.name!r} ({'fused' if self.fused else 'opaque'})>"
+        kind = "fused" if self.fused else "opaque, PTX kernel" if self.ptx_kernel else "opaque"
+        return f"<tj.custom_op {self.name!r} ({kind})>"
 
     def __call__(self, *args: Any, **params: Any) -> Tensor:
         if self.n_inputs is not None and len(args) != self.n_inputs:
             raise TypeError(f"custom op {self.name!r} takes {self.n_inputs} operands, got {len(args)}")
+        if params and self.ptx_kernel is not None:
+            raise TypeError(f"custom op {self.name!r} has a PTX kernel, which takes no parameters; "
+                            f"got {sorted(params)}")
         for k, v in params.items():
             try:
                 hash(v)
@@ -126,6 +134,8 @@ def custom_op(name: str, impl: Callable[..., Any] | None = None, *,
               lower: Callable[..., Any] | None = None,
               vjp: Callable[..., Any] | None = None,
               c_function: Any = None,
+              ptx: str | None = None,
+              ptx_entry: str | None = None,
               n_inputs: int | None = None,
               doc: str = "") -> CustomOp:
     """Register a primitive op ``name`` and return the function that applies it.
@@ -143,6 +153,15 @@ def custom_op(name: str, impl: Callable[..., Any] | None = None, *,
       differentiable.
     * ``c_function``: instead of ``impl``, a ctypes function ``void f(const T *in0, int64_t n0,
       ..., T *out, int64_t n_out)`` on C-contiguous operands (sizes in elements).
+    * ``ptx``: for an opaque op, the PTX source of a GPU kernel computing it; on a GPU (eagerly
+      and under ``jit``) the op launches it instead of running on the host.  Its entry, named
+      ``ptx_entry`` (default ``name``), takes a pointer and an element count per operand, every
+      parameter 64-bit: ``.entry NAME(.param .u64 in0, .param .u64 n0, ..., .param .u64 out,
+      .param .u64 n_out)``; operands are dense (C-contiguous), the output is allocated by its
+      rule, and the launch is a 1-D grid of ``ceil(n_out / 256)`` blocks of 256 threads (check
+      the index against ``n_out``).  The kernel takes no parameters; its number of operands is
+      ``n_inputs`` (default: what the entry's parameters give).  The entry and its parameters are
+      checked here (:class:`CustomOpError` naming the op); ``impl`` remains the op on the CPU.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"custom_op: name must be an identifier, got {name!r}")
@@ -152,10 +171,16 @@ def custom_op(name: str, impl: Callable[..., Any] | None = None, *,
         raise TypeError(f"custom_op {name!r}: give exactly one of impl (a NumPy function) and c_function")
     if lower is not None and c_function is not None:
         raise TypeError(f"custom_op {name!r}: a fused op (lower=) takes a NumPy impl, not c_function")
+    if lower is not None and ptx is not None:
+        raise TypeError(f"custom_op {name!r}: a fused op (lower=) is compiled into kernels; ptx= is for "
+                        "opaque ops")
     for what, fn in (("impl", impl), ("rule", rule), ("lower", lower), ("vjp", vjp)):
         if fn is not None and not callable(fn):
             raise TypeError(f"custom_op {name!r}: {what} must be callable, got {type(fn).__name__}")
     fused = lower is not None
+    ptx_kernel = _ptx_kernel(name, ptx, ptx_entry or name, n_inputs) if ptx is not None else None
+    if ptx_kernel is not None:
+        n_inputs = ptx_kernel.n_inputs
     infer = _infer(name, rule, fused)
     run = _c_impl(name, c_function, infer) if c_function is not None else impl
     prim = Prim(name, "elementwise" if fused else "host", infer, _checked_impl(name, run, infer),
@@ -166,7 +191,19 @@ def custom_op(name: str, impl: Callable[..., Any] | None = None, *,
     if not fused:
         from runtime import cpu
         cpu.register_extern(name, prim.impl)
-    return CustomOp(name, prim, fused, n_inputs)
+    if ptx_kernel is not None:
+        from runtime import cuda_user
+        cuda_user.register(ptx_kernel)
+    return CustomOp(name, prim, fused, n_inputs, ptx_kernel)
+
+
+def _ptx_kernel(name: str, ptx: str, entry: str, n_inputs: int | None) -> Any:
+    """The op's PTX checked against the kernel convention (before anything is registered)."""
+    from runtime import cuda_user
+    try:
+        return cuda_user.check(name, ptx, entry, n_inputs)
+    except (TypeError, ValueError) as e:
+        raise CustomOpError(f"custom op {name!r}: {e}") from None
 
 
 def _infer(name: str, rule: Callable[..., Any] | None, fused: bool) -> Callable[..., AVal]:

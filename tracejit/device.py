@@ -148,15 +148,18 @@ def program_kernels(program: Program) -> list[kir.Kernel]:
 
 def compile_ptx(program: Program, device: Device) -> dict[str, Any]:
     """PTX for every kernel of ``program`` by kernel key, through the PTX cache (disk and memory),
-    so the first run only loads modules."""
+    so the first run only loads modules; custom ops' own PTX kernels included."""
     from runtime.ptx_cache import default_ptx_cache
     arch = target_arch(device)
     cache = default_ptx_cache()
     from codegen.ptx_matmul import compile_matmul
     from runtime.cuda_extern import tiled
+    from runtime.cuda_user import KERNELS
     out = {k.key: cache.get(k, arch) for k in program_kernels(program)}
     for s in program.steps:
         if isinstance(s, Extern) and s.name == "matmul" and tiled(s.dtype):
             pk = compile_matmul(s.dtype, arch)
             out[pk.key] = pk
+        elif isinstance(s, Extern) and s.name in KERNELS:
+            out[KERNELS[s.name].key] = KERNELS[s.name]
     return out

@@ -5,7 +5,8 @@ cache) and runs it on the operands' device buffers.  The compiled program is cac
 ``(primitive, params, input avals, device)``, so repeating an op costs only its launch.
 
 * Host-kind primitives (sort, take, cumulative sums, …) have no GPU kernel: their operands are
-  copied to the host, the NumPy reference runs, and the result is copied back.
+  copied to the host, the NumPy reference runs, and the result is copied back; a custom op with
+  its own PTX kernel runs as a one-op program that launches it.
 * Strided operands (views from reshape/slice/expand) are made dense on the device first.
 * A Python scalar reaches a primitive as a CPU constant broadcast to the operand's shape; such
   an operand (every element the same by construction) is uploaded as one element and the
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from runtime import cuda_user
 
 from . import tracing
 from .graph import Graph, freeze
@@ -36,7 +39,7 @@ def run(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AV
         if x._trace is not None:
             raise tracing.leaked_tracer_error(x)
     device = _common_device(prim.name, inputs)
-    if prim.kind == "host":
+    if prim.kind == "host" and prim.name not in cuda_user.KERNELS:
         return _on_host(prim, inputs, params, device)
     scalars = tuple(x.device.type == "cpu" for x in inputs)    # host scalars, by _common_device
     avals = tuple(x.aval for x in inputs)

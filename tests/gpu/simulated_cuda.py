@@ -5,7 +5,8 @@ whose launches compile the kernel to PTX and assemble it with ptxas (so every ke
 end launches is checked as a real driver would load it), then run the same kir kernel with the
 CPU code generator.  Program execution, the caching allocator, strided copies, extern matmul
 (its tiled kernel assembled, the product taken by NumPy) and host fallbacks are the real runtime
-code.  :func:`installed` swaps it in as ``cuda:0``.
+code; a custom op's PTX kernel is assembled and its launch packed, its host routine computing
+the result.  :func:`installed` swaps it in as ``cuda:0``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from codegen import ptx, ptx_matmul
-from runtime import cpu, cuda
+from runtime import cpu, cuda, cuda_user
 from runtime.cuda_alloc import CachingAllocator
 from runtime.ptx_cache import default_ptx_cache
 
@@ -49,6 +50,7 @@ class SimulatedDevice(cuda.CudaDevice):
         self._functions: dict[Any, Any] = {}
         self._constants: dict[Any, Any] = {}
         self.launches = 0
+        self.user_launches: list[tuple[str, int, Any]] = []     # (entry, blocks, packed args)
         self.assembled: set[str] = set()
 
     def make_current(self) -> None:      # no driver context to switch
@@ -116,6 +118,18 @@ class SimulatedDevice(cuda.CudaDevice):
         x, y = self.view(a), self.view(b)
         acc = np.float32 if dtype == "float16" else dtype
         self.view(out)[...] = np.matmul(x.astype(acc), y.astype(acc)).astype(dtype)
+        self.launches += 1
+
+    def run_user_kernel(self, kernel, inputs, out) -> None:
+        """A custom op's PTX kernel: its launch packed and its module assembled as on a GPU, the
+        op's host routine standing in for the kernel's arithmetic (no PTX runs on the CPU)."""
+        args = cuda_user.launch_args([(cuda._address(a), cuda._size(a.shape)) for a in inputs],
+                                     (cuda._address(out), cuda._size(out.shape)))
+        if kernel.key not in self.assembled and ptx.ptxas_available():
+            ptx.ptxas_check(kernel.ptx, self.arch)
+            self.assembled.add(kernel.key)
+        self.user_launches.append((kernel.entry, cuda_user.grid(cuda._size(out.shape)), args))
+        self.view(out)[...] = cpu.EXTERNS[kernel.op](*(self.view(a) for a in inputs))
         self.launches += 1
 
     def synchronize(self) -> None:

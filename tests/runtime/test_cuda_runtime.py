@@ -11,11 +11,12 @@ import pytest
 
 from codegen import ptx
 from codegen.kir import Acc, Kernel, Load, Op, Operand, Reduce, Store
-from runtime import cuda, cuda_extern
+from runtime import cuda, cuda_extern, cuda_user
 from runtime.cuda_alloc import LARGE_QUANTUM, CachingAllocator, OutOfMemoryError, size_class
 from runtime.cuda_args import pack_launch
 from runtime.program import Extern, Launch, Program, View
 from runtime.ptx_cache import PtxCache, decode_entry, encode_entry
+from tests.custom_ptx import affine_ptx
 
 
 class FakeMemory:
@@ -390,3 +391,45 @@ def test_each_thread_gets_the_context_of_the_gpu_it_uses(monkeypatch):
     for t in workers:
         t.join()
     assert seen == {"main": [0], "t0": [0], "t1": [0]}
+
+
+class FakeDriver:
+    """pycuda's module loading and prepared calls, recorded."""
+
+    def __init__(self) -> None:
+        self.loaded: list[tuple[bytes, str]] = []
+        self.calls: list[tuple] = []
+        self.formats: list[str] = []
+
+    def module_from_buffer(self, image: bytes):
+        drv = self
+
+        class Module:
+            def get_function(self, entry):
+                drv.loaded.append((image, entry))
+                return Function()
+
+        class Function:
+            def prepare(self, fmt):
+                drv.formats.append(fmt)
+
+            def prepared_call(self, grid, block, *args, shared_size=0):
+                drv.calls.append((grid, block, args))
+        return Module()
+
+
+def test_user_ptx_kernel_is_loaded_once_and_launched_on_dense_operands():
+    dev = object.__new__(cuda.CudaDevice)          # a device on a recording driver
+    dev._drv, dev._functions, dev.allocator = FakeDriver(), {}, CachingAllocator(FakeMemory())
+    copies = []
+    dev.copy = lambda arr, out: copies.append((arr, out))
+    kernel = cuda_user.check("t_k", affine_ptx("t_k"), "t_k", None)
+    src = cuda.DeviceArray(dev.empty(4 * 700), 100, (1,), (600,), "float32")       # dense from an offset
+    dst = cuda.DeviceArray(dev.empty(4 * 1200), 0, (2,), (600,), "float32")        # strided: a temporary
+    dev.launch_user_kernel(kernel, [src], dst)
+    dev.launch_user_kernel(kernel, [src], cuda.DeviceArray(dst.buffer, 0, (1,), (0,), "float32"))
+    assert dev._drv.loaded == [(kernel.ptx.encode(), "t_k")] and dev._drv.formats == ["PqPq"]
+    ((grid, block, args),) = dev._drv.calls                                         # the empty one: none
+    (tmp, out), = copies
+    assert (grid, block) == ((3, 1, 1), (256, 1, 1)) and out is dst and tmp.strides == (1,)
+    assert args == (src.buffer.ptr + 400, 600, tmp.buffer.ptr, 600)
