@@ -112,7 +112,7 @@ def test_the_t1_step_at_batch_256_100_37_and_1_compiles_kernels_once(rng):
         y = tj.asarray(rng.integers(0, 10, n))
         want = float(F.cross_entropy(jmodel(x), y))
         got = []
-        new = _compiled_during(lambda x=x, y=y: got.append(float(jstep(x, y))))
+        new = _compiled_during(lambda x=x, y=y, got=got: got.append(float(jstep(x, y))))
         if i:
             assert new == 0, f"batch {n} compiled {new} new kernels"
         np.testing.assert_allclose(got[0], want, rtol=1e-5)
