@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import tracejit as tj
 from tests.custom_ptx import affine_np, affine_ptx
@@ -52,6 +51,7 @@ def test_one_entry_in_the_op_table():
 
 
 def test_fused_op_eager_matches_numpy_and_torch(rng):
+    torch = pytest.importorskip("torch")
     a = rng.standard_normal((5, 7)).astype(np.float32)
     y = swish(tj.asarray(a), beta=1.0)
     assert y.dtype == tj.float32 and y.shape == (5, 7)
@@ -84,6 +84,7 @@ def test_fused_op_broadcasts_and_promotes_like_elementwise(rng):
 
 
 def test_fused_op_gradient_matches_torch_eager_and_jit(rng):
+    torch = pytest.importorskip("torch")
     a = rng.standard_normal((4, 5)).astype(np.float32)
     b = rng.standard_normal((5,)).astype(np.float32)
 
@@ -101,7 +102,12 @@ def test_opaque_op_eager_and_as_a_host_step_under_jit(rng):
     a = rng.standard_normal((3, 8)).astype(np.float32)
     want = np.maximum.accumulate(a, axis=-1)
     np.testing.assert_array_equal(np.asarray(cummax(tj.asarray(a))), want)
-    np.testing.assert_array_equal(torch.cummax(torch.from_numpy(a), dim=-1).values.numpy(), want)
+    try:
+        import torch
+    except ImportError:         # (torch is optional: NumPy is the reference)
+        pass
+    else:
+        np.testing.assert_array_equal(torch.cummax(torch.from_numpy(a), dim=-1).values.numpy(), want)
 
     def f(x):
         return cummax(x * 2.0) + 1.0, row_norms(x)
