@@ -258,3 +258,16 @@ def test_whole_program_lazy_from_the_environment(tmp_path: os.PathLike) -> None:
     values, flushes = out.stdout.strip().rsplit(" ", 1)
     assert values == str(np.round(np.exp(np.arange(4, dtype=np.float32)) * 2, 4).tolist())
     assert flushes == "1"
+
+
+def test_an_out_of_range_index_raises_even_when_nothing_reads_the_gather():
+    x = tj.asarray(np.arange(4.0))
+    with pytest.raises(IndexError, match="out of range"):
+        with tj.lazy():
+            tj.take(x, tj.asarray(np.array([7])), axis=0)     # result dropped, as eagerly it raises
+    with pytest.raises(IndexError, match="out of range"):
+        with tj.lazy():
+            tj.take(tj.asarray(np.zeros((1, 0))), tj.asarray(np.array([4])), axis=0)   # of no data
+    with tj.lazy():
+        y = tj.take(x, tj.asarray(np.array([1, -1])), axis=0)
+        np.testing.assert_array_equal(y.numpy(), [1.0, 3.0])

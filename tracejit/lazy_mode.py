@@ -38,7 +38,7 @@ from .api._convert import _INLINE_NUMBERS
 from .device import device_input, host_array, write_back
 from .graph import Graph, Node, freeze
 from .logs import topic
-from .ops import PRIMS, AVal, Prim
+from .ops import CHECKS, PRIMS, AVal, Prim
 from .prims import run_eager
 from .tensors import CPU, Device, Tensor, check_same_device
 from .tracing import Trace
@@ -125,6 +125,9 @@ class LazyTrace(Trace):
         self.device: Device | None = None       # where the graph's data lives (None: numbers only)
         self._free: set[int] = set()            # nodes that are number broadcasts
         self._synthetic: set[int] = set()       # nodes made without data (numbers, iota, ops on them)
+        # checks (indices in range) run at the flush even when nothing reads what they guard,
+        # so that an error eager code raises is raised here too: held, they stay results
+        self._checks: list[Tensor] = []
 
     # ------------------------------------------------------------------ recording
     def track(self, t: Tensor) -> None:
@@ -191,6 +194,8 @@ class LazyTrace(Trace):
                 self._live.append(weakref.ref(out, lambda _, k=id(out): views.pop(k, None)))
                 return self._bounded(out)
         self._live.append(weakref.ref(out))
+        if name in CHECKS:
+            self._checks.append(out)
         return self._bounded(out)
 
     def _bounded(self, out: Tensor) -> Tensor:
