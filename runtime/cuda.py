@@ -219,9 +219,7 @@ class CudaDevice:
         """Copy a strided view into ``out`` (default: a new contiguous array) on the device."""
         from runtime.cuda_extern import copy_kernel
         if out is None:
-            n = int(np.prod(arr.shape, dtype=np.int64))
-            out = DeviceArray(self.empty(n * itemsize(arr.dtype)), 0, _contiguous_strides(arr.shape),
-                              arr.shape, arr.dtype)
+            out = self._empty_like(arr)
         if out.shape != arr.shape:
             raise ValueError(f"copy between shapes {arr.shape} and {out.shape}")
         k = copy_kernel(arr.dtype, arr.strides, out.strides)
@@ -260,9 +258,9 @@ class CudaDevice:
         shape = tuple(int(s) for s in shape)
         ops = [*inputs, *outputs]
         n_outer = len(shape) - kernel.n_reduce
-        if int(np.prod(shape[:n_outer], dtype=np.int64)) == 0:
+        if _size(shape[:n_outer]) == 0:
             return
-        if kernel.n_reduce == 0 and int(np.prod(shape, dtype=np.int64)) == 0:
+        if kernel.n_reduce == 0 and _size(shape) == 0:
             return
         pk = default_ptx_cache().get(kernel, self.arch)
         args = pack_launch([a.buffer.ptr for a in ops], [a.offset for a in ops],
@@ -298,6 +296,7 @@ class CudaDevice:
         fn.prepared_call((cuda_user.grid(_size(out.shape)), 1, 1), (cuda_user.BLOCK, 1, 1), *args.values)
 
     def _empty_like(self, arr: DeviceArray) -> DeviceArray:
+        """A new dense array of ``arr``'s shape and dtype."""
         return DeviceArray(self.empty(_size(arr.shape) * itemsize(arr.dtype)), 0,
                            _contiguous_strides(arr.shape), arr.shape, arr.dtype)
 

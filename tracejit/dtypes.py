@@ -141,6 +141,23 @@ def promote_types(*dtypes: np.dtype) -> np.dtype:
     return out
 
 
+# the dtype holding a Python number as Python computes with it: a jit argument is traced at it,
+# and arithmetic among such numbers alone is done at it
+PY_SCALAR_WIDTHS = {bool: bool_, int: int64, float: float64, complex: complex128}
+
+
+def python_width(value: Any) -> np.dtype:
+    """The dtype a Python (or NumPy) number keeps its full value in."""
+    if isinstance(value, np.generic):
+        return canonical(np.dtype(type(value)))
+    return PY_SCALAR_WIDTHS.get(type(value)) or scalar_dtype(value)
+
+
+def default_of_kind(dtype: np.dtype) -> np.dtype:
+    """The default dtype of ``dtype``'s kind: what a Python number of that kind is on its own."""
+    return scalar_dtype(np.dtype(dtype).type(0).item())
+
+
 def scalar_dtype(value: Any) -> np.dtype:
     """The default dtype of a Python scalar taken on its own."""
     if isinstance(value, (bool, np.bool_)):

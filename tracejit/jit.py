@@ -146,14 +146,10 @@ def _leaf_aval(leaf: Any) -> tuple[AVal, Device]:
         return AVal(leaf.shape, leaf.dtype), leaf.device
     if isinstance(leaf, np.ndarray):
         return AVal(leaf.shape, dt.canonical(leaf.dtype)), CPU
-    return AVal((), _PY_SCALAR_DTYPES[type(leaf)] if type(leaf) in _PY_SCALAR_DTYPES
-                else dt.scalar_dtype(leaf)), CPU
-
-
-# A Python scalar argument keeps its full value: traced weakly typed at its widest dtype, it is
-# cast to the dtype of the tensors it meets (``x_f64 + 0.001`` is exact, ``x_f32 + 0.001`` rounds
-# as it does eagerly).
-_PY_SCALAR_DTYPES = {bool: dt.bool_, int: dt.int64, float: dt.float64}
+    # A Python number keeps its full value: traced weakly typed at its widest dtype, it is cast to
+    # the dtype of the tensors it meets (``x_f64 + 0.001`` is exact, ``x_f32 + 0.001`` rounds as
+    # it does eagerly).  (A NumPy scalar is traced at the default dtype of its kind.)
+    return AVal((), dt.PY_SCALAR_WIDTHS.get(type(leaf)) or dt.scalar_dtype(leaf)), CPU
 
 
 def _duplicates(leaves: list[Any]) -> tuple[int, ...]:
@@ -246,7 +242,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             out_leaves, out_tree = flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             out_is_tensor = [isinstance(x, Tensor) for x in out_leaves]
             # a result computed from Python numbers alone is returned at their default dtype
-            results = [P.cast(x, dt.scalar_dtype(x.dtype.type(0).item())) if x._weak else x
+            results = [P.cast(x, dt.default_of_kind(x.dtype)) if x._weak else x
                        for x in out_leaves if isinstance(x, Tensor)]
             out_nodes = [trace.node_of(x) for x in results]
             arg_grads = _arg_grad_nodes(trace, tracers, grads_before)

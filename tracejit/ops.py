@@ -1106,5 +1106,6 @@ _register(Prim("all_reduce_wait", "host",
 # the linear-algebra primitives and the Fourier transforms, registered into PRIMS
 from . import ops_fft, ops_linalg  # noqa: E402,F401
 
-# the primitives tracejit defines (``custom_op`` adds the user's own to PRIMS after these)
+# the op table's own primitives; ``custom_op`` adds more to PRIMS later (tracejit.debug's
+# print, and the user's)
 BUILTIN = frozenset(PRIMS)

@@ -100,9 +100,8 @@ def take(a: Tensor, idx: Tensor, *, axis: int) -> Tensor:  # noqa: F811  (the pr
     """The ``take`` primitive.  Traced on the CPU its indices are checked first (``index_check``:
     in range, negative ones wrapped), which lets fusion turn the gather into indexed loads inside
     the kernel that reads it."""
-    # (also for eager operands met while recording: in lazy mode the take itself may never run)
-    if (a._trace is not None or idx._trace is not None or tracing.current_trace() is not None) \
-            and a.device.type == "cpu":
+    # (whenever a trace records, eager operands included: in lazy mode the take may never run)
+    if tracing.current_trace() is not None and a.device.type == "cpu":
         idx = bind("index_check", idx, size=a.shape[axis])
     return bind("take", a, idx, axis=axis)
 

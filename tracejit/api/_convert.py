@@ -66,16 +66,6 @@ def _is_weak(a: Any) -> bool:
     return is_scalar(a) or (isinstance(a, Tensor) and a._weak)
 
 
-_PY_WIDTHS = {bool: dt.bool_, int: dt.int64, float: dt.float64, complex: dt.complex128}
-
-
-def _python_width(v: Any) -> np.dtype:
-    """The dtype holding a Python number exactly as Python computes with it."""
-    if isinstance(v, np.generic):
-        return dt.canonical(np.dtype(type(v)))
-    return _PY_WIDTHS.get(type(v)) or dt.scalar_dtype(v)
-
-
 _KIND_EXAMPLE = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
 
 
@@ -97,7 +87,7 @@ def operands(op: str, *args: Any) -> list[Tensor]:
         # only traced Python numbers (a jit argument, an optimizer's hyperparameter) and Python
         # numbers: computed as Python computes them, at the traced numbers' full width
         # (``1 - beta2`` in float64, not rounded to float32 first)
-        dtype = dt.promote_types(*(v.dtype if isinstance(v, Tensor) else _python_width(v) for v in vals))
+        dtype = dt.promote_types(*(v.dtype if isinstance(v, Tensor) else dt.python_width(v) for v in vals))
     else:
         dtype = dt.promote_types(*(dt.scalar_dtype(w) for w in weak))
     shape = broadcast_shapes_for(op, *(() if is_scalar(v) else v.shape for v in vals))
