@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import dtypes as dt
 from .. import prims as P
@@ -19,7 +19,9 @@ from ..autograd import zero_ as _zero_
 from ..nn import functional as F
 from ..tensors import Tensor
 from . import creation, elementwise, linalg, manipulation, searching, statistical
+from . import torch_functions as tf
 from .elementwise import clip
+from .torch_functions import ValuesIndices
 
 
 def _axes_of(x: Tensor, start_dim: int, end_dim: int) -> tuple[int, int]:
@@ -55,9 +57,9 @@ def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
     return clip(x, min, max)
 
 
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """``concat`` along ``dim``."""
-    return manipulation.concat(tensors, axis=dim)
+def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -> Tensor:
+    """``concat`` along ``dim`` (or NumPy's ``axis=``)."""
+    return manipulation.concat(tensors, axis=dim if axis is None else axis)
 
 
 def numel(x: Tensor) -> int:
@@ -82,12 +84,6 @@ def clone(x: Tensor) -> Tensor:
 def _fill_(x: Tensor, value: Any) -> Tensor:
     x._assign(creation.full_like(x, value))
     return x
-
-
-class ValuesIndices(NamedTuple):
-    """What ``x.max(dim=d)`` returns in PyTorch."""
-    values: Tensor
-    indices: Tensor
 
 
 def _reduction(name: str) -> Callable[..., Any]:
@@ -222,12 +218,6 @@ def _in_place(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return method
 
 
-def _add(x: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
-    return elementwise.add(x, other if alpha == 1 else elementwise.multiply(other, alpha))
-
-
-def _sub(x: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
-    return elementwise.subtract(x, other if alpha == 1 else elementwise.multiply(other, alpha))
 
 
 def _copy_(x: Tensor, src: Any) -> Tensor:
@@ -299,6 +289,27 @@ def rand_like(x: Tensor, *, dtype: Any = None) -> Tensor:
     return random.rand(x.shape, dtype=dtype or x.dtype)
 
 
+def _with_dim(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``fn(x, dim, keepdim)`` positionally as PyTorch passes them (``fn`` takes ``axis``)."""
+    def method(x: Tensor, dim: int = -1, *args: Any, **kwargs: Any) -> Tensor:
+        return fn(x, dim, *args, **kwargs)
+    functools.update_wrapper(method, fn)
+    return method
+
+
+# the standard's elementwise functions that PyTorch also has as methods, under the same name
+_UNARY = ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
+          "floor", "ceil", "trunc", "round", "sign", "square", "reciprocal", "rsqrt", "log1p", "expm1",
+          "log2", "log10", "exp2", "erf", "isnan", "isinf", "isfinite", "logical_not", "signbit",
+          "negative", "positive", "conj")
+_BINARY = ("maximum", "minimum", "atan2", "remainder", "floor_divide", "logical_and", "logical_or",
+           "logical_xor", "hypot", "copysign", "bitwise_and", "bitwise_or", "bitwise_xor", "logaddexp")
+_COMPARISONS = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater",
+                "ge": "greater_equal"}
+# torch_functions entries that are both ``torch.<name>(x, ...)`` and ``x.<name>(...)``
+_SHARED = ("narrow", "split", "chunk", "unbind", "index_select", "gather", "masked_fill",
+           "repeat_interleave", "cumprod", "diagonal", "diag", "trace")
+
 # name -> implementation.  NAMESPACE entries become ``tracejit.<name>``; METHODS entries become
 # ``Tensor.<name>`` (called with the tensor first; ``size`` is a property, the callable count).
 NAMESPACE: dict[str, Callable[..., Any]] = {
@@ -323,6 +334,17 @@ NAMESPACE: dict[str, Callable[..., Any]] = {
     "randn_like": randn_like,
     "rand_like": rand_like,
     "softmax": _softmax,
+    "sigmoid": F.sigmoid,
+    "relu": F.relu,
+    "logsumexp": _with_dim(F.logsumexp),
+    "log_softmax": _with_dim(F.log_softmax),
+    "permute": lambda x, dims: manipulation.permute_dims(x, tuple(dims)),
+    "long": dt.int64, "half": dt.float16, "double": dt.float64, "short": dt.int16,
+    "cfloat": dt.complex64, "cdouble": dt.complex128,
+    "mul": elementwise.multiply, "sub": tf.sub, "div": tf.div, "neg": elementwise.negative,
+    **{name: getattr(tf, name) for name in _SHARED + ("mm", "bmm", "addmm", "lerp", "is_tensor")},
+    "from_numpy": tf.from_numpy,
+    **{torch: getattr(elementwise, std) for torch, std in _COMPARISONS.items()},
 }
 
 METHODS: dict[str, Callable[..., Any]] = {
@@ -352,14 +374,25 @@ METHODS: dict[str, Callable[..., Any]] = {
     "softmax": _softmax,
     "pow": elementwise.pow,
     "topk": topk,
-    "add_": _in_place(_add),
-    "sub_": _in_place(_sub),
+    "add_": _in_place(tf.add),
+    "sub_": _in_place(tf.sub),
     "mul_": _in_place(elementwise.multiply),
     "div_": _in_place(elementwise.divide),
     "clamp_": _in_place(clamp),
     "copy_": _copy_,
     "var": _spread("var"),
     "std": _spread("std"),
+    "logsumexp": _with_dim(F.logsumexp),
+    "log_softmax": _with_dim(F.log_softmax),
+    "masked_fill_": _in_place(tf.masked_fill),
+    "tril": tf.tril, "triu": tf.triu,      # methods only: tj.tril/triu are the standard's (k=)
+    "t": tf.t, "view_as": tf.view_as, "expand_as": tf.expand_as,
+    "sort": tf.sort, "argsort": tf.argsort, "roll": tf.roll,
+    "new_zeros": tf.new_zeros, "new_ones": tf.new_ones, "new_full": tf.new_full,
+    "add": tf.add, "sub": tf.sub, "mul": elementwise.multiply, "div": tf.div, "neg": elementwise.negative,
+    **{name: getattr(tf, name) for name in _SHARED + ("mm", "bmm")},
+    **{name: getattr(elementwise, name) for name in _UNARY + _BINARY},
+    **{torch: getattr(elementwise, std) for torch, std in _COMPARISONS.items()},
     **{name: _reduction(name) for name in ("sum", "prod", "mean", "all", "any", "max", "min",
                                             "argmax", "argmin")},
 }
