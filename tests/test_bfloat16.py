@@ -271,3 +271,9 @@ def test_jitted_training_step_equals_eager(mode, rng) -> None:
     np.testing.assert_allclose(lj, le, rtol=2e-2)
     for a, b in zip(pj, pe):        # bfloat16 rounding: summation order may move a value by an ulp
         np.testing.assert_allclose(a, b, rtol=2**-6, atol=2e-3)
+
+
+def test_explain_prints_bfloat16_values() -> None:
+    x = tj.astype(tj.asarray(np.ones((4, 4), np.float32)), tj.bfloat16)
+    text = str(tj.jit(lambda a: a @ a + 1).explain(x))
+    assert "bf16[4,4]" in text

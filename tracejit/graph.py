@@ -237,11 +237,11 @@ class Graph:
 
 _SHORT = {"float16": "f16", "float32": "f32", "float64": "f64", "int8": "i8", "int16": "i16",
           "int32": "i32", "int64": "i64", "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64",
-          "complex64": "c64", "complex128": "c128", "bool": "bool"}
+          "complex64": "c64", "complex128": "c128", "bool": "bool", "bfloat16": "bf16"}
 
 
 def _short(aval: AVal) -> str:
-    return f"{_SHORT[aval.dtype.name]}[{','.join(map(str, aval.shape))}]"
+    return f"{_SHORT.get(aval.dtype.name, aval.dtype.name)}[{','.join(map(str, aval.shape))}]"
 
 
 def _format_params(params: dict[str, Any]) -> str:
