@@ -51,7 +51,7 @@ NC_BYTES = 512 * 1024
 @dataclass(frozen=True)
 class GemmParams:
     """Register and cache blocking of one dtype on the host."""
-    dtype: str
+    dtype: str          # C's and the accumulators'
     vector_bytes: int
     lanes: int          # elements per vector register
     mr: int             # tile rows (A values broadcast per k)
@@ -59,16 +59,22 @@ class GemmParams:
     kc: int
     mc: int
     nc: int
+    operand: str = ""   # A's and B's, when not ``dtype``
+
+    @property
+    def operand_dtype(self) -> str:
+        return self.operand or self.dtype
 
     @property
     def symbol(self) -> str:
-        return f"tj_gemm_{self.dtype}_v{self.vector_bytes}"
+        return f"tj_gemm_{self.operand_dtype}_v{self.vector_bytes}"
 
     @functools.cached_property
     def scratch_bytes(self) -> int:
         """Packing space per range: A's block, then B's (64-byte aligned)."""
-        a = -(-self.mc * self.kc * itemsize(self.dtype) // 64) * 64
-        return a + self.kc * self.nc * itemsize(self.dtype)
+        size = itemsize(self.operand_dtype)
+        a = -(-self.mc * self.kc * size // 64) * 64
+        return a + self.kc * self.nc * size
 
 
 def params(dtype: str, vector_bytes: int | None = None) -> GemmParams:
@@ -103,11 +109,17 @@ def _const_mask(lanes: int, count: int) -> ir.Constant:
 
 
 class _Gemm:
+    """The GEMM's LLVM module.  ``t``/``size`` are A's and B's element (what packing copies),
+    ``ct``/``vt``/``c_size`` C's and the accumulators' (the same type here; see
+    :mod:`codegen.cpu_gemm_bf16` for a kernel where they differ)."""
+
     def __init__(self, p: GemmParams):
         self.p = p
-        self.t = value_type(p.dtype)
-        self.vt = ir.VectorType(self.t, p.lanes)
-        self.size = itemsize(p.dtype)
+        self.ct = value_type(p.dtype)
+        self.vt = ir.VectorType(self.ct, p.lanes)
+        self.c_size = itemsize(p.dtype)
+        self.t = value_type(p.operand_dtype)
+        self.size = itemsize(p.operand_dtype)
         self.module = ir.Module(name=p.symbol)
         # one micro-kernel per tile height: a partial panel of A costs its rows only
         self.kernels = {mr: self._micro_kernel(mr) for mr in range(1, p.mr + 1)}
@@ -118,24 +130,35 @@ class _Gemm:
     def vptr(self, b: ir.IRBuilder, ptr: ir.Value) -> ir.Value:
         return b.bitcast(ptr, self.vt.as_pointer())
 
+    def packed_k(self, e: FunctionBuilder, kc: ir.Value) -> ir.Value:
+        """How many k a packed panel of ``kc`` holds (its rows apart: ``packed_k * rows``)."""
+        return kc
+
     # ----------------------------------------------------------------- micro-kernel
 
     def _micro_kernel(self, mr: int) -> ir.Function:
         """``uk(kc, ap, bp, c, ldc, acc)``: the ``mr`` x NR tile ``C (+)= Ap @ Bp`` over ``kc``
         (Ap's panel is MR rows wide); C's rows ``ldc`` apart and contiguous; ``acc`` adds to C
         instead of overwriting it."""
-        p, t, vt = self.p, self.t, self.vt
-        ptr = t.as_pointer()
-        fn = function(self.module, f"{p.symbol}_uk{mr}", [I64, ptr, ptr, ptr, I64, I1])
+        p = self.p
+        ptr = self.t.as_pointer()
+        fn = function(self.module, f"{p.symbol}_uk{mr}", [I64, ptr, ptr, self.ct.as_pointer(), I64, I1])
         fn.attributes.add("noinline")
         kc, ap, bp, c, ldc, acc = fn.args
         for a in (ap, bp, c):
             a.add_attribute("noalias")
         e = FunctionBuilder(fn)
-        b = e.b
+        accs = self._k_loop(e, mr, kc, ap, bp)
+        self._store_tile(e, accs, mr, c, ldc, acc)
+        return fn
+
+    def _k_loop(self, e: FunctionBuilder, mr: int, kc: ir.Value, ap: ir.Value,
+                bp: ir.Value) -> list[ir.Value]:
+        """The accumulators of an ``mr`` x NR tile: per k, NR/W vector loads of B, ``mr``
+        broadcasts of A, fused multiply-adds."""
+        p, b = self.p, e.b
         nv = p.nr // p.lanes
-        zero = const(p.dtype, 0, p.lanes)
-        accs = [zero] * (mr * nv)
+        accs = [const(p.dtype, 0, p.lanes)] * (mr * nv)
 
         def step(k: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
             bk = e.at(bp, b.mul(k, I64(p.nr)))
@@ -156,7 +179,14 @@ class _Gemm:
             lp.next = cur
         with e.loop(lp.i, kc, 1, "k1", lp.carried) as lp1:
             lp1.next = step(lp1.i, lp1.carried)
-        accs = lp1.carried
+        return lp1.carried
+
+    def _store_tile(self, e: FunctionBuilder, accs: list[ir.Value], mr: int, c: ir.Value, ldc: ir.Value,
+                    acc: ir.Value) -> None:
+        """The accumulators into C's tile (added to it when ``acc``), and return."""
+        p, b, vt = self.p, e.b, self.vt
+        nv = p.nr // p.lanes
+        fn = e.fn
         add_bb = fn.append_basic_block("add")
         store_bb = fn.append_basic_block("store")
         b.cbranch(acc, add_bb, store_bb)
@@ -166,7 +196,7 @@ class _Gemm:
         added = []
         for r in range(mr):
             for v in range(nv):
-                old = b.load(self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.size)
+                old = b.load(self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.c_size)
                 added.append(b.fadd(old, accs[r * nv + v]))
         b.branch(store_bb)
         b.position_at_end(store_bb)
@@ -179,9 +209,8 @@ class _Gemm:
         rows = [e.at(c, b.mul(I64(r), ldc)) for r in range(mr)]
         for r in range(mr):
             for v in range(nv):
-                b.store(out[r * nv + v], self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.size)
+                b.store(out[r * nv + v], self.vptr(b, e.at(rows[r], I64(v * p.lanes))), align=self.c_size)
         b.ret_void()
-        return fn
 
     # ----------------------------------------------------------------- packing
 
@@ -272,19 +301,20 @@ class _Gemm:
     # ----------------------------------------------------------------- entry
 
     def _entry(self) -> None:
-        p, t = self.p, self.t
-        ptr = t.as_pointer()
+        p, t, ct = self.p, self.t, self.ct
+        ptr, cptr = t.as_pointer(), ct.as_pointer()
         fn = function(self.module, p.symbol, [I64, I64, I64.as_pointer(), I64.as_pointer(),
                                                ir.IntType(8).as_pointer().as_pointer()], internal=False)
         start, end, shape_p, strides_p, ptrs_p = fn.args
         e = FunctionBuilder(fn)
         b = e.b
-        tile = b.alloca(ir.ArrayType(t, p.mr * p.nr))
+        tile = b.alloca(ir.ArrayType(ct, p.mr * p.nr))
         tile.align = 64
-        tile = b.bitcast(tile, ptr)
+        tile = b.bitcast(tile, cptr)
         m, n, k, split, chunk = [b.load(e.at(shape_p, I64(i))) for i in range(5)]
         a_m, a_k, b_k, b_n, c_m, c_n = [b.load(e.at(strides_p, I64(i))) for i in range(6)]
-        a_p, b_p, c_p, s_p = [b.bitcast(b.load(e.at(ptrs_p, I64(i))), ptr) for i in range(4)]
+        a_p, b_p, c_p, s_p = [b.bitcast(b.load(e.at(ptrs_p, I64(i))), cptr if i == 2 else ptr)
+                              for i in range(4)]
         scratch = e.at(b.bitcast(s_p, ir.IntType(8).as_pointer()),
                        b.mul(b.sdiv(start, chunk), I64(p.scratch_bytes)))
         scratch = b.bitcast(scratch, ptr)
@@ -301,7 +331,7 @@ class _Gemm:
         with e.loop(m0, m1, 1, "zi") as li:
             row = e.at(c_p, b.mul(li.i, c_m))
             with e.loop(n0, n1, 1, "zj") as lj:
-                b.store(zero, e.at(row, b.mul(lj.i, c_n)), align=self.size)
+                b.store(zero, e.at(row, b.mul(lj.i, c_n)), align=self.c_size)
         b.ret_void()
 
         b.position_at_end(work_bb)
@@ -312,11 +342,12 @@ class _Gemm:
             with e.loop(I64(0), k, kstep, "pc", tail=True) as lpc:
                 pc = lpc.i
                 kc = e.min(kstep, b.sub(k, pc))
+                kp = self.packed_k(e, kc)
                 acc = b.icmp_signed(">", pc, I64(0))
                 b_src = e.at(b_p, b.add(b.mul(pc, b_k), b.mul(jc, b_n)))
                 with e.loop(I64(0), nc, p.nr, "pb", tail=True) as lp:
                     b.call(self.pack_b, [kc, e.min(I64(p.nr), b.sub(nc, lp.i)), e.at(b_src, b.mul(lp.i, b_n)),
-                                         b_n, b_k, e.at(b_pack, b.mul(lp.i, kc))])
+                                         b_n, b_k, e.at(b_pack, b.mul(lp.i, kp))])
                 with e.loop(m0, m1, p.mc, "ic", tail=True) as lic:
                     ic = lic.i
                     mc = e.min(I64(p.mc), b.sub(m1, ic))
@@ -324,22 +355,22 @@ class _Gemm:
                     with e.loop(I64(0), mc, p.mr, "pa", tail=True) as lp:
                         b.call(self.pack_a, [kc, e.min(I64(p.mr), b.sub(mc, lp.i)),
                                              e.at(a_src, b.mul(lp.i, a_m)), a_m, a_k,
-                                             e.at(a_pack, b.mul(lp.i, kc))])
+                                             e.at(a_pack, b.mul(lp.i, kp))])
                     c_blk = e.at(c_p, b.add(b.mul(ic, c_m), b.mul(jc, c_n)))
                     with e.loop(I64(0), nc, p.nr, "jr", tail=True) as ljr:
                         nr = e.min(I64(p.nr), b.sub(nc, ljr.i))
-                        bp = e.at(b_pack, b.mul(ljr.i, kc))
+                        bp = e.at(b_pack, b.mul(ljr.i, kp))
                         with e.loop(I64(0), mc, p.mr, "ir", tail=True) as lir:
                             mr = e.min(I64(p.mr), b.sub(mc, lir.i))
-                            ap = e.at(a_pack, b.mul(lir.i, kc))
+                            ap = e.at(a_pack, b.mul(lir.i, kp))
                             cp = e.at(c_blk, b.add(b.mul(lir.i, c_m), b.mul(ljr.i, c_n)))
                             wide = b.and_(b.icmp_signed("==", nr, I64(p.nr)),
                                           b.icmp_signed("==", c_n, I64(1)))
                             with b.if_else(wide) as (then, otherwise):
                                 with then:
-                                    self._dispatch(e, mr, [kc, ap, bp, cp, c_m, acc])
+                                    self._dispatch(e, mr, [kp, ap, bp, cp, c_m, acc])
                                 with otherwise:
-                                    b.call(self.kernels[p.mr], [kc, ap, bp, tile, I64(p.nr), I1(0)])
+                                    b.call(self.kernels[p.mr], [kp, ap, bp, tile, I64(p.nr), I1(0)])
                                     self._copy_tile(e, tile, cp, mr, nr, c_m, c_n, acc)
         b.ret_void()
 
@@ -364,9 +395,9 @@ class _Gemm:
             trow = e.at(tile, b.mul(li.i, I64(self.p.nr)))
             with e.loop(I64(0), nr, 1, "tj") as lj:
                 dst = e.at(row, b.mul(lj.i, c_n))
-                x = b.load(e.at(trow, lj.i), align=self.size)
-                old = b.load(dst, align=self.size)
-                b.store(b.select(acc, b.fadd(old, x), x), dst, align=self.size)
+                x = b.load(e.at(trow, lj.i), align=self.c_size)
+                old = b.load(dst, align=self.c_size)
+                b.store(b.select(acc, b.fadd(old, x), x), dst, align=self.c_size)
 
 
 def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
