@@ -1,7 +1,10 @@
 """CPU GEMM micro benchmark: the generated GEMM (:mod:`runtime.cpu_gemm`) against NumPy's BLAS
 and PyTorch (where installed) on the training benchmark's matmul shapes.
 
-Run ``python -m benchmarks.gemm_micro [--reps N] [--rounds R] [--threads T] [--dtype float32|float64]``.
+Run ``python -m benchmarks.gemm_micro [--reps N] [--rounds R] [--threads T] [--dtype DTYPE]``
+(float32, float64 or bfloat16).
+``bfloat16``: bfloat16 operands, float32 results (the AVX-512 BF16 kernel where the CPU has it);
+NumPy, which has no bfloat16 GEMM, runs float32 on the widened operands, torch its bfloat16 ``mm``.
 Each implementation writes into a preallocated output; the table shows milliseconds and GF/s,
 the best over R rounds of the median of N calls.
 """
@@ -12,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 
 from runtime.cpu import num_threads
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
     args = ap.parse_args(argv)
     threads = args.threads or num_threads()
     try:
@@ -62,9 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         torch = None
     rng = np.random.default_rng(0)
     cases = []
+    low = args.dtype == "bfloat16"
+    dtype = ml_dtypes.bfloat16 if low else args.dtype
     for name, sa, sb, ta, tb in SHAPES:
-        a, b = operands(sa, sb, ta, tb, args.dtype, rng)
-        out = np.empty((a.shape[0], b.shape[1]), args.dtype)
+        a, b = operands(sa, sb, ta, tb, dtype, rng)
+        out = np.empty((a.shape[0], b.shape[1]), np.float32 if low else args.dtype)
         gemm(a, b, out, threads)
         ref = a.astype(np.float64) @ b.astype(np.float64)
         if not np.allclose(out, ref, rtol=1e-3, atol=1e-3 * np.sqrt(a.shape[1])):
@@ -75,25 +81,54 @@ def main(argv: list[str] | None = None) -> None:
     if torch is not None:
         impls["torch"] = lambda a, b, out: torch.mm(torch.from_numpy(a), torch.from_numpy(b),
                                                     out=torch.from_numpy(out))
+    if low:
+        cases = [(name, a, b, out, _widened(a), _widened(b)) for name, a, b, out in cases]
+        impls["numpy"] = lambda a, b, out, a32, b32: np.matmul(a32, b32, out=out)
+        impls["tracejit"] = lambda a, b, out, a32, b32: gemm(a, b, out, threads)
+        if torch is not None:
+            impls["torch"] = _torch_bf16_mm(torch)
+    else:
+        cases = [(name, a, b, out) for name, a, b, out in cases]
     # One implementation at a time, after a pause: OpenBLAS's and OpenMP's workers spin for a
     # while after each call and would steal the cores from the next implementation.  Several
     # rounds, keeping each case's best median, so a burst of other work on the machine does not
     # decide the table.
     seconds: dict[str, list[float]] = {impl: [float("inf")] * len(cases) for impl in impls}
+    # torch's bfloat16 operands are made once, outside the timing
+    args_of = [{impl: (c[1:] if not (low and impl == "torch") else _torch_args(torch, c)) for impl in impls}
+               for c in cases]
     for _ in range(args.rounds):
         for impl, fn in impls.items():
             time.sleep(0.3)
-            for i, (_, a, b, out) in enumerate(cases):
-                seconds[impl][i] = min(seconds[impl][i], median_seconds(fn, (a, b, out), args.reps))
+            for i in range(len(cases)):
+                seconds[impl][i] = min(seconds[impl][i], median_seconds(fn, args_of[i][impl], args.reps))
     print(f"{args.dtype}, {threads} threads, best of {args.rounds} rounds of the median of {args.reps} "
           "calls: ms and GF/s")
     print(f"{'shape':12s} {'(M,K)x(K,N)':>20s}" + "".join(f" {impl:>17s}" for impl in impls))
-    for i, (name, a, b, _) in enumerate(cases):
+    for i, (name, a, b, *_) in enumerate(cases):
         flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
         dims = f"({a.shape[0]},{a.shape[1]})x({b.shape[0]},{b.shape[1]})"
         cells = "".join(f" {seconds[impl][i] * 1e3:7.3f} ms {flops / seconds[impl][i] / 1e9:4.0f} GF"
                         for impl in impls)
         print(f"{name:12s} {dims:>20s}{cells}")
+
+def _widened(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32)
+
+
+def _torch_args(torch, case) -> tuple:
+    """bfloat16 tensors of a case's operands (torch.from_numpy takes no ml_dtypes arrays)."""
+    _, a, b, out, *_ = case
+    def t(x):
+        return torch.from_numpy(np.ascontiguousarray(x).view(np.int16)).view(torch.bfloat16).reshape(x.shape)
+    ta = t(a.T).T if not a.flags.c_contiguous else t(a)
+    tb = t(b.T).T if not b.flags.c_contiguous else t(b)
+    return ta, tb, torch.empty(out.shape, dtype=torch.bfloat16)
+
+
+def _torch_bf16_mm(torch) -> Callable:
+    return lambda a, b, out: torch.mm(a, b, out=out)
+
 
 if __name__ == "__main__":
     main()

@@ -921,6 +921,7 @@ def target_machine() -> llvm.TargetMachine:
         if _target_machine is None:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
+            llvm.initialize_native_asmparser()      # kernels with inline assembly (vdpbf16ps)
             target = llvm.Target.from_default_triple()
             _target_machine = target.create_target_machine(
                 cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),

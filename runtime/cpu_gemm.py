@@ -11,12 +11,14 @@ keeps one per matmul step, eager calls one per recent signature.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 
+import ml_dtypes
 import numpy as np
 
-from codegen import cpu, cpu_gemm
+from codegen import cpu, cpu_gemm, cpu_gemm_bf16
 from runtime.addresses import data_address
 from runtime.kernel_cache import cached_artifact
 from runtime.worker_pool import num_threads
@@ -34,11 +36,14 @@ class _Gemm:
     """The loaded kernel of one dtype (and vector width: the host's unless testing others)."""
 
     def __init__(self, dtype: str, vector_bytes: int | None = None):
-        self.params = p = cpu_gemm.params(dtype, vector_bytes)
+        if dtype == BF16:
+            self.params = p = cpu_gemm_bf16.params()
+            build = cpu_gemm_bf16.compile_gemm
+        else:
+            self.params = p = cpu_gemm.params(dtype, vector_bytes)
+            build = functools.partial(cpu_gemm.compile_gemm, dtype, vector_bytes)
         self.stats = {"disk_errors": 0}
-        artifact, self.from_disk = cached_artifact(f"gemm {p.symbol}", p.symbol,
-                                                   lambda: cpu_gemm.compile_gemm(dtype, vector_bytes),
-                                                   self.stats)
+        artifact, self.from_disk = cached_artifact(f"gemm {p.symbol}", p.symbol, build, self.stats)
         self.fn = cpu.load(artifact)
 
 
@@ -92,6 +97,8 @@ def plan(m: int, n: int, k: int, p: cpu_gemm.GemmParams, threads: int) -> tuple[
 
 DTYPES = cpu_gemm.DTYPES
 _DTYPE_NAMES = {np.dtype(d): d for d in DTYPES}
+BF16 = cpu_gemm_bf16.OPERAND
+_BF16_DTYPE = np.dtype(ml_dtypes.bfloat16)
 
 
 def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> str:
@@ -101,10 +108,13 @@ def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> str:
             raise TypeError(f"gemm: {name} must be a NumPy array, got {type(x).__name__}")
         if x.ndim != 2:
             raise ValueError(f"gemm: {name} must be 2-D, got shape {x.shape}")
-    dtype = _DTYPE_NAMES.get(a.dtype)
-    if not (a.dtype == b.dtype == out.dtype) or dtype is None:
-        raise TypeError(f"gemm: a, b and out must share one dtype of {cpu_gemm.DTYPES}, "
-                        f"got {a.dtype}, {b.dtype}, {out.dtype}")
+    if a.dtype == b.dtype == _BF16_DTYPE and out.dtype == np.float32:
+        dtype = BF16                    # bfloat16 products summed in float32
+    else:
+        dtype = _DTYPE_NAMES.get(a.dtype)
+        if not (a.dtype == b.dtype == out.dtype) or dtype is None:
+            raise TypeError(f"gemm: a, b and out must share one dtype of {cpu_gemm.DTYPES} "
+                            f"(or be bfloat16 into float32), got {a.dtype}, {b.dtype}, {out.dtype}")
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: inner dimensions differ: a {a.shape} @ b {b.shape}")
     if out.shape != (a.shape[0], b.shape[1]):
@@ -126,11 +136,27 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     if a.ndim == 2 and a.dtype in _DTYPE_NAMES and a.dtype == b.dtype == out.dtype and not ALWAYS_BLAS:
         _gemm(a, b, out, None)
         return
+    if a.dtype == b.dtype == _BF16_DTYPE:
+        _matmul_bf16(a, b, out)
+        return
     if a.ndim == 2 and a.shape[1] < 64 and out.flags.c_contiguous:
         # NumPy's matmul(out=) takes a slow non-BLAS loop for a short inner dim; dot does not
         np.dot(a, b, out=out)
     else:
         np.matmul(a, b, out=out)
+
+
+def _matmul_bf16(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """bfloat16 products summed in float32 and rounded once into ``out``: the AVX-512 BF16
+    kernel where the host has it, else the float32 GEMM on the widened operands (the same
+    products, exact in float32; sums in another order)."""
+    acc = out if out.dtype == np.float32 else np.empty(out.shape, np.float32)
+    if a.ndim == b.ndim == 2 and cpu_gemm_bf16.available() and not ALWAYS_BLAS:
+        _gemm(a, b, acc, None)
+    else:
+        matmul(a.astype(np.float32), b.astype(np.float32), acc)
+    if acc is not out:
+        out[...] = acc.astype(out.dtype)
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:

@@ -65,11 +65,16 @@ def autocast_dtype() -> Any:
 def autocast_operands(*xs: Tensor) -> tuple[tuple[Tensor, ...], Any]:
     """The operands of a matmul-like op under the current mode, and the mode's dtype (None when
     no ``autocast`` is on: operands unchanged).  Floating operands other than float64 (PyTorch
-    leaves float64 alone too) are rounded to the reduced dtype and widened to float32, the
-    accumulation dtype; the caller casts its float32 result to the returned dtype."""
+    leaves float64 alone too) are rounded to the reduced dtype; float16 ones are widened to
+    float32, the accumulation dtype (bfloat16 matmuls accumulate in float32 themselves); the
+    caller casts its result to the returned dtype."""
     low = autocast_dtype()
     if low is None or not all(dt.is_float(x.dtype) and x.dtype != dt.float64 for x in xs):
         return xs, None
+    if low == dt.bfloat16:
+        # a bfloat16 matmul sums its products in float32 (AVX-512 BF16 dot products where the
+        # CPU has them), so the operands go in as they are rounded
+        return tuple(P.cast(x, dtype=low) for x in xs), low
     return tuple(P.cast(P.cast(x, dtype=low), dtype=dt.float32) for x in xs), low
 
 

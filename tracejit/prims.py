@@ -34,7 +34,7 @@ def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
     prim = PRIMS[name]
     if name in WIDENED:
         for x in inputs:
-            if x._aval.dtype is _BF16:
+            if x._aval.dtype is _BF16 and not (name == "matmul" and _on_cpu(inputs)):
                 return _bind_widened(name, inputs, params)
     aval = prim.infer(*[x._aval for x in inputs], **params)
     state = tracing._local          # (one thread-local read for both questions)
@@ -46,6 +46,12 @@ def bind(name: str, *inputs: Tensor, **params: Any) -> Tensor:
                 _autograd().record(out, prim, inputs, params)
                 break
     return out
+
+
+def _on_cpu(inputs: tuple[Tensor, ...]) -> bool:
+    """Whether every operand is on the host, where a bfloat16 matmul sums in float32 itself
+    (``runtime.cpu_gemm``: AVX-512 BF16 dot products where the CPU has them)."""
+    return all(x._device is CPU or x._device == CPU for x in inputs)
 
 
 def _bind_widened(name: str, inputs: tuple[Tensor, ...], params: dict[str, Any]) -> Tensor:
