@@ -1,7 +1,7 @@
-"""Train a LeNet-style CNN on scikit-learn's bundled 8x8 handwritten digits, eagerly and jitted.
+"""Train a LeNet-style CNN on scikit-learn's bundled 8x8 handwritten digits: eager, lazy and jit.
 
 The data ship with scikit-learn (``pip install 'tracejit[examples]'``), nothing is downloaded:
-1797 grey-scale 8x8 digits, split 80/20 into training and test sets.  Both runs start from the
+1797 grey-scale 8x8 digits, split 80/20 into training and test sets.  All runs start from the
 same weights and see the same batches and dropout masks, so their losses agree to float32
 rounding; each prints its test accuracy, and a final table compares step times.
 
@@ -86,7 +86,16 @@ def train(mode: str, args: argparse.Namespace, data: tuple) -> dict:
     def predict(x: tj.Tensor) -> tj.Tensor:
         return model(x)
 
-    run, run_predict = (tj.jit(step), tj.jit(predict)) if mode == "jit" else (step, predict)
+    def lazy_step(x: tj.Tensor, y: tj.Tensor) -> float:
+        with tj.lazy():              # the eager step recorded; reading the loss flushes it
+            return float(step(x, y))
+
+    def lazy_predict(x: tj.Tensor) -> np.ndarray:
+        with tj.lazy():
+            return predict(x).numpy()
+
+    run, run_predict = {"jit": (tj.jit(step), tj.jit(predict)), "lazy": (lazy_step, lazy_predict)}.get(
+        mode, (step, predict))
     loader = tj.data.DataLoader(tj.data.TensorDataset(x_train, y_train), batch_size=args.batch_size,
                                 shuffle=True, seed=0, drop_last=True)
     tj.manual_seed(1)                      # dropout masks: the same stream in every mode
@@ -113,7 +122,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--modes", default="eager,jit", help="comma-separated: eager, jit")
+    ap.add_argument("--modes", default="eager,lazy,jit", help="comma-separated: eager, lazy, jit")
     args = ap.parse_args()
 
     data = load_digits()

@@ -223,3 +223,23 @@ def test_a_value_read_before_a_write_through_its_view_keeps_the_old_elements(bac
     x = tj.asarray([2.0, 3.0])
     np.testing.assert_array_equal(jitted(g, backend)(x).numpy(), [2.0])
     np.testing.assert_array_equal(x.numpy(), [-2.0, 3.0])
+
+
+@pytest.mark.parametrize("make", [lambda x: tj.astype(x, tj.int64), lambda x: x * 2],
+                         ids=["astype", "elementwise"])
+def test_write_into_reshape_of_a_value_computed_from_a_transposed_input(make) -> None:
+    """A computed value is row-major eagerly as in a trace, whatever its operand's layout, so its
+    reshape is a view in both and the write reaches it in both (NumPy would keep the operand's
+    column-major layout, copy in the reshape, and jit would differ)."""
+    def f(x):
+        v = make(x)
+        w = v.reshape(-1)
+        w *= -2
+        return v, w
+
+    x = np.arange(4, dtype=np.int32).reshape(2, 2).T + 1          # column-major
+    eager = f(tj.asarray(x))
+    jitted = tj.jit(f)(tj.asarray(x))
+    for e, j in zip(eager, jitted):
+        np.testing.assert_array_equal(e.numpy(), j.numpy())
+    np.testing.assert_array_equal(eager[0].numpy(), make(tj.asarray(x)).numpy() * -2)

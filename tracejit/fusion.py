@@ -595,6 +595,8 @@ class KernelBuilder:
         self.loads: dict[tuple[int, View], int] = {}
         self.stage_of: dict[int, int] = {}     # absorbed reduction -> stage index
         self._memo: dict[tuple[int, Path], kir.Expr] = {}
+        self._cost_memo: dict[int, int] = {}        # _cost with this build's (fixed) stored set
+        self._recomputed: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ planning
     def build(self) -> KernelPlan:
@@ -783,11 +785,19 @@ class KernelBuilder:
         Cheap elementwise outputs (an optimizer's new ``m`` and ``v``) are recomputed by the
         kernels that read them, which frees those kernels to be merged with the one storing them.
         """
+        known = self._recomputed.get(nid)
+        if known is not None:
+            return known
         n = self.g.node(nid)
         if self.materialized[nid] != "graph output" or n.op not in PRIMS or PRIMS[n.op].kind != "elementwise":
-            return False
-        others = {k: v for k, v in self.materialized.items() if k != nid}
-        return _cost(self.g, nid, others, {}) <= RECOMPUTE_LIMIT
+            again = False
+        else:
+            # its cost were it not stored: its own op and its inputs' (none of which reaches it)
+            own = 4 if n.op in _EXPENSIVE else 1
+            again = own + sum(_cost(self.g, i, self.materialized, self._cost_memo)
+                              for i in n.inputs) <= RECOMPUTE_LIMIT
+        self._recomputed[nid] = again
+        return again
 
     def _load(self, nid: int, path: Path) -> kir.Expr:
         v = _apply_path(View.contiguous(self.g.node(nid).shape), path)

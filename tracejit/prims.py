@@ -14,6 +14,7 @@ import numpy as np
 
 from . import dtypes as dt
 from . import eager_device, tracing
+from .aliasing import VIEW_OPS
 from .ops import PRIMS, AVal, Prim
 from .tensors import CPU, Tensor
 
@@ -73,6 +74,11 @@ def run_eager(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], av
         value = eager_hook(prim, inputs, params)
     if type(value) is not np.ndarray:
         value = np.asarray(value)
+    elif not value.flags.c_contiguous and prim.name not in VIEW_OPS:
+        # NumPy keeps an operand's layout (a transposed input's astype or x * 2 is column-major);
+        # a computed value is row-major here, as traces assume, so a later reshape of it is a
+        # view (or a copy) eagerly exactly when it is one under jit
+        value = np.ascontiguousarray(value)
     if value.shape != aval.shape or value.dtype != aval.dtype:
         aval = AVal(value.shape, value.dtype)
     return Tensor._new(value, None, -1, aval, CPU)
