@@ -206,3 +206,29 @@ def test_loss_errors() -> None:
         F.huber_loss(x, x, delta=0.0)
     with pytest.raises(ValueError, match="batchmean"):
         F.kl_div(x, x, reduction="batch")
+
+
+@pytest.mark.parametrize("labels", [[0, 3], [0, -1]])
+def test_out_of_range_labels_raise_under_jit_and_lazy(labels) -> None:
+    """Traced, the label check is a step of the program: jit raises naming the user's line
+    instead of a loss computed from an all-zero one-hot row."""
+    x = tj.zeros((2, 3))
+    step = tj.jit(lambda s, y: F.cross_entropy(s, y))
+    with pytest.raises(IndexError, match=r"labels must be in \[0, 3\).*\(at .*test_losses.py:\d+\)"):
+        step(x, tj.asarray(labels))
+    assert float(step(x, tj.asarray([0, 2]))) == pytest.approx(np.log(3))     # valid labels still run
+    with pytest.raises(IndexError, match=r"labels must be in \[0, 3\)"):
+        with tj.lazy():
+            float(F.nll_loss(x, tj.asarray(labels)))
+
+
+def test_lazy_loss_does_not_flush_to_check_its_labels() -> None:
+    from tracejit import lazy_mode
+    x, y = tj.asarray(np.ones((4, 5), np.float32)), tj.asarray([0, 1, 4, -100])
+    before = lazy_mode.stats["flushes"]
+    with tj.lazy():
+        loss = F.cross_entropy(tj.exp(x) * 2, y)
+        assert lazy_mode.stats["flushes"] == before
+        value = float(loss)
+    assert lazy_mode.stats["flushes"] == before + 1
+    assert value == pytest.approx(np.log(5))

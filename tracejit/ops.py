@@ -982,9 +982,20 @@ def _index_check_impl(idx, *, size):
     return np.where(r < 0, r + size, r) if r.size and r.min() < 0 else r
 
 
+def _label_check_impl(labels, *, size, ignore_index, op):
+    """Class labels unchanged, or IndexError naming the first one outside [0, size) that is not
+    ``ignore_index`` (what an eager loss checks before it runs, as a step of the program)."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= size))
+    if bad.any():
+        raise IndexError(f"{op}: labels must be in [0, {size}) or equal ignore_index={ignore_index}, "
+                         f"got {int(labels[bad].flat[0])}")
+    return labels
+
+
 _register(Prim("index_check", "host", _index_check_infer, _index_check_impl, vjp=_bool_vjp))
+_register(Prim("label_check", "host", lambda labels, **p: labels, _label_check_impl, vjp=_bool_vjp))
 # ops that raise on bad data: dead code elimination keeps them
-CHECKS = frozenset({"index_check"})
+CHECKS = frozenset({"index_check", "label_check"})
 _register(Prim("sort", "host", _sort_infer, _sort_impl, vjp=None))
 _register(Prim("argsort", "host", lambda a, **p: AVal(a.shape, dt.int64), _argsort_impl, vjp=_bool_vjp))
 _register(Prim("cumulative_sum", "host", _cumsum_infer, _cumsum_impl, vjp=_vjp_cumsum))

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import api as A
 from .. import dtypes as dt
+from .. import prims as P
 from ..tensors import Tensor
 from ..tracing import current_trace
 from .functional import _float, log_softmax, one_hot
@@ -73,14 +74,10 @@ def _check_labels(target: Tensor, scores: Tensor, ignore_index: int, op: str) ->
     if tuple(target.shape) != tuple(scores.shape[:-1]):
         raise ValueError(f"{op}: label shape {tuple(target.shape)} does not match input shape "
                          f"{tuple(scores.shape)} without its class dim")
-    n_classes = scores.shape[-1]
-    trace = current_trace()
-    if (trace is None or trace.is_lazy) and target.size:   # eager, lazy: check them (traced ones: no)
-        labels = target.numpy()
-        bad = (labels != ignore_index) & ((labels < 0) | (labels >= n_classes))
-        if bad.any():
-            raise IndexError(f"{op}: labels must be in [0, {n_classes}) or equal "
-                             f"ignore_index={ignore_index}, got {int(labels[bad].flat[0])}")
+    if target.size:
+        # eagerly the check raises here; traced (jit, lazy) it is a step of the program that
+        # raises when it runs, rather than a flush in the middle of a lazy step
+        P.bind("label_check", target, size=scores.shape[-1], ignore_index=int(ignore_index), op=op)
 
 
 def _label_weights(target: Tensor, n_classes: int, weight: Tensor | None, ignore_index: int,
