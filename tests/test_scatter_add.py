@@ -170,7 +170,8 @@ def test_embedding_gradient_under_jit_is_one_native_step_and_no_fill(rng):
     # kernel writes first; no tokens x vocabulary temporary anywhere
     table_bytes = vocab * width * 4
     made = program.slot_nbytes[program.n_inputs:]
-    assert sum(n >= table_bytes for n in made) == 1        # the gradient itself
+    # (the gradient itself, unless computed in place in the last call's .grad)
+    assert sum(n >= table_bytes for n in made) == (0 if program.inplace else 1)
     assert max(program.slot_nbytes) < 1024 * vocab
     assert all(isinstance(s, rp.Extern) or s.shape != (vocab * width,) for s in program.steps)
     f(ids)

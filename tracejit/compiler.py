@@ -216,7 +216,7 @@ def _in_place_outputs(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int]
     """The subset of ``updates`` (output index -> input index) a kernel can compute in place.
 
     Both buffers hold the same shape and dtype in C order, so the output's view is valid on the
-    input's buffer.  Writing over the input is safe when a kernel (or a matmul) stores the output
+    input's buffer.  Writing over the input is safe when a kernel (a matmul, a scatter_add) stores the output
     and every read of the input happens before that store (in earlier steps, or in the same kernel at the
     same element and in the same or an earlier stage), and no other program output sees the
     input's buffer.
@@ -229,7 +229,9 @@ def _in_place_outputs(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int]
     for k, s in enumerate(plan.steps):
         if isinstance(s, fusion.KernelPlan):
             step_of.update((o, k) for o, _ in s.outputs)
-        elif PRIMS[g.node(s.node).op].kind == "matmul":
+        elif PRIMS[g.node(s.node).op].kind == "matmul" or g.node(s.node).op == "scatter_add":
+            # (a scatter_add writes its output only once it cannot fail: its indices were
+            # checked by an earlier step, or NumPy computed the result aside first)
             step_of[s.node] = k
     chosen: dict[int, int] = {}
     for out_index, in_index in updates.items():
