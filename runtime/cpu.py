@@ -29,7 +29,7 @@ from codegen.mathlib import FUNCTIONS as MATH_FUNCTIONS
 from runtime import cpu_gemm, cpu_scatter, worker_pool
 from runtime.addresses import data_address
 from runtime.kernel_cache import KernelCache, default_cache
-from runtime.program import Extern, Launch, Program, View
+from runtime.program import Extern, Launch, Program, View, checked_indices
 from runtime.worker_pool import num_threads
 
 # Work (iteration points times point_cost) below which a launch stays on one thread: on a
@@ -320,7 +320,7 @@ class _PreparedScatter:
         if not (own or out in p.inplace.values()) or out in {v.slot for v in step.inputs}:
             return False
         axis = dict(step.params)["axis"]
-        if not _checked_indices(idx.slot, step.shapes[0][axis], p):
+        if not checked_indices(p, idx.slot, step.shapes[0][axis]):
             return False
         views = step.inputs + step.outputs
         if not all(_within(v, shp, p.slot_nbytes[v.slot] // np.dtype(p.slot_dtypes[v.slot]).itemsize)
@@ -342,13 +342,6 @@ def _scatter_layout(step: Extern) -> cpu_scatter.ScatterLayout:
     axis = dict(step.params)["axis"]
     return cpu_scatter.ScatterLayout(base_shape, idx_shape, axis, step.outputs[0].strides,
                                      base.strides, src.strides, idx.strides)
-
-
-def _checked_indices(slot: int, size: int, p: Program) -> bool:
-    """Whether ``slot`` holds what an ``index_check`` step into an axis of ``size`` wrote (the
-    whole slot): indices in ``[0, size)``, which a kernel may use without a bounds check."""
-    return any(isinstance(s, Extern) and s.name == "index_check" and s.outputs[0].slot == slot
-               and dict(s.params).get("size") == size for s in p.steps)
 
 
 def _within(view: View, shape: Sequence[int], n_elements: int) -> bool:

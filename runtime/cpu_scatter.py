@@ -73,9 +73,12 @@ class ScatterLayout:
         if not math.prod(src_shape):        # (no row is added: an empty array's strides are any)
             src_p, src_m, src_c, idx_m = 0, 0, 1, 0
         wide = self.sizes[3] > 1
-        self.ok = None not in (out_p, out_n, out_c, base_p, base_n, base_c, src_p, src_m, src_c, idx_m) \
-            and (not wide or (out_c == 1 and src_c == 1 and base_c in (0, 1)))
+        # every operand walks each of the three groups with one stride (what the GPU kernel needs)
+        self.strided = None not in (out_p, out_n, out_c, base_p, base_n, base_c, src_p, src_m, src_c, idx_m)
+        # ... and the columns contiguously (what this kernel's vector loads need)
+        self.ok = self.strided and (not wide or (out_c == 1 and src_c == 1 and base_c in (0, 1)))
         self.strides = (out_p, out_n, base_p, base_n, base_c if wide else 1, src_p, src_m, idx_m)
+        self.out_strides, self.src_strides = (out_p, out_n, out_c), (src_p, src_m, src_c)
 
 
 def plan(sizes: tuple[int, int, int, int], dtype: str, threads: int | None = None) -> list[tuple[int, int]]:

@@ -65,15 +65,18 @@ def split_reductions(g: Graph) -> int:
 
 def host_gathers(g: Graph) -> int:
     """``take(a, index_check(i))`` -> ``take(a, i)``: gathers stay host steps (which check their
-    indices themselves) where kernels have no indexed loads (PTX)."""
+    indices themselves) where kernels have no indexed loads (PTX).  A check nothing else reads
+    (a gradient's scatter_add) goes too."""
     count = 0
     for nid in g.topo():
         n = g.node(nid)
         if n.op == "take" and g.node(n.inputs[1]).op == "index_check":
-            raw = g.node(n.inputs[1]).inputs[0]
-            new = g.add("take", (n.inputs[0], raw), n.params, n.aval, n.source)
+            check = n.inputs[1]
+            new = g.add("take", (n.inputs[0], g.node(check).inputs[0]), n.params, n.aval, n.source)
             g.replace_all_uses(nid, new)
             g.remove(nid)
+            if not g.users(check) and check not in g.outputs:
+                g.remove(check)
             count += 1
     dce(g)
     return count
