@@ -26,11 +26,12 @@ DTYPES = cpu_scatter.DTYPES
 # Elements written (base copy plus added rows) below which a call stays on the calling thread
 SMALL_WORK = 64 * 1024
 
-_kernels: dict[str, object] = {}
+_kernels: dict[str, cpu.KernelFn] = {}
 _kernels_lock = threading.Lock()
 
 
-def _kernel(dtype: str):
+def _kernel(dtype: str) -> cpu.KernelFn:
+    """The loaded kernel of ``dtype`` (from the disk cache, or compiled once)."""
     with _kernels_lock:
         fn = _kernels.get(dtype)
         if fn is None:
