@@ -84,19 +84,20 @@ class ScatterLayout:
 
 def plan(sizes: tuple[int, int, int, int], dtype: str, threads: int | None = None) -> list[tuple[int, int]]:
     """Ranges of the flattened ``(P, C)`` columns, one per thread when the call is large, cut at
-    64-byte boundaries of a row where the row allows it."""
+    64-byte pieces of a row where rows are made of them, else between rows (threads writing
+    parts of one cache line would pass it back and forth at every row)."""
     p, n, m, c = sizes
     total = p * c
     if not total:
         return []
-    threads = num_threads() if threads is None else threads
-    parts = min(threads, total)
+    align = max(1, 64 // np.dtype(dtype).itemsize)
+    unit = align if c % align == 0 else c
+    parts = min(num_threads() if threads is None else threads, total // unit)
     if parts <= 1 or p * (n + m) * c < SMALL_WORK:
         return [(0, total)]
-    align = 64 // np.dtype(dtype).itemsize
-    align = align if c % align == 0 and total >= align * parts else 1
-    cuts = sorted({0, total} | {total * k // parts // align * align for k in range(1, parts)})
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    units = total // unit
+    cuts = [0] + [units * k // parts * unit for k in range(1, parts)] + [total]
+    return list(zip(cuts, cuts[1:]))
 
 
 class ScatterCall:

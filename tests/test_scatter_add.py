@@ -49,18 +49,25 @@ def test_eager_scatter_add_equals_add_at(rng, dtype, shape, axis, ishape):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("shape,axis,ishape", [((3, 70, 33), 1, (200,)), ((32000, 16), 0, (1024,)),
+@pytest.mark.parametrize("shape,axis,ishape", [((3, 70, 33), 1, (200,)), ((32000, 32), 0, (1024,)),
                                                ((5, 20000), 1, (40,)), ((2000, 3, 1), 0, (500,))])
 def test_kernel_split_over_columns_equals_add_at(rng, threads, shape, axis, ishape, monkeypatch):
-    # ranges that cut rows anywhere (33 columns) and the before-axis dims: each element has one owner
+    # ranges of whole rows (33 columns), of 64-byte pieces of rows, of the before-axis dims:
+    # each element has one owner
     monkeypatch.setattr(cpu_scatter, "SMALL_WORK", 0)
     monkeypatch.setattr(cpu_scatter, "num_threads", lambda: threads)
     base, idx, src = operands(rng, shape, axis, ishape, np.float32, low=0)
-    assert len(cpu_scatter.plan(cpu_scatter.ScatterLayout(
-        shape, ishape, axis, (0,) * len(shape), (0,) * len(shape), (0,) * len(src.shape),
-        (0,) * len(ishape)).sizes, "float32")) == min(threads, base.size // shape[axis])
     got = cpu_scatter.scatter_add(base, idx, src, axis)
     np.testing.assert_array_equal(got, reference(base, idx, src, axis))
+
+
+def test_ranges_split_rows_at_cache_lines_or_not_at_all():
+    assert cpu_scatter.plan((1, 32000, 1024, 128), "float32", 2) == [(0, 64), (64, 128)]
+    assert cpu_scatter.plan((1, 32000, 1024, 128), "float64", 3) == [(0, 40), (40, 80), (80, 128)]
+    assert cpu_scatter.plan((1, 32000, 1024, 4), "float32", 2) == [(0, 4)]
+    assert cpu_scatter.plan((3, 7000, 200, 33), "float32", 3) == [(0, 33), (33, 66), (66, 99)]
+    assert cpu_scatter.plan((1, 65, 256, 64), "float32", 2) == [(0, 64)]       # small: one thread
+    assert cpu_scatter.plan((4, 0, 0, 0), "float32", 2) == []
 
 
 def test_a_broadcast_base_is_a_fill(rng):
