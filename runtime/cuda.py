@@ -439,6 +439,8 @@ class _ProgramRun:
             return
         if step.name == "scatter_add" and self.scatter_add(step):
             return
+        if step.name == "take_checked" and self.take(step):
+            return
         if step.name != "matmul":
             self.host_extern(step)
             return
@@ -480,6 +482,29 @@ class _ProgramRun:
             ints = [*layout.sizes, *layout.out_strides, *layout.src_strides, layout.strides[-1]]
             pointers = [_address(a) for a in (out_a, src_a, idx_a)]
             self.dev.launch_indexed("scatter_add", step.dtype, pointers, ints)
+        return True
+
+    def take(self, step: Extern) -> bool:
+        """A gather with checked indices on the GPU: a thread per output element
+        (:mod:`codegen.ptx_scatter`); False when it does not apply (then the host runs it)."""
+        from codegen import ptx_scatter
+        from runtime.cpu_scatter import ScatterLayout
+        table, idx = step.inputs
+        out = step.outputs[0]
+        axis = dict(step.params)["axis"]
+        if step.dtype not in ptx_scatter.DTYPES or self.p.slot_dtypes[idx.slot] != "int64" \
+                or not checked_indices(self.p, idx.slot, step.shapes[0][axis]):
+            return False
+        # (the table is shaped as a scatter's output, the gathered rows as its source)
+        layout = ScatterLayout(step.shapes[0], step.shapes[1], axis, table.strides, table.strides,
+                               out.strides, idx.strides)
+        if not layout.strided:
+            return False
+        table_a, idx_a, out_a = self.operands(step)
+        if _size(step.shapes[2]):
+            ints = [*layout.sizes, *layout.src_strides, *layout.out_strides, layout.strides[-1]]
+            pointers = [_address(a) for a in (out_a, table_a, idx_a)]
+            self.dev.launch_indexed("take", step.dtype, pointers, ints)
         return True
 
     def operands(self, step: Extern) -> list[DeviceArray]:

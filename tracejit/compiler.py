@@ -63,20 +63,17 @@ def split_reductions(g: Graph) -> int:
     return count
 
 
-def host_gathers(g: Graph) -> int:
-    """``take(a, index_check(i))`` -> ``take(a, i)``: gathers stay host steps (which check their
-    indices themselves) where kernels have no indexed loads (PTX).  A check nothing else reads
-    (a gradient's scatter_add) goes too."""
+def device_gathers(g: Graph) -> int:
+    """``take(a, index_check(i))`` -> ``take_checked(a, index_check(i))``: where kernels have no
+    indexed loads (PTX) a gather is a step of its own, the device's gather kernel (which needs
+    the checked indices) or else the host's."""
     count = 0
     for nid in g.topo():
         n = g.node(nid)
         if n.op == "take" and g.node(n.inputs[1]).op == "index_check":
-            check = n.inputs[1]
-            new = g.add("take", (n.inputs[0], g.node(check).inputs[0]), n.params, n.aval, n.source)
+            new = g.add("take_checked", n.inputs, n.params, n.aval, n.source)
             g.replace_all_uses(nid, new)
             g.remove(nid)
-            if not g.users(check) and check not in g.outputs:
-                g.remove(check)
             count += 1
     dce(g)
     return count
@@ -138,7 +135,7 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     g = _copy(g)
     split_reductions(g)
     if device.type != "cpu":
-        host_gathers(g)
+        device_gathers(g)
     plan = fusion.plan(g)
     if device.type == "cpu":
         kernel_reuse.reuse_known_kernels(plan)

@@ -1001,6 +1001,9 @@ _register(Prim("sort", "host", _sort_infer, _sort_impl, vjp=None))
 _register(Prim("argsort", "host", lambda a, **p: AVal(a.shape, dt.int64), _argsort_impl, vjp=_bool_vjp))
 _register(Prim("cumulative_sum", "host", _cumsum_infer, _cumsum_impl, vjp=_vjp_cumsum))
 _register(Prim("take", "host", _take_infer, _take_impl, vjp=_vjp_take))
+# a take whose indices an index_check made (in range, non-negative): what a GPU program's
+# gather is compiled as (compiler.device_gathers), launched as a kernel there
+_register(Prim("take_checked", "host", _take_infer, lambda a, idx, *, axis: np.take(a, idx, axis=axis)))
 _register(Prim("scatter_add", "host", _scatter_add_infer, _scatter_add_impl,
                vjp=lambda g, out, base, idx, src, *, axis: (g, None, _P().take(g, idx, axis=axis))))
 
