@@ -100,7 +100,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--case", choices=sorted(CASES), action="append")
+    ap.add_argument("--threads", type=int, help="threads for torch and tracejit (default: theirs)")
     args = ap.parse_args()
+    if args.threads:
+        os.environ["TRACEJIT_NUM_THREADS"] = str(args.threads)
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'case':<34} {'impl':<16} {'us/step':>9} {'vs torch':>9}")
     for name in args.case or list(CASES):
