@@ -134,7 +134,8 @@ def scatter_add(base: np.ndarray, idx: np.ndarray, src: np.ndarray, axis: int) -
     dtype = base.dtype.name
     if dtype not in DTYPES or src.dtype != base.dtype or idx.dtype != np.int64:
         return None
-    out = np.empty(base.shape, base.dtype)
+    from runtime.cpu import pooled_empty  # (runtime.cpu imports this module)
+    out = pooled_empty(base.shape, base.dtype)
     src, idx = np.ascontiguousarray(src), np.ascontiguousarray(idx)
     layout = ScatterLayout(base.shape, idx.shape, axis, _element_strides(out), _element_strides(base),
                            _element_strides(src), _element_strides(idx))
