@@ -161,17 +161,6 @@ class BufferPool:
 
 _buffers = BufferPool()
 
-
-def pooled_empty(shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
-    """A new array of a large size from the pool (memory a dropped one returned, its pages
-    already touched), a plain one when small."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes <= SMALL_SLOT:
-        return np.empty(shape, dtype)
-    raw = _buffers.lease(_buffers.acquire(nbytes))
-    return raw[:nbytes].view(dtype).reshape(shape)
-
 # While a profile records (``tracejit.profiler``), the object that runs each program step by
 # step and times it; None otherwise, so an unprofiled call pays one check.
 profiler: Any = None

@@ -134,8 +134,7 @@ def scatter_add(base: np.ndarray, idx: np.ndarray, src: np.ndarray, axis: int) -
     dtype = base.dtype.name
     if dtype not in DTYPES or src.dtype != base.dtype or idx.dtype != np.int64:
         return None
-    from runtime.cpu import pooled_empty  # (runtime.cpu imports this module)
-    out = pooled_empty(base.shape, base.dtype)
+    out = np.empty(base.shape, base.dtype)
     src, idx = np.ascontiguousarray(src), np.ascontiguousarray(idx)
     layout = ScatterLayout(base.shape, idx.shape, axis, _element_strides(out), _element_strides(base),
                            _element_strides(src), _element_strides(idx))
