@@ -26,10 +26,10 @@ import numpy as np
 
 from codegen import kir
 from codegen.mathlib import FUNCTIONS as MATH_FUNCTIONS
-from runtime import cpu_gemm, worker_pool
+from runtime import cpu_gemm, cpu_scatter, worker_pool
 from runtime.addresses import data_address
 from runtime.kernel_cache import KernelCache, default_cache
-from runtime.program import Extern, Launch, Program, View
+from runtime.program import Extern, Launch, Program, View, checked_indices
 from runtime.worker_pool import num_threads
 
 # Work (iteration points times point_cost) below which a launch stays on one thread: on a
@@ -297,6 +297,53 @@ class _PreparedMatmul:
         self.call.run(addresses[sa] + oa, addresses[sb] + ob, addresses[sc] + oc)
 
 
+class _PreparedScatter:
+    """An extern ``scatter_add`` as a :class:`runtime.cpu_scatter.ScatterCall` (a step of the
+    native runner, no NumPy): one whose indices this program's ``index_check`` step made (in
+    range for the scattered axis, non-negative) and whose operands the kernel walks."""
+
+    def __init__(self, step: Extern, p: Program):
+        self.call = cpu_scatter.ScatterCall(step.dtype, _scatter_layout(step))
+        base, idx, src = step.inputs
+        views = (step.outputs[0], base, src, idx)
+        self.operands = [(v.slot, v.offset * np.dtype(p.slot_dtypes[v.slot]).itemsize) for v in views]
+
+    @staticmethod
+    def applies(step: Extern, p: Program) -> bool:
+        if step.name != "scatter_add" or step.dtype not in cpu_scatter.DTYPES or len(step.inputs) != 3:
+            return False
+        base, idx, src = step.inputs
+        out = step.outputs[0].slot
+        if p.slot_dtypes[idx.slot] != "int64" or {p.slot_dtypes[v.slot] for v in (base, src)} != {step.dtype}:
+            return False
+        own = out >= p.n_inputs and out not in p.constants
+        if not (own or out in p.inplace.values()) or out in {v.slot for v in step.inputs}:
+            return False
+        axis = dict(step.params)["axis"]
+        if not checked_indices(p, idx.slot, step.shapes[0][axis]):
+            return False
+        views = step.inputs + step.outputs
+        if not all(_within(v, shp, p.slot_nbytes[v.slot] // np.dtype(p.slot_dtypes[v.slot]).itemsize)
+                   for v, shp in zip(views, step.shapes)):
+            return False
+        return _scatter_layout(step).ok
+
+    def native(self, zero_slot: int, scratch_slot: int) -> tuple:
+        c = self.call
+        return c.fn, c.ranges, c.args, self.operands
+
+    def run(self, bufs: list, addresses: list[int]) -> None:
+        self.call.run(*(addresses[slot] + offset for slot, offset in self.operands))
+
+
+def _scatter_layout(step: Extern) -> cpu_scatter.ScatterLayout:
+    base, idx, src = step.inputs
+    base_shape, idx_shape = step.shapes[0], step.shapes[1]
+    axis = dict(step.params)["axis"]
+    return cpu_scatter.ScatterLayout(base_shape, idx_shape, axis, step.outputs[0].strides,
+                                     base.strides, src.strides, idx.strides)
+
+
 def _within(view: View, shape: Sequence[int], n_elements: int) -> bool:
     """Do all elements of ``view`` (of ``shape``) lie in [0, n_elements)?"""
     if 0 in shape:
@@ -367,6 +414,7 @@ class CpuProgram:
         cache = cache or default_cache()
         self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch)
                       else _PreparedMatmul(s, p.slot_dtypes) if _PreparedMatmul.applies(s, p)
+                      else _PreparedScatter(s, p) if _PreparedScatter.applies(s, p)
                       else _ExternCall(s, p.slot_dtypes) for s in p.steps]
         n_slots = len(p.slot_nbytes)
         scratch = max((s.call.scratch_bytes for s in self.steps if isinstance(s, _PreparedMatmul)), default=0)

@@ -25,7 +25,7 @@ import numpy as np
 from runtime import cuda_user
 from runtime.cuda_alloc import Block, CachingAllocator
 from runtime.cuda_args import PackedArgs, pack_launch
-from runtime.program import Extern, Launch, Program, View
+from runtime.program import Extern, Launch, Program, View, checked_indices
 
 _MAX_GRID_Z = 65535
 _ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
@@ -277,6 +277,14 @@ class CudaDevice:
             for grid, threads, args in launches:
                 fn.prepared_call(grid, (threads, 1, 1), *args.values)
 
+    def launch_indexed(self, kind: str, dtype: str, pointers: Sequence[int], ints: Sequence[int]) -> None:
+        """One launch of :mod:`codegen.ptx_scatter`'s ``kind`` kernel (``take``, ``scatter_add``)."""
+        from codegen import ptx_scatter
+        pk = ptx_scatter.compile_kernel(kind, dtype, self.arch)
+        blocks, threads = ptx_scatter.launch_geometry(kind, tuple(ints[:4]))
+        fn = self.function(pk, "P" * len(pointers) + "q" * len(ints))
+        fn.prepared_call((blocks, 1, 1), (threads, 1, 1), *pointers, *ints)
+
     def launch_user_kernel(self, kernel: cuda_user.UserPtxKernel, inputs: Sequence[DeviceArray],
                            out: DeviceArray) -> None:
         """``out = kernel(*inputs)``: operands made dense first (the kernel's convention)."""
@@ -429,6 +437,10 @@ class _ProgramRun:
         if step.name in cuda_user.KERNELS:
             self.user_kernel(step, cuda_user.KERNELS[step.name])
             return
+        if step.name == "scatter_add" and self.scatter_add(step):
+            return
+        if step.name == "take_checked" and self.take(step):
+            return
         if step.name != "matmul":
             self.host_extern(step)
             return
@@ -446,6 +458,54 @@ class _ProgramRun:
             ops = [DeviceArray(buf, off, st, shape, step.dtype)
                    for buf, off, st in zip(buffers, offsets, kstrides, strict=True)]
             self.dev.launch_kernel(kernel, shape, ops[:2], ops[2:])
+
+    def scatter_add(self, step: Extern) -> bool:
+        """A scatter_add with checked indices on the GPU: the base copied into the output, then
+        the column-per-thread kernel (:mod:`codegen.ptx_scatter`); False when it does not apply
+        (the step then goes through the host)."""
+        from codegen import ptx_scatter
+        from runtime.cpu_scatter import ScatterLayout
+        base, idx, src = step.inputs
+        out = step.outputs[0]
+        axis = dict(step.params)["axis"]
+        if step.dtype not in ptx_scatter.DTYPES or self.p.slot_dtypes[idx.slot] != "int64" \
+                or out.slot in {v.slot for v in step.inputs} \
+                or not checked_indices(self.p, idx.slot, step.shapes[0][axis]):
+            return False
+        layout = ScatterLayout(step.shapes[0], step.shapes[1], axis, out.strides, base.strides, src.strides,
+                               idx.strides)
+        if not layout.strided:
+            return False
+        base_a, idx_a, src_a, out_a = self.operands(step)
+        self.dev.copy(base_a, out_a)
+        if _size(step.shapes[2]):
+            ints = [*layout.sizes, *layout.out_strides, *layout.src_strides, layout.strides[-1]]
+            pointers = [_address(a) for a in (out_a, src_a, idx_a)]
+            self.dev.launch_indexed("scatter_add", step.dtype, pointers, ints)
+        return True
+
+    def take(self, step: Extern) -> bool:
+        """A gather with checked indices on the GPU: a thread per output element
+        (:mod:`codegen.ptx_scatter`); False when it does not apply (then the host runs it)."""
+        from codegen import ptx_scatter
+        from runtime.cpu_scatter import ScatterLayout
+        table, idx = step.inputs
+        out = step.outputs[0]
+        axis = dict(step.params)["axis"]
+        if step.dtype not in ptx_scatter.DTYPES or self.p.slot_dtypes[idx.slot] != "int64" \
+                or not checked_indices(self.p, idx.slot, step.shapes[0][axis]):
+            return False
+        # (the table is shaped as a scatter's output, the gathered rows as its source)
+        layout = ScatterLayout(step.shapes[0], step.shapes[1], axis, table.strides, table.strides,
+                               out.strides, idx.strides)
+        if not layout.strided:
+            return False
+        table_a, idx_a, out_a = self.operands(step)
+        if _size(step.shapes[2]):
+            ints = [*layout.sizes, *layout.src_strides, *layout.out_strides, layout.strides[-1]]
+            pointers = [_address(a) for a in (out_a, table_a, idx_a)]
+            self.dev.launch_indexed("take", step.dtype, pointers, ints)
+        return True
 
     def operands(self, step: Extern) -> list[DeviceArray]:
         """An extern's operands (inputs, then the output) as device views."""

@@ -73,3 +73,10 @@ class Program:
             if isinstance(s, Launch):
                 seen.setdefault(s.kernel.key, s.kernel)
         return list(seen.values())
+
+
+def checked_indices(p: Program, slot: int, size: int) -> bool:
+    """Whether ``slot`` holds what an ``index_check`` step into an axis of ``size`` wrote (the
+    whole slot): indices in ``[0, size)``, which a kernel may use without a bounds check."""
+    return any(isinstance(s, Extern) and s.name == "index_check" and s.outputs[0].slot == slot
+               and dict(s.params).get("size") == size for s in p.steps)

@@ -144,3 +144,15 @@ def test_eager_dispatch_rows_check_values_and_render() -> None:
     assert "tj/numpy" in text and text.count("\n") == 1 + len(rows)
     with pytest.raises(AssertionError, match="differs from NumPy"):
         eager_dispatch.check("x + x", {"numpy": lambda: np.ones(3), "tracejit": lambda: np.zeros(3)})
+
+
+def test_embedding_grad_benchmark_checks_its_gradients() -> None:
+    from benchmarks import embedding_grad as e1
+    table, ids, upstream, want = e1.problem(30, 8, (2, 5))
+    runs = {}
+    for name, (run, grad) in e1.impls(table, ids, upstream).items():
+        run()
+        np.testing.assert_allclose(grad(), want, rtol=1e-5, atol=1e-5, err_msg=name)
+        runs[name] = run
+    times = e1.seconds_per_call(runs, repeats=2, min_sample_s=0.0)
+    assert set(times) == set(runs) and all(t > 0 for t in times.values())

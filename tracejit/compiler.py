@@ -63,15 +63,15 @@ def split_reductions(g: Graph) -> int:
     return count
 
 
-def host_gathers(g: Graph) -> int:
-    """``take(a, index_check(i))`` -> ``take(a, i)``: gathers stay host steps (which check their
-    indices themselves) where kernels have no indexed loads (PTX)."""
+def device_gathers(g: Graph) -> int:
+    """``take(a, index_check(i))`` -> ``take_checked(a, index_check(i))``: where kernels have no
+    indexed loads (PTX) a gather is a step of its own, the device's gather kernel (which needs
+    the checked indices) or else the host's."""
     count = 0
     for nid in g.topo():
         n = g.node(nid)
         if n.op == "take" and g.node(n.inputs[1]).op == "index_check":
-            raw = g.node(n.inputs[1]).inputs[0]
-            new = g.add("take", (n.inputs[0], raw), n.params, n.aval, n.source)
+            new = g.add("take_checked", n.inputs, n.params, n.aval, n.source)
             g.replace_all_uses(nid, new)
             g.remove(nid)
             count += 1
@@ -135,7 +135,7 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     g = _copy(g)
     split_reductions(g)
     if device.type != "cpu":
-        host_gathers(g)
+        device_gathers(g)
     plan = fusion.plan(g)
     if device.type == "cpu":
         kernel_reuse.reuse_known_kernels(plan)
@@ -216,7 +216,7 @@ def _in_place_outputs(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int]
     """The subset of ``updates`` (output index -> input index) a kernel can compute in place.
 
     Both buffers hold the same shape and dtype in C order, so the output's view is valid on the
-    input's buffer.  Writing over the input is safe when a kernel (or a matmul) stores the output
+    input's buffer.  Writing over the input is safe when a kernel (a matmul, a scatter_add) stores the output
     and every read of the input happens before that store (in earlier steps, or in the same kernel at the
     same element and in the same or an earlier stage), and no other program output sees the
     input's buffer.
@@ -229,7 +229,9 @@ def _in_place_outputs(g: Graph, plan: fusion.FusionPlan, updates: dict[int, int]
     for k, s in enumerate(plan.steps):
         if isinstance(s, fusion.KernelPlan):
             step_of.update((o, k) for o, _ in s.outputs)
-        elif PRIMS[g.node(s.node).op].kind == "matmul":
+        elif PRIMS[g.node(s.node).op].kind == "matmul" or g.node(s.node).op == "scatter_add":
+            # (a scatter_add writes its output only once it cannot fail: its indices were
+            # checked by an earlier step, or NumPy computed the result aside first)
             step_of[s.node] = k
     chosen: dict[int, int] = {}
     for out_index, in_index in updates.items():

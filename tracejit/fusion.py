@@ -282,7 +282,8 @@ def _produce(g: Graph, nid: int, fp: FusionPlan, produced: set[int], named: set[
         fp.aliases[nid] = alias
         produced.add(nid)
     elif _is_extern(g, nid):
-        ins = [_operand_view(g, i, materialized, f"operand of {n.op}") for i in n.inputs]
+        ins = [(n.op == "scatter_add" and k == 0 and _broadcast_number(g, i))
+               or _operand_view(g, i, materialized, f"operand of {n.op}") for k, i in enumerate(n.inputs)]
         fp.steps.append(ExternPlan(nid, ins))
         produced.add(nid)
         named.update(i for i, _ in ins)
@@ -557,6 +558,18 @@ def _view_alias(g: Graph, nid: int, materialized: dict[int, str]) -> tuple[int, 
     if v is None:
         return None
     return base, v
+
+
+def _broadcast_number(g: Graph, nid: int) -> tuple[int, View] | None:
+    """A one-element constant broadcast by views (a gradient's zeros) as a stride-0 view of the
+    stored number: what a scatter_add's base is read as, so no kernel fills a buffer with it
+    first (the scatter copies the base into its output anyway)."""
+    base, path = _chain(g, nid)
+    n = g.node(base)
+    if not path or n.op != "constant" or math.prod(n.shape) != 1 or n.dtype.kind == "c":
+        return None
+    v = _apply_path(View.contiguous(n.shape), path)
+    return None if v is None else (base, v)
 
 
 def _operand_view(g: Graph, nid: int, materialized: dict[int, str], why: str) -> tuple[int, View]:

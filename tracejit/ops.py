@@ -959,6 +959,18 @@ def _scatter_add_infer(base: AVal, idx: AVal, src: AVal, *, axis: int) -> AVal:
 
 
 def _scatter_add_impl(base, idx, src, *, axis):
+    """``base`` with ``src``'s slices added at ``idx`` along ``axis`` (repeated indices add up, in
+    order): the generated kernel (``runtime.cpu_scatter``), or ``np.add.at`` for other dtypes."""
+    from runtime.cpu_scatter import scatter_add
+    n = base.shape[axis]
+    idx = np.asarray(idx)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"scatter_add: index out of range for axis {axis} with size {n}")
+    out = scatter_add(base, np.where(idx < 0, idx + n, idx).astype(np.int64, copy=False), src, axis)
+    return out if out is not None else _scatter_add_numpy(base, idx, src, axis=axis)
+
+
+def _scatter_add_numpy(base, idx, src, *, axis):
     out = base.copy()
     moved = np.moveaxis(out, axis, 0)
     src_moved = np.moveaxis(src.reshape(base.shape[:axis] + (idx.size,) + base.shape[axis + 1:]), axis, 0)
@@ -1000,6 +1012,9 @@ _register(Prim("sort", "host", _sort_infer, _sort_impl, vjp=None))
 _register(Prim("argsort", "host", lambda a, **p: AVal(a.shape, dt.int64), _argsort_impl, vjp=_bool_vjp))
 _register(Prim("cumulative_sum", "host", _cumsum_infer, _cumsum_impl, vjp=_vjp_cumsum))
 _register(Prim("take", "host", _take_infer, _take_impl, vjp=_vjp_take))
+# a take whose indices an index_check made (in range, non-negative): what a GPU program's
+# gather is compiled as (compiler.device_gathers), launched as a kernel there
+_register(Prim("take_checked", "host", _take_infer, lambda a, idx, *, axis: np.take(a, idx, axis=axis)))
 _register(Prim("scatter_add", "host", _scatter_add_infer, _scatter_add_impl,
                vjp=lambda g, out, base, idx, src, *, axis: (g, None, _P().take(g, idx, axis=axis))))
 

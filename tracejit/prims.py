@@ -109,11 +109,11 @@ for _name in PRIMS:
 
 
 def take(a: Tensor, idx: Tensor, *, axis: int) -> Tensor:  # noqa: F811  (the primitive, indices checked)
-    """The ``take`` primitive.  Traced on the CPU its indices are checked first (``index_check``:
-    in range, negative ones wrapped), which lets fusion turn the gather into indexed loads inside
-    the kernel that reads it."""
+    """The ``take`` primitive.  Traced, its indices are checked first (``index_check``: in range,
+    negative ones wrapped), which lets fusion turn the gather into indexed loads inside the
+    kernel that reads it (on the CPU) and its gradient's scatter_add run without bounds checks."""
     # (whenever a trace records, eager operands included: in lazy mode the take may never run)
-    if tracing.current_trace() is not None and a.device.type == "cpu":
+    if tracing.current_trace() is not None:
         idx = bind("index_check", idx, size=a.shape[axis])
     return bind("take", a, idx, axis=axis)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from codegen import ptx, ptx_matmul
+from codegen import ptx, ptx_matmul, ptx_scatter
 from runtime import cpu, cuda, cuda_user
 from runtime.cuda_alloc import CachingAllocator
 from runtime.ptx_cache import default_ptx_cache
@@ -52,6 +52,7 @@ class SimulatedDevice(cuda.CudaDevice):
         self.launches = 0
         self.user_launches: list[tuple[str, int, Any]] = []     # (entry, blocks, packed args)
         self.assembled: set[str] = set()
+        self.indexed_launches: list[str] = []
 
     def make_current(self) -> None:      # no driver context to switch
         pass
@@ -118,6 +119,20 @@ class SimulatedDevice(cuda.CudaDevice):
         x, y = self.view(a), self.view(b)
         acc = np.float32 if dtype == "float16" else dtype
         self.view(out)[...] = np.matmul(x.astype(acc), y.astype(acc)).astype(dtype)
+        self.launches += 1
+
+    def launch_indexed(self, kind, dtype, pointers, ints) -> None:
+        """A gather or scatter-add kernel: its PTX assembled, its IR run by the thread emulator
+        on the packed arguments (simulated memory is host memory), two blocks striding over all."""
+        from tests.codegen.ptx_emulator import run_ir
+        pk = ptx_scatter.compile_kernel(kind, dtype, self.arch)
+        if pk.key not in self.assembled and ptx.ptxas_available():
+            ptx.ptxas_check(pk.ptx, self.arch)
+            self.assembled.add(pk.key)
+        blocks, threads = ptx_scatter.launch_geometry(kind, tuple(ints[:4]))
+        run_ir(str(ptx_scatter.build(kind, dtype)), pk.entry, (min(blocks, 2), 1, 1), threads,
+               list(pointers), list(ints))
+        self.indexed_launches.append(kind)
         self.launches += 1
 
     def run_user_kernel(self, kernel, inputs, out) -> None:

@@ -218,3 +218,36 @@ def test_training_example_runs_on_the_device(gpu, monkeypatch, capsys):
                                      "--batch-size", "64", "--device", "cuda"])
     runpy.run_path(str(script), run_name="__main__")
     assert "-> agree" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_an_embedding_gradient_is_the_gpu_scatter_kernel(gpu, axis):
+    # the indices checked by the program's index_check step: the base copied in, then the
+    # column-per-thread kernel (run by the thread emulator), not a round trip through the host
+    rng = np.random.default_rng(axis)
+    table = rng.standard_normal((6, 9, 4)).astype(np.float32)
+    ids = rng.integers(-table.shape[axis], table.shape[axis], 11)
+    ids[:3] = 2
+    up = rng.standard_normal(table.shape[:axis] + (11,) + table.shape[axis + 1:]).astype(np.float32)
+    U = tj.asarray(up).to("cuda")
+
+    def loss(t, i):
+        return (tj.take(t, i, axis=axis) * U).sum()
+    got = tj.jit(tj.grad(loss))(tj.asarray(table).to("cuda"), tj.asarray(ids).to("cuda"))
+    want = np.zeros_like(table)
+    np.add.at(np.moveaxis(want, axis, 0), ids, np.moveaxis(up, axis, 0))
+    np.testing.assert_allclose(got.to("cpu").numpy(), want, rtol=1e-6, atol=1e-6)
+    assert gpu.indexed_launches == ["scatter_add"]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_a_gather_is_the_gpu_take_kernel(gpu, axis):
+    rng = np.random.default_rng(axis)
+    table = rng.standard_normal((5, 3, 7)).astype(np.float32)
+    ids = rng.integers(-table.shape[axis], table.shape[axis], (2, 4))
+    f = tj.jit(lambda t, i: tj.take(t, tj.reshape(i, (-1,)), axis=axis) * 2)
+    got = f(tj.asarray(table).to("cuda"), tj.asarray(ids).to("cuda")).to("cpu").numpy()
+    np.testing.assert_array_equal(got, np.take(table, ids.reshape(-1), axis=axis) * np.float32(2))
+    assert gpu.indexed_launches == ["take"]
+    with pytest.raises(IndexError):
+        f(tj.asarray(table).to("cuda"), tj.asarray(np.full((2, 4), table.shape[axis])).to("cuda"))
