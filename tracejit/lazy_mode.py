@@ -307,6 +307,8 @@ class LazyTrace(Trace):
 
     def _flush(self) -> None:
         g = self.graph
+        # the shared numbers and broadcasts are results only where something else holds them
+        self._numbers.clear()
         mutated = list(self.mutated.values())
         results: list[Tensor] = []
         views: list[Tensor] = []
