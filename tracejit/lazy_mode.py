@@ -79,8 +79,19 @@ class Recording:
         inputs = tuple(inputs)
         # (params: the fresh keyword dict of one bind, or a view's own; not shared with a caller)
         self.nodes.append(Node(op, inputs, params, aval, self.default_source if source is None else source))
-        self.key.append((op, inputs, _params_key(params) if params else (), aval))
+        # params as items (hashed once, when the flush looks the key up); a constant's array by content
+        self.key.append((op, inputs, (freeze(params) if "value" in params else tuple(params.items()))
+                         if params else (), aval))
         return nid
+
+    def structure_key(self) -> tuple:
+        """The recorded ops as one hashable tuple (params that do not hash are frozen)."""
+        key = tuple(self.key)
+        try:
+            hash(key)
+        except TypeError:           # an unhashable param (a list): frozen, as rarely as that happens
+            key = tuple((op, inputs, freeze(dict(items)), aval) for op, inputs, items, aval in key)
+        return key
 
     def add_input(self, aval: AVal, name: str = "") -> int:
         nid = self.add("input", (), {"name": name} if name else {}, aval)
@@ -206,6 +217,19 @@ class LazyTrace(Trace):
     def _op_device(self, op: str, inputs: tuple[Tensor, ...]) -> Device | None:
         """The device an op's data lives on; None when it reads only numbers (constants, a
         host scalar broadcast), which a GPU op takes from the host as eagerly."""
+        made = True                     # every input made without data
+        for x in inputs:                # (host operands only, the common case: no device to compare)
+            if x._device.type != "cpu":
+                return self._op_device_of(op, inputs)
+            if made:
+                if x._trace is self:
+                    made = x._node in self._synthetic      # (number broadcasts are synthetic too)
+                elif x._trace is not None or not _is_number(x._value):
+                    made = False
+        return None if made else CPU
+
+    def _op_device_of(self, op: str, inputs: tuple[Tensor, ...]) -> Device | None:
+        """:meth:`_op_device` where an operand is on a GPU."""
         found: list[Tensor] = []
         made = True                     # every input made without data
         for x in inputs:
@@ -249,6 +273,17 @@ class LazyTrace(Trace):
 
     def use_module(self, module: Any) -> None:
         pass
+
+    def number_operand(self, v: int | float, dtype: np.dtype, shape: tuple[int, ...]) -> Tensor:
+        """:meth:`broadcast_number` of Python number ``v`` as ``dtype``, found by the number itself
+        (no array made to look it up; zero by its bits: -0.0 is not 0.0)."""
+        key = (v, dtype, shape)
+        t = self._numbers.get(key) if v else None
+        if t is None:
+            t = self.broadcast_number(np.asarray(v, dtype=dtype), shape)
+            if v:
+                self._numbers[key] = t
+        return t
 
     def broadcast_number(self, value: np.ndarray, shape: tuple[int, ...]) -> Tensor:
         """A Python number of an elementwise op, broadcast to ``shape`` (what ``operands`` makes
@@ -331,7 +366,7 @@ class LazyTrace(Trace):
         stats["flushes"] += 1
         out_nodes = [self.node_of(t) for t in results] + [t._node for t in mutated]
         captures = self.captures
-        key = (tuple(g.key), tuple(out_nodes), tuple([_capture_key(c) for c in captures]), self.device)
+        key = (g.structure_key(), tuple(out_nodes), tuple([_capture_key(c) for c in captures]), self.device)
         program = _programs.get(key)
         if program is None:
             program = self._compile(out_nodes, captures, mutated)

@@ -73,9 +73,14 @@ def operands(op: str, *args: Any) -> list[Tensor]:
     """Promote (weak Python scalars included) and broadcast ``args`` to one dtype and shape."""
     if len(args) == 2:      # two strong tensors of one dtype and shape: nothing to do (most eager ops)
         a, b = args
-        if (type(a) is Tensor and type(b) is Tensor and a._aval == b._aval and not a._weak
-                and not b._weak):
-            return [a, b]
+        ta, tb = type(a), type(b)
+        if ta is Tensor and tb is Tensor:
+            if a._aval == b._aval and not a._weak and not b._weak:
+                return [a, b]
+        elif ta is Tensor and tb in _FAST_NUMBERS and a._aval.dtype.kind in "fc" and not a._weak:
+            return [a, _number_like(b, a)]
+        elif tb is Tensor and ta in _FAST_NUMBERS and b._aval.dtype.kind in "fc" and not b._weak:
+            return [_number_like(a, b), b]
     vals = [a if is_scalar(a) or isinstance(a, Tensor) else as_tensor(a) for a in args]
     strong = [v for v in vals if not _is_weak(v)]
     weak = [v if is_scalar(v) else _KIND_EXAMPLE[v.dtype.kind] for v in vals if _is_weak(v)]
@@ -108,6 +113,21 @@ def operands(op: str, *args: Any) -> list[Tensor]:
             t = P.cast(v, dtype)
         out.append(P.broadcast_to(t, shape))
     return out
+
+
+_FAST_NUMBERS = (int, float)     # Python numbers that take a float tensor's dtype as they are
+
+
+def _number_like(v: int | float, t: Tensor) -> Tensor:
+    """Python number ``v`` as the other operand of strong float tensor ``t`` (its dtype and
+    shape): what the general path of :func:`operands` makes of it, without the promotion."""
+    shape, dtype = t._aval
+    trace = current_trace()
+    if trace is None:       # one constant already of the full shape (a free NumPy view)
+        return P.constant(np.broadcast_to(np.asarray(v, dtype=dtype), shape))
+    if trace.is_lazy:
+        return trace.number_operand(v, dtype, shape)
+    return P.broadcast_to(_traced_number(np.asarray(v, dtype=dtype)), shape)
 
 
 # Numbers the passes simplify with (x * 1, x + 0, x ** 0.5, x * 2) or that have no ordinary value
