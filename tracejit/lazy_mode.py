@@ -171,20 +171,22 @@ class LazyTrace(Trace):
     def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
         name = prim.name
         device = self._op_device(name, inputs)
-        if device is not None and self.device is not None and device != self.device:
+        if device is not self.device and device is not None and self.device is not None \
+                and device != self.device:
             self.flush()                # the pending graph runs on one device: run it first
             return self.record(prim, inputs, params, aval)
+        aliasing = self.aliasing
         nodes = []
         for x in inputs:
             if x._trace is self:
-                if self.aliasing.views:
-                    self.aliasing.current_node(x, self.node_of)
+                if aliasing.views:
+                    aliasing.current_node(x, self.node_of)
                 nodes.append(x._node)
-                continue
-            if x._trace is None and id(x) not in self._captured and self._aliases_written(x):
+            elif x._trace is None and id(x) not in self._captured and self._aliases_written(x):
                 self.flush()            # it shares memory with a tensor written here: run that first
                 return self.record(prim, inputs, params, aval)
-            nodes.append(self.node_of(x))
+            else:
+                nodes.append(self.node_of(x))
         # (as Trace.record, less the user's line: a replayed step never shows it)
         nid = self.graph.add(name, nodes, params, aval)
         if device is None:              # made without data (numbers, iota): pins no device

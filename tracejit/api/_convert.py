@@ -75,8 +75,12 @@ def operands(op: str, *args: Any) -> list[Tensor]:
         a, b = args
         ta, tb = type(a), type(b)
         if ta is Tensor and tb is Tensor:
-            if a._aval == b._aval and not a._weak and not b._weak:
-                return [a, b]
+            if not a._weak and not b._weak:
+                if a._aval == b._aval:
+                    return [a, b]
+                if a._aval.dtype == b._aval.dtype:      # one dtype: only broadcasting to do
+                    shape = broadcast_shapes_for(op, a._aval.shape, b._aval.shape)
+                    return [P.broadcast_to(a, shape), P.broadcast_to(b, shape)]
         elif ta is Tensor and tb in _FAST_NUMBERS and a._aval.dtype.kind in "fc" and not a._weak:
             return [a, _number_like(b, a)]
         elif tb is Tensor and ta in _FAST_NUMBERS and b._aval.dtype.kind in "fc" and not b._weak:
