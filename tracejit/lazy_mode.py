@@ -60,25 +60,30 @@ def _base_array(a: Any) -> Any:
 
 
 class Recording:
-    """The pending graph as a flat list of nodes, with its structural key built as it grows.
+    """The pending graph as a flat list of ops, with its structural key built as it grows.
 
     It answers what tracing and views ask of a :class:`~tracejit.graph.Graph` while recording
     (``add``, ``add_input``, ``node``); the networkx graph is built only when a flush misses
-    the cache (:meth:`to_graph`), so a replayed step pays for a list append per op.
+    the cache (:meth:`to_graph`), so a replayed step pays for a list append per op. The key's
+    entries are the ops themselves (no ``Node`` is made unless asked for).
     """
 
     def __init__(self) -> None:
-        self.nodes: list[Node] = []
-        self.key: list[tuple] = []
+        self.key: list[tuple] = []      # per op: (op, input ids, params as items, aval)
+        self.params: list[dict[str, Any]] = []
+        self.sources: dict[int, str] = {}   # the ops recorded with a source line
         self.inputs: list[int] = []
         self.outputs: list[int] = []
         self.default_source = ""
 
     def add(self, op: str, inputs: Any, params: dict[str, Any], aval: AVal, source: str | None = None) -> int:
-        nid = len(self.nodes)
+        nid = len(self.key)
         inputs = tuple(inputs)
         # (params: the fresh keyword dict of one bind, or a view's own; not shared with a caller)
-        self.nodes.append(Node(op, inputs, params, aval, self.default_source if source is None else source))
+        self.params.append(params)
+        source = self.default_source if source is None else source
+        if source:
+            self.sources[nid] = source
         # params as items (hashed once, when the flush looks the key up); a constant's array by content
         self.key.append((op, inputs, (freeze(params) if "value" in params else tuple(params.items()))
                          if params else (), aval))
@@ -99,23 +104,25 @@ class Recording:
         return nid
 
     def node(self, nid: int) -> Node:
-        return self.nodes[nid]
+        op, inputs, _, aval = self.key[nid]
+        return Node(op, inputs, self.params[nid], aval, self.sources.get(nid, ""))
 
     def __contains__(self, nid: int) -> bool:
-        return 0 <= nid < len(self.nodes)
+        return 0 <= nid < len(self.key)
 
     def __len__(self) -> int:
-        return len(self.nodes)
+        return len(self.key)
 
     def to_graph(self) -> Graph:
         g = Graph()
-        for nid, n in enumerate(self.nodes):
-            g.g.add_node(nid, node=Node(n.op, n.inputs, dict(n.params), n.aval, n.source))
-            for i in n.inputs:
+        sources = self.sources
+        for nid, ((op, inputs, _, aval), params) in enumerate(zip(self.key, self.params)):
+            g.g.add_node(nid, node=Node(op, inputs, dict(params), aval, sources.get(nid, "")))
+            for i in inputs:
                 g.g.add_edge(i, nid)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        g._ids = itertools.count(len(self.nodes))
+        g._ids = itertools.count(len(self.key))
         return g
 
 
@@ -212,7 +219,7 @@ class LazyTrace(Trace):
         return self._bounded(out)
 
     def _bounded(self, out: Tensor) -> Tensor:
-        if len(self.graph.nodes) > self.max_nodes:
+        if len(self.graph.key) > self.max_nodes:
             self.flush()
         return out
 
