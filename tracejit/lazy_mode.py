@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import passes, tracing
+from . import prims as P
 from .aliasing import VIEW_OPS
 from .api._convert import _INLINE_NUMBERS
 from .device import device_input, host_array, write_back
@@ -175,7 +176,8 @@ class LazyTrace(Trace):
             return t
         return self._record(prim, inputs, params, aval)
 
-    def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+    def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal,
+                view: bool = True) -> Tensor:
         name = prim.name
         device = self._op_device(name, inputs)
         if device is not self.device and device is not None and self.device is not None \
@@ -198,13 +200,13 @@ class LazyTrace(Trace):
         nid = self.graph.add(name, nodes, params, aval)
         if device is None:              # made without data (numbers, iota): pins no device
             self._synthetic.add(nid)
-            if name in _NUMBER_OPS and all(x._trace is not self or x._node in self._free for x in inputs):
+            if name in _NUMBER_OPS and self._reads_free(inputs):
                 self._free.add(nid)     # a number broadcast (eagerly a stride-0 view): any device
             device = CPU
         else:
             self.device = device
         out = Tensor._new(None, self, nid, aval, device)
-        if name in VIEW_OPS and device.type == "cpu":   # (eager GPU views are copies)
+        if view and name in VIEW_OPS and device.type == "cpu":   # (eager GPU views are copies)
             views = self.aliasing.views
             self.aliasing.note_view(name, params, inputs[0], out)
             view = views.get(id(out))
@@ -217,6 +219,25 @@ class LazyTrace(Trace):
         if name in CHECKS:
             self._checks.append(out)
         return self._bounded(out)
+
+    def _reads_free(self, inputs: tuple[Tensor, ...]) -> bool:
+        """Every pending input is a number broadcast (eager ones are numbers here)."""
+        for x in inputs:
+            if x._trace is self and x._node not in self._free:
+                return False
+        return True
+
+    def broadcast_operand(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """``x`` broadcast to ``shape`` (valid: checked by the caller) as the operand of one op,
+        which nothing else reads (no tape holds it): ``prims.broadcast_to``'s ops, not kept as a
+        view of ``x``, since no write can reach it before it dies."""
+        if id(x) in self._number_ids:       # (a shared number's broadcasts are shared)
+            return P.broadcast_to(x, shape)
+        dtype = x._aval.dtype
+        if len(x._aval.shape) < len(shape):
+            ones = (1,) * (len(shape) - len(x._aval.shape)) + x._aval.shape
+            x = self._record(PRIMS["reshape"], (x,), {"shape": ones}, AVal(ones, dtype), view=False)
+        return self._record(PRIMS["expand"], (x,), {"shape": shape}, AVal(shape, dtype), view=False)
 
     def _bounded(self, out: Tensor) -> Tensor:
         if len(self.graph.key) > self.max_nodes:
