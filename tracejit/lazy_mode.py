@@ -358,16 +358,21 @@ class LazyTrace(Trace):
         return g
 
     # ------------------------------------------------------------------ flushing
-    def flush(self) -> None:
-        """Compile (or find in the cache) and run the pending graph; its tracers become eager."""
+    def flush(self, reset: bool = True) -> None:
+        """Compile (or find in the cache) and run the pending graph; its tracers become eager.
+        ``reset=False``: the trace is not used again (the end of a ``lazy()`` block), so a flush
+        that succeeded leaves its state as it is."""
         if self._flushing:
             return
         self._flushing = True
+        done = False
         try:
             self._flush()
+            done = True
         finally:
             self._flushing = False
-            self._reset()
+            if reset or not done:
+                self._reset()
 
     def _reset(self) -> None:
         max_nodes = self.max_nodes
@@ -523,7 +528,7 @@ def lazy(max_nodes: int = DEFAULT_MAX_NODES) -> Iterator[None]:
         try:
             yield
         finally:
-            trace.flush()
+            trace.flush(reset=False)
 
 
 def flush() -> None:
