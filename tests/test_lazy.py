@@ -331,3 +331,28 @@ def test_an_unhashable_param_still_makes_a_key() -> None:
     other.add("input", (), {}, tj.ops.AVal((2,), np.dtype(np.float32)))
     other.add("custom", (0,), {"sizes": [1, 3]}, tj.ops.AVal((2,), np.dtype(np.float32)))
     assert hash(rec.structure_key()) is not None and rec.structure_key() != other.structure_key()
+
+
+def test_broadcast_operands_match_eager_with_and_without_the_tape() -> None:
+    """An op's broadcast operand: recorded without view bookkeeping when no tape keeps it, as a
+    view when one does; writes of its base afterwards reach neither the result nor the gradient
+    computed before them, as eagerly."""
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.array([1.0, -2.0, 3.0, 0.5], np.float32)
+
+    def run(lazy: bool) -> list[np.ndarray]:
+        x, y = tj.asarray(a.copy(), requires_grad=True), tj.asarray(b.copy())
+        s = tj.asarray(np.float32(1.5))
+        ctx = tj.lazy() if lazy else _nothing()
+        with ctx:
+            z = x * y + s               # y and s broadcast for a taped op
+            with tj.no_grad():
+                w = y / s + tj.asarray(a) * y       # broadcasts no tape keeps
+            z.sum().backward()
+            y[0] = 10.0                 # the base written after the ops that read it
+            s += 1.0
+            out = [z.numpy(), w.numpy(), x.grad.numpy(), y.numpy(), s.numpy()]
+        return out
+
+    for got, want in zip(run(True), run(False)):
+        np.testing.assert_array_equal(got, want)
