@@ -271,3 +271,88 @@ def test_an_out_of_range_index_raises_even_when_nothing_reads_the_gather():
     with tj.lazy():
         y = tj.take(x, tj.asarray(np.array([1, -1])), axis=0)
         np.testing.assert_array_equal(y.numpy(), [1.0, 3.0])
+
+
+def test_a_different_structure_with_the_same_op_count_compiles_anew() -> None:
+    """The cached program is found by the recorded structure, not the number of ops: swapped
+    operands or another op in the same place are new programs with their own results."""
+    a = np.array([1.0, 2.0, 4.0], np.float32)
+    b = np.array([0.5, 3.0, -1.0], np.float32)
+    x, y = tj.asarray(a), tj.asarray(b)
+    steps = [(lambda p, q: (p - q) * q, (a - b) * b), (lambda p, q: (q - p) * q, (b - a) * b),
+             (lambda p, q: (p * q) - q, a * b - b), (lambda p, q: (p - q) * q, (a - b) * b)]
+    before = counts()
+    for fn, want in steps:
+        with tj.lazy():
+            got = fn(x, y).numpy()
+        np.testing.assert_array_equal(got, want)
+    d = delta(before)
+    assert d["flushes"] == 4 and d["hits"] >= 1 and d["compiles"] + d["hits"] == 4
+    assert d["hits"] <= 1, d            # only the repeated first structure may be found
+
+
+def test_a_changed_python_float_gets_its_new_value() -> None:
+    """A float of a cached program is an input: a new value is used, not the first one; a zero
+    keeps its sign (-0.0 is not 0.0) and a number takes each operand's dtype."""
+    a = np.array([-1.0, 2.0, 3.0], np.float32)
+    x = tj.asarray(a)
+    x64 = tj.asarray(a.astype(np.float64))
+    for c in (0.3, 0.7, 2.5, 0.3):
+        with tj.lazy():
+            y, y64 = x * c + c, c * x64
+            got, got64 = y.numpy(), y64.numpy()
+        np.testing.assert_array_equal(got, a * np.float32(c) + np.float32(c))
+        np.testing.assert_array_equal(got64, c * a.astype(np.float64))
+        assert got.dtype == np.float32 and got64.dtype == np.float64
+    for zero in (0.0, -0.0, 0.0):
+        with tj.lazy():
+            got = (x * zero).numpy()
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(a * np.float32(zero)))
+
+
+def test_shared_numbers_are_not_results() -> None:
+    """A Python number's broadcast, shared within the pending graph, is not computed as a result
+    of the flush unless something references it."""
+    x = tj.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    with tj.lazy():
+        y = x * 0.3 + 0.7
+        z = (y * 0.3).sum()
+        del y
+        lazy_mode.flush()
+    assert len(lazy_mode.programs()[-1].program.outputs) == 1
+    assert_close(z, ((np.arange(6.0) * 0.3 + 0.7) * 0.3).sum())
+
+
+def test_an_unhashable_param_still_makes_a_key() -> None:
+    rec = lazy_mode.Recording()
+    rec.add("input", (), {}, tj.ops.AVal((2,), np.dtype(np.float32)))
+    rec.add("custom", (0,), {"sizes": [1, 2]}, tj.ops.AVal((2,), np.dtype(np.float32)))
+    other = lazy_mode.Recording()
+    other.add("input", (), {}, tj.ops.AVal((2,), np.dtype(np.float32)))
+    other.add("custom", (0,), {"sizes": [1, 3]}, tj.ops.AVal((2,), np.dtype(np.float32)))
+    assert hash(rec.structure_key()) is not None and rec.structure_key() != other.structure_key()
+
+
+def test_broadcast_operands_match_eager_with_and_without_the_tape() -> None:
+    """An op's broadcast operand: recorded without view bookkeeping when no tape keeps it, as a
+    view when one does; writes of its base afterwards reach neither the result nor the gradient
+    computed before them, as eagerly."""
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.array([1.0, -2.0, 3.0, 0.5], np.float32)
+
+    def run(lazy: bool) -> list[np.ndarray]:
+        x, y = tj.asarray(a.copy(), requires_grad=True), tj.asarray(b.copy())
+        s = tj.asarray(np.float32(1.5))
+        ctx = tj.lazy() if lazy else _nothing()
+        with ctx:
+            z = x * y + s               # y and s broadcast for a taped op
+            with tj.no_grad():
+                w = y / s + tj.asarray(a) * y       # broadcasts no tape keeps
+            z.sum().backward()
+            y[0] = 10.0                 # the base written after the ops that read it
+            s += 1.0
+            out = [z.numpy(), w.numpy(), x.grad.numpy(), y.numpy(), s.numpy()]
+        return out
+
+    for got, want in zip(run(True), run(False)):
+        np.testing.assert_array_equal(got, want)

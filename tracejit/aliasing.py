@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,9 +26,9 @@ from .ops import PRIMS, AVal
 VIEW_OPS = frozenset({"slice", "reshape", "permute", "expand"})
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a view's elements sit in its root's row-major memory: element strides and offset."""
+class Layout(NamedTuple):
+    """Where a view's elements sit in its root's row-major memory: element strides and offset.
+    (A named tuple: one is made for every view recorded.)"""
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     offset: int = 0

@@ -376,7 +376,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
             else:
                 out = outs[id(node)] if outs[id(node)] is not None else node.out
                 trace = tracing.current_trace()
-                if trace is None or out._trace is not trace:
+                if trace is None or out._trace is not trace or trace.is_lazy:   # (lazy: no sources)
                     in_grads = node.prim.vjp(g, out, *node.inputs, **node.params)
                 else:       # while tracing: the gradient's nodes come from the forward op's line
                     before = trace.source_override

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import passes, tracing
+from . import prims as P
 from .aliasing import VIEW_OPS
 from .api._convert import _INLINE_NUMBERS
 from .device import device_input, host_array, write_back
@@ -60,27 +61,43 @@ def _base_array(a: Any) -> Any:
 
 
 class Recording:
-    """The pending graph as a flat list of nodes, with its structural key built as it grows.
+    """The pending graph as a flat list of ops, with its structural key built as it grows.
 
     It answers what tracing and views ask of a :class:`~tracejit.graph.Graph` while recording
     (``add``, ``add_input``, ``node``); the networkx graph is built only when a flush misses
-    the cache (:meth:`to_graph`), so a replayed step pays for a list append per op.
+    the cache (:meth:`to_graph`), so a replayed step pays for a list append per op. The key's
+    entries are the ops themselves (no ``Node`` is made unless asked for).
     """
 
     def __init__(self) -> None:
-        self.nodes: list[Node] = []
-        self.key: list[tuple] = []
+        self.key: list[tuple] = []      # per op: (op, input ids, params as items, aval)
+        self.params: list[dict[str, Any]] = []
+        self.sources: dict[int, str] = {}   # the ops recorded with a source line
         self.inputs: list[int] = []
         self.outputs: list[int] = []
         self.default_source = ""
 
     def add(self, op: str, inputs: Any, params: dict[str, Any], aval: AVal, source: str | None = None) -> int:
-        nid = len(self.nodes)
+        nid = len(self.key)
         inputs = tuple(inputs)
         # (params: the fresh keyword dict of one bind, or a view's own; not shared with a caller)
-        self.nodes.append(Node(op, inputs, params, aval, self.default_source if source is None else source))
-        self.key.append((op, inputs, _params_key(params) if params else (), aval))
+        self.params.append(params)
+        source = self.default_source if source is None else source
+        if source:
+            self.sources[nid] = source
+        # params as items (hashed once, when the flush looks the key up); a constant's array by content
+        self.key.append((op, inputs, (freeze(params) if "value" in params else tuple(params.items()))
+                         if params else (), aval))
         return nid
+
+    def structure_key(self) -> tuple:
+        """The recorded ops as one hashable tuple (params that do not hash are frozen)."""
+        key = tuple(self.key)
+        try:
+            hash(key)
+        except TypeError:           # an unhashable param (a list): frozen, as rarely as that happens
+            key = tuple((op, inputs, freeze(dict(items)), aval) for op, inputs, items, aval in key)
+        return key
 
     def add_input(self, aval: AVal, name: str = "") -> int:
         nid = self.add("input", (), {"name": name} if name else {}, aval)
@@ -88,23 +105,25 @@ class Recording:
         return nid
 
     def node(self, nid: int) -> Node:
-        return self.nodes[nid]
+        op, inputs, _, aval = self.key[nid]
+        return Node(op, inputs, self.params[nid], aval, self.sources.get(nid, ""))
 
     def __contains__(self, nid: int) -> bool:
-        return 0 <= nid < len(self.nodes)
+        return 0 <= nid < len(self.key)
 
     def __len__(self) -> int:
-        return len(self.nodes)
+        return len(self.key)
 
     def to_graph(self) -> Graph:
         g = Graph()
-        for nid, n in enumerate(self.nodes):
-            g.g.add_node(nid, node=Node(n.op, n.inputs, dict(n.params), n.aval, n.source))
-            for i in n.inputs:
+        sources = self.sources
+        for nid, ((op, inputs, _, aval), params) in enumerate(zip(self.key, self.params)):
+            g.g.add_node(nid, node=Node(op, inputs, dict(params), aval, sources.get(nid, "")))
+            for i in inputs:
                 g.g.add_edge(i, nid)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        g._ids = itertools.count(len(self.nodes))
+        g._ids = itertools.count(len(self.key))
         return g
 
 
@@ -128,6 +147,7 @@ class LazyTrace(Trace):
         # checks (indices in range) run at the flush even when nothing reads what they guard,
         # so that an error eager code raises is raised here too: held, they stay results
         self._checks: list[Tensor] = []
+        self._full = False                      # the recording has reached max_nodes
 
     # ------------------------------------------------------------------ recording
     def track(self, t: Tensor) -> None:
@@ -157,34 +177,39 @@ class LazyTrace(Trace):
             return t
         return self._record(prim, inputs, params, aval)
 
-    def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal) -> Tensor:
+    def _record(self, prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], aval: AVal,
+                view: bool = True) -> Tensor:
         name = prim.name
         device = self._op_device(name, inputs)
-        if device is not None and self.device is not None and device != self.device:
+        if device is not self.device and device is not None and self.device is not None \
+                and device != self.device:
             self.flush()                # the pending graph runs on one device: run it first
             return self.record(prim, inputs, params, aval)
+        aliasing = self.aliasing
         nodes = []
         for x in inputs:
             if x._trace is self:
-                if self.aliasing.views:
-                    self.aliasing.current_node(x, self.node_of)
+                if aliasing.views:
+                    aliasing.current_node(x, self.node_of)
                 nodes.append(x._node)
-                continue
-            if x._trace is None and id(x) not in self._captured and self._aliases_written(x):
+            elif x._trace is None and id(x) not in self._captured and self._aliases_written(x):
                 self.flush()            # it shares memory with a tensor written here: run that first
                 return self.record(prim, inputs, params, aval)
-            nodes.append(self.node_of(x))
+            else:
+                nodes.append(self.node_of(x))
         # (as Trace.record, less the user's line: a replayed step never shows it)
         nid = self.graph.add(name, nodes, params, aval)
+        if nid >= self.max_nodes:
+            self._full = True
         if device is None:              # made without data (numbers, iota): pins no device
             self._synthetic.add(nid)
-            if name in _NUMBER_OPS and all(x._trace is not self or x._node in self._free for x in inputs):
+            if name in _NUMBER_OPS and self._reads_free(inputs):
                 self._free.add(nid)     # a number broadcast (eagerly a stride-0 view): any device
             device = CPU
         else:
             self.device = device
         out = Tensor._new(None, self, nid, aval, device)
-        if name in VIEW_OPS and device.type == "cpu":   # (eager GPU views are copies)
+        if view and name in VIEW_OPS and device.type == "cpu":   # (eager GPU views are copies)
             views = self.aliasing.views
             self.aliasing.note_view(name, params, inputs[0], out)
             view = views.get(id(out))
@@ -192,20 +217,52 @@ class LazyTrace(Trace):
                 # the view must not keep itself (or its base) pending: forgotten when it dies
                 view.tensor = None
                 self._live.append(weakref.ref(out, lambda _, k=id(out): views.pop(k, None)))
-                return self._bounded(out)
+                return self._bounded(out) if self._full else out
         self._live.append(weakref.ref(out))
         if name in CHECKS:
             self._checks.append(out)
-        return self._bounded(out)
+        return self._bounded(out) if self._full else out
+
+    def _reads_free(self, inputs: tuple[Tensor, ...]) -> bool:
+        """Every pending input is a number broadcast (eager ones are numbers here)."""
+        for x in inputs:
+            if x._trace is self and x._node not in self._free:
+                return False
+        return True
+
+    def broadcast_operand(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """``x`` broadcast to ``shape`` (valid: checked by the caller) as the operand of one op,
+        which nothing else reads (no tape holds it): ``prims.broadcast_to``'s ops, not kept as a
+        view of ``x``, since no write can reach it before it dies."""
+        if id(x) in self._number_ids:       # (a shared number's broadcasts are shared)
+            return P.broadcast_to(x, shape)
+        dtype = x._aval.dtype
+        if len(x._aval.shape) < len(shape):
+            ones = (1,) * (len(shape) - len(x._aval.shape)) + x._aval.shape
+            x = self._record(PRIMS["reshape"], (x,), {"shape": ones}, AVal(ones, dtype), view=False)
+        return self._record(PRIMS["expand"], (x,), {"shape": shape}, AVal(shape, dtype), view=False)
 
     def _bounded(self, out: Tensor) -> Tensor:
-        if len(self.graph.nodes) > self.max_nodes:
+        if len(self.graph.key) > self.max_nodes:
             self.flush()
         return out
 
     def _op_device(self, op: str, inputs: tuple[Tensor, ...]) -> Device | None:
         """The device an op's data lives on; None when it reads only numbers (constants, a
         host scalar broadcast), which a GPU op takes from the host as eagerly."""
+        made = True                     # every input made without data
+        for x in inputs:                # (host operands only, the common case: no device to compare)
+            if x._device.type != "cpu":
+                return self._op_device_of(op, inputs)
+            if made:
+                if x._trace is self:
+                    made = x._node in self._synthetic      # (number broadcasts are synthetic too)
+                elif x._trace is not None or not _is_number(x._value):
+                    made = False
+        return None if made else CPU
+
+    def _op_device_of(self, op: str, inputs: tuple[Tensor, ...]) -> Device | None:
+        """:meth:`_op_device` where an operand is on a GPU."""
         found: list[Tensor] = []
         made = True                     # every input made without data
         for x in inputs:
@@ -250,6 +307,17 @@ class LazyTrace(Trace):
     def use_module(self, module: Any) -> None:
         pass
 
+    def number_operand(self, v: int | float, dtype: np.dtype, shape: tuple[int, ...]) -> Tensor:
+        """:meth:`broadcast_number` of Python number ``v`` as ``dtype``, found by the number itself
+        (no array made to look it up; zero by its bits: -0.0 is not 0.0)."""
+        key = (v, dtype, shape)
+        t = self._numbers.get(key) if v else None
+        if t is None:
+            t = self.broadcast_number(np.asarray(v, dtype=dtype), shape)
+            if v:
+                self._numbers[key] = t
+        return t
+
     def broadcast_number(self, value: np.ndarray, shape: tuple[int, ...]) -> Tensor:
         """A Python number of an elementwise op, broadcast to ``shape`` (what ``operands`` makes
         of ``x * 2``): recorded straight into the graph, once per value and shape."""
@@ -290,16 +358,21 @@ class LazyTrace(Trace):
         return g
 
     # ------------------------------------------------------------------ flushing
-    def flush(self) -> None:
-        """Compile (or find in the cache) and run the pending graph; its tracers become eager."""
+    def flush(self, reset: bool = True) -> None:
+        """Compile (or find in the cache) and run the pending graph; its tracers become eager.
+        ``reset=False``: the trace is not used again (the end of a ``lazy()`` block), so a flush
+        that succeeded leaves its state as it is."""
         if self._flushing:
             return
         self._flushing = True
+        done = False
         try:
             self._flush()
+            done = True
         finally:
             self._flushing = False
-            self._reset()
+            if reset or not done:
+                self._reset()
 
     def _reset(self) -> None:
         max_nodes = self.max_nodes
@@ -307,6 +380,8 @@ class LazyTrace(Trace):
 
     def _flush(self) -> None:
         g = self.graph
+        # the shared numbers and broadcasts are results only where something else holds them
+        self._numbers.clear()
         mutated = list(self.mutated.values())
         results: list[Tensor] = []
         views: list[Tensor] = []
@@ -329,7 +404,7 @@ class LazyTrace(Trace):
         stats["flushes"] += 1
         out_nodes = [self.node_of(t) for t in results] + [t._node for t in mutated]
         captures = self.captures
-        key = (tuple(g.key), tuple(out_nodes), tuple([_capture_key(c) for c in captures]), self.device)
+        key = (g.structure_key(), tuple(out_nodes), tuple([_capture_key(c) for c in captures]), self.device)
         program = _programs.get(key)
         if program is None:
             program = self._compile(out_nodes, captures, mutated)
@@ -453,7 +528,7 @@ def lazy(max_nodes: int = DEFAULT_MAX_NODES) -> Iterator[None]:
         try:
             yield
         finally:
-            trace.flush()
+            trace.flush(reset=False)
 
 
 def flush() -> None:

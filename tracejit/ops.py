@@ -58,10 +58,17 @@ def _register(p: Prim) -> Prim:
     return p
 
 
+_prims_module: Any = None
+
+
 def _ops():
-    """The dispatcher and primitive helpers, imported late (they import this module)."""
-    from . import prims
-    return prims
+    """The dispatcher and primitive helpers, imported late (they import this module); looked up
+    once (every VJP asks)."""
+    global _prims_module
+    if _prims_module is None:
+        from . import prims
+        _prims_module = prims
+    return _prims_module
 
 
 # ----------------------------------------------------------------------------- shape rules

@@ -294,8 +294,7 @@ class Tensor:
             raise TypeError(f"in-place op would change dtype {self.dtype.name} to {new.dtype.name}")
         if new.shape != self.shape:
             raise ValueError(f"in-place op would change shape {self.shape} to {new.shape}")
-        from .tracing import current_trace
-        trace = current_trace() if self._trace is not None or new._trace is not None else _lazy_trace()
+        trace = _current_trace() if self._trace is not None or new._trace is not None else _lazy_trace()
         if trace is not None and not trace.is_lazy:
             trace.assign(self, new)
             return
@@ -399,10 +398,21 @@ def _api():
     return api
 
 
+_thread_state: Any = None      # tracing._local, looked up on first use (tracing imports this module)
+
+
+def _current_trace() -> Any:
+    global _thread_state
+    if _thread_state is None:
+        from .tracing import _local
+        _thread_state = _local
+    stack = _thread_state.traces
+    return stack[-1] if stack else None
+
+
 def _lazy_trace() -> Any:
     """The active lazy-mode trace, if any (an in-place op on eager tensors records into it)."""
-    from .tracing import current_trace
-    trace = current_trace()
+    trace = _current_trace()
     return trace if trace is not None and trace.is_lazy else None
 
 

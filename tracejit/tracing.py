@@ -181,7 +181,8 @@ class Trace:
 
     def assign(self, target: Tensor, new: Tensor) -> None:
         """``target`` now holds ``new``'s value (an in-place op); remembered for write-back."""
-        self.graph.default_source = self.source_override or source_line(2)
+        if not self.is_lazy:        # (a lazy graph names no sources: a replayed step never shows them)
+            self.graph.default_source = self.source_override or source_line(2)
         nid = self.node_of(new)
         view_node = nid
         target_view = target

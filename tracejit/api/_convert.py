@@ -10,7 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..tensors import Tensor
-from ..tracing import current_trace, note_data_read
+from ..tracing import current_trace, grad_enabled, note_data_read
 
 PY_SCALARS = (bool, int, float, complex)
 
@@ -73,9 +73,19 @@ def operands(op: str, *args: Any) -> list[Tensor]:
     """Promote (weak Python scalars included) and broadcast ``args`` to one dtype and shape."""
     if len(args) == 2:      # two strong tensors of one dtype and shape: nothing to do (most eager ops)
         a, b = args
-        if (type(a) is Tensor and type(b) is Tensor and a._aval == b._aval and not a._weak
-                and not b._weak):
-            return [a, b]
+        ta, tb = type(a), type(b)
+        if ta is Tensor and tb is Tensor:
+            if not a._weak and not b._weak:
+                if a._aval == b._aval:
+                    return [a, b]
+                if a._aval.dtype == b._aval.dtype:      # one dtype: only broadcasting to do
+                    shape = broadcast_shapes_for(op, a._aval.shape, b._aval.shape)
+                    taped = (a.requires_grad or b.requires_grad) and grad_enabled()
+                    return [_broadcast_operand(a, shape, taped), _broadcast_operand(b, shape, taped)]
+        elif ta is Tensor and tb in _FAST_NUMBERS and a._aval.dtype.kind in "fc" and not a._weak:
+            return [a, _number_like(b, a)]
+        elif tb is Tensor and ta in _FAST_NUMBERS and b._aval.dtype.kind in "fc" and not b._weak:
+            return [_number_like(a, b), b]
     vals = [a if is_scalar(a) or isinstance(a, Tensor) else as_tensor(a) for a in args]
     strong = [v for v in vals if not _is_weak(v)]
     weak = [v if is_scalar(v) else _KIND_EXAMPLE[v.dtype.kind] for v in vals if _is_weak(v)]
@@ -93,6 +103,7 @@ def operands(op: str, *args: Any) -> list[Tensor]:
     shape = broadcast_shapes_for(op, *(() if is_scalar(v) else v.shape for v in vals))
     trace = current_trace()
     eager = trace is None
+    taped = any(isinstance(v, Tensor) and v.requires_grad for v in vals) and grad_enabled()
     out = []
     for v in vals:
         if is_scalar(v):
@@ -106,8 +117,35 @@ def operands(op: str, *args: Any) -> list[Tensor]:
             t = _traced_number(value)   # a 0-d constant and a broadcast, read by fusion
         else:
             t = P.cast(v, dtype)
-        out.append(P.broadcast_to(t, shape))
+        out.append(_broadcast_operand(t, shape, taped))
     return out
+
+
+def _broadcast_operand(t: Tensor, shape: tuple[int, ...], taped: bool) -> Tensor:
+    """``t`` broadcast to ``shape`` for one op; in lazy mode without view bookkeeping unless
+    the op goes on the autograd tape (which keeps its operands; see ``LazyTrace.broadcast_operand``)."""
+    if t._aval.shape == shape:
+        return t
+    if not taped:
+        trace = current_trace()
+        if trace is not None and trace.is_lazy:
+            return trace.broadcast_operand(t, shape)
+    return P.broadcast_to(t, shape)
+
+
+_FAST_NUMBERS = (int, float)     # Python numbers that take a float tensor's dtype as they are
+
+
+def _number_like(v: int | float, t: Tensor) -> Tensor:
+    """Python number ``v`` as the other operand of strong float tensor ``t`` (its dtype and
+    shape): what the general path of :func:`operands` makes of it, without the promotion."""
+    shape, dtype = t._aval
+    trace = current_trace()
+    if trace is None:       # one constant already of the full shape (a free NumPy view)
+        return P.constant(np.broadcast_to(np.asarray(v, dtype=dtype), shape))
+    if trace.is_lazy:
+        return trace.number_operand(v, dtype, shape)
+    return P.broadcast_to(_traced_number(np.asarray(v, dtype=dtype)), shape)
 
 
 # Numbers the passes simplify with (x * 1, x + 0, x ** 0.5, x * 2) or that have no ordinary value

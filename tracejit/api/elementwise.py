@@ -68,7 +68,10 @@ def _binary(prim: str, name: str, kind: str = "numeric"):
             raise TypeError(f"{name} needs integer or boolean operands, got {a.dtype.name}")
         elif kind == "int" and not dt.is_int(a.dtype):
             raise TypeError(f"{name} needs integer operands, got {a.dtype.name}")
-        return _weak_if(P.bind(prim, a, b), all_weak(x1, x2))
+        out = bind(prim, a, b)
+        if (type(x1) is Tensor and not x1._weak) or (type(x2) is Tensor and not x2._weak):
+            return out          # a strong tensor operand: the result is strong (no all_weak walk)
+        return _weak_if(out, all_weak(x1, x2))
     fn.__name__ = name
     fn.__doc__ = f"Elementwise ``{name}`` with broadcasting and type promotion."
     return fn
