@@ -74,10 +74,11 @@ def run_eager(prim: Prim, inputs: tuple[Tensor, ...], params: dict[str, Any], av
         value = eager_hook(prim, inputs, params)
     if type(value) is not np.ndarray:
         value = np.asarray(value)
-    elif not value.flags.c_contiguous and prim.name not in VIEW_OPS:
+    elif not value.flags.c_contiguous and value.flags.writeable and prim.name not in VIEW_OPS:
         # NumPy keeps an operand's layout (a transposed input's astype or x * 2 is column-major);
         # a computed value is row-major here, as traces assume, so a later reshape of it is a
-        # view (or a copy) eagerly exactly when it is one under jit
+        # view (or a copy) eagerly exactly when it is one under jit.  Read-only broadcasts (a
+        # constant's stride-0 fill) cannot be written through, so they stay as they are
         value = np.ascontiguousarray(value)
     if value.shape != aval.shape or value.dtype != aval.dtype:
         aval = AVal(value.shape, value.dtype)
