@@ -105,7 +105,11 @@ def _uniform(v: np.ndarray) -> Any:
         else None
 
 
-def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]) -> int:
+def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int],
+          cap: int = RECOMPUTE_LIMIT + 1) -> int:
+    """What computing ``nid`` again costs (its expression as a tree, down to stored values),
+    counted up to ``cap``: beyond it the count stops (every decision only compares it with
+    RECOMPUTE_LIMIT), so asking for each node costs a few nodes, not the whole graph above it."""
     if nid in memo:
         return memo[nid]
     n = g.node(nid)
@@ -118,10 +122,20 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     elif PRIMS[n.op].kind not in ("elementwise", "movement"):
         c = RECOMPUTE_LIMIT + 1
     else:
-        own = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
-        c = own + sum(_cost(g, i, materialized, memo) for i in n.inputs)
+        c = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
+        for i in n.inputs:
+            if c >= cap:
+                break
+            c += _cost(g, i, materialized, memo, cap)
+    c = min(c, cap)
     memo[nid] = c
     return c
+
+
+def _cost_text(g: Graph, nid: int, materialized: dict[int, str]) -> str:
+    """The cost for a boundary's reason (counted further, up to 100)."""
+    c = _cost(g, nid, materialized, {}, 100)
+    return f"cost {c}" if c < 100 else "cost >= 100"
 
 
 def _broadcast_by_users(g: Graph, nid: int) -> bool:
@@ -218,8 +232,8 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
             # a kernel reading it through a broadcast would compute it once per copy (a
             # convolution's input gradient under a max pool's gradient: four times per window);
             # one made from a reduction is a row value of the kernel that absorbs the reduction
-            materialized[nid] = ("broadcast by a consumer; too costly to recompute per copy (cost "
-                                 f"{_cost(g, nid, materialized, {})})")
+            materialized[nid] = ("broadcast by a consumer; too costly to recompute per copy "
+                                 f"({_cost_text(g, nid, materialized)})")
             continue
         # a value that feeds a reduction over its own shape is recomputed by the row kernel
         # that absorbs the reduction: recomputing beats a round trip through memory
@@ -231,7 +245,8 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
         if len(_sinks(g, nid, materialized)) > 1 or views > 1:
             cost = _cost(g, nid, materialized, {})
             if cost > RECOMPUTE_LIMIT or cost * (views - 1) > RECOMPUTE_LIMIT:
-                materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
+                materialized[nid] = (f"used by {len(users)} consumers; too costly to recompute "
+                                     f"({_cost_text(g, nid, materialized)})")
     return _build(g, order, dict(materialized))
 
 
