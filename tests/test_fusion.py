@@ -222,3 +222,19 @@ def test_a_triangle_mask_read_flat_is_stored_first(tri, rng):
     got = [int(r) for r in f(tj.asarray(x))]
     ref_tri = np.triu if tri is tj.triu else np.tril
     assert got == [int(np.argmin(ref_tri(x))), int(np.argmax(ref_tri(x, k=1)))]
+
+
+def test_value_read_through_disjoint_slices_is_computed_by_its_reader(rng):
+    """A value read through four disjoint slices (an LSTM's gate pre-activations) is computed by
+    the kernel reading the slices, each element once, not stored first."""
+    x, y = t(rng, 8, 64), t(rng, 8, 64)
+
+    def gates(x, y):
+        z = x * 2.0 + y * 3.0 - x * y
+        i, f, g, o = (z[:, 16 * k:16 * (k + 1)] for k in range(4))
+        return tj.tanh(i) * tj.tanh(f) + tj.tanh(g) * tj.tanh(o)
+    ks = kernels(gates, x, y)
+    assert len(ks) == 1, [k.name for k in ks]
+    z = np.asarray(x) * 2.0 + np.asarray(y) * 3.0 - np.asarray(x) * np.asarray(y)
+    want = np.tanh(z[:, :16]) * np.tanh(z[:, 16:32]) + np.tanh(z[:, 32:48]) * np.tanh(z[:, 48:])
+    assert_close(tj.jit(gates)(x, y), want, rtol=1e-5, atol=1e-6)

@@ -241,13 +241,26 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
         if len(users) <= 1 or n.op in VIEW_OPS or feeds_row:
             continue
         # read through k different views (a stencil's shifted reads), a kernel computes it k times
-        views = sum(g.node(u).op in VIEW_OPS for u in users)
+        views = _recomputing_views(g, users)
         if len(_sinks(g, nid, materialized)) > 1 or views > 1:
             cost = _cost(g, nid, materialized, {})
             if cost > RECOMPUTE_LIMIT or cost * (views - 1) > RECOMPUTE_LIMIT:
                 materialized[nid] = (f"used by {len(users)} consumers; too costly to recompute "
                                      f"({_cost_text(g, nid, materialized)})")
     return _build(g, order, dict(materialized))
+
+
+def _recomputing_views(g: Graph, users: list[int]) -> int:
+    """How many times a kernel reading a value through these users computes each element: once
+    per view user, except that slices of disjoint ranges (an LSTM's four gates of one
+    pre-activation) between them compute each element once."""
+    views = [g.node(u) for u in users if g.node(u).op in VIEW_OPS]
+    if len(views) > 1 and all(v.op == "slice" and all(st == 1 for st in v.params["step"]) for v in views):
+        boxes = [tuple(zip(v.params["start"], v.params["stop"])) for v in views]
+        if all(any(a1 <= b0 or b1 <= a0 for (a0, a1), (b0, b1) in zip(x, y))
+               for i, x in enumerate(boxes) for y in boxes[i + 1:]):
+            return 1
+    return len(views)
 
 
 STORED_REDUCTION = "reduction read by kernels that do not read its input: stored once, not recomputed in each"
