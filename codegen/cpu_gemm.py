@@ -125,7 +125,9 @@ class _Gemm:
         self.kernels = {mr: self._micro_kernel(mr) for mr in range(1, p.mr + 1)}
         self.pack_a = self._pack(p.mr, "pack_a")
         self.pack_b = self._pack(p.nr, "pack_b")
+        self.block = self._block()
         self._entry()
+        self._batched_entry()
 
     def vptr(self, b: ir.IRBuilder, ptr: ir.Value) -> ir.Value:
         return b.bitcast(ptr, self.vt.as_pointer())
@@ -301,28 +303,72 @@ class _Gemm:
     # ----------------------------------------------------------------- entry
 
     def _entry(self) -> None:
-        p, t, ct = self.p, self.t, self.ct
-        ptr, cptr = t.as_pointer(), ct.as_pointer()
+        """The 2-D entry: a range of C's columns or rows."""
+        p = self.p
         fn = function(self.module, p.symbol, [I64, I64, I64.as_pointer(), I64.as_pointer(),
                                                ir.IntType(8).as_pointer().as_pointer()], internal=False)
         start, end, shape_p, strides_p, ptrs_p = fn.args
         e = FunctionBuilder(fn)
         b = e.b
-        tile = b.alloca(ir.ArrayType(ct, p.mr * p.nr))
-        tile.align = 64
-        tile = b.bitcast(tile, cptr)
         m, n, k, split, chunk = [b.load(e.at(shape_p, I64(i))) for i in range(5)]
-        a_m, a_k, b_k, b_n, c_m, c_n = [b.load(e.at(strides_p, I64(i))) for i in range(6)]
-        a_p, b_p, c_p, s_p = [b.bitcast(b.load(e.at(ptrs_p, I64(i))), cptr if i == 2 else ptr)
-                              for i in range(4)]
-        scratch = e.at(b.bitcast(s_p, ir.IntType(8).as_pointer()),
-                       b.mul(b.sdiv(start, chunk), I64(p.scratch_bytes)))
-        scratch = b.bitcast(scratch, ptr)
-        a_pack = scratch
-        b_pack = e.at(scratch, I64(-(-p.mc * p.kc * self.size // 64) * 64 // self.size))
+        strides = [b.load(e.at(strides_p, I64(i))) for i in range(6)]
+        a_p, b_p, c_p, scratch = self._pointers(e, ptrs_p, start, chunk)
         by_rows = b.icmp_signed("!=", split, I64(0))
         m0, m1 = b.select(by_rows, start, I64(0)), b.select(by_rows, end, m)
         n0, n1 = b.select(by_rows, I64(0), start), b.select(by_rows, n, end)
+        b.call(self.block, [m0, m1, n0, n1, k, *strides, a_p, b_p, c_p, scratch])
+        b.ret_void()
+
+    def _batched_entry(self) -> None:
+        """The batched entry ``<symbol>_batched``: ``shape = (M, N, K, chunk, parts, cols)``;
+        range item ``r`` is column block ``r % parts`` (``cols`` wide) of product ``r // parts``,
+        whose operands start at element offsets ``offsets[3 r // parts + (0, 1, 2)]`` (``ptrs[4]``)
+        from A, B and C."""
+        p = self.p
+        fn = function(self.module, f"{p.symbol}_batched", [I64, I64, I64.as_pointer(), I64.as_pointer(),
+                                                            ir.IntType(8).as_pointer().as_pointer()],
+                      internal=False)
+        start, end, shape_p, strides_p, ptrs_p = fn.args
+        e = FunctionBuilder(fn)
+        b = e.b
+        m, n, k, chunk, parts, cols = [b.load(e.at(shape_p, I64(i))) for i in range(6)]
+        strides = [b.load(e.at(strides_p, I64(i))) for i in range(6)]
+        a_p, b_p, c_p, scratch = self._pointers(e, ptrs_p, start, chunk)
+        offsets = b.bitcast(b.load(e.at(ptrs_p, I64(4))), I64.as_pointer())
+        with e.loop(start, end, 1, "batch") as lp:
+            item = b.sdiv(lp.i, parts)
+            n0 = b.mul(b.srem(lp.i, parts), cols)
+            n1 = e.min(b.add(n0, cols), n)
+            row = e.at(offsets, b.mul(item, I64(3)))
+            a_off, b_off, c_off = [b.load(e.at(row, I64(j))) for j in range(3)]
+            b.call(self.block, [I64(0), m, n0, n1, k, *strides, e.at(a_p, a_off), e.at(b_p, b_off),
+                                e.at(c_p, c_off), scratch])
+        b.ret_void()
+
+    def _pointers(self, e: FunctionBuilder, ptrs_p: ir.Value, start: ir.Value, chunk: ir.Value
+                  ) -> list[ir.Value]:
+        """A, B, C and this range's scratch slot (range ``start // chunk``)."""
+        b, ptr, cptr = e.b, self.t.as_pointer(), self.ct.as_pointer()
+        a_p, b_p, c_p, s_p = [b.bitcast(b.load(e.at(ptrs_p, I64(i))), cptr if i == 2 else ptr)
+                              for i in range(4)]
+        scratch = e.at(b.bitcast(s_p, ir.IntType(8).as_pointer()),
+                       b.mul(b.sdiv(start, chunk), I64(self.p.scratch_bytes)))
+        return [a_p, b_p, c_p, b.bitcast(scratch, ptr)]
+
+    def _block(self) -> ir.Function:
+        """``block(m0, m1, n0, n1, k, a_m, a_k, b_k, b_n, c_m, c_n, A, B, C, scratch)``: rows
+        [m0, m1) x columns [n0, n1) of ``C = A @ B``, packing into ``scratch``."""
+        p, t, ct = self.p, self.t, self.ct
+        ptr, cptr = t.as_pointer(), ct.as_pointer()
+        fn = function(self.module, f"{p.symbol}_block", [I64] * 11 + [ptr, ptr, cptr, ptr])
+        m0, m1, n0, n1, k, a_m, a_k, b_k, b_n, c_m, c_n, a_p, b_p, c_p, scratch = fn.args
+        e = FunctionBuilder(fn)
+        b = e.b
+        tile = b.alloca(ir.ArrayType(ct, p.mr * p.nr))
+        tile.align = 64
+        tile = b.bitcast(tile, cptr)
+        a_pack = scratch
+        b_pack = e.at(scratch, I64(-(-p.mc * p.kc * self.size // 64) * 64 // self.size))
         zero = const(p.dtype, 0)
 
         empty_bb, work_bb = fn.append_basic_block("k0"), fn.append_basic_block("work")
@@ -373,6 +419,7 @@ class _Gemm:
                                     b.call(self.kernels[p.mr], [kp, ap, bp, tile, I64(p.nr), I1(0)])
                                     self._copy_tile(e, tile, cp, mr, nr, c_m, c_n, acc)
         b.ret_void()
+        return fn
 
     def _dispatch(self, e: FunctionBuilder, mr: ir.Value, args: list[ir.Value]) -> None:
         """Call the micro-kernel for ``mr`` rows."""

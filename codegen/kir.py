@@ -64,6 +64,17 @@ SCALAR_OPS: dict[str, int] = {
 REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")  # arg*: int64 flat index into the reduce space
 
 
+def _memo_hash(node: object, fields: tuple) -> int:
+    """``hash(fields)``, kept on the node: expressions are DAGs, and a plain dataclass hash
+    walks a shared subexpression once per path to it (exponential in the depth of a chain of
+    kernels' worth of fused ops)."""
+    h = node.__dict__.get("_hash")
+    if h is None:
+        h = hash(fields)
+        object.__setattr__(node, "_hash", h)
+    return h
+
+
 @dataclass(frozen=True)
 class Load:
     """The value of input ``input`` at the current index."""
@@ -108,6 +119,9 @@ class Op:
     args: tuple[Expr, ...]
     dtype: str
 
+    def __hash__(self) -> int:
+        return _memo_hash(self, (self.op, self.args, self.dtype))
+
 
 @dataclass(frozen=True)
 class Piecewise:
@@ -119,6 +133,9 @@ class Piecewise:
     dim: int
     cuts: tuple[int, ...]
     pieces: tuple[Expr, ...]
+
+    def __hash__(self) -> int:
+        return _memo_hash(self, (self.dim, self.cuts, self.pieces))
 
     @property
     def args(self) -> tuple[Expr, ...]:
@@ -135,6 +152,9 @@ class Gather:
     input: int
     dim: int
     index: Expr
+
+    def __hash__(self) -> int:
+        return _memo_hash(self, (self.input, self.dim, self.index))
 
     @property
     def args(self) -> tuple[Expr, ...]:

@@ -271,14 +271,15 @@ class _PreparedMatmul:
         self.operands = [(v.slot, v.offset * size) for v in (a, b, out)]
 
     @staticmethod
-    def applies(step: Extern, p: Program) -> bool:
-        """Is ``step`` a product the generated GEMM takes, with operands that stay within their
-        slots and an output no operand can overlap: a buffer of its own, or an input updated in
-        place (bound to memory no other input shares, see :meth:`CpuProgram._bind_in_place`)?"""
+    def applies(step: Extern, p: Program, ndim: int = 2) -> bool:
+        """Is ``step`` a product of ``ndim``-D operands the generated GEMM takes, with operands
+        that stay within their slots and an output no operand can overlap: a buffer of its own,
+        or an input updated in place (bound to memory no other input shares, see
+        :meth:`CpuProgram._bind_in_place`)?"""
         if step.name != "matmul" or cpu_gemm.ALWAYS_BLAS or step.dtype not in cpu_gemm.DTYPES:
             return False
         views = step.inputs + step.outputs
-        if len(views) != 3 or any(len(shp) != 2 for shp in step.shapes) \
+        if len(views) != 3 or any(len(shp) != ndim for shp in step.shapes) \
                 or any(p.slot_dtypes[v.slot] != step.dtype for v in views):
             return False
         out = step.outputs[0].slot
@@ -342,6 +343,40 @@ def _scatter_layout(step: Extern) -> cpu_scatter.ScatterLayout:
     axis = dict(step.params)["axis"]
     return cpu_scatter.ScatterLayout(base_shape, idx_shape, axis, step.outputs[0].strides,
                                      base.strides, src.strides, idx.strides)
+
+
+class _PreparedBatchedMatmul(_PreparedMatmul):
+    """An extern ``matmul`` of N-D float operands (a batch of products) as one
+    :class:`runtime.cpu_gemm.BatchedGemmCall`."""
+
+    def __init__(self, step: Extern, slot_dtypes: Sequence[str]):
+        a, b, out = step.inputs + step.outputs
+        *batch, m, k = step.shapes[0]
+        n = step.shapes[1][-1]
+        views = (a, b, out)
+        self.call = cpu_gemm.BatchedGemmCall(step.dtype, tuple(batch), m, n, k,
+                                             tuple(v.strides[:-2] for v in views),
+                                             *(tuple(v.strides[-2:]) for v in views))
+        size = np.dtype(step.dtype).itemsize
+        self.operands = [(v.slot, v.offset * size) for v in views]
+
+    @staticmethod
+    def applies(step: Extern, p: Program, ndim: int = 0) -> bool:
+        """A batched product (operands of one rank above 2) :meth:`_PreparedMatmul.applies` takes."""
+        rank = len(step.shapes[0]) if step.shapes else 0
+        return rank > 2 and _PreparedMatmul.applies(step, p, rank)
+
+
+def _prepared_extern(step: Extern, p: Program) -> _PreparedMatmul | _PreparedScatter | _ExternCall:
+    """A matmul the generated GEMM takes, or a checked scatter-add the scatter kernel takes, as a
+    prepared call; any other extern as a Python call."""
+    if _PreparedMatmul.applies(step, p):
+        return _PreparedMatmul(step, p.slot_dtypes)
+    if _PreparedBatchedMatmul.applies(step, p):
+        return _PreparedBatchedMatmul(step, p.slot_dtypes)
+    if _PreparedScatter.applies(step, p):
+        return _PreparedScatter(step, p)
+    return _ExternCall(step, p.slot_dtypes)
 
 
 def _within(view: View, shape: Sequence[int], n_elements: int) -> bool:
@@ -413,9 +448,7 @@ class CpuProgram:
         self.program = p = program
         cache = cache or default_cache()
         self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch)
-                      else _PreparedMatmul(s, p.slot_dtypes) if _PreparedMatmul.applies(s, p)
-                      else _PreparedScatter(s, p) if _PreparedScatter.applies(s, p)
-                      else _ExternCall(s, p.slot_dtypes) for s in p.steps]
+                      else _prepared_extern(s, p) for s in p.steps]
         n_slots = len(p.slot_nbytes)
         scratch = max((s.call.scratch_bytes for s in self.steps if isinstance(s, _PreparedMatmul)), default=0)
         records = [s.native(*worker_pool.Steps.extra_slots(n_slots)) for s in self.steps]

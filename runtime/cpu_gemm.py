@@ -45,6 +45,7 @@ class _Gemm:
         self.stats = {"disk_errors": 0}
         artifact, self.from_disk = cached_artifact(f"gemm {p.symbol}", p.symbol, build, self.stats)
         self.fn = cpu.load(artifact)
+        self.batched_fn = cpu.KERNEL_CFUNCTYPE(cpu.load_address(artifact, f"{p.symbol}_batched"))
 
 
 _kernels: dict[tuple[str, int | None], _Gemm] = {}
@@ -133,8 +134,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     threads spin after each call (OpenBLAS) takes the cores from the kernels that follow, which
     doubled the time of the next large GEMM in an MLP forward pass.
     """
-    if a.ndim == 2 and a.dtype in _DTYPE_NAMES and a.dtype == b.dtype == out.dtype and not ALWAYS_BLAS:
+    floats = a.dtype in _DTYPE_NAMES and a.dtype == b.dtype == out.dtype and not ALWAYS_BLAS
+    if floats and a.ndim == 2:
         _gemm(a, b, out, None)
+        return
+    if floats and a.ndim == b.ndim == out.ndim > 2 and a.shape[:-2] == b.shape[:-2] == out.shape[:-2]:
+        batched_gemm(a, b, out)
         return
     if a.dtype == b.dtype == _BF16_DTYPE:
         _matmul_bf16(a, b, out)
@@ -208,6 +213,94 @@ class GemmCall:
         ptrs[2] = out
         ptrs[3] = _scratch.address(self.scratch_bytes)
         launch(self.fn, self.ranges, *self.args)
+
+
+def batch_offsets(batch: tuple[int, ...], strides: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """Each product's element offsets from A, B and C (one row of three per item of ``batch``,
+    C order), given each operand's strides over the batch dims."""
+    grids = np.indices(batch, dtype=np.int64).reshape(len(batch), -1) if batch else np.zeros((0, 1), np.int64)
+    return np.stack([np.asarray(st, np.int64) @ grids for st in strides], axis=1).reshape(-1).copy()
+
+
+class BatchedGemmCall:
+    """``C[i] = A[i] @ B[i]`` over a batch, in one launch: the products are split across the
+    threads whole (each packs and multiplies its own), or, when there are fewer products than
+    threads, each product's columns too.  Operands' batch strides may be anything (0 for a
+    broadcast).  Not re-entrant."""
+
+    def __init__(self, dtype: str, batch: tuple[int, ...], m: int, n: int, k: int,
+                 batch_strides: tuple[tuple[int, ...], ...], a_strides: tuple[int, int],
+                 b_strides: tuple[int, int], out_strides: tuple[int, int], threads: int | None = None):
+        kern = _kernels.get((dtype, None)) or _kernel(dtype)
+        p = kern.params
+        self.swapped = n < p.nr <= m
+        offsets = batch_offsets(batch, batch_strides)
+        if self.swapped:        # C.T = B.T @ A.T, as GemmCall
+            a_strides, b_strides, out_strides = b_strides[::-1], a_strides[::-1], out_strides[::-1]
+            m, n = n, m
+            offsets = offsets.reshape(-1, 3)[:, [1, 0, 2]].reshape(-1).copy()
+        self.offsets = offsets
+        items = int(np.prod(batch, dtype=np.int64))
+        threads = num_threads() if threads is None else threads
+        parts = 1
+        if items < threads and m * n * k >= SMALL_GEMM and n >= 2 * p.nr * threads:
+            parts = threads
+        cols = _round_up(-(-n // parts), p.nr) if n else 1
+        total = items * parts
+        chunk = max(1, -(-total // threads)) if items * m * n * k >= SMALL_GEMM else max(total, 1)
+        self.ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)] if m and n else []
+        self.fn = kern.batched_fn
+        self.scratch_bytes = p.scratch_bytes * len(self.ranges)
+        self.shape = (ctypes.c_int64 * 6)(m, n, k, chunk, parts, cols)
+        self.strides = (ctypes.c_int64 * 6)(*a_strides, *b_strides, *out_strides)
+        self.ptrs = (ctypes.c_uint64 * 5)()
+        self.ptrs[4] = data_address(self.offsets)
+        self.args = tuple(ctypes.addressof(x) for x in (self.shape, self.strides, self.ptrs))
+
+    def pointer_sources(self, a, b, out, zero, scratch) -> list:
+        """What the kernel's pointer array holds (see :meth:`GemmCall.pointer_sources`); the
+        offset table's address comes from the null pointer's slot plus the address."""
+        if self.swapped:
+            a, b = b, a
+        return [a, b, out, scratch, (zero[0], zero[1] + data_address(self.offsets))]
+
+    def run(self, a: int, b: int, out: int) -> None:
+        """The batch at these addresses (of each operand's first element)."""
+        if not self.ranges:
+            return
+        if self.swapped:
+            a, b = b, a
+        ptrs = self.ptrs
+        ptrs[0], ptrs[1], ptrs[2] = a, b, out
+        ptrs[3] = _scratch.address(self.scratch_bytes)
+        launch(self.fn, self.ranges, *self.args)
+
+
+def batched_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """``out[i] = a[i] @ b[i]`` over the leading dims (one shape, any strides) of float arrays,
+    in one launch of the generated GEMM.  Inputs overlapping ``out`` are copied first."""
+    if not (a.ndim == b.ndim == out.ndim >= 2) or not (a.shape[:-2] == b.shape[:-2] == out.shape[:-2]):
+        raise ValueError(f"batched_gemm: operands must share their batch dims, got {a.shape}, {b.shape}, "
+                         f"{out.shape}")
+    dtype = _check(*(np.lib.stride_tricks.as_strided(x, x.shape[-2:], x.strides[-2:]) for x in (a, b, out)))
+    if np.may_share_memory(a, out):
+        a = a.copy()
+    if np.may_share_memory(b, out):
+        b = b.copy()
+    threads = num_threads() if threads is None else threads
+    key = ("batched", dtype, out.shape, a.shape[-1], a.strides, b.strides, out.strides, threads)
+    calls = _calls.by_signature
+    call = calls.get(key)
+    if call is None:
+        if len(calls) >= 64:
+            calls.clear()
+        size = a.itemsize
+        views = (a, b, out)
+        call = calls[key] = BatchedGemmCall(
+            dtype, a.shape[:-2], out.shape[-2], out.shape[-1], a.shape[-1],
+            tuple(tuple(st // size for st in x.strides[:-2]) for x in views),
+            *(tuple(st // size for st in x.strides[-2:]) for x in views), threads)
+    call.run(data_address(a), data_address(b), data_address(out))
 
 
 class _Calls(threading.local):

@@ -105,6 +105,38 @@ def test_cheap_shared_values_are_recomputed_costly_ones_stored(rng):
     assert len(kernels(costly, x)) == 1                 # CSE makes it one value used twice in one kernel
 
 
+def test_stored_value_and_its_pointwise_readers_are_one_kernel(rng):
+    """A costly value read by two later kernels is stored, and those readers are computed by the
+    kernel storing it (one launch), reading the value as it computes it."""
+    x, y = t(rng, 64, 32), t(rng, 64, 32)
+
+    def chain(x, y):
+        s = tj.exp(tj.sin(tj.tanh(x)))         # stored: read by two consumers
+        u = tj.exp(tj.cos(s * y))               # stored too
+        return s, u * 2 + s, tj.sqrt(tj.abs(u)) + u
+    ks = kernels(chain, x, y)
+    assert len(ks) == 1, [k.name for k in ks]
+    s = np.exp(np.sin(np.tanh(np.asarray(x))))
+    u = np.exp(np.cos(s * np.asarray(y)))
+    for got, want in zip(tj.jit(chain)(x, y), (s, u * 2 + s, np.sqrt(np.abs(u)) + u)):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_reader_of_a_shifted_stored_value_stays_a_kernel_of_its_own(rng):
+    """A kernel reading a stored value at another point than where it is written (a shifted
+    slice) cannot compute it as it goes: it stays a separate launch, and the result is right."""
+    x = t(rng, 65)
+
+    def shifted(x):
+        s = tj.exp(tj.sin(tj.tanh(x)))
+        return s, s[1:] - s[:-1]
+    ks = kernels(shifted, x)
+    assert len(ks) == 2
+    s = np.exp(np.sin(np.tanh(np.asarray(x))))
+    got = tj.jit(shifted)(x)
+    assert_close(got[1], s[1:] - s[:-1], rtol=1e-5, atol=1e-6)
+
+
 def test_matmul_is_an_extern_with_fused_epilogue(rng):
     x, w, b = t(rng, 16, 32), t(rng, 32, 8), t(rng, 8)
     f = lambda x, w, b: tj.maximum(x @ w + b, 0)  # noqa: E731
@@ -193,16 +225,16 @@ def test_a_triangle_mask_read_flat_is_stored_first(tri, rng):
 
 
 def test_value_read_through_disjoint_slices_is_computed_by_its_reader(rng):
-    """A cheap value read through four disjoint slices (an LSTM's gate pre-activations) is
-    computed by the kernel reading the slices, each element once, not stored first."""
+    """A value read through four disjoint slices (an LSTM's gate pre-activations) is computed by
+    the kernel reading the slices, each element once, not stored first."""
     x, y = t(rng, 8, 64), t(rng, 8, 64)
 
     def gates(x, y):
-        z = x * 2.0 + y
+        z = x * 2.0 + y * 3.0 - x * y
         i, f, g, o = (z[:, 16 * k:16 * (k + 1)] for k in range(4))
         return tj.tanh(i) * tj.tanh(f) + tj.tanh(g) * tj.tanh(o)
     ks = kernels(gates, x, y)
     assert len(ks) == 1, [k.name for k in ks]
-    z = np.asarray(x) * 2.0 + np.asarray(y)
+    z = np.asarray(x) * 2.0 + np.asarray(y) * 3.0 - np.asarray(x) * np.asarray(y)
     want = np.tanh(z[:, :16]) * np.tanh(z[:, 16:32]) + np.tanh(z[:, 32:48]) * np.tanh(z[:, 48:])
     assert_close(tj.jit(gates)(x, y), want, rtol=1e-5, atol=1e-6)

@@ -143,3 +143,42 @@ def test_jit_does_not_mark_user_tensors(jit_backend: str) -> None:
     tj.jit(tj.grad(lambda a: (a * a).sum()), backend=jit_backend)(x)
     tj.grad(lambda a: (a * a).sum())(x)
     assert not x.requires_grad and x.grad is None
+
+
+def test_sum_of_products_is_one_matmul_over_the_joined_inner_dim(rng):
+    """``sum_i a_i @ b_i`` (each product read only by the sum, inner dims short next to the
+    results) compiles to one matmul; a term that is not a product is added to it; transposed
+    operands are joined as transposes."""
+    xs = [tj.asarray(rng.standard_normal(s).astype(np.float32))
+          for s in [(16, 3), (3, 20), (4, 16), (4, 20), (16, 2), (2, 20), (16, 20)]]
+
+    def f(a1, b1, a2, b2, a3, b3, c):
+        return a1 @ b1 + c + tj.matrix_transpose(a2) @ b2 + a3 @ b3
+    jf = tj.jit(f)
+    kinds = jf.explain(*xs).kernel_kinds()
+    assert kinds["matmul"] == 1, kinds
+    a1, b1, a2, b2, a3, b3, c = (np.asarray(x, np.float64) for x in xs)
+    np.testing.assert_allclose(np.asarray(jf(*xs)), a1 @ b1 + c + a2.T @ b2 + a3 @ b3, rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_weight_gradients_are_one_matmul_each():
+    """An LSTM's backward under jit: one matmul per time step for the hidden state's gradient,
+    and each weight's gradient as one product over the whole sequence; equal to eager."""
+    seq = 5
+    m = tj.nn.LSTM(8, 16)
+    x = tj.asarray(np.random.default_rng(0).standard_normal((seq, 3, 8)).astype(np.float32))
+
+    def grads(x):
+        for p in m.parameters():
+            p.grad = None
+        out, _ = m(x)
+        (out * out).mean().backward()
+        return m.weight_hh_l0.grad, m.weight_ih_l0.grad
+    step = tj.jit(grads)
+    kinds = step.explain(x).kernel_kinds()
+    # forward: the input projection and one hidden product per step; backward: the hidden
+    # state's gradient per step but the first, then weight_ih and weight_hh in one product each
+    assert kinds["matmul"] == 1 + seq + (seq - 1) + 2, kinds
+    eager = [g.numpy() for g in grads(x)]
+    for got, want in zip(step(x), eager):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)

@@ -124,6 +124,75 @@ class CompiledProgram:
         return self._run(*inputs)
 
 
+def _sum_leaves(g: Graph, root: int) -> list[int]:
+    """The terms of the tree of ``add`` nodes under ``root`` (inner adds read by nothing else)."""
+    leaves, stack = [], list(g.node(root).inputs)
+    while stack:
+        nid = stack.pop()
+        n = g.node(nid)
+        inner = n.op == "add" and n.shape == g.node(root).shape
+        if inner and len(g.users(nid)) == 1 and nid not in g.outputs:
+            stack.extend(n.inputs)
+        else:
+            leaves.append(nid)
+    return leaves
+
+
+def _joined(g: Graph, xs: list[int], axis: int) -> int:
+    """``concat(xs, axis)`` of 2-D values; transposed views joined as the transpose of their
+    sources joined the other way (the copy then writes and reads rows)."""
+    nodes = [g.node(x) for x in xs]
+    if all(n.op == "permute" and n.params["perm"] == (1, 0) for n in nodes):
+        inner = _joined(g, [n.inputs[0] for n in nodes], 1 - axis)
+        shape = g.node(inner).shape
+        return g.add("permute", (inner,), {"perm": (1, 0)}, AVal((shape[1], shape[0]), nodes[0].dtype))
+    shape = list(nodes[0].shape)
+    shape[axis] = sum(n.shape[axis] for n in nodes)
+    return g.add("concat", tuple(xs), {"axis": axis}, AVal(tuple(shape), nodes[0].dtype))
+
+
+def _joining_pays(g: Graph, products: list[int]) -> bool:
+    """Whether the products' results (each written, then read by the sum) outweigh the copies
+    joining their operands makes: ``P * M * N > K * (M + N)`` elements, ``K`` the joined inner
+    dim.  Many products over a short inner dim each (one per time step) join; two products
+    with weight matrices as operands do not (the weights would be copied every call)."""
+    m, n = g.node(products[0]).shape
+    k = sum(g.node(g.node(x).inputs[0]).shape[1] for x in products)
+    return len(products) * m * n > k * (m + n)
+
+
+def join_summed_products(g: Graph) -> int:
+    """Rewrite ``a1 @ b1 + a2 @ b2 + ...`` (2-D float products of one shape, each read only by
+    the sum) into ``concat(a_i, axis=1) @ concat(b_i, axis=0)`` where that moves less memory
+    (:func:`_joining_pays`): one GEMM over the joined inner dim instead of many small ones and
+    a pass adding their results (a recurrent layer's weight
+    gradient, one product per time step, becomes one product over the sequence).  Like
+    :func:`split_reductions`, it reassociates a sum: results differ from eager code in rounding.
+    """
+    count = 0
+    for nid in reversed(g.topo()):
+        if nid not in g:
+            continue
+        n = g.node(nid)
+        if n.op != "add" or len(n.shape) != 2 or n.dtype.kind != "f":
+            continue
+        leaves = _sum_leaves(g, nid)
+        products = [x for x in leaves if g.node(x).op == "matmul" and len(g.users(x)) == 1
+                    and x not in g.outputs and leaves.count(x) == 1]
+        if len(products) < 2 or not _joining_pays(g, products):
+            continue
+        a = _joined(g, [g.node(x).inputs[0] for x in products], 1)
+        b = _joined(g, [g.node(x).inputs[1] for x in products], 0)
+        out = g.add("matmul", (a, b), {}, n.aval)
+        for x in leaves:
+            if x not in products:
+                out = g.add("add", (out, x), {}, n.aval)
+        g.replace_all_uses(nid, out)
+        dce(g)
+        count += 1
+    return count
+
+
 def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = None) -> CompiledProgram:
     """Fuse and compile an optimized graph (the graph is copied; the caller's stays as traced).
 
@@ -134,6 +203,7 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     t0 = time.perf_counter()
     g = _copy(g)
     split_reductions(g)
+    join_summed_products(g)
     if device.type != "cpu":
         device_gathers(g)
     plan = fusion.plan(g)

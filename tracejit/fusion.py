@@ -105,7 +105,11 @@ def _uniform(v: np.ndarray) -> Any:
         else None
 
 
-def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]) -> int:
+def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int],
+          cap: int = RECOMPUTE_LIMIT + 1) -> int:
+    """What computing ``nid`` again costs (its expression as a tree, down to stored values),
+    counted up to ``cap``: beyond it the count stops (every decision only compares it with
+    RECOMPUTE_LIMIT), so asking for each node costs a few nodes, not the whole graph above it."""
     if nid in memo:
         return memo[nid]
     n = g.node(nid)
@@ -118,10 +122,20 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     elif PRIMS[n.op].kind not in ("elementwise", "movement"):
         c = RECOMPUTE_LIMIT + 1
     else:
-        own = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
-        c = own + sum(_cost(g, i, materialized, memo) for i in n.inputs)
+        c = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
+        for i in n.inputs:
+            if c >= cap:
+                break
+            c += _cost(g, i, materialized, memo, cap)
+    c = min(c, cap)
     memo[nid] = c
     return c
+
+
+def _cost_text(g: Graph, nid: int, materialized: dict[int, str]) -> str:
+    """The cost for a boundary's reason (counted further, up to 100)."""
+    c = _cost(g, nid, materialized, {}, 100)
+    return f"cost {c}" if c < 100 else "cost >= 100"
 
 
 def _broadcast_by_users(g: Graph, nid: int) -> bool:
@@ -218,8 +232,8 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
             # a kernel reading it through a broadcast would compute it once per copy (a
             # convolution's input gradient under a max pool's gradient: four times per window);
             # one made from a reduction is a row value of the kernel that absorbs the reduction
-            materialized[nid] = ("broadcast by a consumer; too costly to recompute per copy (cost "
-                                 f"{_cost(g, nid, materialized, {})})")
+            materialized[nid] = ("broadcast by a consumer; too costly to recompute per copy "
+                                 f"({_cost_text(g, nid, materialized)})")
             continue
         # a value that feeds a reduction over its own shape is recomputed by the row kernel
         # that absorbs the reduction: recomputing beats a round trip through memory
@@ -227,12 +241,26 @@ def plan(g: Graph, read_back: frozenset[int] = frozenset()) -> FusionPlan:
         if len(users) <= 1 or n.op in VIEW_OPS or feeds_row:
             continue
         # read through k different views (a stencil's shifted reads), a kernel computes it k times
-        views = sum(g.node(u).op in VIEW_OPS for u in users)
+        views = _recomputing_views(g, users)
         if len(_sinks(g, nid, materialized)) > 1 or views > 1:
             cost = _cost(g, nid, materialized, {})
             if cost > RECOMPUTE_LIMIT or cost * (views - 1) > RECOMPUTE_LIMIT:
-                materialized[nid] = f"used by {len(users)} consumers; too costly to recompute (cost {cost})"
+                materialized[nid] = (f"used by {len(users)} consumers; too costly to recompute "
+                                     f"({_cost_text(g, nid, materialized)})")
     return _build(g, order, dict(materialized))
+
+
+def _recomputing_views(g: Graph, users: list[int]) -> int:
+    """How many times a kernel reading a value through these users computes each element: once
+    per view user, except that slices of disjoint ranges (an LSTM's four gates of one
+    pre-activation) between them compute each element once."""
+    views = [g.node(u) for u in users if g.node(u).op in VIEW_OPS]
+    if len(views) > 1 and all(v.op == "slice" and all(st == 1 for st in v.params["step"]) for v in views):
+        boxes = [tuple(zip(v.params["start"], v.params["stop"])) for v in views]
+        if all(any(a1 <= b0 or b1 <= a0 for (a0, a1), (b0, b1) in zip(x, y))
+               for i, x in enumerate(boxes) for y in boxes[i + 1:]):
+            return 1
+    return len(views)
 
 
 STORED_REDUCTION = "reduction read by kernels that do not read its input: stored once, not recomputed in each"
@@ -347,6 +375,7 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
                     del fp.aliases[e.node]
                     produced.discard(e.node)
     _merge_siblings(fp)
+    _merge_chains(fp)
     _order_steps(fp)
     return fp
 
@@ -453,6 +482,127 @@ def _merge_siblings(fp: FusionPlan) -> None:
             merged = _concat_kernels(merged, k)
         steps[a] = merged
     fp.steps = [s for k, s in enumerate(steps) if k not in merged_into]
+
+
+def _merge_chains(fp: FusionPlan) -> None:
+    """Vertical fusion: an elementwise kernel that reads a value stored by another elementwise
+    kernel over the same launch shape, at the same point it was written, is computed by that
+    kernel, right after it (the value is still stored, for its other readers).  A chain of
+    small kernels, such as an LSTM step's gates, cell and hidden state each read again by the
+    backward pass, becomes one launch and one pass.
+
+    ``b`` joins its producer ``a`` when every buffer of ``a`` it reads it reads pointwise, no
+    step between them (``b`` reading another step that reads ``a``) would make a cycle, and no
+    extern step lies between them in the program (as for :func:`_merge_siblings`).
+    """
+    pos = [_program_position(fp, k) for k in range(len(fp.steps))]
+    externs = sorted(p for p, st in zip(pos, fp.steps) if isinstance(st, ExternPlan))
+    steps: list[Any] = list(fp.steps)
+    dag = _step_dag(fp)
+    alive = set(range(len(steps)))
+    for b in list(nx.topological_sort(dag)):
+        sb = steps[b]
+        if not _chainable(sb):
+            continue
+        for a in sorted(dag.predecessors(b)):
+            sa = steps[a]
+            if not (_chainable(sa) and (sa.shape, sa.space) == (sb.shape, sb.space)):
+                continue
+            if _n_arrays(sa) + _n_arrays(sb) > MAX_OPERANDS or _reads_elsewhere(sa, sb, fp.aliases):
+                continue
+            lo, hi = sorted((pos[a], pos[b]))
+            i = bisect.bisect_right(externs, lo)
+            if i < len(externs) and externs[i] < hi:
+                continue
+            if any(p != a and nx.has_path(dag, a, p) for p in dag.predecessors(b)):
+                continue
+            steps[a] = _chain_kernels(sa, sb)
+            pos[a] = min(pos[a], pos[b])
+            # a takes b's place in the step DAG
+            for p in list(dag.predecessors(b)):
+                if p != a:
+                    dag.add_edge(p, a)
+            for u in list(dag.successors(b)):
+                dag.add_edge(a, u)
+            dag.remove_node(b)
+            alive.discard(b)
+            break
+    fp.steps = [s for k, s in enumerate(steps) if k in alive]
+
+
+def _chainable(k: Any) -> bool:
+    return isinstance(k, KernelPlan) and not k.kernel.n_reduce and k.merge
+
+
+def _reads_elsewhere(a: KernelPlan, b: KernelPlan, aliases: dict[int, tuple[int, View]]) -> bool:
+    """Whether ``b`` reads a buffer ``a`` writes other than at the point ``a`` writes it."""
+    written = dict(a.outputs)
+    for node, view in b.inputs:
+        if node in written:
+            if view != written[node]:
+                return True
+            continue
+        while node in aliases:
+            node = aliases[node][0]
+            if node in written:
+                return True
+    return False
+
+
+def _chain_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
+    """``a`` followed by ``b``, ``b``'s loads of what ``a`` stores replaced by ``a``'s
+    expressions for them (computed once per point)."""
+    stored = {node: st.expr for (node, _), st in zip(a.outputs, _stores_by_output(a.kernel))}
+    inputs = list(a.inputs)
+    n_a = len(a.inputs)
+    raw = list(a.space_strides[:n_a])
+    replace: dict[int, kir.Expr] = {}
+    remap: dict[int, int] = {}
+    for i, operand in enumerate(b.inputs):
+        if operand[0] in stored:
+            replace[i] = stored[operand[0]]
+            continue
+        if operand not in inputs:
+            inputs.append(operand)
+            raw.extend(b.space_strides[i:i + 1])
+        remap[i] = inputs.index(operand)
+    raw += a.space_strides[n_a:] + b.space_strides[len(b.inputs):]
+    memo: dict[int, kir.Expr] = {}
+
+    def rewrite(e: kir.Expr) -> kir.Expr:
+        if id(e) in memo:
+            return memo[id(e)]
+        if isinstance(e, kir.Load):
+            out: kir.Expr = replace[e.input] if e.input in replace else kir.Load(remap[e.input])
+        elif isinstance(e, kir.Gather):
+            out = kir.Gather(remap[e.input], e.dim, rewrite(e.index))
+        elif isinstance(e, kir.Op):
+            out = kir.Op(e.op, tuple(rewrite(x) for x in e.args), e.dtype)
+        elif isinstance(e, kir.Piecewise):
+            out = kir.Piecewise(e.dim, e.cuts, tuple(rewrite(x) for x in e.pieces))
+        else:
+            out = e
+        memo[id(e)] = out
+        return out
+
+    n_out = len(a.outputs)
+    stages = a.kernel.stages + tuple(kir.Store(st.output + n_out, rewrite(st.expr), st.over_reduce)
+                                     for st in b.kernel.stages)
+    ka, kb = a.kernel, b.kernel
+    operands = {id(v): op for v, op in zip([v for _, v in a.inputs], ka.inputs)}
+    operands.update({id(v): op for v, op in zip([v for _, v in b.inputs], kb.inputs)})
+    kernel = kir.Kernel(name=f"{ka.name}+{kb.name}"[:60], ndim=ka.ndim, n_reduce=0,
+                        inputs=tuple(operands[id(v)] for _, v in inputs),
+                        outputs=ka.outputs + kb.outputs, stages=stages)
+    return KernelPlan(kernel, a.shape, inputs, a.outputs + b.outputs, a.members | b.members, a.root,
+                      a.space, raw if len(raw) == len(inputs) + len(a.outputs) + len(b.outputs) else [],
+                      0, a.merge and b.merge)
+
+
+def _stores_by_output(k: kir.Kernel) -> list[kir.Store]:
+    """The store of each output of an elementwise kernel, in output order."""
+    by_output = {st.output: st for st in k.stages if isinstance(st, kir.Store)}
+    return [by_output[i] for i in range(len(k.outputs))]
 
 
 def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:

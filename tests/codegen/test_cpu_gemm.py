@@ -193,3 +193,48 @@ def test_compiled_matmul_uses_generated_gemm_for_floats(dtype, generated):
         check(a, b, out)
     else:
         np.testing.assert_array_equal(out, a @ b)
+
+
+def check_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in np.ndindex(*out.shape[:-2]):
+        check(a[i], b[i], out[i])
+
+
+@pytest.mark.parametrize("batch, m, n, k, threads", [
+    ((8, 8), 64, 32, 16, 2),       # many products, split whole across threads
+    ((3,), 37, 70, 45, 2),         # odd count and partial tiles
+    ((1,), 200, 300, 64, 2),       # fewer products than threads: columns split too
+    ((4,), 70, 5, 33, 2),          # narrow C: computed transposed
+    ((2, 3), 9, 11, 0, 2),         # K = 0: zeros
+    ((5,), 16, 40, 24, 1),
+])
+def test_batched_gemm(batch, m, n, k, threads):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(batch + (m, k)).astype(np.float32)
+    b = rng.standard_normal(batch + (n, k)).astype(np.float32).swapaxes(-1, -2)    # transposed views
+    out = np.full(batch + (m, n), np.nan, np.float32)
+    rt.batched_gemm(a, b, out, threads)
+    check_batched(a, b, out)
+
+
+def test_batched_gemm_broadcast_and_strided_batch():
+    """Batch strides of 0 (an operand shared by every product) and a permuted, sliced batch."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((6, 4, 30, 20)).astype(np.float64).transpose(1, 0, 2, 3)[:, ::2]
+    b = np.broadcast_to(rng.standard_normal((20, 50)), (4, 3, 20, 50))
+    out = np.full((3, 4, 30, 50), np.nan).transpose(1, 0, 2, 3)
+    rt.batched_gemm(a, b, out, 2)
+    check_batched(a, b, out)
+
+
+def test_compiled_batched_matmul_uses_generated_gemm():
+    import tracejit as tj
+    from runtime.cpu import _PreparedBatchedMatmul
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2, 3, 40, 24)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 50, 24)).astype(np.float32)
+    f = tj.jit(lambda x, y: x @ tj.matrix_transpose(y))
+    out = np.asarray(f(tj.asarray(a), tj.asarray(b)))
+    (entry,) = f.entries()
+    assert [type(s) for s in entry.executable._run.steps] == [_PreparedBatchedMatmul]
+    check_batched(a, b.swapaxes(-1, -2), out)

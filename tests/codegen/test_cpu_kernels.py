@@ -338,3 +338,17 @@ def test_ir_text_available():
     art = cpu.compile_kernel(_cache_kernel())
     assert art.symbol in art.llvm_ir and art.object_code
     assert "fmul" in cpu.optimized_ir(_cache_kernel())
+
+
+def test_expression_hash_is_computed_once_per_node():
+    """A deep chain of shared subexpressions (each node read twice) hashes in linear time."""
+    from codegen import kir
+    e = kir.Load(0)
+    for _ in range(200):            # 2**200 paths from the root to the load
+        e = kir.Op("add", (e, e), "float32")
+    assert hash(e) == hash(e) and e in {e: 1}
+    same, other = kir.Load(0), kir.Load(0)
+    for _ in range(3):
+        same = kir.Op("add", (same, same), "float32")
+        other = kir.Op("add", (other, other), "float32")
+    assert same is not other and same == other and hash(same) == hash(other)

@@ -1,6 +1,7 @@
 """Linear algebra: matmul (its own kernel kind), tensordot, vecdot; outer and einsum on top of them."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from .. import dtypes as dt
@@ -26,13 +27,25 @@ def matmul(x1: Tensor, x2: Tensor, /) -> Tensor:
         raise ValueError(f"matmul: shapes {x1.shape} and {x2.shape} are not aligned "
                          f"({a.shape[-1]} != {b.shape[-2]})")
     batch = broadcast_shapes_for("matmul", a.shape[:-2], b.shape[:-2])
-    a = P.broadcast_to(a, batch + a.shape[-2:])
-    b = P.broadcast_to(b, batch + b.shape[-2:])
-    out = P.matmul(a, b)
+    if b.ndim == 2 and a.ndim > 2:
+        out = _rows_times_matrix(a, b)
+    else:
+        a = P.broadcast_to(a, batch + a.shape[-2:])
+        b = P.broadcast_to(b, batch + b.shape[-2:])
+        out = P.matmul(a, b)
     if reduced is not None:
         out = P.cast(out, dtype=reduced)
     shape = batch + (() if squeeze_a else out.shape[-2:-1]) + (() if squeeze_b else out.shape[-1:])
     return out if shape == out.shape else P.reshape(out, shape=shape)
+
+
+def _rows_times_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """A stack of matrices times one matrix as one 2-D product, the stack folded into the rows:
+    one large GEMM instead of a batch of small ones with a broadcast operand, and the gradient
+    of ``b`` comes out as one GEMM over the whole stack instead of a batch of products summed."""
+    batch, (m, k) = a.shape[:-2], a.shape[-2:]
+    rows = P.reshape(a, shape=(math.prod(batch) * m, k))
+    return P.reshape(P.matmul(rows, b), shape=batch + (m, b.shape[-1]))
 
 
 def tensordot(x1: Tensor, x2: Tensor, /, *, axes: int | tuple[Sequence[int], Sequence[int]] = 2) -> Tensor:
