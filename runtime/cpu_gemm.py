@@ -87,11 +87,16 @@ def _round_up(x: int, step: int) -> int:
 
 
 def plan(m: int, n: int, k: int, p: cpu_gemm.GemmParams, threads: int) -> tuple[int, int, int]:
-    """(split, chunk, total): ranges of ``chunk`` columns (split 0) or rows (split 1) of C."""
+    """(split, chunk, total): ranges of ``chunk`` columns (split 0) or rows (split 1) of C.
+
+    Every range packs all of the operand it does not split (all of A for a range of columns),
+    so the longer side of C is split: a tall C (a weight gradient over a long sequence, M 1024
+    by N 256) split by columns had each thread pack the whole 16 MB A."""
     if threads > 1 and m * n * k >= SMALL_GEMM:
-        if n >= 2 * p.nr * threads:
+        by_cols, by_rows = n >= 2 * p.nr * threads, m >= 2 * p.mr * threads
+        if by_cols and not (by_rows and m > n):
             return 0, _round_up(-(-n // threads), p.nr), n
-        if m >= 2 * p.mr * threads:
+        if by_rows:
             return 1, _round_up(-(-m // threads), p.mr), m
     return 0, max(n, 1), n
 

@@ -238,3 +238,15 @@ def test_compiled_batched_matmul_uses_generated_gemm():
     (entry,) = f.entries()
     assert [type(s) for s in entry.executable._run.steps] == [_PreparedBatchedMatmul]
     check_batched(a, b.swapaxes(-1, -2), out)
+
+
+def test_threads_split_the_longer_side_of_c():
+    """Each range packs all of the operand it does not split, so a tall C is split by rows and
+    a wide one by columns (and the result is right either way)."""
+    p = cpu_gemm.params("float32")
+    assert rt.plan(1024, 256, 4096, p, 2)[0] == 1
+    assert rt.plan(256, 1024, 4096, p, 2)[0] == 0
+    assert rt.plan(512, 512, 512, p, 2)[0] == 0
+    assert rt.plan(1024, 20, 512, p, 2)[0] == 1           # too narrow for a column split
+    for m, n in ((300, 100), (100, 300)):
+        run(m, n, 257, threads=2)
