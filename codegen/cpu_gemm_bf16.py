@@ -22,7 +22,7 @@ from llvmlite import ir
 from codegen import cpu
 from codegen.cpu import CpuArtifact, masked_load, masked_store
 from codegen.cpu_gemm import KC, MC_BYTES, NC_BYTES, GemmParams, _Gemm, _lane_mask
-from codegen.llvm_loops import FunctionBuilder, function
+from codegen.llvm_loops import FunctionBuilder
 from codegen.scalar import I16, I32, I64, splat
 
 OPERAND = "bfloat16"
@@ -76,38 +76,8 @@ class _GemmBF16(_Gemm):
             lp.next = out
         return lp.carried
 
-    def _pack(self, rows: int, name: str) -> ir.Function:
-        """``pack(kc, rv, src, rs, ks, dst)``: the pair layout of the module docstring for
-        k < kc, r < rv, zeros elsewhere up to the even K and ``rows``.  Contiguous rows
-        (row-major B) interleave two vector rows; contiguous K (row-major A) copies 32-bit
-        words; other strides go element by element."""
-        ptr = self.t.as_pointer()
-        fn = function(self.module, f"{self.p.symbol}_{name}", [I64, I64, ptr, I64, I64, ptr])
-        kc, rv, src, rs, ks, dst = fn.args
-        for a in (src, dst):
-            a.add_attribute("noalias")
-        e = FunctionBuilder(fn)
-        b = e.b
-        rows_bb, check_bb = fn.append_basic_block("rows"), fn.append_basic_block("check")
-        words_bb, scalar_bb = fn.append_basic_block("words"), fn.append_basic_block("scalar")
-        b.cbranch(b.icmp_signed("==", rs, I64(1)), rows_bb, check_bb)
-        b.position_at_end(check_bb)
-        b.cbranch(b.icmp_signed("==", ks, I64(1)), words_bb, scalar_bb)
-
-        b.position_at_end(rows_bb)
-        self._pack_rows(e, rows, kc, rv, src, ks, dst)
-        b.ret_void()
-        b.position_at_end(words_bb)
-        pairs = self._pack_words(e, rows, kc, rv, src, rs, dst)
-        self._pack_scalar(e, rows, pairs, kc, rv, src, rs, ks, dst)
-        b.ret_void()
-        b.position_at_end(scalar_bb)
-        self._pack_scalar(e, rows, I64(0), kc, rv, src, rs, ks, dst)
-        b.ret_void()
-        return fn
-
-    def _pack_rows(self, e: FunctionBuilder, rows: int, kc, rv, src, ks, dst) -> None:
-        """Rows of the panel contiguous: per pair, two masked vector loads (the second zero
+    def _pack_copy(self, e: FunctionBuilder, rows: int, kc, rv, src, ks, dst) -> None:
+        """Rows of the panel contiguous (row-major B): per pair, two masked vector loads (the second zero
         past K) interleaved lane by lane."""
         b = e.b
         w = 2 * LANES
@@ -137,8 +107,8 @@ class _GemmBF16(_Gemm):
                         keep = [int(j < valid) for j in range(w)]
                         masked_store(b, out, at, ir.Constant(ir.VectorType(ir.IntType(1), w), keep), 2)
 
-    def _pack_words(self, e: FunctionBuilder, rows: int, kc, rv, src, rs, dst) -> ir.Value:
-        """K contiguous: each row's pair (k, k + 1) is one 32-bit word of the source.  Packs
+    def _pack_transpose(self, e: FunctionBuilder, rows: int, kc, rv, src, rs, dst) -> ir.Value:
+        """K contiguous (row-major A): each row's pair (k, k + 1) is one 32-bit word of the source.  Packs
         the whole pairs; returns the first k left (the odd last one, if any)."""
         b = e.b
         last = b.sub(rv, I64(1))

@@ -553,6 +553,23 @@ def _chain_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
     """``a`` followed by ``b``, ``b``'s loads of what ``a`` stores replaced by ``a``'s
     expressions for them (computed once per point)."""
     stored = {node: st.expr for (node, _), st in zip(a.outputs, _stores_by_output(a.kernel))}
+    return _join_kernels(a, b, stored)
+
+
+def _stores_by_output(k: kir.Kernel) -> list[kir.Store]:
+    """The store of each output of an elementwise kernel, in output order."""
+    by_output = {st.output: st for st in k.stages if isinstance(st, kir.Store)}
+    return [by_output[i] for i in range(len(k.outputs))]
+
+
+def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
+    """One kernel running ``a``'s stages, then ``b``'s (horizontal fusion)."""
+    return _join_kernels(a, b, {})
+
+
+def _join_kernels(a: KernelPlan, b: KernelPlan, stored: dict[int, kir.Expr]) -> KernelPlan:
+    """``a``'s stages then ``b``'s over one launch, operands shared; ``b``'s loads of a node in
+    ``stored`` become that expression instead."""
     inputs = list(a.inputs)
     n_a = len(a.inputs)
     raw = list(a.space_strides[:n_a])
@@ -574,55 +591,6 @@ def _chain_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
             return memo[id(e)]
         if isinstance(e, kir.Load):
             out: kir.Expr = replace[e.input] if e.input in replace else kir.Load(remap[e.input])
-        elif isinstance(e, kir.Gather):
-            out = kir.Gather(remap[e.input], e.dim, rewrite(e.index))
-        elif isinstance(e, kir.Op):
-            out = kir.Op(e.op, tuple(rewrite(x) for x in e.args), e.dtype)
-        elif isinstance(e, kir.Piecewise):
-            out = kir.Piecewise(e.dim, e.cuts, tuple(rewrite(x) for x in e.pieces))
-        else:
-            out = e
-        memo[id(e)] = out
-        return out
-
-    n_out = len(a.outputs)
-    stages = a.kernel.stages + tuple(kir.Store(st.output + n_out, rewrite(st.expr), st.over_reduce)
-                                     for st in b.kernel.stages)
-    ka, kb = a.kernel, b.kernel
-    operands = {id(v): op for v, op in zip([v for _, v in a.inputs], ka.inputs)}
-    operands.update({id(v): op for v, op in zip([v for _, v in b.inputs], kb.inputs)})
-    kernel = kir.Kernel(name=f"{ka.name}+{kb.name}"[:60], ndim=ka.ndim, n_reduce=0,
-                        inputs=tuple(operands[id(v)] for _, v in inputs),
-                        outputs=ka.outputs + kb.outputs, stages=stages)
-    return KernelPlan(kernel, a.shape, inputs, a.outputs + b.outputs, a.members | b.members, a.root,
-                      a.space, raw if len(raw) == len(inputs) + len(a.outputs) + len(b.outputs) else [],
-                      0, a.merge and b.merge)
-
-
-def _stores_by_output(k: kir.Kernel) -> list[kir.Store]:
-    """The store of each output of an elementwise kernel, in output order."""
-    by_output = {st.output: st for st in k.stages if isinstance(st, kir.Store)}
-    return [by_output[i] for i in range(len(k.outputs))]
-
-
-def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
-    inputs = list(a.inputs)
-    n_a = len(a.inputs)
-    raw = list(a.space_strides[:n_a])
-    remap: dict[int, int] = {}
-    for i, operand in enumerate(b.inputs):
-        if operand not in inputs:
-            inputs.append(operand)
-            raw.extend(b.space_strides[i:i + 1])
-        remap[i] = inputs.index(operand)
-    raw += a.space_strides[n_a:] + b.space_strides[len(b.inputs):]
-    memo: dict[int, kir.Expr] = {}
-
-    def rewrite(e: kir.Expr) -> kir.Expr:
-        if id(e) in memo:
-            return memo[id(e)]
-        if isinstance(e, kir.Load):
-            out: kir.Expr = kir.Load(remap[e.input])
         elif isinstance(e, kir.Gather):
             out = kir.Gather(remap[e.input], e.dim, rewrite(e.index))
         elif isinstance(e, kir.Op):
