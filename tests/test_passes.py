@@ -89,3 +89,25 @@ def test_movement_chains_merged():
 def test_optimized_graph_computes_the_same(fn, rng, jit_backend):
     a = rng.standard_normal((4, 6)).astype(np.float32)
     assert_close(jitted(fn, jit_backend)(tj.asarray(a)), np.asarray(fn(tj.asarray(a))))
+
+
+def test_sum_of_disjoint_pads_is_one_concatenation() -> None:
+    """The gradient of a tensor sliced into pieces (pads of each piece's gradient, summed) is a
+    concatenation plus zero: the same values, -0.0 turned to +0.0 as the sum does."""
+    x = np.array([[-0.0, 1.5, 2.0, -3.0, 4.0, 5.0, -0.0, 7.0]], np.float32)
+
+    def f(a):
+        pieces = [a[:, 1:3] * 1.0, a[:, 3:6] * -1.0, a[:, 6:8]]
+        out = None
+        for lo, p in zip((1, 3, 6), pieces):
+            padded = tj.pad(p, ((0, 0), (lo, 8 - lo - p.shape[1])))
+            out = padded if out is None else out + padded
+        return out
+
+    got = tj.jit(f)(tj.asarray(x)).numpy()
+    want = f(tj.asarray(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    g = tj.jit(f).lower(tj.asarray(x)).graph
+    kinds = [g.node(n).op for n in g.topo()]
+    assert kinds.count("pad") == 1 and kinds.count("concat") == 1, kinds     # one pad: column 0

@@ -244,9 +244,58 @@ def _rule_transpose_of_matmul(g: Graph, nid: int) -> int | None:
     return g.add("matmul", (transposed(b), transposed(a)), {}, n.aval)
 
 
+def _add_tree_leaves(g: Graph, root: int) -> list[int]:
+    """The operands of the sum rooted at ``root``, through the adds that only it reads."""
+    leaves, stack = [], [root]
+    while stack:
+        x = stack.pop()
+        if g.node(x).op == "add" and (x == root or (len(g.users(x)) == 1 and x not in g.outputs)):
+            stack.extend(reversed(g.node(x).inputs))
+        else:
+            leaves.append(x)
+    return leaves
+
+
+def _rule_sum_of_disjoint_pads(g: Graph, nid: int) -> int | None:
+    """``pad(a0) + pad(a1) + ...`` with zero fill, each padded along one axis into disjoint,
+    adjacent ranges -> ``pad(concat(a0, a1, ...)) + 0``: the gradient of slicing a tensor into
+    pieces (an LSTM's time steps, split gates) is one copy, not a sum of many padded copies.
+    The ``+ 0`` keeps the sum's value exactly (it turns -0.0 into +0.0, as adding zeros does)."""
+    n = g.node(nid)
+    if n.op != "add":
+        return None
+    users = g.users(nid)
+    if len(users) == 1 and g.node(users[0]).op == "add" and nid not in g.outputs:
+        return None                     # an inner add: the root of its sum takes it
+    leaves = _add_tree_leaves(g, nid)
+    if len(leaves) < 2:
+        return None
+    axis, ranges = None, []
+    for leaf in leaves:
+        p = g.node(leaf)
+        if p.op != "pad" or p.params["value"] != 0:
+            return None
+        padded = [d for d, (lo, hi) in enumerate(p.params["pads"]) if lo or hi]
+        if len(padded) != 1 or axis not in (None, padded[0]):
+            return None
+        axis = padded[0]
+        lo = p.params["pads"][axis][0]
+        ranges.append((lo, lo + g.node(p.inputs[0]).shape[axis], p.inputs[0]))
+    ranges.sort(key=lambda r: r[:2])
+    if any(a[1] != b[0] for a, b in zip(ranges, ranges[1:])):
+        return None                     # overlapping or apart: a real sum
+    start, end = ranges[0][0], ranges[-1][1]
+    shape = n.shape[:axis] + (end - start,) + n.shape[axis + 1:]
+    joined = g.add("concat", tuple(r[2] for r in ranges), {"axis": axis}, AVal(shape, n.dtype))
+    if (start, end) != (0, n.shape[axis]):
+        pads = tuple((start, n.shape[axis] - end) if d == axis else (0, 0) for d in range(len(n.shape)))
+        joined = g.add("pad", (joined,), {"pads": pads, "value": 0.0}, n.aval)
+    return g.add("add", (joined, _zeros(g, nid)), {}, n.aval)
+
+
 RULES: list[Callable[[Graph, int], int | None]] = [
     _rule_identity_operand, _rule_integer_zero, _rule_involution, _rule_movement, _rule_transpose_of_matmul,
-    _rule_scalar_math_before_broadcast]
+    _rule_scalar_math_before_broadcast, _rule_sum_of_disjoint_pads]
 
 
 def simplify(g: Graph) -> int:
