@@ -14,6 +14,7 @@ import ctypes
 import functools
 import os
 import threading
+from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
@@ -227,11 +228,12 @@ def batch_offsets(batch: tuple[int, ...], strides: tuple[tuple[int, ...], ...]) 
     return np.stack([np.asarray(st, np.int64) @ grids for st in strides], axis=1).reshape(-1).copy()
 
 
-class BatchedGemmCall:
+class BatchedGemmCall(GemmCall):
     """``C[i] = A[i] @ B[i]`` over a batch, in one launch: the products are split across the
     threads whole (each packs and multiplies its own), or, when there are fewer products than
     threads, each product's columns too.  Operands' batch strides may be anything (0 for a
-    broadcast).  Not re-entrant."""
+    broadcast).  Runs as :class:`GemmCall` does, its offset table in the fifth pointer.  Not
+    re-entrant."""
 
     def __init__(self, dtype: str, batch: tuple[int, ...], m: int, n: int, k: int,
                  batch_strides: tuple[tuple[int, ...], ...], a_strides: tuple[int, int],
@@ -255,6 +257,7 @@ class BatchedGemmCall:
         chunk = max(1, -(-total // threads)) if items * m * n * k >= SMALL_GEMM else max(total, 1)
         self.ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)] if m and n else []
         self.fn = kern.batched_fn
+        self.has_k = k > 0
         self.scratch_bytes = p.scratch_bytes * len(self.ranges)
         self.shape = (ctypes.c_int64 * 6)(m, n, k, chunk, parts, cols)
         self.strides = (ctypes.c_int64 * 6)(*a_strides, *b_strides, *out_strides)
@@ -269,17 +272,6 @@ class BatchedGemmCall:
             a, b = b, a
         return [a, b, out, scratch, (zero[0], zero[1] + data_address(self.offsets))]
 
-    def run(self, a: int, b: int, out: int) -> None:
-        """The batch at these addresses (of each operand's first element)."""
-        if not self.ranges:
-            return
-        if self.swapped:
-            a, b = b, a
-        ptrs = self.ptrs
-        ptrs[0], ptrs[1], ptrs[2] = a, b, out
-        ptrs[3] = _scratch.address(self.scratch_bytes)
-        launch(self.fn, self.ranges, *self.args)
-
 
 def batched_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """``out[i] = a[i] @ b[i]`` over the leading dims (one shape, any strides) of float arrays,
@@ -288,23 +280,15 @@ def batched_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | N
         raise ValueError(f"batched_gemm: operands must share their batch dims, got {a.shape}, {b.shape}, "
                          f"{out.shape}")
     dtype = _check(*(np.lib.stride_tricks.as_strided(x, x.shape[-2:], x.strides[-2:]) for x in (a, b, out)))
-    if np.may_share_memory(a, out):
-        a = a.copy()
-    if np.may_share_memory(b, out):
-        b = b.copy()
+    a, b = _apart_from(out, a, b)
     threads = num_threads() if threads is None else threads
-    key = ("batched", dtype, out.shape, a.shape[-1], a.strides, b.strides, out.strides, threads)
-    calls = _calls.by_signature
-    call = calls.get(key)
-    if call is None:
-        if len(calls) >= 64:
-            calls.clear()
-        size = a.itemsize
-        views = (a, b, out)
-        call = calls[key] = BatchedGemmCall(
-            dtype, a.shape[:-2], out.shape[-2], out.shape[-1], a.shape[-1],
-            tuple(tuple(st // size for st in x.strides[:-2]) for x in views),
-            *(tuple(st // size for st in x.strides[-2:]) for x in views), threads)
+    size = a.itemsize
+    views = (a, b, out)
+    call = _cached_call(
+        ("batched", dtype, out.shape, a.shape[-1], a.strides, b.strides, out.strides, threads),
+        lambda: BatchedGemmCall(dtype, a.shape[:-2], out.shape[-2], out.shape[-1], a.shape[-1],
+                                tuple(tuple(st // size for st in x.strides[:-2]) for x in views),
+                                *(tuple(st // size for st in x.strides[-2:]) for x in views), threads))
     call.run(data_address(a), data_address(b), data_address(out))
 
 
@@ -318,6 +302,22 @@ class _Calls(threading.local):
 _calls = _Calls()
 
 
+def _cached_call(key: tuple, make: Callable[[], GemmCall]) -> GemmCall:
+    """The calling thread's call for an eager signature (a bounded table, cleared when full)."""
+    calls = _calls.by_signature
+    call = calls.get(key)
+    if call is None:
+        if len(calls) >= 64:
+            calls.clear()
+        call = calls[key] = make()
+    return call
+
+
+def _apart_from(out: np.ndarray, *xs: np.ndarray) -> list[np.ndarray]:
+    """``xs``, each copied first if it overlaps ``out`` (the kernel writes ``out`` as it reads)."""
+    return [x.copy() if np.may_share_memory(x, out) else x for x in xs]
+
+
 def _element_strides(x: np.ndarray) -> tuple[int, int]:
     return x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
 
@@ -326,17 +326,10 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
           vector_bytes: int | None = None) -> None:
     """:func:`gemm` with the kernel built for ``vector_bytes`` registers (tests of other hosts)."""
     dtype = _check(a, b, out)
-    if np.may_share_memory(a, out):
-        a = a.copy()
-    if np.may_share_memory(b, out):
-        b = b.copy()
+    a, b = _apart_from(out, a, b)
     threads = num_threads() if threads is None else threads
-    key = (dtype, out.shape, a.shape[1], a.strides, b.strides, out.strides, threads, vector_bytes)
-    calls = _calls.by_signature
-    call = calls.get(key)
-    if call is None:
-        if len(calls) >= 64:
-            calls.clear()
-        call = calls[key] = GemmCall(dtype, out.shape[0], out.shape[1], a.shape[1], _element_strides(a),
-                                     _element_strides(b), _element_strides(out), threads, vector_bytes)
+    call = _cached_call(
+        (dtype, out.shape, a.shape[1], a.strides, b.strides, out.strides, threads, vector_bytes),
+        lambda: GemmCall(dtype, out.shape[0], out.shape[1], a.shape[1], _element_strides(a),
+                         _element_strides(b), _element_strides(out), threads, vector_bytes))
     call.run(data_address(a), data_address(b), data_address(out))

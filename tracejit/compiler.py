@@ -20,7 +20,7 @@ from . import fusion, kernel_reuse
 from .graph import Graph
 from .logs import topic
 from .ops import PRIMS, AVal
-from .passes import dce
+from .passes import add_tree_leaves, dce
 from .tensors import Device
 from .views import View
 
@@ -124,20 +124,6 @@ class CompiledProgram:
         return self._run(*inputs)
 
 
-def _sum_leaves(g: Graph, root: int) -> list[int]:
-    """The terms of the tree of ``add`` nodes under ``root`` (inner adds read by nothing else)."""
-    leaves, stack = [], list(g.node(root).inputs)
-    while stack:
-        nid = stack.pop()
-        n = g.node(nid)
-        inner = n.op == "add" and n.shape == g.node(root).shape
-        if inner and len(g.users(nid)) == 1 and nid not in g.outputs:
-            stack.extend(n.inputs)
-        else:
-            leaves.append(nid)
-    return leaves
-
-
 def _joined(g: Graph, xs: list[int], axis: int) -> int:
     """``concat(xs, axis)`` of 2-D values; transposed views joined as the transpose of their
     sources joined the other way (the copy then writes and reads rows)."""
@@ -176,7 +162,7 @@ def join_summed_products(g: Graph) -> int:
         n = g.node(nid)
         if n.op != "add" or len(n.shape) != 2 or n.dtype.kind != "f":
             continue
-        leaves = _sum_leaves(g, nid)
+        leaves = add_tree_leaves(g, nid)
         products = [x for x in leaves if g.node(x).op == "matmul" and len(g.users(x)) == 1
                     and x not in g.outputs and leaves.count(x) == 1]
         if len(products) < 2 or not _joining_pays(g, products):

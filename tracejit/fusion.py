@@ -122,7 +122,7 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     elif PRIMS[n.op].kind not in ("elementwise", "movement"):
         c = RECOMPUTE_LIMIT + 1
     else:
-        c = 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
+        c = _own_cost(n)
         for i in n.inputs:
             if c >= cap:
                 break
@@ -130,6 +130,11 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
     c = min(c, cap)
     memo[nid] = c
     return c
+
+
+def _own_cost(n: Any) -> int:
+    """What an elementwise or movement node costs by itself (views are index arithmetic)."""
+    return 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
 
 
 def _cost_text(g: Graph, nid: int, materialized: dict[int, str]) -> str:
@@ -499,8 +504,13 @@ def _merge_chains(fp: FusionPlan) -> None:
     externs = sorted(p for p, st in zip(pos, fp.steps) if isinstance(st, ExternPlan))
     steps: list[Any] = list(fp.steps)
     dag = _step_dag(fp)
+    order = list(nx.topological_sort(dag))
+    anc = [0] * len(steps)               # step -> bitset of the steps it depends on
+    for k in order:
+        for p in dag.predecessors(k):
+            anc[k] |= anc[p] | (1 << p)
     alive = set(range(len(steps)))
-    for b in list(nx.topological_sort(dag)):
+    for b in order:
         sb = steps[b]
         if not _chainable(sb):
             continue
@@ -514,17 +524,21 @@ def _merge_chains(fp: FusionPlan) -> None:
             i = bisect.bisect_right(externs, lo)
             if i < len(externs) and externs[i] < hi:
                 continue
-            if any(p != a and nx.has_path(dag, a, p) for p in dag.predecessors(b)):
-                continue
+            if any(p != a and (anc[p] >> a) & 1 for p in dag.predecessors(b)):
+                continue                # b also reads a step that reads a: a cycle
             steps[a] = _chain_kernels(sa, sb)
             pos[a] = min(pos[a], pos[b])
-            # a takes b's place in the step DAG
+            # a takes b's place in the step DAG, and in every step's ancestors
             for p in list(dag.predecessors(b)):
                 if p != a:
                     dag.add_edge(p, a)
             for u in list(dag.successors(b)):
                 dag.add_edge(a, u)
             dag.remove_node(b)
+            anc[a] |= anc[b] & ~(1 << a)
+            for x in range(len(anc)):
+                if (anc[x] >> b) & 1:
+                    anc[x] |= anc[a] | (1 << a)
             alive.discard(b)
             break
     fp.steps = [s for k, s in enumerate(steps) if k in alive]
@@ -924,8 +938,7 @@ class KernelBuilder:
             again = False
         else:
             # its cost were it not stored: its own op and its inputs' (none of which reaches it)
-            own = 4 if n.op in _EXPENSIVE else 1
-            again = own + sum(_cost(self.g, i, self.materialized, self._cost_memo)
+            again = _own_cost(n) + sum(_cost(self.g, i, self.materialized, self._cost_memo)
                               for i in n.inputs) <= RECOMPUTE_LIMIT
         self._recomputed[nid] = again
         return again

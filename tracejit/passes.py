@@ -244,8 +244,9 @@ def _rule_transpose_of_matmul(g: Graph, nid: int) -> int | None:
     return g.add("matmul", (transposed(b), transposed(a)), {}, n.aval)
 
 
-def _add_tree_leaves(g: Graph, root: int) -> list[int]:
-    """The operands of the sum rooted at ``root``, through the adds that only it reads."""
+def add_tree_leaves(g: Graph, root: int) -> list[int]:
+    """The terms of the sum rooted at ``root`` (an ``add``), left to right, through the inner
+    adds that nothing else reads."""
     leaves, stack = [], [root]
     while stack:
         x = stack.pop()
@@ -267,7 +268,7 @@ def _rule_sum_of_disjoint_pads(g: Graph, nid: int) -> int | None:
     users = g.users(nid)
     if len(users) == 1 and g.node(users[0]).op == "add" and nid not in g.outputs:
         return None                     # an inner add: the root of its sum takes it
-    leaves = _add_tree_leaves(g, nid)
+    leaves = add_tree_leaves(g, nid)
     if len(leaves) < 2:
         return None
     axis, ranges = None, []
