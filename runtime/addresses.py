@@ -27,3 +27,8 @@ def data_address(a: np.ndarray) -> int:
     if _FAST_ADDRESS and type(a) is np.ndarray:
         return _word_at(id(a) + _DATA_FIELD).value
     return _slow_address(a)
+
+
+def element_strides(a: np.ndarray) -> tuple[int, ...]:
+    """``a``'s strides in elements (what kernels take), not bytes."""
+    return tuple(s // a.itemsize for s in a.strides)

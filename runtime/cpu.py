@@ -30,6 +30,7 @@ from runtime import cpu_gemm, cpu_scatter, worker_pool
 from runtime.addresses import data_address
 from runtime.kernel_cache import KernelCache, default_cache
 from runtime.program import Extern, Launch, Program, View, checked_indices
+from runtime.scatter_layout import scatter_layout
 from runtime.worker_pool import num_threads
 
 # Work (iteration points times point_cost) below which a launch stays on one thread: on a
@@ -304,7 +305,7 @@ class _PreparedScatter:
     range for the scattered axis, non-negative) and whose operands the kernel walks."""
 
     def __init__(self, step: Extern, p: Program):
-        self.call = cpu_scatter.ScatterCall(step.dtype, _scatter_layout(step))
+        self.call = cpu_scatter.ScatterCall(step.dtype, scatter_layout(step))
         base, idx, src = step.inputs
         views = (step.outputs[0], base, src, idx)
         self.operands = [(v.slot, v.offset * np.dtype(p.slot_dtypes[v.slot]).itemsize) for v in views]
@@ -327,7 +328,7 @@ class _PreparedScatter:
         if not all(_within(v, shp, p.slot_nbytes[v.slot] // np.dtype(p.slot_dtypes[v.slot]).itemsize)
                    for v, shp in zip(views, step.shapes)):
             return False
-        return _scatter_layout(step).ok
+        return scatter_layout(step).ok
 
     def native(self, zero_slot: int, scratch_slot: int) -> tuple:
         c = self.call
@@ -335,14 +336,6 @@ class _PreparedScatter:
 
     def run(self, bufs: list, addresses: list[int]) -> None:
         self.call.run(*(addresses[slot] + offset for slot, offset in self.operands))
-
-
-def _scatter_layout(step: Extern) -> cpu_scatter.ScatterLayout:
-    base, idx, src = step.inputs
-    base_shape, idx_shape = step.shapes[0], step.shapes[1]
-    axis = dict(step.params)["axis"]
-    return cpu_scatter.ScatterLayout(base_shape, idx_shape, axis, step.outputs[0].strides,
-                                     base.strides, src.strides, idx.strides)
 
 
 class _PreparedBatchedMatmul(_PreparedMatmul):

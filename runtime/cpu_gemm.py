@@ -20,7 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from codegen import cpu, cpu_gemm, cpu_gemm_bf16
-from runtime.addresses import data_address
+from runtime.addresses import data_address, element_strides
 from runtime.kernel_cache import cached_artifact
 from runtime.worker_pool import num_threads
 from runtime.worker_pool import run as launch
@@ -282,13 +282,13 @@ def batched_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | N
     dtype = _check(*(np.lib.stride_tricks.as_strided(x, x.shape[-2:], x.strides[-2:]) for x in (a, b, out)))
     a, b = _apart_from(out, a, b)
     threads = num_threads() if threads is None else threads
-    size = a.itemsize
-    views = (a, b, out)
-    call = _cached_call(
-        ("batched", dtype, out.shape, a.shape[-1], a.strides, b.strides, out.strides, threads),
-        lambda: BatchedGemmCall(dtype, a.shape[:-2], out.shape[-2], out.shape[-1], a.shape[-1],
-                                tuple(tuple(st // size for st in x.strides[:-2]) for x in views),
-                                *(tuple(st // size for st in x.strides[-2:]) for x in views), threads))
+
+    def make() -> BatchedGemmCall:
+        strides = [element_strides(x) for x in (a, b, out)]
+        return BatchedGemmCall(dtype, a.shape[:-2], out.shape[-2], out.shape[-1], a.shape[-1],
+                               tuple(st[:-2] for st in strides), *(st[-2:] for st in strides), threads)
+    key = ("batched", dtype, out.shape, a.shape[-1], a.strides, b.strides, out.strides, threads)
+    call = _cached_call(key, make)
     call.run(data_address(a), data_address(b), data_address(out))
 
 
@@ -318,10 +318,6 @@ def _apart_from(out: np.ndarray, *xs: np.ndarray) -> list[np.ndarray]:
     return [x.copy() if np.may_share_memory(x, out) else x for x in xs]
 
 
-def _element_strides(x: np.ndarray) -> tuple[int, int]:
-    return x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
-
-
 def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
           vector_bytes: int | None = None) -> None:
     """:func:`gemm` with the kernel built for ``vector_bytes`` registers (tests of other hosts)."""
@@ -330,6 +326,6 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None,
     threads = num_threads() if threads is None else threads
     call = _cached_call(
         (dtype, out.shape, a.shape[1], a.strides, b.strides, out.strides, threads, vector_bytes),
-        lambda: GemmCall(dtype, out.shape[0], out.shape[1], a.shape[1], _element_strides(a),
-                         _element_strides(b), _element_strides(out), threads, vector_bytes))
+        lambda: GemmCall(dtype, out.shape[0], out.shape[1], a.shape[1], element_strides(a),
+                         element_strides(b), element_strides(out), threads, vector_bytes))
     call.run(data_address(a), data_address(b), data_address(out))

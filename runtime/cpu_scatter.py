@@ -10,15 +10,14 @@ index order, so no two threads write one element (no atomics) and the sums are
 from __future__ import annotations
 
 import ctypes
-import math
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 
 from codegen import cpu, cpu_scatter
-from runtime.addresses import data_address
+from runtime.addresses import data_address, element_strides
 from runtime.kernel_cache import cached_artifact
+from runtime.scatter_layout import ScatterLayout
 from runtime.worker_pool import num_threads
 from runtime.worker_pool import run as launch
 
@@ -40,46 +39,6 @@ def _kernel(dtype: str) -> cpu.KernelFn:
                                           lambda: cpu_scatter.compile_scatter_add(dtype), {"disk_errors": 0})
             fn = _kernels[dtype] = cpu.load(artifact)
         return fn
-
-
-def merged_stride(shape: Sequence[int], strides: Sequence[int]) -> int | None:
-    """The one stride that walks ``shape``'s dims flattened in C order (0 when they have at most
-    one element, none, or are all broadcast), or None when no single stride does."""
-    dims = [(n, s) for n, s in zip(shape, strides) if n != 1]
-    if not dims or 0 in shape:
-        return 0
-    for (_, outer), (n, inner) in zip(dims, dims[1:]):
-        if outer != inner * n:
-            return None
-    return dims[-1][1]
-
-
-class ScatterLayout:
-    """A scatter_add's sizes ``(P, N, M, C)`` and element strides, in the kernel's terms."""
-
-    def __init__(self, base_shape: Sequence[int], idx_shape: Sequence[int], axis: int,
-                 out_strides: Sequence[int], base_strides: Sequence[int], src_strides: Sequence[int],
-                 idx_strides: Sequence[int]):
-        k = len(idx_shape)
-        before, after = tuple(base_shape[:axis]), tuple(base_shape[axis + 1:])
-        self.sizes = (math.prod(before), base_shape[axis], math.prod(idx_shape), math.prod(after))
-        src_shape = before + tuple(idx_shape) + after
-
-        def groups(shape, strides, cut):
-            return [merged_stride(shape[a:b], strides[a:b]) for a, b in zip((0,) + cut, cut + (len(shape),))]
-        out_p, out_n, out_c = groups(tuple(base_shape), out_strides, (axis, axis + 1))
-        base_p, base_n, base_c = groups(tuple(base_shape), base_strides, (axis, axis + 1))
-        src_p, src_m, src_c = groups(src_shape, src_strides, (axis, axis + k))
-        idx_m = merged_stride(idx_shape, idx_strides)
-        if not math.prod(src_shape):        # (no row is added: an empty array's strides are any)
-            src_p, src_m, src_c, idx_m = 0, 0, 1, 0
-        wide = self.sizes[3] > 1
-        # every operand walks each of the three groups with one stride (what the GPU kernel needs)
-        self.strided = None not in (out_p, out_n, out_c, base_p, base_n, base_c, src_p, src_m, src_c, idx_m)
-        # ... and the columns contiguously (what this kernel's vector loads need)
-        self.ok = self.strided and (not wide or (out_c == 1 and src_c == 1 and base_c in (0, 1)))
-        self.strides = (out_p, out_n, base_p, base_n, base_c if wide else 1, src_p, src_m, idx_m)
-        self.out_strides, self.src_strides = (out_p, out_n, out_c), (src_p, src_m, src_c)
 
 
 def plan(sizes: tuple[int, int, int, int], dtype: str, threads: int | None = None) -> list[tuple[int, int]]:
@@ -123,10 +82,6 @@ class ScatterCall:
             launch(self.fn, self.ranges, *self.args)
 
 
-def _element_strides(x: np.ndarray) -> tuple[int, ...]:
-    return tuple(s // x.itemsize for s in x.strides)
-
-
 def scatter_add(base: np.ndarray, idx: np.ndarray, src: np.ndarray, axis: int) -> np.ndarray | None:
     """``out = base.copy(); np.add.at`` of ``src`` at ``idx`` along ``axis``, with the kernel;
     None when it does not take these operands (their dtype).  ``idx`` must be int64 in
@@ -136,12 +91,12 @@ def scatter_add(base: np.ndarray, idx: np.ndarray, src: np.ndarray, axis: int) -
         return None
     out = np.empty(base.shape, base.dtype)
     src, idx = np.ascontiguousarray(src), np.ascontiguousarray(idx)
-    layout = ScatterLayout(base.shape, idx.shape, axis, _element_strides(out), _element_strides(base),
-                           _element_strides(src), _element_strides(idx))
+    layout = ScatterLayout(base.shape, idx.shape, axis, element_strides(out), element_strides(base),
+                           element_strides(src), element_strides(idx))
     if not layout.ok:
         base = np.ascontiguousarray(base)
-        layout = ScatterLayout(base.shape, idx.shape, axis, _element_strides(out), _element_strides(base),
-                               _element_strides(src), _element_strides(idx))
+        layout = ScatterLayout(base.shape, idx.shape, axis, element_strides(out), element_strides(base),
+                               element_strides(src), element_strides(idx))
     if not layout.ok:
         return None
     addresses = (data_address(x) for x in (out, base, src, idx))

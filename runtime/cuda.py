@@ -26,6 +26,7 @@ from runtime import cuda_user
 from runtime.cuda_alloc import Block, CachingAllocator
 from runtime.cuda_args import PackedArgs, pack_launch
 from runtime.program import Extern, Launch, Program, View, checked_indices
+from runtime.scatter_layout import gather_layout, scatter_layout
 
 _MAX_GRID_Z = 65535
 _ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
@@ -464,7 +465,6 @@ class _ProgramRun:
         the column-per-thread kernel (:mod:`codegen.ptx_scatter`); False when it does not apply
         (the step then goes through the host)."""
         from codegen import ptx_scatter
-        from runtime.cpu_scatter import ScatterLayout
         base, idx, src = step.inputs
         out = step.outputs[0]
         axis = dict(step.params)["axis"]
@@ -472,8 +472,7 @@ class _ProgramRun:
                 or out.slot in {v.slot for v in step.inputs} \
                 or not checked_indices(self.p, idx.slot, step.shapes[0][axis]):
             return False
-        layout = ScatterLayout(step.shapes[0], step.shapes[1], axis, out.strides, base.strides, src.strides,
-                               idx.strides)
+        layout = scatter_layout(step)
         if not layout.strided:
             return False
         base_a, idx_a, src_a, out_a = self.operands(step)
@@ -488,16 +487,12 @@ class _ProgramRun:
         """A gather with checked indices on the GPU: a thread per output element
         (:mod:`codegen.ptx_scatter`); False when it does not apply (then the host runs it)."""
         from codegen import ptx_scatter
-        from runtime.cpu_scatter import ScatterLayout
         table, idx = step.inputs
-        out = step.outputs[0]
         axis = dict(step.params)["axis"]
         if step.dtype not in ptx_scatter.DTYPES or self.p.slot_dtypes[idx.slot] != "int64" \
                 or not checked_indices(self.p, idx.slot, step.shapes[0][axis]):
             return False
-        # (the table is shaped as a scatter's output, the gathered rows as its source)
-        layout = ScatterLayout(step.shapes[0], step.shapes[1], axis, table.strides, table.strides,
-                               out.strides, idx.strides)
+        layout = gather_layout(step)
         if not layout.strided:
             return False
         table_a, idx_a, out_a = self.operands(step)

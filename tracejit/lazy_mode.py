@@ -147,7 +147,6 @@ class LazyTrace(Trace):
         # checks (indices in range) run at the flush even when nothing reads what they guard,
         # so that an error eager code raises is raised here too: held, they stay results
         self._checks: list[Tensor] = []
-        self._full = False                      # the recording has reached max_nodes
 
     # ------------------------------------------------------------------ recording
     def track(self, t: Tensor) -> None:
@@ -199,8 +198,7 @@ class LazyTrace(Trace):
                 nodes.append(self.node_of(x))
         # (as Trace.record, less the user's line: a replayed step never shows it)
         nid = self.graph.add(name, nodes, params, aval)
-        if nid >= self.max_nodes:
-            self._full = True
+        full = nid >= self.max_nodes            # the recording has reached its bound: flush it
         if device is None:              # made without data (numbers, iota): pins no device
             self._synthetic.add(nid)
             if name in _NUMBER_OPS and self._reads_free(inputs):
@@ -217,11 +215,11 @@ class LazyTrace(Trace):
                 # the view must not keep itself (or its base) pending: forgotten when it dies
                 view.tensor = None
                 self._live.append(weakref.ref(out, lambda _, k=id(out): views.pop(k, None)))
-                return self._bounded(out) if self._full else out
+                return self._bounded(out) if full else out
         self._live.append(weakref.ref(out))
         if name in CHECKS:
             self._checks.append(out)
-        return self._bounded(out) if self._full else out
+        return self._bounded(out) if full else out
 
     def _reads_free(self, inputs: tuple[Tensor, ...]) -> bool:
         """Every pending input is a number broadcast (eager ones are numbers here)."""
