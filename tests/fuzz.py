@@ -358,6 +358,9 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         y = b.t if b.t.dtype == x.dtype else tj.astype(b.t, x.dtype)
         if y.ndim != 2 or y.shape[0] != x.shape[-1] or x.ndim != 2:
             x = x.reshape((-1, x.shape[-1])) if x.shape[-1] else x.reshape((x.shape[0], 0))
+            # x @ x.T of every row: at most MATMUL_ROWS of them (a 33x33x33x8 input's rows
+            # would make a 36k x 36k product, gigabytes in each mode)
+            x = x[:MATMUL_ROWS] if x.shape[0] > MATMUL_ROWS else x
             y, b = x.mT, a
         out = tj.matmul(x, y)
         is_float = x.dtype in (tj.float16, tj.float32, tj.float64)
@@ -483,6 +486,9 @@ def as_function(prog: Program) -> Callable[..., list[Any]]:
 
 
 # --------------------------------------------------------------------------- generation
+
+
+MATMUL_ROWS = 512
 
 
 def generate(rng: random.Random, large: bool = False) -> Program:
