@@ -600,6 +600,22 @@ class Outcome:
     args_after: list[np.ndarray] | None = None
     error: BaseException | None = None
     flags: list[Val] = field(default_factory=list)
+    shared: frozenset = frozenset()     # (output, argument or base) pairs sharing memory
+
+
+def _shared_memory(outs: Sequence[Any], held: Sequence[Any]) -> frozenset:
+    """Which outputs share memory with which arguments or bases: eagerly ``x[1:]`` returned is a
+    view, so a later write to ``x`` shows in it, and a compiled call must give the same view."""
+    def array(t: Any) -> Any:
+        return t._value if isinstance(t, tj.Tensor) and t.device.type == "cpu" else None
+    pairs = set()
+    for i, o in enumerate(outs):
+        a = array(o)
+        for k, h in enumerate(held):
+            b = array(h)
+            if a is not None and b is not None and np.may_share_memory(a, b):
+                pairs.add((i, k))
+    return frozenset(pairs)
 
 
 def run_mode(prog: Program, mode: str, fn_cache: dict | None = None) -> Outcome:
@@ -618,6 +634,7 @@ def run_mode(prog: Program, mode: str, fn_cache: dict | None = None) -> Outcome:
             f = tj.jit(as_function(prog), **backend)
             outs = f(*args)
         res.outs = [np.array(np.asarray(o), copy=True) for o in outs]
+        res.shared = _shared_memory(outs, list(args) + list(bases))
         res.args_after = [np.array(np.asarray(a), copy=True) for a in args] + \
                          [np.array(np.asarray(b), copy=True) for b in bases]
     except Exception as e:  # noqa: BLE001  (every failure is data here)
@@ -696,6 +713,9 @@ def compare(ref: Outcome, got: Outcome, mode: str, exact: bool = False) -> None:
         raise Finding("structure", f"{len(got.outs)} outputs vs {len(ref.outs)}")
     for k, (a, b) in enumerate(zip(ref.outs, got.outs)):
         compare_arrays(a, b, f"{mode} output {k}", ref.flags[k] if ref.flags else None, exact)
+    if ref.shared != got.shared:
+        raise Finding("aliasing", f"{mode}: outputs sharing memory with (argument or base) "
+                                  f"{sorted(got.shared)}, eager {sorted(ref.shared)}")
     arg_flags = ref.flags[len(ref.outs):]
     worst = Val(None, any(f.approx for f in arg_flags), any(f.chaotic for f in arg_flags))
     n = len(arg_flags)

@@ -243,3 +243,78 @@ def test_write_into_reshape_of_a_value_computed_from_a_transposed_input(make) ->
     for e, j in zip(eager, jitted):
         np.testing.assert_array_equal(e.numpy(), j.numpy())
     np.testing.assert_array_equal(eager[0].numpy(), make(tj.asarray(x)).numpy() * -2)
+
+
+def _returns_slice(x):
+    return x[1:]
+
+
+def _returns_argument(x):
+    return x
+
+
+def _returns_reshape_and_transpose(x):
+    return x.reshape(2, 6), x.T
+
+
+def _updates_then_returns_row(x):
+    x += 1
+    return x[0], x.sum()
+
+
+@pytest.mark.parametrize("backend", JIT_BACKENDS)
+@pytest.mark.parametrize("fn", [_returns_slice, _returns_argument, _returns_reshape_and_transpose,
+                                _updates_then_returns_row], ids=lambda f: f.__name__)
+def test_a_result_viewing_an_argument_shares_its_memory(fn, backend):
+    """Eagerly ``return x[1:]`` is a view: a later write to ``x`` shows in it and a write into it
+    reaches ``x``.  A compiled call (the first and a cached one) gives the same view."""
+    jf = jitted(fn, backend)
+    for _ in range(2):
+        xe, xj = (tj.asarray(np.arange(12.0, dtype=np.float32).reshape(3, 4)) for _ in range(2))
+        if fn is _returns_slice or fn is _returns_argument:
+            xe, xj = xe.reshape(-1), xj.reshape(-1)
+        outs = [fn(xe), jf(xj)]
+        outs = [list(o) if isinstance(o, tuple) else [o] for o in outs]
+        for x in (xe, xj):
+            x[(0,) * x.ndim] = -7.0         # the argument written after the call
+        for o in outs:
+            o[0][(-1,) * o[0].ndim] = 99.0   # and the first result written
+        np.testing.assert_array_equal(xj.numpy(), xe.numpy())
+        for e, g in zip(*outs):
+            np.testing.assert_array_equal(g.numpy(), e.numpy())
+
+
+def test_a_result_viewing_a_transposed_argument_matches_numpy_views():
+    def f(x):
+        return x[:, 1], x.reshape(-1)       # a column view; a flattening NumPy copies
+
+    data = np.arange(6.0).reshape(2, 3)
+    xe, xj = (tj.matrix_transpose(tj.asarray(data.copy())) for _ in range(2))
+    outs = [f(xe), tj.jit(f)(xj)]
+    xe[0, 1] = xj[0, 1] = 50.0
+    for e, g in zip(*outs):
+        np.testing.assert_array_equal(g.numpy(), e.numpy())
+    assert outs[1][0].numpy()[0] == 50.0 and 50.0 not in outs[1][1].numpy()
+
+
+def test_a_result_viewing_a_captured_tensor_shares_its_memory():
+    table = tj.zeros((4, 2))
+
+    def row(i):
+        return table[1], i * 2
+
+    r, _ = tj.jit(row)(tj.asarray(1.0))
+    table[1, 0] = 3.0
+    np.testing.assert_array_equal(r.numpy(), [3.0, 0.0])
+
+
+def test_gradient_flows_through_a_result_viewing_an_argument():
+    w = tj.tensor(np.arange(4.0), requires_grad=True)
+
+    def f(w):
+        return w[1:]
+
+    out = tj.jit(f)(w)
+    (out * tj.asarray([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(out.numpy(), [1.0, 2.0, 3.0])

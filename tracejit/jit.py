@@ -44,7 +44,7 @@ from .guards import (
 )
 from .logs import topic
 from .nn.modules import Module
-from .ops import AVal
+from .ops import PRIMS, AVal
 from .optim import Optimizer
 from .pytree import LEAF, flatten, unflatten
 from .tensors import CPU, Device, Tensor
@@ -189,6 +189,9 @@ class Traced:
     where: str = ""                         # the traced function's file:line
     phase_times: dict[str, float] = field(default_factory=dict)   # trace, optimize[, partition]: seconds
     pass_times: dict[str, float] = field(default_factory=dict)    # optimize's seconds by pass
+    # (result, root, view ops) for each result that eagerly shares memory with an argument (root:
+    # its index among the graph's arguments) or a captured tensor (root: that tensor)
+    result_views: list[tuple[int, Any, tuple]] = field(default_factory=list)
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -245,6 +248,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             results = [P.cast(x, dt.default_of_kind(x.dtype)) if x._weak else x
                        for x in out_leaves if isinstance(x, Tensor)]
             out_nodes = [trace.node_of(x) for x in results]
+            views = _result_views(trace, results, tracers)
             arg_grads = _arg_grad_nodes(trace, tracers, grads_before)
             joint = record_backward(trace, results, tracers) if differentiable else None
         finally:
@@ -285,7 +289,33 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, guards, dynamic, arg_grad_outputs, plan,
-                  function_location(fn), phases, pass_times)
+                  function_location(fn), phases, pass_times, views)
+
+
+def _result_views(trace: Trace, results: list[Tensor], tracers: list[Tensor]) -> list[tuple[int, Any, tuple]]:
+    """The results that are (views of) an argument or a captured tensor, with the view ops from it.
+
+    Eagerly ``return x[1:]`` shares the argument's memory: a later write to ``x`` shows in the
+    result and a write into the result reaches ``x``.  A program's results are fresh arrays, so a
+    call rebuilds each of these results by applying the same view ops to the caller's array."""
+    argument = {id(t): j for j, t in enumerate(tracers)}
+    out = []
+    for r, x in enumerate(results):
+        v = trace.aliasing.views.get(id(x)) if x._trace is trace else None
+        root, chain = (v.root, v.chain) if v is not None else (x, ())
+        j = argument.get(id(root))
+        if j is not None:
+            out.append((r, j, chain))
+        elif root._trace is None and root.device.type == "cpu":     # a captured tensor
+            out.append((r, root, chain))
+    return out
+
+
+def _view_of(base: np.ndarray, chain: tuple) -> np.ndarray:
+    """``base`` through the view ops ``chain`` (NumPy makes the same views eager mode did)."""
+    for op, params in chain:
+        base = PRIMS[op].impl(base, **params)
+    return base
 
 
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
@@ -418,6 +448,7 @@ class CompiledEntry:
         self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, Tensor)]
         # the common case, a single tensor result: its aval is known, no pytree work per call
         plain = traced.grad_plan is None and not traced.arg_grads
+        plain = plain and not (traced.result_views and device.type == "cpu")
         self._single_out = traced.graph.node(traced.graph.outputs[0]).aval \
             if plain and backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
         self._backward: Any = None       # the compiled backward program, built on first use
@@ -471,9 +502,14 @@ class CompiledEntry:
                 write_back(t, outs[k], dev)
         if self._single_out is not None:
             return Tensor._new(outs[0], None, -1, self._single_out, dev)
-        if tr.grad_plan is None and tr.out_tree is LEAF and tr.out_is_tensor[0]:
+        views = tr.result_views if dev.type == "cpu" else ()
+        if tr.grad_plan is None and tr.out_tree is LEAF and tr.out_is_tensor[0] and not views:
             return Tensor._from_array(outs[0], dev)
         tensors = [Tensor._from_array(a, dev) for a in outs[:tr.n_outputs]]
+        for r, root, chain in views:        # results sharing an argument's memory, as eagerly
+            base = leaves[root] if isinstance(root, int) else root
+            if isinstance(base, Tensor) and base._trace is None and base.device.type == "cpu":
+                tensors[r] = Tensor._from_array(_view_of(base._value, chain), dev)
         if tr.grad_plan is not None:
             attach(self.name, tr.grad_plan, tensors, leaves, arrays, outs, dev, self._run_backward,
                    lambda x, aval: _leaf_array(x, aval, dev))
