@@ -464,6 +464,16 @@ def _accumulate(t: Tensor, g: Tensor, create_graph: bool) -> None:
     t.grad = _detached(_add(t.grad, g), create_graph)
 
 
+def reset_grad(t: Tensor, set_to_none: bool = True) -> None:
+    """``zero_grad`` of one tensor.  Setting ``None`` does not read ``.grad`` first: under jit a
+    read is state the trace depends on (whether it was ``None``), and here the outcome is the
+    same either way."""
+    if set_to_none:
+        t.grad = None
+    elif t.grad is not None:
+        t.grad._assign(P.zeros_like(t.grad))
+
+
 # ----------------------------------------------------------------------------- Tensor methods
 
 def backward(self: Tensor, gradient: Tensor | None = None, retain_graph: bool | None = None,

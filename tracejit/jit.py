@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import aliasing, passes
+from . import aliasing, grad_state, passes
 from . import dtypes as dt
 from . import prims as P
 from .debug import check_outputs
@@ -32,6 +32,7 @@ from .errors import (
     TracejitError,
     UnsupportedUnderJitError,
 )
+from .grad_state import ArgumentGrad, GradOf, GradUpdates, GradWatch
 from .graph import Graph
 from .guards import (
     CaptureGuard,
@@ -192,6 +193,7 @@ class Traced:
     # (result, root, view ops) for each result that eagerly shares memory with an argument (root:
     # its index among the graph's arguments) or a captured tensor (root: that tensor)
     result_views: list[tuple[int, Any, tuple]] = field(default_factory=list)
+    grad_updates: GradUpdates = field(default_factory=GradUpdates)   # .grad set after each call
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -218,13 +220,15 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
                    and not _is_static_leaf(leaf, specialize)]
         avals = [_leaf_aval(leaves[i]) for i in dynamic]
         tracers = [Tensor._tracer(trace, trace.graph.add_input(a), a, d) for a, d in avals]
-        grads_before = []
-        for t, i in zip(tracers, dynamic):
+        grads_before, argument_grads = [], []
+        for j, (t, i) in enumerate(zip(tracers, dynamic)):
             leaf = leaves[i]
             t.requires_grad = bool(getattr(leaf, "requires_grad", False))   # backward() reaches arguments
             t._weak = isinstance(leaf, (bool, int, float))                     # scalars promote weakly
             if t.requires_grad:
                 t.grad = leaf.grad       # a backward() inside adds to it, as eagerly
+                if leaf.grad is not None:
+                    argument_grads.append((j, leaf.grad))
             grads_before.append(t.grad)
         for t, i in zip(tracers, dynamic):
             if isinstance(leaves[i], Tensor) and _strides_key(leaves[i]) is not None:
@@ -240,8 +244,10 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
         for k, v in sorted((k, v) for k, v in static.items() if isinstance(k, int)):
             args.insert(k, v)
         kwargs.update({k: v for k, v in static.items() if isinstance(k, str)})
+        watch = GradWatch(trace)
         try:
-            out = fn(*args, **kwargs)
+            with watch:
+                out = fn(*args, **kwargs)
             out_leaves, out_tree = flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             out_is_tensor = [isinstance(x, Tensor) for x in out_leaves]
             # a result computed from Python numbers alone is returned at their default dtype
@@ -268,6 +274,8 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
         arg_grad_outputs.append((i, len(g.outputs)))
         g.outputs.append(node)
     _refuse_aliased_updates([t for t, _ in mutated], trace.captures)
+    grad_guards, grad_updates = grad_state.resolve(watch, trace.captures, writebacks, function_location(fn))
+    grad_state.argument_grads(argument_grads, trace.captures)
     n_forward = len(g.outputs)
     if joint is not None:
         g.outputs.extend(joint[3])
@@ -284,12 +292,12 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
         phases["partition"] = time.perf_counter() - t0
     stateful = [leaf for leaf in leaves if _is_stateful(leaf)]
     t0 = time.perf_counter()
-    guards = _guards(fn, trace, stateful, code)
+    guards = _guards(fn, trace, stateful, code) + grad_guards
     phases["trace"] += time.perf_counter() - t0
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, guards, dynamic, arg_grad_outputs, plan,
-                  function_location(fn), phases, pass_times, views)
+                  function_location(fn), phases, pass_times, views, grad_updates)
 
 
 def _result_views(trace: Trace, results: list[Tensor], tracers: list[Tensor]) -> list[tuple[int, Any, tuple]]:
@@ -445,10 +453,12 @@ class CompiledEntry:
         else:
             raise ValueError(f"unknown backend {backend!r}; use 'llvm' or 'interpret'")
         self._writeback_args = [(i, k) for i, k in traced.writebacks if isinstance(i, int)]
-        self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, Tensor)]
+        self._argument_grads = [(len(traced.in_avals) + k, c) for k, c in enumerate(traced.captures)
+                                if type(c) is ArgumentGrad]
+        self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, (Tensor, GradOf))]
         # the common case, a single tensor result: its aval is known, no pytree work per call
         plain = traced.grad_plan is None and not traced.arg_grads
-        plain = plain and not (traced.result_views and device.type == "cpu")
+        plain = plain and not (traced.result_views and device.type == "cpu") and not traced.grad_updates
         self._single_out = traced.graph.node(traced.graph.outputs[0]).aval \
             if plain and backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
         self._backward: Any = None       # the compiled backward program, built on first use
@@ -486,7 +496,10 @@ class CompiledEntry:
             arrays += [c._value for c in tr.captures]
         else:
             arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
-            arrays += [_leaf_array(c, c.aval, dev) for c in tr.captures]
+            arrays += [None if type(c) is ArgumentGrad else _leaf_array(c, c.aval, dev) for c in tr.captures]
+        for k, c in self._argument_grads:       # the arguments' own gradients
+            g = c.of(leaves)
+            arrays[k] = g._value if dev.type == "cpu" else _leaf_array(g, c.aval, dev)
         if self._snapshot:
             arrays = list(arrays)
             for i in self._snapshot:
@@ -500,6 +513,9 @@ class CompiledEntry:
         for t, k in self._writeback_captures:
             if outs[k] is not t._value:
                 write_back(t, outs[k], dev)
+        if tr.grad_updates:
+            for t, value in tr.grad_updates.rebinds:     # each .grad the function assigned
+                t._grad = value
         if self._single_out is not None:
             return Tensor._new(outs[0], None, -1, self._single_out, dev)
         views = tr.result_views if dev.type == "cpu" else ()

@@ -71,8 +71,18 @@ def check_same_device(op: str, tensors: tuple[Tensor, ...]) -> Device:
     return first
 
 
+_grad_watch: Any = None     # while jit traces: records .grad reads and writes (tracejit.grad_state)
+
+
+def set_grad_watch(watch: Any) -> Any:
+    """Install ``watch`` (or None) as the recorder of ``.grad`` accesses; returns the previous one."""
+    global _grad_watch
+    previous, _grad_watch = _grad_watch, watch
+    return previous
+
+
 class Tensor:
-    __slots__ = ("_value", "_trace", "_node", "_aval", "_device", "requires_grad", "grad",
+    __slots__ = ("_value", "_trace", "_node", "_aval", "_device", "requires_grad", "_grad",
                  "_grad_fn", "_retains_grad", "_weak", "__weakref__")
 
     # ------------------------------------------------------------------ construction
@@ -88,11 +98,24 @@ class Tensor:
         t._aval = aval
         t._device = device
         t.requires_grad = False
-        t.grad = None
+        t._grad = None
         t._grad_fn = None
         t._retains_grad = False
         t._weak = False        # a traced Python scalar: promotes like one
         return t
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient ``backward`` accumulated into this tensor (``None`` until then)."""
+        if _grad_watch is not None:
+            _grad_watch.note(self, True)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if _grad_watch is not None:
+            _grad_watch.note(self, False)
+        self._grad = value
 
     @classmethod
     def _from_array(cls, value: Any, device: Device = CPU) -> Tensor:

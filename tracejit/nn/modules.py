@@ -17,6 +17,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import prims as P
 from ..api import asarray, reshape, take, tanh
+from ..autograd import reset_grad
 from ..device import write_back
 from ..guards import is_plain as _is_plain
 from ..guards import note_state_change
@@ -238,7 +239,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            _zero_grad(p, set_to_none)
+            reset_grad(p, set_to_none)
 
     def to(self, *args: Any, device: Any = None, dtype: Any = None) -> Module:
         """Move parameters and buffers to a device and/or convert the floating-point ones to a
@@ -332,15 +333,6 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
-
-
-def _zero_grad(p: Tensor, set_to_none: bool) -> None:
-    if p.grad is None:
-        return
-    if set_to_none:
-        p.grad = None
-    else:
-        p.grad._assign(P.zeros_like(p.grad))
 
 
 def _param(shape: tuple[int, ...], dtype: Any) -> Parameter:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import api as A
-from ..autograd import enable_grad, no_grad
+from ..autograd import enable_grad, no_grad, reset_grad
 from ..guards import Guard, user_line
 from ..tensors import Tensor
 from ..tracing import current_trace, settled
@@ -141,12 +141,7 @@ class Optimizer:
         """Reset gradients: ``None`` (default), or zeros in place."""
         for g in self.param_groups:
             for p in g["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad._assign(A.zeros_like(p.grad))
+                reset_grad(p, set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
