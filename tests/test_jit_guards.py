@@ -7,6 +7,7 @@ metadata) and checks that the jitted function then gives what the same code give
 from __future__ import annotations
 
 import logging
+import random
 import warnings
 
 import numpy as np
@@ -368,3 +369,41 @@ def test_a_module_state_recompile_names_the_users_call(caplog):
         f(x)            # the line the log names
     line = next(r.getMessage() for r in caplog.records if "training: True -> False" in r.getMessage())
     assert f"{__file__}:" in line and "modules.py" not in line
+
+
+class _Settings:
+    scale = 2.0
+
+
+def test_a_class_attribute_read_through_an_instance_or_the_class_is_guarded():
+    cfg = _Settings()
+
+    def by_instance(x):
+        return x * cfg.scale
+
+    def by_class(x):
+        return x * _Settings.scale
+
+    f, g = tj.jit(by_instance), tj.jit(by_class)
+    x = tj.ones(2)
+    try:
+        for scale in (2.0, 5.0, 2.0, 7.0):
+            _Settings.scale = scale
+            np.testing.assert_array_equal(f(x).numpy(), [scale, scale])
+            np.testing.assert_array_equal(g(x).numpy(), [scale, scale])
+        cfg.scale = 3.0                       # an instance attribute now hides the class's
+        np.testing.assert_array_equal(f(x).numpy(), [3.0, 3.0])
+        del cfg.scale
+        np.testing.assert_array_equal(f(x).numpy(), [7.0, 7.0])
+    finally:
+        _Settings.scale = 2.0
+
+
+@pytest.mark.parametrize("draw", [lambda: random.random(), lambda: float(np.random.rand())],
+                         ids=["random", "numpy.random"])
+def test_drawing_host_random_numbers_while_traced_is_refused(draw):
+    def f(x):
+        return x * draw()
+
+    with pytest.raises(tj.UnsupportedUnderJitError, match="drew random numbers"):
+        tj.jit(f)(tj.ones(2))

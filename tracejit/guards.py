@@ -212,11 +212,26 @@ def _opaque(v: Any) -> bool:
             or _is_snapshotted(v) or getattr(type(v), "_guard_contents", True) is False)
 
 
+def _user_class(c: Any) -> bool:
+    return isinstance(c, type) and c.__module__ not in ("builtins", "abc", "typing") \
+        and c.__module__.split(".")[0] not in _OWN_PACKAGES
+
+
+def _class_contents(cls: type, depth: int) -> tuple:
+    """The class attributes an object reads through its class (``cfg.scale`` where ``scale`` is
+    set on the class): each user class of the MRO, plain values by value, the rest by identity."""
+    return tuple((c.__qualname__, tuple((k, contents(x, depth)) for k, x in vars(c).items()
+                                        if not k.startswith("__")))
+                 for c in cls.__mro__ if _user_class(c))
+
+
 def contents(v: Any, depth: int = 3) -> Any:
     """A comparable picture of ``v``: plain values by value, containers and plain objects by
-    their contents (``depth`` levels), everything else by identity."""
+    their contents and their class's attributes (``depth`` levels), everything else by identity."""
     if is_plain(v):
         return (type(v), v)
+    if depth > 0 and _user_class(v) and not _is_snapshotted(v):
+        return (type, id(v), _class_contents(v, depth - 1))
     if depth == 0 or _opaque(v):
         return id(v)
     if isinstance(v, (list, tuple)):
@@ -226,11 +241,13 @@ def contents(v: Any, depth: int = 3) -> Any:
                                    for k, x in v.items()))
     attrs = getattr(v, "__dict__", None)
     if isinstance(attrs, dict):
-        return (type(v), id(v), contents(attrs, depth - 1))
+        return (type(v), id(v), contents(attrs, depth - 1), _class_contents(type(v), depth - 1))
     return id(v)
 
 
 def has_contents(v: Any) -> bool:
+    if _user_class(v) and not _is_snapshotted(v):
+        return True
     return not is_plain(v) and not _opaque(v) and (
         isinstance(v, (list, tuple, dict)) or isinstance(getattr(v, "__dict__", None), dict))
 
@@ -413,8 +430,11 @@ class CodeGuards:
             self._value(f"closure variable {name}", where, _cell_reader(cell), v, (id(cell), None), depth)
 
     def _value(self, what: str, where: str, read: Callable[[], Any], v: Any, key: tuple, depth: int) -> None:
+        if isinstance(v, type) and _user_class(v):      # its attributes (Config.scale = 3.0)
+            self.guards.append(ContentsGuard(f"{what} (class {v.__name__})", where, read))
+            return
         if isinstance(v, (types.ModuleType, type)) or v is _MISSING:
-            return          # modules and classes: rebinding them is not a pattern worth a check per call
+            return          # modules and library classes: rebinding them is not worth a check per call
         self._add(what, where, read, v, key)
         if has_contents(v):
             self.guards.append(ContentsGuard(f"{what} ({type(v).__name__})", where, read))

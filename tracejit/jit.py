@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import random
 import threading
 import time
 import warnings
@@ -245,9 +246,11 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             args.insert(k, v)
         kwargs.update({k: v for k, v in static.items() if isinstance(k, str)})
         watch = GradWatch(trace)
+        host_rng = _host_rng_states()
         try:
             with watch:
                 out = fn(*args, **kwargs)
+            _refuse_host_random(host_rng, fn)
             out_leaves, out_tree = flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             out_is_tensor = [isinstance(x, Tensor) for x in out_leaves]
             # a result computed from Python numbers alone is returned at their default dtype
@@ -298,6 +301,26 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, guards, dynamic, arg_grad_outputs, plan,
                   function_location(fn), phases, pass_times, views, grad_updates)
+
+
+def _host_rng_states() -> tuple:
+    s = np.random.get_state(legacy=False)
+    state = s["state"]
+    return random.getstate(), (s["bit_generator"], state.get("pos"), np.asarray(state.get("key")).tobytes(),
+                               s.get("has_gauss"), s.get("gauss"))
+
+
+def _refuse_host_random(before: tuple, fn: Callable) -> None:
+    """A function that draws from Python's ``random`` or NumPy's global generator while traced
+    would reuse the numbers drawn then at every compiled call: refused, not run differently."""
+    after = _host_rng_states()
+    for name, b, a in zip(("random", "numpy.random"), before, after):
+        if a != b:
+            raise UnsupportedUnderJitError(
+                f"jit: the function at {function_location(fn)} drew random numbers from {name} while "
+                "being traced; a compiled call does not run Python, so every call would reuse the "
+                "numbers drawn once. Use tracejit.rand / randn / randint / dropout (random numbers "
+                "in the program), or draw them outside and pass them as arguments.")
 
 
 def _result_views(trace: Trace, results: list[Tensor], tracers: list[Tensor]) -> list[tuple[int, Any, tuple]]:
