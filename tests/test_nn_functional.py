@@ -134,3 +134,36 @@ def test_mse_loss(rng, jit_backend):
     f = jitted(lambda x, y: F.mse_loss(x, y, reduction="sum"), jit_backend)
     assert_close(f(tj.asarray(a), tj.asarray(b)), ((a - b) ** 2).sum())
     assert_close(F.mse_loss(tj.asarray(a), tj.asarray(b), reduction="none"), (a - b) ** 2)
+
+
+@pytest.mark.parametrize("backend", ["interpret", "llvm"])
+def test_embedding_padding_row_gets_no_gradient(backend):
+    torch = pytest.importorskip("torch")
+    w0 = np.random.default_rng(3).standard_normal((5, 3)).astype(np.float32)
+    idx = np.array([[0, 2, 2], [4, 2, 1]])
+    w = tj.tensor(w0, requires_grad=True)
+    out = jitted(lambda i: F.embedding(i, w, padding_idx=-3), backend)(tj.asarray(idx))
+    (out * out).sum().backward()
+    wt = torch.tensor(w0, requires_grad=True)
+    ot = torch.nn.functional.embedding(torch.tensor(idx), wt, padding_idx=2)
+    (ot * ot).sum().backward()
+    np.testing.assert_allclose(out.numpy(), ot.detach().numpy())
+    np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy())
+    assert not w.grad.numpy()[2].any()
+    m = tj.nn.Embedding(5, 3, padding_idx=2)
+    m(tj.asarray(idx)).sum().backward()
+    assert not m.weight.grad.numpy()[2].any() and m.weight.grad.numpy()[0].all()
+
+
+@pytest.mark.parametrize("backend", ["interpret", "llvm"])
+def test_one_hot_as_pytorch_and_out_of_range_labels_raise(backend):
+    f = jitted(lambda labels: F.one_hot(labels, 4), backend)
+    got = f(tj.asarray(np.array([0, 3, 1])))
+    assert got.dtype == tj.int64
+    np.testing.assert_array_equal(got.numpy(), np.eye(4, dtype=np.int64)[[0, 3, 1]])
+    for bad in ([0, 4], [-1, 2]):
+        with pytest.raises(IndexError, match=r"one_hot: labels must be in \[0, 4\)"):
+            F.one_hot(tj.asarray(np.array(bad)), 4)
+        with pytest.raises(IndexError, match=r"one_hot: labels must be in \[0, 4\)"):
+            f(tj.asarray(np.array(bad)))
+    np.testing.assert_array_equal(F.one_hot(tj.asarray(np.array([2, 0]))).numpy(), [[0, 0, 1], [1, 0, 0]])

@@ -1004,10 +1004,12 @@ def _index_check_impl(idx, *, size):
 def _label_check_impl(labels, *, size, ignore_index, op):
     """Class labels unchanged, or IndexError naming the first one outside [0, size) that is not
     ``ignore_index`` (what an eager loss checks before it runs, as a step of the program)."""
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= size))
+    bad = (labels < 0) | (labels >= size)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
     if bad.any():
-        raise IndexError(f"{op}: labels must be in [0, {size}) or equal ignore_index={ignore_index}, "
-                         f"got {int(labels[bad].flat[0])}")
+        allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        raise IndexError(f"{op}: labels must be in [0, {size}){allowed}, got {int(labels[bad].flat[0])}")
     return labels
 
 

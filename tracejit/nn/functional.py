@@ -19,7 +19,7 @@ from ..autocast import autocast_dtype
 from ..tensors import Tensor
 
 __all__ = ["relu", "gelu", "sigmoid", "silu", "softmax", "log_softmax", "logsumexp", "layer_norm",
-           "linear", "one_hot", "dropout"]
+           "linear", "one_hot", "embedding", "dropout"]
 
 
 def _axis(axis: int, dim: int | None) -> int:
@@ -129,11 +129,41 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return y if bias is None else y + bias
 
 
-def one_hot(labels: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
-    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (an iota compare: it fuses)."""
+def _one_hot(labels: Tensor, num_classes: int, dtype: Any = None) -> Tensor:
+    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (an iota compare: it fuses); an
+    out-of-range label gives a zero row (the losses check their labels first)."""
     classes = P.iota(labels.shape + (num_classes,), labels.ndim, labels.dtype, like=labels)
     hit = A.equal(classes, A.expand_dims(labels, axis=-1))
     return A.astype(hit, dtype or dt.default_float)
+
+
+def one_hot(labels: Tensor, num_classes: int = -1, dtype: Any = None) -> Tensor:
+    """PyTorch's ``F.one_hot``: int64 (or ``dtype``) rows with a 1 at each label.  A label
+    outside ``[0, num_classes)`` raises ``IndexError`` (under jit when the program runs, naming
+    the line); ``num_classes=-1`` means ``max(labels) + 1``, a value jit cannot trace."""
+    if not dt.is_int(labels.dtype):
+        raise TypeError(f"one_hot: labels must be integers, got {labels.dtype}")
+    if num_classes < 0:
+        num_classes = int(A.max(labels)) + 1 if labels.size else 0
+    if labels.size:
+        labels = P.bind("label_check", labels, size=num_classes, ignore_index=None, op="one_hot")
+    return _one_hot(labels, num_classes, dtype or dt.int64)
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """PyTorch's ``F.embedding``: the rows of ``weight`` at the integer ``input`` (a gather, its
+    gradient a scatter-add); the ``padding_idx`` row's lookups pass no gradient to it."""
+    idx = input if isinstance(input, Tensor) else A.asarray(input)
+    if not dt.is_int(idx.dtype):
+        raise TypeError(f"embedding: indices must be integers, got {idx.dtype.name}")
+    rows = A.take(weight, A.reshape(idx, (-1,)), axis=0)
+    out = A.reshape(rows, tuple(idx.shape) + tuple(weight.shape[1:]))
+    if padding_idx is not None:
+        if padding_idx < 0:
+            padding_idx += weight.shape[0]
+        keep = A.expand_dims(A.not_equal(idx, padding_idx), axis=-1)
+        out = A.where(keep, out, _no_grad(out))
+    return out
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: R.Generator | None = None) -> Tensor:

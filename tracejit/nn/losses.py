@@ -17,7 +17,7 @@ from .. import dtypes as dt
 from .. import prims as P
 from ..tensors import Tensor
 from ..tracing import current_trace
-from .functional import _float, log_softmax, one_hot
+from .functional import _float, _one_hot, log_softmax
 
 __all__ = ["nll_loss", "cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits",
            "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"]
@@ -84,7 +84,7 @@ def _label_weights(target: Tensor, n_classes: int, weight: Tensor | None, ignore
                    dtype: Any) -> tuple[Tensor, Tensor]:
     """Per-class pick weights (..., C) and per-label weights (...): the one-hot of each label times
     its class weight, zero for ``ignore_index``."""
-    hit = one_hot(target, n_classes, dtype)
+    hit = _one_hot(target, n_classes, dtype)
     if 0 <= ignore_index < n_classes:                # otherwise an ignored label matches no class
         hit = hit * A.expand_dims(A.astype(A.not_equal(target, ignore_index), dtype), axis=-1)
     picked = hit if weight is None else hit * weight

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..api import asarray, reshape, take, tanh
+from ..api import asarray, reshape, tanh
 from ..autograd import reset_grad
 from ..device import write_back
 from ..guards import is_plain as _is_plain
@@ -411,11 +411,7 @@ class Embedding(Module):
             self.weight[padding_idx] = 0.0       # (on the host or the GPU, in place)
 
     def forward(self, idx: Tensor) -> Tensor:
-        idx = idx if isinstance(idx, Tensor) else asarray(idx)
-        if not dt.is_int(idx.dtype):
-            raise TypeError(f"Embedding: indices must be integers, got {idx.dtype.name}")
-        out = take(self.weight, reshape(idx, (-1,)), axis=0)
-        return reshape(out, tuple(idx.shape) + (self.embedding_dim,))
+        return F.embedding(idx, self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
