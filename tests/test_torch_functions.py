@@ -174,3 +174,33 @@ def test_standard_functions_keep_their_meaning() -> None:
     np.testing.assert_array_equal(tj.tril(x, k=-1).numpy(), np.tril(M, -1))   # the standard's keyword
     np.testing.assert_array_equal(tj.sort(x, axis=0).numpy(), np.sort(M, axis=0))   # values only
     assert tj.add(x, 1).shape == (3, 4)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+@pytest.mark.parametrize("jit", [False, True])
+def test_index_add_matches_torch(dim, jit):
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal((4, 5)).astype(np.float32)
+    n = x0.shape[dim]
+    idx = np.array([0, n - 1, 0, 2])                 # a repeated index adds twice
+    src_shape = list(x0.shape)
+    src_shape[dim] = len(idx)
+    src = rng.standard_normal(src_shape).astype(np.float32)
+    f = (lambda x, i, s: x.index_add(dim, i, s, alpha=0.5))
+    got = (tj.jit(f) if jit else f)(tj.asarray(x0), tj.asarray(idx), tj.asarray(src))
+    want = torch.tensor(x0).index_add(dim, torch.tensor(idx), torch.tensor(src), alpha=0.5)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    x = tj.asarray(x0.copy())
+    assert x.index_add_(dim, tj.asarray(idx), tj.asarray(src)) is x
+    want = torch.tensor(x0).index_add_(dim, torch.tensor(idx), torch.tensor(src))
+    np.testing.assert_allclose(x.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_index_add_refuses_bad_shapes_and_indices():
+    x = tj.zeros((3, 2))
+    with pytest.raises(ValueError, match="source shape"):
+        x.index_add(0, tj.asarray([0, 1]), tj.ones((3, 2)))
+    with pytest.raises(IndexError, match="out of range"):
+        x.index_add(0, tj.asarray([3]), tj.ones((1, 2)))
+    with pytest.raises(IndexError, match="out of range"):
+        tj.jit(lambda x: x.index_add(0, tj.asarray([3]), tj.ones((1, 2))))(x)

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import dtypes as dt
+from .. import prims as P
 from ..tensors import Tensor
 from . import creation, elementwise, indexing, linalg, linalg_ext, manipulation, searching, statistical
 from ._convert import as_tensor
@@ -99,6 +100,27 @@ def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     moved = manipulation.moveaxis(src, d, -1)
     out = searching.take_along_last(moved, manipulation.moveaxis(index, d, -1))
     return manipulation.moveaxis(out, -1, d)
+
+
+def index_add(x: Tensor, dim: int, index: Tensor, source: Tensor, *, alpha: Any = 1) -> Tensor:
+    """``x`` with ``alpha * source[i]`` added at position ``index[i]`` along ``dim`` (repeated
+    indices add up): a ``scatter_add``, a generated kernel on the CPU."""
+    index, source = as_tensor(index), as_tensor(source)
+    d = _dim(x, dim, "index_add")
+    if index.ndim > 1 or not dt.is_int(index.dtype):
+        raise ValueError(f"index_add: index must be a 0-D or 1-D integer tensor, got {index.dtype.name}"
+                         f"[{', '.join(map(str, index.shape))}]")
+    index = manipulation.reshape(index, (-1,))
+    want = x.shape[:d] + (index.shape[0],) + x.shape[d + 1:]
+    if tuple(source.shape) != tuple(want):
+        raise ValueError(f"index_add: source shape {tuple(source.shape)} must be {tuple(want)} "
+                         f"(the tensor's, with dimension {d} the index's length)")
+    if source.dtype != x.dtype:
+        raise TypeError(f"index_add: source dtype {source.dtype.name} differs from the tensor's "
+                        f"{x.dtype.name}")
+    if not (isinstance(alpha, (int, float)) and alpha == 1):
+        source = source * alpha
+    return P.scatter_add(x, index, source, axis=d)
 
 
 def masked_fill(x: Tensor, mask: Tensor, value: Any) -> Tensor:

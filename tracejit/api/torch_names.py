@@ -307,7 +307,7 @@ _BINARY = ("maximum", "minimum", "atan2", "remainder", "floor_divide", "logical_
 _COMPARISONS = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater",
                 "ge": "greater_equal"}
 # torch_functions entries that are both ``torch.<name>(x, ...)`` and ``x.<name>(...)``
-_SHARED = ("narrow", "split", "chunk", "unbind", "index_select", "gather", "masked_fill",
+_SHARED = ("narrow", "split", "chunk", "unbind", "index_select", "index_add", "gather", "masked_fill",
            "repeat_interleave", "cumprod", "diagonal", "diag", "trace")
 
 # name -> implementation.  NAMESPACE entries become ``tracejit.<name>``; METHODS entries become
@@ -385,6 +385,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "logsumexp": _with_dim(F.logsumexp),
     "log_softmax": _with_dim(F.log_softmax),
     "masked_fill_": _in_place(tf.masked_fill),
+    "index_add_": _in_place(tf.index_add),
     "tril": tf.tril, "triu": tf.triu,      # methods only: tj.tril/triu are the standard's (k=)
     "t": tf.t, "view_as": tf.view_as, "expand_as": tf.expand_as,
     "sort": tf.sort, "argsort": tf.argsort, "roll": tf.roll,
