@@ -186,7 +186,9 @@ def test_index_add_matches_torch(dim, jit):
     src_shape = list(x0.shape)
     src_shape[dim] = len(idx)
     src = rng.standard_normal(src_shape).astype(np.float32)
-    f = (lambda x, i, s: x.index_add(dim, i, s, alpha=0.5))
+    def f(x, i, s):
+        return x.index_add(dim, i, s, alpha=0.5)
+
     got = (tj.jit(f) if jit else f)(tj.asarray(x0), tj.asarray(idx), tj.asarray(src))
     want = torch.tensor(x0).index_add(dim, torch.tensor(idx), torch.tensor(src), alpha=0.5)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)

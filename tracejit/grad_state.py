@@ -29,7 +29,7 @@ from .tensors import Tensor, set_grad_watch
 class GradAccess:
     tensor: Tensor
     read_first: bool
-    initial: Tensor | None      # the gradient at the first access, when that was a read
+    initial: Tensor | None      # the gradient before the first access
     written: bool = False
 
 
@@ -46,7 +46,7 @@ class GradWatch:
             return                  # a value of the trace (an argument's tracer): not Python state
         acc = self.accesses.get(id(t))
         if acc is None:
-            acc = self.accesses[id(t)] = GradAccess(t, read, t._grad if read else None)
+            acc = self.accesses[id(t)] = GradAccess(t, read, t._grad)
         if not read:
             acc.written = True
 
@@ -123,12 +123,21 @@ def resolve(watch: GradWatch, captures: list[Any], writebacks: list[tuple[Any, i
         if acc.read_first and final is acc.initial:
             continue                # updated in place, through GradOf
         if final is not None and final._trace is not None:
-            t._grad = acc.initial           # (the traced value must not outlive the trace)
+            _restore(watch)             # (the traced value must not outlive the trace)
             raise UnsupportedUnderJitError(
                 f"jit: a value computed by the traced function was stored in the .grad of a tensor "
                 f"{t._aval} at {where}; assign it outside the function, or return it")
         updates.rebinds.append((t, final))
+    _restore(watch)
     return guards, updates
+
+
+def _restore(watch: GradWatch) -> None:
+    """Put every ``.grad`` back as it was before tracing: the program's first run starts from
+    the state the trace started from (tracing ran ``zero_grad`` and the like in Python), and
+    the run sets what the function assigns."""
+    for acc in watch.accesses.values():
+        acc.tensor._grad = acc.initial
 
 
 def _read_at_each_call(owner: Tensor, seen: Tensor, captures: list[Any],
