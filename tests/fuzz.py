@@ -618,9 +618,10 @@ def _shared_memory(outs: Sequence[Any], held: Sequence[Any]) -> frozenset:
     return frozenset(pairs)
 
 
-def run_mode(prog: Program, mode: str, fn_cache: dict | None = None) -> Outcome:
+def run_mode(prog: Program, mode: str, jitted: Callable | None = None) -> Outcome:
     """Run ``prog`` eagerly (``mode='eager'``), under ``jit`` or ``interpret``, or in lazy mode
-    (``mode='lazy'``: the eager code inside ``tj.lazy()``, flushed when the block ends)."""
+    (``mode='lazy'``: the eager code inside ``tj.lazy()``, flushed when the block ends);
+    ``jitted``: the jitted function to call (one already called on other inputs)."""
     args, bases = make_inputs(prog)
     res = Outcome()
     try:
@@ -631,7 +632,7 @@ def run_mode(prog: Program, mode: str, fn_cache: dict | None = None) -> Outcome:
                 outs = execute(prog, args)
         else:
             backend = {"backend": "interpret"} if mode == "interpret" else {}
-            f = tj.jit(as_function(prog), **backend)
+            f = jitted or tj.jit(as_function(prog), **backend)
             outs = f(*args)
         res.outs = [np.array(np.asarray(o), copy=True) for o in outs]
         res.shared = _shared_memory(outs, list(args) + list(bases))
@@ -740,8 +741,25 @@ def _private_cache() -> kernel_cache.KernelCache:
     return _PRIVATE
 
 
-MODES = ("jit", "interpret", "cache", "lazy")
-DEFAULT_MODES = ("jit", "interpret", "cache")
+MODES = ("jit", "interpret", "cache", "lazy", "recall")
+DEFAULT_MODES = ("jit", "interpret", "cache", "recall")
+LAYOUTS = ("c", "t", "s", "r")
+
+
+def relaid(prog: Program, k: int) -> Program:
+    """``prog`` on other argument layouts and values (the same shapes and dtypes)."""
+    inputs = [dataclasses.replace(i, layout=LAYOUTS[(LAYOUTS.index(i.layout) + k + j) % 4], seed=i.seed + k)
+              for j, i in enumerate(prog.inputs)]
+    return dataclasses.replace(prog, inputs=inputs)
+
+
+def _check_recalls(prog: Program) -> None:
+    """One jitted function called on the program's inputs and then on other layouts and values:
+    each call (a cache hit or a new trace, as its key says) must match eager."""
+    f = tj.jit(as_function(prog))
+    for k in range(3):
+        variant = relaid(prog, k)
+        compare(run_mode(variant, "eager"), run_mode(variant, "jit", f), "recall")
 
 
 def check(prog: Program, cache_check: bool = True, modes: Sequence[str] = DEFAULT_MODES) -> None:
@@ -759,6 +777,8 @@ def check(prog: Program, cache_check: bool = True, modes: Sequence[str] = DEFAUL
                 compare(jit, _run_from_disk(prog), "cache", exact=True)
         if "interpret" in modes:
             compare(ref, run_mode(prog, "interpret"), "interpret")
+        if "recall" in modes:
+            _check_recalls(prog)
     finally:
         kernel_cache._default = old
 
