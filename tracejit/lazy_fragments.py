@@ -37,6 +37,7 @@ class Fragment(NamedTuple):
     number_avals: tuple[AVal, ...]
     constants: tuple[Tensor, ...]       # eager numbers the computation made (read as inputs)
     outputs: tuple[tuple[int, int], ...]    # (tensor slot, reference of its new value)
+    results: tuple[int, ...] = ()           # references of the values it returns
 
 
 class StateRead(NamedTuple):
@@ -52,6 +53,8 @@ NUMBER, VALUE = "number", "value"
 
 class FragmentTrace(LazyTrace):
     """Records a computation on placeholders, for :class:`Fragment`; never flushes."""
+
+    records_fragment = True
 
     def __init__(self, locate: Callable[[Any, Any], Hashable]) -> None:
         super().__init__(max_nodes=sys.maxsize)
@@ -92,9 +95,9 @@ class FragmentTrace(LazyTrace):
         self._read_values[where] = out
         return out
 
-    def fragment(self, given: list[Tensor]) -> Fragment:
+    def fragment(self, given: list[Tensor], results: list[Tensor] = ()) -> Fragment:
         """What was recorded, as a fragment; ``given`` are the placeholders, whose last values
-        are its outputs."""
+        are its outputs, and ``results`` the values it returns (tensors of this trace)."""
         if self.mutated or self._checks or self.device not in (None, CPU):
             raise Unreplayable("the computation writes a tensor it was not given, or checks data")
         captured = {self._captured[id(c)]: c for c in self.captures}
@@ -118,4 +121,7 @@ class FragmentTrace(LazyTrace):
                 constants.append(c)
             refs[nid] = ~slot
         outputs = tuple((k, refs[t._node]) for k, t in enumerate(given) if refs[t._node] != ~k)
-        return Fragment(tuple(ops), tuple(params), tuple(self._number_avals), tuple(constants), outputs)
+        if any(t._trace is not self for t in results):
+            raise Unreplayable("a result that is not a value of the computation")
+        return Fragment(tuple(ops), tuple(params), tuple(self._number_avals), tuple(constants), outputs,
+                        tuple([refs[t._node] for t in results]))

@@ -144,6 +144,7 @@ class LazyTrace(Trace):
     """The pending graph of lazy mode: a trace whose tracers become eager tensors when flushed."""
 
     is_lazy = True
+    records_fragment = False        # (a FragmentTrace records one: no fragment is spliced into it)
 
     def __init__(self, max_nodes: int = DEFAULT_MAX_NODES) -> None:
         super().__init__(Recording())       # (a list, not networkx: see Recording)
@@ -311,13 +312,14 @@ class LazyTrace(Trace):
                 self.flush()        # an aliased eager tensor is written: earlier reads run first
         super().assign(target, new)
 
-    def splice(self, fragment: Fragment, tensors: list[Tensor], numbers: list[Any]) -> bool:
+    def splice(self, fragment: Fragment, tensors: list[Tensor], numbers: list[Any]) -> list[Tensor] | None:
         """Record ``fragment`` (see :mod:`tracejit.lazy_fragments`) reading ``tensors`` (host
         tensors, one per placeholder) and the run-time ``numbers``: its ops are appended as they
-        are and its outputs written into the tensors they stand for. False (nothing recorded)
-        where the tensors share memory, which the op-by-op recording orders and this does not."""
-        if not self._splices(tensors):
-            return False
+        are, its outputs written into the tensors they stand for; returns its results. None
+        (nothing recorded) where it writes tensors that share memory, which the op-by-op
+        recording orders and this does not."""
+        if not self._splices(tensors, fragment.outputs):
+            return None
         if self.device is not None and self.device != CPU:
             self.flush()                # the pending graph runs on one device: run it first
         inputs = [self.node_of(t) for t in tensors]
@@ -332,15 +334,22 @@ class LazyTrace(Trace):
             target = tensors[slot]
             self.assign(target, Tensor._new(None, self, base + ref if ref >= 0 else inputs[~ref],
                                             target._aval, CPU))
+        results = []
+        for ref in fragment.results:
+            nid = base + ref if ref >= 0 else inputs[~ref]
+            out = Tensor._new(None, self, nid, self.graph.key[nid][3], CPU)
+            self._live.append(weakref.ref(out))
+            results.append(out)
         if len(self.graph.key) > self.max_nodes:
             self.flush()
-        return True
+        return results
 
-    def _splices(self, tensors: list[Tensor]) -> bool:
-        """Whether ``tensors`` are distinct, on the host, and share no memory with each other or
-        with another tensor the pending graph reads (pending views included)."""
+    def _splices(self, tensors: list[Tensor], writes: Any) -> bool:
+        """Whether ``tensors`` are distinct host tensors (eager or pending here) and, where a
+        fragment ``writes``, share no memory with each other or with another tensor the pending
+        graph reads (pending views included)."""
         seen: set[int] = set()
-        views = self.aliasing.views
+        views = self.aliasing.views if writes else {}
         for t in tensors:
             if t._device.type != "cpu" or id(t) in seen or id(t) in views:
                 return False
@@ -348,6 +357,8 @@ class LazyTrace(Trace):
             if t._trace is None:
                 if not isinstance(t._value, np.ndarray):
                     return False
+                if not writes:
+                    continue
                 base = id(_base_array(t._value))
                 if base in seen or any(o is not t for o in self._bases.get(base, ())):
                     return False

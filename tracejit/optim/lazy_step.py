@@ -45,7 +45,7 @@ class _Layout(NamedTuple):
 def replay_step(opt: Optimizer, trace: Any) -> bool:
     """Record ``opt``'s update into lazy ``trace`` as one fragment; False where it must be
     recorded op by op (nothing was recorded then)."""
-    if type(opt)._update not in _replayable_updates():
+    if trace.records_fragment or type(opt)._update not in _replayable_updates():
         return False
     layout = _layout(opt)
     if layout is None:
@@ -63,7 +63,7 @@ def replay_step(opt: Optimizer, trace: Any) -> bool:
         numbers = _numbers(opt, step.reads) if step is not None else None
         if numbers is None:
             return False
-    return trace.splice(step.fragment, layout.tensors, numbers)
+    return trace.splice(step.fragment, layout.tensors, numbers) is not None
 
 
 def _replayable_updates() -> frozenset:
