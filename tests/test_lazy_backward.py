@@ -146,3 +146,20 @@ def test_a_retained_non_leaf_gradient() -> None:
         return got
     for g, w in zip(run(True), run(False)):
         np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+_SCALE = [1.0]          # read by the custom op's VJP at every backward
+
+
+def _scaled_vjp(g: Any, out: Any, x: Any) -> tuple:
+    return (g * _SCALE[0],)
+
+
+_scaled = tj.custom_op("t_lazy_backward_scaled", lambda x: x.copy(), vjp=_scaled_vjp)
+
+
+def test_a_custom_ops_vjp_runs_at_every_backward() -> None:
+    def loss_of(i: int, leaves: list, x: Any) -> Any:
+        _SCALE[0] = float(i + 1)          # the VJP's Python state changes every step
+        return (_scaled(x @ leaves[0]) ** 2).sum()
+    _same_grads(loss_of)

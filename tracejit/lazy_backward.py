@@ -92,9 +92,19 @@ def _plain_backward(root: Tensor) -> bool:
 
 
 def _builtin(prim: Any) -> bool:
-    """A primitive of the op table whose VJP is tracejit's own (not a custom op's)."""
-    return PRIMS.get(prim.name) is prim and getattr(prim.vjp, "__module__", "").startswith("tracejit.") \
-        and prim.vjp.__module__ != "tracejit.custom_ops"
+    """A primitive of the op table whose VJP is tracejit's own (not a custom op's, which may
+    read anything)."""
+    known = _BUILTIN.get(id(prim))
+    if known is None:
+        module = getattr(prim.vjp, "__module__", "") or ""
+        known = PRIMS.get(prim.name) is prim and module.startswith("tracejit.") \
+            and module != "tracejit.custom_ops"
+        if PRIMS.get(prim.name) is prim:     # (an op table entry lives as long as the program)
+            _BUILTIN[id(prim)] = known
+    return known
+
+
+_BUILTIN: dict[int, bool] = {}      # id(prim) -> whether its walk may be recorded
 
 
 def _tape(root: Tensor, trace: Any) -> _Tape | None:
