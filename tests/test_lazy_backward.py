@@ -163,3 +163,14 @@ def test_a_custom_ops_vjp_runs_at_every_backward() -> None:
         _SCALE[0] = float(i + 1)          # the VJP's Python state changes every step
         return (_scaled(x @ leaves[0]) ** 2).sum()
     _same_grads(loss_of)
+
+
+def test_autocast_around_some_steps_only() -> None:
+    """The reduced matmul under ``tj.autocast`` on steps 1 and 3: forward and gradients as eagerly."""
+    def loss_of(i: int, leaves: list, x: Any) -> Any:
+        w1, b1, w2 = leaves
+        with tj.autocast(dtype=tj.bfloat16) if i in (1, 3) else _Nothing():
+            h = F.relu(x @ w1 + b1)
+            out = h @ w2
+        return (out.astype(tj.float32) ** 2).mean()
+    _same_grads(loss_of)
