@@ -56,7 +56,8 @@ def _mode_outside(trace: Any) -> Any:
 def autocast_dtype() -> Any:
     """The reduced dtype of the innermost enabled ``autocast`` on this thread, else None."""
     trace = current_trace()
-    if trace is not None and trace not in _guarded:
+    # (a lazy recording has no guards: the mode shapes the ops it records, and so its key)
+    if trace is not None and not trace.is_lazy and trace not in _guarded:
         trace.guards.append(ValueGuard("tj.autocast mode", user_line(), _mode, _mode_outside(trace)))
         _guarded.add(trace)
     return _mode()

@@ -307,6 +307,10 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
     Without ``inputs``: accumulate into the ``.grad`` of every leaf reached (``Tensor.backward``).
     With ``inputs``: return the gradients of those tensors (leaves or not) and touch no ``.grad``.
     """
+    if inputs is None and not create_graph and len(roots) == 1 and grads[0] is None:
+        trace = tracing.current_trace()
+        if trace is not None and trace.is_lazy and _replay_backward(roots[0], retain_graph, trace):
+            return None         # lazy mode: a walk of this tape's structure recorded before, spliced in
     node_grads: dict[Any, Any] = {}   # a Tensor per node; a list per CompiledNode (one per output)
     leaf_grads: dict[int, tuple[Tensor, Tensor]] = {}
     want_nodes: dict[Node, Tensor | None] = {}
@@ -411,6 +415,11 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor | None], *, ret
     finally:
         _callbacks.queue = outer_queue
         tracing.set_grad_enabled(prev)
+
+
+def _replay_backward(root: Tensor, retain_graph: bool, trace: Any) -> bool:
+    from .lazy_backward import replay_backward
+    return replay_backward(root, retain_graph, trace)
 
 
 def _finish_leaves(node: Any, pending: dict[int, int], leaf_grads: dict[int, tuple[Tensor, Tensor]],

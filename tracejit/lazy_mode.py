@@ -28,7 +28,7 @@ import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from .ops import CHECKS, PRIMS, AVal, Prim
 from .prims import run_eager
 from .tensors import CPU, Device, Tensor, check_same_device
 from .tracing import Trace
+
+if TYPE_CHECKING:
+    from .lazy_fragments import Fragment
 
 log_compiles = topic("compiles")
 
@@ -90,6 +93,16 @@ class Recording:
                          if params else (), aval))
         return nid
 
+    def extend(self, fragment: Fragment, inputs: list[int]) -> int:
+        """Append ``fragment``'s ops, reading ``inputs`` where it reads its inputs; returns the
+        node of its first op (op ``k`` of the fragment is node ``base + k``)."""
+        base = len(self.key)
+        key = self.key
+        for op, refs, items, aval in fragment.ops:
+            key.append((op, tuple([base + r if r >= 0 else inputs[~r] for r in refs]), items, aval))
+        self.params.extend(fragment.params)
+        return base
+
     def structure_key(self) -> tuple:
         """The recorded ops as one hashable tuple (params that do not hash are frozen)."""
         key = tuple(self.key)
@@ -131,6 +144,7 @@ class LazyTrace(Trace):
     """The pending graph of lazy mode: a trace whose tracers become eager tensors when flushed."""
 
     is_lazy = True
+    records_fragment = False        # (a FragmentTrace records one: no fragment is spliced into it)
 
     def __init__(self, max_nodes: int = DEFAULT_MAX_NODES) -> None:
         super().__init__(Recording())       # (a list, not networkx: see Recording)
@@ -297,6 +311,61 @@ class LazyTrace(Trace):
             if any(o is not target for o in others):
                 self.flush()        # an aliased eager tensor is written: earlier reads run first
         super().assign(target, new)
+
+    def splice(self, fragment: Fragment, tensors: list[Tensor], numbers: list[Any]) -> list[Tensor] | None:
+        """Record ``fragment`` (see :mod:`tracejit.lazy_fragments`) reading ``tensors`` (host
+        tensors, one per placeholder) and the run-time ``numbers``: its ops are appended as they
+        are, its outputs written into the tensors they stand for; returns its results. None
+        (nothing recorded) where it writes tensors that share memory, which the op-by-op
+        recording orders and this does not."""
+        if not self._splices(tensors, fragment.outputs):
+            return None
+        if self.device is not None and self.device != CPU:
+            self.flush()                # the pending graph runs on one device: run it first
+        inputs = [self.node_of(t) for t in tensors]
+        constant = PRIMS["constant"]
+        for v, aval in zip(numbers, fragment.number_avals):
+            number = self.record(constant, (), {"value": np.asarray(v, aval.dtype), "runtime": True}, aval)
+            inputs.append(self.node_of(number))
+        inputs += [self.node_of(c) for c in fragment.constants]
+        base = self.graph.extend(fragment, inputs)
+        self.device = CPU
+        for slot, ref in fragment.outputs:
+            target = tensors[slot]
+            self.assign(target, Tensor._new(None, self, base + ref if ref >= 0 else inputs[~ref],
+                                            target._aval, CPU))
+        results = []
+        for ref in fragment.results:
+            nid = base + ref if ref >= 0 else inputs[~ref]
+            out = Tensor._new(None, self, nid, self.graph.key[nid][3], CPU)
+            self._live.append(weakref.ref(out))
+            results.append(out)
+        if len(self.graph.key) > self.max_nodes:
+            self.flush()
+        return results
+
+    def _splices(self, tensors: list[Tensor], writes: Any) -> bool:
+        """Whether ``tensors`` are distinct host tensors (eager or pending here) and, where a
+        fragment ``writes``, share no memory with each other or with another tensor the pending
+        graph reads (pending views included)."""
+        seen: set[int] = set()
+        views = self.aliasing.views if writes else {}
+        for t in tensors:
+            if t._device.type != "cpu" or id(t) in seen or id(t) in views:
+                return False
+            seen.add(id(t))
+            if t._trace is None:
+                if not isinstance(t._value, np.ndarray):
+                    return False
+                if not writes:
+                    continue
+                base = id(_base_array(t._value))
+                if base in seen or any(o is not t for o in self._bases.get(base, ())):
+                    return False
+                seen.add(base)
+            elif t._trace is not self:
+                return False
+        return True
 
     def read_state(self, container: Any, key: Any, value: Any, runtime: bool = False) -> Any:
         """State read as itself: a number an op meets becomes an input of the program anyway."""

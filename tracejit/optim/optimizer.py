@@ -150,6 +150,9 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():
+            trace = current_trace()
+            if trace is not None and trace.is_lazy and _replay_step(self, trace):
+                return loss             # lazy mode: the update recorded once, spliced in
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is None:
@@ -219,6 +222,11 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def _replay_step(opt: Optimizer, trace: Any) -> bool:
+    from .lazy_step import replay_step
+    return replay_step(opt, trace)
 
 
 class SGD(Optimizer):
