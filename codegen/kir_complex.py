@@ -1,0 +1,222 @@
+"""Complex arithmetic as pairs of float lanes in the kernel IR.
+
+Kernels have no complex type: a complex value is a :class:`Pair` of float expressions (its
+real and imaginary parts, in the part dtype ``f``: float32 for complex64, float64 for
+complex128), and every complex op here is plain float ops on the parts.  Each formula is the
+one NumPy's loops use on an x86-64 host with FMA, operand order and single roundings included
+(a product's real part is ``fma(ar, br, -(ai * bi))``; a quotient is Smith's algorithm), so the
+special values (infinities, NaNs, signed zeros) come out as NumPy's; transcendentals are
+``codegen.mathlib``'s, within its few-ulp bounds.  A real operand of a complex op is the pair
+``(x, +0.0)``, as NumPy promotes it (``inf * (1+0j)`` has a NaN imaginary part there too).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import kir
+from .kir import Const, Expr, Op
+
+LANE_DTYPES = kir.LANE_DTYPES
+
+
+class Pair(NamedTuple):
+    """A complex value inside a kernel: its real and imaginary parts."""
+    re: Expr
+    im: Expr
+
+
+Value = Expr | Pair
+
+# the largest float x whose exp(x) is finite, rounded down: above it exp(x) * cos(y) is
+# computed as (exp(x/2) * cos(y)) * exp(x/2), which overflows only when the result does
+_EXP_SPLIT = {"float32": 88.0, "float64": 709.0}
+
+
+def lane_dtype(dtype: str) -> str:
+    """The part dtype of a complex dtype (a real dtype is its own)."""
+    return LANE_DTYPES.get(dtype, dtype)
+
+
+def _op(name: str, f: str, *args: Expr) -> Expr:
+    return Op(name, args, f)
+
+
+def _c(value: float, f: str) -> Expr:
+    return Const(float(value), f)
+
+
+def _bool(name: str, *args: Expr) -> Expr:
+    return Op(name, args, "bool")
+
+
+def _sel(cond: Expr, a: Expr, b: Expr, f: str) -> Expr:
+    return Op("where", (cond, a, b), f)
+
+
+def promote(x: Value, f: str) -> Pair:
+    """``x`` as a complex value of part dtype ``f`` (a real ``x`` gets a +0.0 imaginary part)."""
+    if isinstance(x, Pair):
+        return x
+    return Pair(x, _c(0.0, f))
+
+
+def add(a: Pair, b: Pair, f: str) -> Pair:
+    return Pair(_op("add", f, a.re, b.re), _op("add", f, a.im, b.im))
+
+
+def sub(a: Pair, b: Pair, f: str) -> Pair:
+    return Pair(_op("sub", f, a.re, b.re), _op("sub", f, a.im, b.im))
+
+
+def neg(a: Pair, f: str) -> Pair:
+    return Pair(_op("neg", f, a.re), _op("neg", f, a.im))
+
+
+def conj(a: Pair, f: str) -> Pair:
+    return Pair(a.re, _op("neg", f, a.im))
+
+
+def mul(a: Pair, b: Pair, f: str) -> Pair:
+    """``(ar br - ai bi) + (ar bi + ai br) j``, each part one fma (NumPy's SIMD loop)."""
+    re = _op("fma", f, a.re, b.re, _op("neg", f, _op("mul", f, a.im, b.im)))
+    im = _op("fma", f, a.re, b.im, _op("mul", f, a.im, b.re))
+    return Pair(re, im)
+
+
+def square(a: Pair, f: str) -> Pair:
+    re = _op("fma", f, a.re, a.re, _op("neg", f, _op("mul", f, a.im, a.im)))
+    im = _op("add", f, _op("mul", f, a.re, a.im), _op("mul", f, a.im, a.re))
+    return Pair(re, im)
+
+
+def div(a: Pair, b: Pair, f: str) -> Pair:
+    """Smith's algorithm as NumPy writes it: scale by the larger part of ``b``; ``b == 0``
+    divides each part of ``a`` by ``|b.re|`` (a complex inf or NaN)."""
+    abs_r, abs_i = _op("abs", f, b.re), _op("abs", f, b.im)
+    real_big = _bool("ge", abs_r, abs_i)       # false when either is NaN, as NumPy's branch
+    zero = _bool("and", _bool("eq", abs_r, _c(0.0, f)), _bool("eq", abs_i, _c(0.0, f)))
+    one = _c(1.0, f)
+    # |b.re| >= |b.im|
+    rat1 = _op("div", f, b.im, b.re)
+    scl1 = _op("div", f, one, _op("add", f, b.re, _op("mul", f, b.im, rat1)))
+    re1 = _op("mul", f, _op("add", f, a.re, _op("mul", f, a.im, rat1)), scl1)
+    im1 = _op("mul", f, _op("sub", f, a.im, _op("mul", f, a.re, rat1)), scl1)
+    # |b.re| < |b.im|
+    rat2 = _op("div", f, b.re, b.im)
+    scl2 = _op("div", f, one, _op("add", f, b.im, _op("mul", f, b.re, rat2)))
+    re2 = _op("mul", f, _op("add", f, _op("mul", f, a.re, rat2), a.im), scl2)
+    im2 = _op("mul", f, _op("sub", f, _op("mul", f, a.im, rat2), a.re), scl2)
+    re0, im0 = _op("div", f, a.re, abs_r), _op("div", f, a.im, abs_r)
+    re = _sel(zero, re0, _sel(real_big, re1, re2, f), f)
+    im = _sel(zero, im0, _sel(real_big, im1, im2, f), f)
+    return Pair(re, im)
+
+
+def reciprocal(a: Pair, f: str) -> Pair:
+    """``1 / a`` as NumPy's ``1 / x`` computes it: ``(1 + 0j) / a``."""
+    return div(Pair(_c(1.0, f), _c(0.0, f)), a, f)
+
+
+def abs_(a: Pair, f: str) -> Expr:
+    """``|a|``: ``hypot`` (no overflow in the squares; ``|inf + nan j| = inf``)."""
+    return _op("hypot", f, a.re, a.im)
+
+
+def sign(a: Pair, f: str) -> Pair:
+    """``a / |a|``, 0 at 0 (the op table's reference, step for step)."""
+    mag = abs_(a, f)
+    at_zero = _bool("eq", mag, _c(0.0, f))
+    q = div(a, Pair(_sel(at_zero, _c(1.0, f), mag, f), _c(0.0, f)), f)
+    return Pair(_sel(at_zero, _c(0.0, f), q.re, f), _sel(at_zero, _c(0.0, f), q.im, f))
+
+
+def exp(a: Pair, f: str) -> Pair:
+    """``e**a.re * (cos a.im + j sin a.im)`` with C99's special cases (glibc's ``cexp``):
+    ``exp(x + 0j) = exp(x) + 0j`` (the zero's sign kept), and for an infinite or NaN
+    imaginary part ``+inf`` gives ``inf + nan j``, ``-inf`` gives ``0 + copysign(0, im) j``."""
+    x, y = a.re, a.im
+    e = _op("exp", f, x)
+    c, s = _op("cos", f, y), _op("sin", f, y)
+    half = _op("exp", f, _op("mul", f, x, _c(0.5, f)))
+    big = _bool("gt", x, _c(_EXP_SPLIT[f], f))
+    re = _sel(big, _op("mul", f, _op("mul", f, half, c), half), _op("mul", f, e, c), f)
+    im = _sel(big, _op("mul", f, _op("mul", f, half, s), half), _op("mul", f, e, s), f)
+    y_bad = _bool("not", _bool("isfinite", y))
+    up = _bool("and", _bool("eq", x, _c(float("inf"), f)), y_bad)
+    down = _bool("and", _bool("eq", x, _c(float("-inf"), f)), y_bad)
+    re = _sel(up, _c(float("inf"), f), _sel(down, _c(0.0, f), re, f), f)
+    im = _sel(up, _c(float("nan"), f), _sel(down, _op("copysign", f, _c(0.0, f), y), im, f), f)
+    real_axis = _bool("eq", y, _c(0.0, f))
+    return Pair(_sel(real_axis, e, re, f), _sel(real_axis, y, im, f))
+
+
+def eq(a: Pair, b: Pair) -> Expr:
+    return _bool("and", _bool("eq", a.re, b.re), _bool("eq", a.im, b.im))
+
+
+def ne(a: Pair, b: Pair) -> Expr:
+    return _bool("or", _bool("ne", a.re, b.re), _bool("ne", a.im, b.im))
+
+
+def isnan(a: Pair) -> Expr:
+    return _bool("or", _bool("isnan", a.re), _bool("isnan", a.im))
+
+
+def isinf(a: Pair) -> Expr:
+    return _bool("or", _bool("isinf", a.re), _bool("isinf", a.im))
+
+
+def isfinite(a: Pair) -> Expr:
+    return _bool("and", _bool("isfinite", a.re), _bool("isfinite", a.im))
+
+
+def where(cond: Expr, a: Pair, b: Pair, f: str) -> Pair:
+    return Pair(_sel(cond, a.re, b.re, f), _sel(cond, a.im, b.im, f))
+
+
+def _cast_part(x: Expr, src: str, dst: str) -> Expr:
+    return x if src == dst else Op("cast", (x,), dst)
+
+
+def cast(a: Value, src: str, dst: str) -> Value:
+    """``a`` (dtype ``src``) as ``dst``, as NumPy's ``astype``: complex -> real keeps the real
+    part, complex -> bool is ``re != 0 or im != 0``, real -> complex has a +0.0 imaginary part."""
+    fs, fd = lane_dtype(src), lane_dtype(dst)
+    if isinstance(a, Pair):
+        if dst in LANE_DTYPES:
+            return Pair(_cast_part(a.re, fs, fd), _cast_part(a.im, fs, fd))
+        if dst == "bool":
+            return _bool("or", _bool("ne", a.re, _c(0.0, fs)), _bool("ne", a.im, _c(0.0, fs)))
+        return _cast_part(a.re, fs, dst)
+    return Pair(_cast_part(a, src, fd), _c(0.0, fd))
+
+
+def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Value | None:
+    """Primitive ``op`` on kernel values (pairs for complex operands) giving ``dtype``, or None
+    when it has no lowering here (that op runs as a host step)."""
+    if op == "cast":
+        return cast(args[0], arg_dtypes[0], dtype)
+    if op == "where":
+        f = lane_dtype(dtype)
+        return where(args[0], promote(args[1], f), promote(args[2], f), f)
+    f = lane_dtype(next(d for d in arg_dtypes if d in LANE_DTYPES))
+    xs = [promote(a, f) for a in args]
+    if op == "real":
+        return xs[0].re
+    if op == "imag":
+        return xs[0].im
+    if op == "abs":
+        return abs_(xs[0], f)
+    pair_ops = {"add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "conj": conj,
+                "square": square, "reciprocal": reciprocal, "sign": sign, "exp": exp}
+    if op in pair_ops:
+        return pair_ops[op](*xs, f)
+    predicates = {"eq": eq, "ne": ne, "isnan": isnan, "isinf": isinf, "isfinite": isfinite}
+    if op in predicates:
+        return predicates[op](*xs)
+    return None
+
+
+# the primitives :func:`lower` computes on complex values (with ``reduce_sum``, a sum per part)
+FUSED_OPS = frozenset({"cast", "where", "real", "imag", "abs", "add", "sub", "mul", "div", "neg", "conj",
+                       "square", "reciprocal", "sign", "exp", "eq", "ne", "isnan", "isinf", "isfinite"})
