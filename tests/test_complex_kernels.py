@@ -219,6 +219,12 @@ def test_ops_left_on_the_host_stay_extern_steps(rng):
     for f in (tj.sqrt, tj.log, tj.sin, lambda z: tj.prod(z, axis=0)):
         assert n_externs(f, z) == 1
     check(lambda z: tj.sqrt(z * z) + 1, lambda z: np.sqrt(z * z) + 1, np.asarray(z))
+    # a gather of a complex table (which traced code checks) and a concatenation stay host steps
+    idx = np.array([5, -1, 0, 2])
+    check(lambda z: tj.take(z * 2, tj.asarray(idx), axis=1) - 1j, lambda z: np.take(z * 2, idx, axis=1) - 1j,
+          np.asarray(z))
+    check(lambda z: tj.concat([z, tj.conj(z)], axis=0) * 1j, lambda z: np.concatenate([z, np.conj(z)]) * 1j,
+          np.asarray(z))
 
 
 @pytest.mark.parametrize("dtype", COMPLEX)

@@ -195,10 +195,13 @@ def _is_fused_gather(g: Graph, nid: int) -> bool:
 
 def _is_extern(g: Graph, nid: int) -> bool:
     n = g.node(nid)
+    if n.op == "input":
+        return False
+    if _touches_complex(g, n):
+        return True
     if n.op == "take" and _is_fused_gather(g, nid):
         return False
-    return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or
-                                (n.op in EXTERN_MOVEMENT and not _is_piecewise(n)) or _touches_complex(g, n))
+    return PRIMS[n.op].kind in ("matmul", "host") or (n.op in EXTERN_MOVEMENT and not _is_piecewise(n))
 
 
 COMPLEX_REDUCTIONS = frozenset({"reduce_sum"})     # a complex sum is a sum per part
