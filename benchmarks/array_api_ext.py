@@ -1,18 +1,18 @@
 """X1: the Array API extensions and complex dtypes, next to NumPy, PyTorch and JAX.
 
-Three problems, the same data for every implementation:
+Four problems, the same data for every implementation:
 
 * ``linalg``: for a batch of 64 symmetric positive-definite 32 x 32 float64 matrices ``a`` and
   right-hand sides ``b`` (64, 32, 4): ``solve(a, b) + inv(a) @ b + cholesky(a) @ b``, and
   ``slogdet(a)[1]``;
 * ``fft``: a low-pass filter of 64 float32 signals of 4096 samples, ``irfft(rfft(x) * mask)``;
 * ``complex``: ``abs(exp(z * w) + sqrt(z))`` on 2**20 complex64 values;
-* ``complex_chain``: ``real(exp(z * w + 1j)) * 2`` on 2**22 complex64 values, which tracejit
-  compiles to one kernel (complex values as pairs of float lanes).
+* ``complex_chain``: ``real(exp(z * w + 1j)) * 2`` on 2**22 complex64 values.
 
 tracejit runs the decompositions and transforms as host steps (NumPy's LAPACK and pocketfft),
-and the complex ops its kernels do not compute (``sqrt`` here), so those numbers measure the
-cost of that route against the peers' native kernels.  ``python -m benchmarks --only X1`` (opt-in) or ``python -m benchmarks.array_api_ext``.
+so those numbers measure the cost of that route against the peers' native kernels; both
+complex problems are one kernel under jit.  ``python -m benchmarks --only X1`` (opt-in) or
+``python -m benchmarks.array_api_ext``.
 """
 
 from __future__ import annotations

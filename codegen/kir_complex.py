@@ -30,6 +30,10 @@ Value = Expr | Pair
 # the largest float x whose exp(x) is finite, rounded down: above it exp(x) * cos(y) is
 # computed as (exp(x/2) * cos(y)) * exp(x/2), which overflows only when the result does
 _EXP_SPLIT = {"float32": 88.0, "float64": 709.0}
+_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+# sqrt scales |z| below 2**_TINY_EXP up by 2**(2 k) (k = _SCALE_EXP), so (|x| + |z|) / 2 is normal
+_TINY_EXP = {"float32": -120, "float64": -1000}
+_SCALE_EXP = {"float32": 40, "float64": 300}
 
 
 def lane_dtype(dtype: str) -> str:
@@ -150,6 +154,97 @@ def exp(a: Pair, f: str) -> Pair:
     return Pair(_sel(real_axis, e, re, f), _sel(real_axis, y, im, f))
 
 
+def sqrt(a: Pair, f: str) -> Pair:
+    """The principal square root as glibc's ``csqrt`` computes it: ``t = sqrt((|x| + |z|) / 2)``,
+    the other part ``y / (2 t)`` (halved after the division, which rounds a subnormal as glibc
+    does), both scaled when ``|z|`` is near overflow or subnormal; C99's special cases (a zero's
+    sign kept, ``sqrt(x + inf j) = inf + inf j`` even for a NaN ``x``, ``+-inf`` real parts)."""
+    x, y = a
+    big_t = _c(float(_MAX[f]) / 4, f)
+    small_t = _c(2.0 ** _TINY_EXP[f], f)
+    k = _SCALE_EXP[f]
+    ax, ay = _op("abs", f, x), _op("abs", f, y)
+    big = _bool("or", _bool("gt", ax, big_t), _bool("gt", ay, big_t))
+    small = _bool("and", _bool("lt", ax, small_t), _bool("lt", ay, small_t))
+    s_in = _sel(big, _c(0.25, f), _sel(small, _c(2.0 ** (2 * k), f), _c(1.0, f), f), f)
+    s_out = _sel(big, _c(2.0, f), _sel(small, _c(2.0 ** -k, f), _c(1.0, f), f), f)
+    xs, ys = _op("mul", f, x, s_in), _op("mul", f, y, s_in)
+    h = _op("hypot", f, xs, ys)
+    t = _op("sqrt", f, _op("mul", f, _op("add", f, _op("abs", f, xs), h), _c(0.5, f)))
+    other = _op("mul", f, _c(0.5, f), _op("div", f, ys, t))
+    right = _bool("ge", xs, _c(0.0, f))
+    re = _op("mul", f, _sel(right, t, _op("abs", f, other), f), s_out)
+    im = _op("mul", f, _sel(right, other, _op("copysign", f, t, ys), f), s_out)
+    nan, inf, zero = _c(float("nan"), f), _c(float("inf"), f), _c(0.0, f)
+    either_nan = _bool("or", _bool("isnan", x), _bool("isnan", y))
+    re, im = _sel(either_nan, nan, re, f), _sel(either_nan, nan, im, f)
+    y_finite = _bool("isfinite", y)
+    up = _bool("eq", x, inf)            # inf + y j: inf + copysign(0, y) j (NaN for a NaN y)
+    re = _sel(up, inf, re, f)
+    im = _sel(up, _sel(y_finite, _op("copysign", f, zero, y), nan, f), im, f)
+    down = _bool("eq", x, _c(float("-inf"), f))     # -inf + y j: 0 + copysign(inf, y) j
+    re = _sel(down, _sel(y_finite, zero, nan, f), re, f)
+    im = _sel(down, _sel(_bool("isnan", y), inf, _op("copysign", f, inf, y), f), im, f)
+    y_inf = _bool("isinf", y)
+    re, im = _sel(y_inf, inf, re, f), _sel(y_inf, y, im, f)
+    at_zero = _bool("and", _bool("eq", x, zero), _bool("eq", y, zero))
+    return Pair(_sel(at_zero, zero, re, f), _sel(at_zero, y, im, f))
+
+
+def _square_parts(x: Expr, f: str) -> tuple[Expr, Expr]:
+    """``x * x`` as ``hi + lo`` exactly (the fma gives the product's rounding error)."""
+    hi = _op("mul", f, x, x)
+    return hi, _op("fma", f, x, x, _op("neg", f, hi))
+
+
+def _two_sum(a: Expr, b: Expr, f: str) -> tuple[Expr, Expr]:
+    """``a + b`` as ``s + e`` exactly (Knuth's two-sum)."""
+    s = _op("add", f, a, b)
+    back = _op("sub", f, s, a)
+    return s, _op("add", f, _op("sub", f, a, _op("sub", f, s, back)), _op("sub", f, b, back))
+
+
+def _log_abs(x: Expr, y: Expr, f: str) -> Expr:
+    """``log |x + y j|``, accurate near the unit circle, where ``log(hypot)`` cancels: there it
+    is ``log1p(x**2 + y**2 - 1) / 2`` with the larger square less 1 exact.  float32 parts are
+    squared in float64 (exactly, and never out of range); float64 ones as exact ``hi + lo``
+    squares summed with two-sums."""
+    if f == "float32":
+        d = "float64"
+        x64, y64 = Op("cast", (x,), d), Op("cast", (y,), d)
+        hx, hy = _op("mul", d, x64, x64), _op("mul", d, y64, y64)
+        x_big = _bool("ge", hx, hy)
+        hb, hs = _sel(x_big, hx, hy, d), _sel(x_big, hy, hx, d)
+        m = _op("add", d, _op("sub", d, hb, _c(1.0, d)), hs)
+        sq = _op("add", d, hx, hy)
+        far = _op("mul", d, _c(0.5, d), _op("log", d, sq))
+        f_near, f_far = _op("mul", d, _c(0.5, d), _op("log1p", d, m)), far
+        in_band = _bool("and", _bool("ge", sq, _c(0.5, d)), _bool("le", sq, _c(2.0, d)))
+        return Op("cast", (_sel(in_band, f_near, f_far, d),), f)
+    hx, lx = _square_parts(x, f)
+    hy, ly = _square_parts(y, f)
+    x_big = _bool("ge", hx, hy)
+    hb, lb = _sel(x_big, hx, hy, f), _sel(x_big, lx, ly, f)
+    hs, ls = _sel(x_big, hy, hx, f), _sel(x_big, ly, lx, f)
+    s1, e1 = _two_sum(_op("sub", f, hb, _c(1.0, f)), hs, f)
+    s2, e2 = _two_sum(s1, lb, f)
+    s3, e3 = _two_sum(s2, ls, f)
+    m = _op("add", f, s3, _op("add", f, _op("add", f, e1, e2), e3))
+    near = _op("mul", f, _c(0.5, f), _op("log1p", f, m))
+    sq = _op("add", f, hx, hy)
+    in_band = _bool("and", _bool("ge", sq, _c(0.5, f)), _bool("le", sq, _c(2.0, f)))
+    return _sel(in_band, near, _op("log", f, _op("hypot", f, x, y)), f)
+
+
+def log(a: Pair, f: str) -> Pair:
+    """The principal logarithm: ``log |a| + atan2(a.im, a.re) j``, which gives C99's special
+    cases (``log(-0 + 0j) = -inf + pi j``, ``log(inf + nan j) = inf + nan j``, ...)."""
+    x, y = a
+    re = _log_abs(x, y, f)
+    any_inf = _bool("or", _bool("isinf", x), _bool("isinf", y))
+    return Pair(_sel(any_inf, _c(float("inf"), f), re, f), _op("atan2", f, y, x))
+
+
 def eq(a: Pair, b: Pair) -> Expr:
     return _bool("and", _bool("eq", a.re, b.re), _bool("eq", a.im, b.im))
 
@@ -208,7 +303,8 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
     if op == "abs":
         return abs_(xs[0], f)
     pair_ops = {"add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "conj": conj,
-                "square": square, "reciprocal": reciprocal, "sign": sign, "exp": exp}
+                "square": square, "reciprocal": reciprocal, "sign": sign, "exp": exp, "sqrt": sqrt,
+                "log": log}
     if op in pair_ops:
         return pair_ops[op](*xs, f)
     predicates = {"eq": eq, "ne": ne, "isnan": isnan, "isinf": isinf, "isfinite": isfinite}
@@ -219,4 +315,5 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
 
 # the primitives :func:`lower` computes on complex values (with ``reduce_sum``, a sum per part)
 FUSED_OPS = frozenset({"cast", "where", "real", "imag", "abs", "add", "sub", "mul", "div", "neg", "conj",
-                       "square", "reciprocal", "sign", "exp", "eq", "ne", "isnan", "isinf", "isfinite"})
+                       "square", "reciprocal", "sign", "exp", "sqrt", "log", "eq", "ne", "isnan", "isinf",
+                       "isfinite"})
