@@ -11,7 +11,10 @@ special values (infinities, NaNs, signed zeros) come out as NumPy's; transcenden
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
+
+import numpy as np
 
 from . import kir
 from .kir import Const, Expr, Op
@@ -245,6 +248,48 @@ def log(a: Pair, f: str) -> Pair:
     return Pair(_sel(any_inf, _c(float("inf"), f), re, f), _op("atan2", f, y, x))
 
 
+def _scaled(a: Pair, k: float, f: str) -> Pair:
+    """Each part times the real number ``k`` (NumPy's complex ``log2``/``log10``/``exp2``)."""
+    return Pair(_op("mul", f, a.re, _c(k, f)), _op("mul", f, a.im, _c(k, f)))
+
+
+def _constant(value: float, f: str) -> float:
+    """``value`` rounded to the part dtype, as NumPy's float constants (``NPY_LOG2Ef``)."""
+    return float(np.float32(value)) if f == "float32" else value
+
+
+def log2(a: Pair, f: str) -> Pair:
+    return _scaled(log(a, f), _constant(math.log2(math.e), f), f)
+
+
+def log10(a: Pair, f: str) -> Pair:
+    return _scaled(log(a, f), _constant(math.log10(math.e), f), f)
+
+
+def exp2(a: Pair, f: str) -> Pair:
+    return exp(_scaled(a, _constant(math.log(2.0), f), f), f)
+
+
+def log1p(a: Pair, f: str) -> Pair:
+    """NumPy's complex ``log1p``: ``log(hypot(x + 1, y)) + atan2(y, x + 1) j``."""
+    x1 = _op("add", f, a.re, _c(1.0, f))
+    return Pair(_op("log", f, _op("hypot", f, x1, a.im)), _op("atan2", f, a.im, x1))
+
+
+def expm1(a: Pair, f: str) -> Pair:
+    """The op table's ``expm1`` step for step: ``expm1(x) cos(y) - 2 sin(y/2)**2 +
+    j e**x sin(y)`` (the ``j *`` a complex product, as NumPy computes it), ``exp(z) - 1``
+    where a part is not finite."""
+    x, y = a
+    half = _op("sin", f, _op("div", f, y, _c(2.0, f)))
+    re = _op("sub", f, _op("mul", f, _op("expm1", f, x), _op("cos", f, y)),
+             _op("mul", f, _op("mul", f, _c(2.0, f), half), half))
+    im = _op("mul", f, _op("exp", f, x), _op("sin", f, y))
+    out = add(promote(re, f), mul(Pair(_c(0.0, f), _c(1.0, f)), promote(im, f), f), f)
+    edge = sub(exp(a, f), Pair(_c(1.0, f), _c(0.0, f)), f)
+    return where(isfinite(a), out, edge, f)
+
+
 def eq(a: Pair, b: Pair) -> Expr:
     return _bool("and", _bool("eq", a.re, b.re), _bool("eq", a.im, b.im))
 
@@ -304,7 +349,7 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
         return abs_(xs[0], f)
     pair_ops = {"add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "conj": conj,
                 "square": square, "reciprocal": reciprocal, "sign": sign, "exp": exp, "sqrt": sqrt,
-                "log": log}
+                "log": log, "log2": log2, "log10": log10, "exp2": exp2, "log1p": log1p, "expm1": expm1}
     if op in pair_ops:
         return pair_ops[op](*xs, f)
     predicates = {"eq": eq, "ne": ne, "isnan": isnan, "isinf": isinf, "isfinite": isfinite}
@@ -315,5 +360,5 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
 
 # the primitives :func:`lower` computes on complex values (with ``reduce_sum``, a sum per part)
 FUSED_OPS = frozenset({"cast", "where", "real", "imag", "abs", "add", "sub", "mul", "div", "neg", "conj",
-                       "square", "reciprocal", "sign", "exp", "sqrt", "log", "eq", "ne", "isnan", "isinf",
-                       "isfinite"})
+                       "square", "reciprocal", "sign", "exp", "sqrt", "log", "log2", "log10", "exp2", "log1p",
+                       "expm1", "eq", "ne", "isnan", "isinf", "isfinite"})
