@@ -287,6 +287,14 @@ def test_inplace_update_of_a_complex_tensor(rng, dtype):
     assert_same(z, expected)
 
 
+def test_assigning_a_python_complex_keeps_its_precision():
+    def f(x):
+        x[::-1] = complex(1e30, -1.5)       # (traced, it went through complex64)
+        return x * 1
+    x = tj.asarray(np.array([-3 - 2.5j, 1j]))
+    check(f, lambda x: np.full_like(x, complex(1e30, -1.5)), np.asarray(x))
+
+
 @pytest.mark.parametrize("dtype", COMPLEX)
 def test_jitted_gradients_equal_eager_ones(rng, dtype):
     def loss(z, w):
