@@ -350,3 +350,24 @@ def test_complex_kernels_on_the_simulated_gpu(rng):
     assert launches >= 1
     np.testing.assert_allclose(res[0], np.exp(z * w + 1j) - w, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(res[1], np.sum(z * w, axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_eager_complex_ops_on_the_simulated_gpu():
+    """Eager ops on GPU tensors are one-op programs: fused complex kernels, and host steps
+    (``sin``) whose result is copied to the device as float parts."""
+    _needs_ptxas()
+    from tests.gpu.simulated_cuda import installed
+    from tracejit import eager_device
+    z = (np.arange(6) + 1j * np.arange(6)[::-1]).astype(np.complex64)
+    eager_device.cache_clear()
+    try:
+        with installed():
+            a = tj.asarray(z).to("cuda")
+            got = [np.asarray(t.to("cpu")) for t in
+                   (tj.exp(a * a + 1j), tj.sqrt(a), tj.sin(a), tj.sum(a), a[::2] * 2, tj.conj(a)[::-1])]
+    finally:
+        eager_device.cache_clear()
+    want = [np.exp(z * z + 1j), np.sqrt(z), np.sin(z), np.sum(z), z[::2] * 2, np.conj(z)[::-1]]
+    for g, w in zip(got, want):
+        assert g.dtype == np.complex64
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
