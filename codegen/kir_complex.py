@@ -290,6 +290,38 @@ def expm1(a: Pair, f: str) -> Pair:
     return where(isfinite(a), out, edge, f)
 
 
+def tanh(a: Pair, f: str) -> Pair:
+    """glibc's ``ctanh`` step for step: ``(sinh x cosh x + j sin y cos y) / (sinh**2 x + cos**2 y)``,
+    ``+-1 + 4 sin y cos y e**(-2|x|) j`` past the overflow of ``sinh**2``; the op table's
+    special cases (``+-inf + y j`` is ``+-1 + copysign(0, y) j``, ``0 + y j`` with ``y`` not
+    finite is ``0 + nan j``, a NaN part elsewhere gives NaNs but keeps a zero ``y``)."""
+    x, y = a
+    tiny, eps = _c(float(np.finfo(f).tiny), f), _c(float(np.finfo(f).eps), f)
+    one, zero, nan = _c(1.0, f), _c(0.0, f), _c(float("nan"), f)
+    ax, ay = _op("abs", f, x), _op("abs", f, y)
+    y_normal, x_normal = _bool("gt", ay, tiny), _bool("gt", ax, tiny)
+    s = _sel(y_normal, _op("sin", f, y), y, f)
+    c = _sel(y_normal, _op("cos", f, y), one, f)
+    sh = _sel(x_normal, _op("sinh", f, x), x, f)
+    ch = _sel(x_normal, _op("cosh", f, x), one, f)
+    cc = _op("mul", f, c, c)
+    wide = _bool("gt", _op("abs", f, sh), _op("mul", f, _op("abs", f, c), eps))
+    den = _sel(wide, _op("add", f, _op("mul", f, sh, sh), cc), cc, f)
+    sc = _op("mul", f, s, c)
+    decay = _op("exp", f, _op("mul", f, _c(-2.0, f), ax))
+    big = _bool("gt", ax, _c(float(int((np.finfo(f).maxexp - 1) * math.log(2) / 2)), f))
+    unit = _op("copysign", f, one, x)
+    re = _sel(big, unit, _op("div", f, _op("mul", f, sh, ch), den), f)
+    im = _sel(big, _op("mul", f, _op("mul", f, _op("mul", f, _c(4.0, f), s), c), decay),
+              _op("div", f, sc, den), f)
+    x_inf, y_zero = _bool("isinf", x), _bool("eq", y, zero)
+    x_zero = _bool("eq", x, zero)
+    re_edge = _sel(x_inf, unit, _sel(_bool("or", x_zero, y_zero), x, nan, f), f)
+    im_edge = _sel(x_inf, _op("copysign", f, zero, y), _sel(y_zero, y, nan, f), f)
+    finite = isfinite(a)
+    return Pair(_sel(finite, re, re_edge, f), _sel(finite, im, im_edge, f))
+
+
 def eq(a: Pair, b: Pair) -> Expr:
     return _bool("and", _bool("eq", a.re, b.re), _bool("eq", a.im, b.im))
 
@@ -349,7 +381,8 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
         return abs_(xs[0], f)
     pair_ops = {"add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "conj": conj,
                 "square": square, "reciprocal": reciprocal, "sign": sign, "exp": exp, "sqrt": sqrt,
-                "log": log, "log2": log2, "log10": log10, "exp2": exp2, "log1p": log1p, "expm1": expm1}
+                "log": log, "log2": log2, "log10": log10, "exp2": exp2, "log1p": log1p, "expm1": expm1,
+                "tanh": tanh}
     if op in pair_ops:
         return pair_ops[op](*xs, f)
     predicates = {"eq": eq, "ne": ne, "isnan": isnan, "isinf": isinf, "isfinite": isfinite}
@@ -361,4 +394,4 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
 # the primitives :func:`lower` computes on complex values (with ``reduce_sum``, a sum per part)
 FUSED_OPS = frozenset({"cast", "where", "real", "imag", "abs", "add", "sub", "mul", "div", "neg", "conj",
                        "square", "reciprocal", "sign", "exp", "sqrt", "log", "log2", "log10", "exp2", "log1p",
-                       "expm1", "eq", "ne", "isnan", "isinf", "isfinite"})
+                       "expm1", "tanh", "eq", "ne", "isnan", "isinf", "isfinite"})
