@@ -322,6 +322,80 @@ def tanh(a: Pair, f: str) -> Pair:
     return Pair(_sel(finite, re, re_edge, f), _sel(finite, im, im_edge, f))
 
 
+def _sinh_or_cosh(a: Pair, f: str, cosh: bool) -> Pair:
+    """glibc's ``csinh`` / ``ccosh`` step for step: ``sinh x cos y + j cosh x sin y`` (``cosh x
+    cos y + j sinh x sin y``), with ``e**|x|`` applied in steps of ``e**t`` past its overflow
+    (``t`` = (max exponent - 1) ln 2), and C99's special cases."""
+    x, y = a
+    fi = np.finfo(f)
+    one, nan, inf = _c(1.0, f), _c(float("nan"), f), _c(float("inf"), f)
+    t = float(int((fi.maxexp - 1) * math.log(2)))
+    e_t = _constant(math.exp(t), f)
+    y_normal = _bool("gt", _op("abs", f, y), _c(float(fi.tiny), f))
+    s = _sel(y_normal, _op("sin", f, y), y, f)
+    c = _sel(y_normal, _op("cos", f, y), one, f)
+    rx = _op("abs", f, x)
+    r1 = _op("sub", f, rx, _c(t, f))
+    half_e_t = _c(_constant(e_t / 2, f), f)
+    s1, c1 = _op("mul", f, s, half_e_t), _op("mul", f, c, half_e_t)
+    twice = _bool("gt", r1, _c(t, f))
+    r2 = _sel(twice, _op("sub", f, r1, _c(t, f)), r1, f)
+    s2 = _sel(twice, _op("mul", f, s1, _c(e_t, f)), s1, f)
+    c2 = _sel(twice, _op("mul", f, c1, _c(e_t, f)), c1, f)
+    over = _bool("gt", r2, _c(t, f))
+    ev = _op("exp", f, r2)
+    big_c = _sel(over, _op("mul", f, _c(float(fi.max), f), c2), _op("mul", f, ev, c2), f)
+    big_s = _sel(over, _op("mul", f, _c(float(fi.max), f), s2), _op("mul", f, ev, s2), f)
+    big = _bool("gt", rx, _c(t, f))
+    odd, even = _op("sinh", f, rx), _op("cosh", f, rx)
+    re = _sel(big, big_c, _op("mul", f, even if cosh else odd, c), f)
+    im = _sel(big, big_s, _op("mul", f, odd if cosh else even, s), f)
+    negative = _bool("signbit", x)
+    if cosh:
+        im = _sel(negative, _op("neg", f, im), im, f)
+    else:
+        re = _sel(negative, _op("neg", f, re), re, f)
+    y_nan = _op("sub", f, y, y)                    # NaN for an infinite or NaN y
+    x_zero, y_zero = _bool("eq", x, _c(0.0, f)), _bool("eq", y, _c(0.0, f))
+    y_nonzero = _bool("and", _bool("isfinite", y), _bool("not", y_zero))
+    sign_x = _op("copysign", f, one, x)
+    inf_c, inf_s = _op("copysign", f, inf, c), _op("copysign", f, inf, s)
+    if cosh:        # x finite, y not finite; then x infinite
+        re1, im1 = y_nan, _sel(x_zero, _c(0.0, f), nan, f)
+        re2 = _sel(y_nonzero, inf_c, inf, f)
+        im2 = _sel(y_nonzero, _op("mul", f, inf_s, sign_x),
+                   _sel(y_zero, _op("mul", f, y, sign_x), y_nan, f), f)
+    else:
+        re1, im1 = _sel(x_zero, x, nan, f), y_nan
+        re2 = _sel(y_nonzero, _op("mul", f, inf_c, sign_x), _sel(y_zero, x, inf, f), f)
+        im2 = _sel(y_nonzero, inf_s, _sel(y_zero, y, y_nan, f), f)
+    re3, im3 = nan, _sel(y_zero, y, nan, f)        # x NaN
+    x_finite, x_inf = _bool("isfinite", x), _bool("isinf", x)
+    finite = _bool("and", x_finite, _bool("isfinite", y))
+    re = _sel(finite, re, _sel(x_finite, re1, _sel(x_inf, re2, re3, f), f), f)
+    im = _sel(finite, im, _sel(x_finite, im1, _sel(x_inf, im2, im3, f), f), f)
+    return Pair(re, im)
+
+
+def sinh(a: Pair, f: str) -> Pair:
+    return _sinh_or_cosh(a, f, cosh=False)
+
+
+def cosh(a: Pair, f: str) -> Pair:
+    return _sinh_or_cosh(a, f, cosh=True)
+
+
+def sin(a: Pair, f: str) -> Pair:
+    """``-j sinh(j a)`` (C99's definition of ``csin``, special cases included)."""
+    w = sinh(Pair(_op("neg", f, a.im), a.re), f)
+    return Pair(w.im, _op("neg", f, w.re))
+
+
+def cos(a: Pair, f: str) -> Pair:
+    """``cosh(j a)`` (C99's definition of ``ccos``)."""
+    return cosh(Pair(_op("neg", f, a.im), a.re), f)
+
+
 def eq(a: Pair, b: Pair) -> Expr:
     return _bool("and", _bool("eq", a.re, b.re), _bool("eq", a.im, b.im))
 
@@ -382,7 +456,8 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
     pair_ops = {"add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "conj": conj,
                 "square": square, "reciprocal": reciprocal, "sign": sign, "exp": exp, "sqrt": sqrt,
                 "log": log, "log2": log2, "log10": log10, "exp2": exp2, "log1p": log1p, "expm1": expm1,
-                "tanh": tanh}
+                "tanh": tanh, "sinh": sinh, "cosh": cosh, "sin": sin,
+                "cos": cos}
     if op in pair_ops:
         return pair_ops[op](*xs, f)
     predicates = {"eq": eq, "ne": ne, "isnan": isnan, "isinf": isinf, "isfinite": isfinite}
@@ -394,4 +469,5 @@ def lower(op: str, args: list[Value], arg_dtypes: list[str], dtype: str) -> Valu
 # the primitives :func:`lower` computes on complex values (with ``reduce_sum``, a sum per part)
 FUSED_OPS = frozenset({"cast", "where", "real", "imag", "abs", "add", "sub", "mul", "div", "neg", "conj",
                        "square", "reciprocal", "sign", "exp", "sqrt", "log", "log2", "log10", "exp2", "log1p",
-                       "expm1", "tanh", "eq", "ne", "isnan", "isinf", "isfinite"})
+                       "expm1", "tanh", "sinh", "cosh", "sin", "cos", "eq", "ne", "isnan", "isinf",
+                       "isfinite"})

@@ -275,9 +275,10 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         # (|z| of a complex z is a hypot, which kernels approximate as they do exp; sign is z / |z|)
         approx = a.approx or op.name in UNARY_MATH or (op.name in ("abs", "sign") and _is_complex(a.t))
         # known: float64 sin/cos/tan lose accuracy past |x| ~ 1e12 (codegen.mathlib), and so
-        # do complex128 exp, exp2, expm1 and tanh (a sin and cos of the imaginary part)
+        # do complex128 exp, exp2, expm1, tanh, sin, cos, sinh and cosh (a sin and cos of a part)
         f64_trig = (op.name in ("sin", "cos", "tan") and out.dtype == tj.float64) or \
-            (op.name in ("exp", "exp2", "expm1", "tanh") and out.dtype == tj.complex128)
+            (op.name in ("exp", "exp2", "expm1", "tanh", "sin", "cos", "sinh", "cosh")
+             and out.dtype == tj.complex128)
         # tan has poles: an input one ulp off near pi/2 moves the result arbitrarily far
         ill = a.approx and (op.name in DISCONTINUOUS or op.name == "tan")
         return Val(out, approx, a.chaotic or f64_trig or ill)
