@@ -21,7 +21,8 @@ shrunk (drop ops, drop outputs, shrink input extents) before they are written as
 Comparison: shapes and dtypes equal; integer/bool values equal; float values equal where the
 computation is exact (IEEE add/sub/mul/div/sqrt, moves, casts) and within a dtype-dependent
 tolerance where it is not (transcendentals, reductions whose order may differ, matmul); NaN
-positions and infinities' signs equal; arguments mutated in place equal afterwards.  A value
+positions and infinities' signs equal; arguments mutated in place equal afterwards.  Complex
+values (inputs drawn part by part, Python complex scalars) are compared part by part.  A value
 that depends discontinuously (floor, comparisons, casts to int, argmax, ...) on an inexact one
 is compared by shape and dtype only.  Both runs raise or neither does; an error under jit where
 eager succeeds counts unless it is ``UnsupportedUnderJitError`` or ``ConcretizationError``.

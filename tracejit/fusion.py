@@ -4,7 +4,9 @@ The rules, in the order they are applied (each materialized value records its re
 ``explain`` prints):
 
 1. Graph outputs live in memory.
-2. Matmul and host ops (sort, take, …) run as extern steps; their operands live in memory,
+2. Matmul, host ops (sort, take, …) and the ops on complex values that kernels do not compute
+   (``_touches_complex``; in kernels complex values are pairs of float lanes) run as extern
+   steps; their operands live in memory,
    read through strided views when a movement chain allows it.  Concatenation, pad and slice
    assignment are selects by index range inside kernels (:class:`codegen.kir.Piecewise`): each
    operand is an ordinary fused expression read shifted to its position (a ``window`` step).
