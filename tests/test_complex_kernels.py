@@ -351,7 +351,8 @@ def test_complex_kernel_ptx_assembles(dtype):
 
     def f(z, w):
         return (tj.exp(z * w + 1j) / (z - w), tj.sum(z * tj.conj(w), axis=1), tj.abs(z),
-                tj.log(tj.sqrt(z) - w), tj.sin(z) * tj.tanh(w) + tj.cosh(z) - tj.expm1(w) * tj.log1p(z), tj.sign(z) == w)
+                tj.log(tj.sqrt(z) - w), tj.sin(z) * tj.tanh(w) + tj.cosh(z) - tj.expm1(w) * tj.log1p(z),
+                tj.sign(z) == w)
     gpu = tj.jit(f).lower(spec, spec, device="cuda")
     assert len(gpu.kernels) == len(tj.jit(f).lower(spec, spec).kernels)
     for pk in gpu.entry.executable.ptx.values():
