@@ -1,16 +1,18 @@
 """X1: the Array API extensions and complex dtypes, next to NumPy, PyTorch and JAX.
 
-Three problems, the same data for every implementation:
+Four problems, the same data for every implementation:
 
 * ``linalg``: for a batch of 64 symmetric positive-definite 32 x 32 float64 matrices ``a`` and
   right-hand sides ``b`` (64, 32, 4): ``solve(a, b) + inv(a) @ b + cholesky(a) @ b``, and
   ``slogdet(a)[1]``;
 * ``fft``: a low-pass filter of 64 float32 signals of 4096 samples, ``irfft(rfft(x) * mask)``;
-* ``complex``: ``abs(exp(z * w) + sqrt(z))`` on 2**20 complex64 values.
+* ``complex``: ``abs(exp(z * w) + sqrt(z))`` on 2**20 complex64 values;
+* ``complex_chain``: ``real(exp(z * w + 1j)) * 2`` on 2**22 complex64 values.
 
-tracejit runs the decompositions and transforms, and every complex op, as host steps (NumPy's
-LAPACK and pocketfft), so its numbers measure the cost of that route against the peers' native
-kernels.  ``python -m benchmarks --only X1`` (opt-in) or ``python -m benchmarks.array_api_ext``.
+tracejit runs the decompositions and transforms as host steps (NumPy's LAPACK and pocketfft),
+so those numbers measure the cost of that route against the peers' native kernels; both
+complex problems are one kernel under jit.  ``python -m benchmarks --only X1`` (opt-in) or
+``python -m benchmarks.array_api_ext``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ KEY = "X1"
 BATCH, N, K = 64, 32, 4
 SIGNALS, SAMPLES = 64, 4096
 COMPLEX_SIZE = 2 ** 20
+CHAIN_SIZE = 2 ** 22
 
 
 def _data() -> dict[str, np.ndarray]:
@@ -50,7 +53,14 @@ def _data() -> dict[str, np.ndarray]:
     mask[: SAMPLES // 8] = 1
     return {"a": m @ np.swapaxes(m, -1, -2) + N * np.eye(N), "b": rng.standard_normal((BATCH, N, K)),
             "x": rng.standard_normal((SIGNALS, SAMPLES)).astype(np.float32), "mask": mask,
-            "z": z.astype(np.complex64), "w": w.astype(np.complex64)}
+            "z": z.astype(np.complex64), "w": w.astype(np.complex64),
+            "z4": _complex(rng, CHAIN_SIZE), "w4": _complex(rng, CHAIN_SIZE)}
+
+
+def _complex(rng: np.random.Generator, n: int) -> np.ndarray:
+    z = np.empty(n, np.complex64)
+    z.real, z.imag = rng.standard_normal(n), rng.standard_normal(n)
+    return z
 
 
 def _problems(xp: Any, la: Any, fft: Any) -> dict[str, tuple[Callable, tuple[str, ...]]]:
@@ -62,7 +72,11 @@ def _problems(xp: Any, la: Any, fft: Any) -> dict[str, tuple[Callable, tuple[str
 
     def cplx(z, w):
         return xp.abs(xp.exp(z * w) + xp.sqrt(z))
-    return {"linalg": (linalg, ("a", "b")), "fft": (lowpass, ("x", "mask")), "complex": (cplx, ("z", "w"))}
+
+    def chain(z, w):
+        return xp.real(xp.exp(z * w + 1j)) * 2
+    return {"linalg": (linalg, ("a", "b")), "fft": (lowpass, ("x", "mask")), "complex": (cplx, ("z", "w")),
+            "complex_chain": (chain, ("z4", "w4"))}
 
 
 def _implementations(impl: str) -> tuple[dict[str, Callable], Callable[[np.ndarray], Any], Callable]:

@@ -24,6 +24,11 @@ With ``n_reduce == 0`` a kernel is purely elementwise: its stages are ``Store``\
 Expressions are small immutable trees (shared sub-trees are allowed and are emitted once).
 Scalar ops are named by strings from :data:`SCALAR_OPS`; every code generator implements
 all of them.  Comparisons and predicates produce ``bool``.
+
+There are no complex lanes: a complex value is a pair of float lanes (its real and imaginary
+parts, :mod:`codegen.kir_complex`), and an operand of complex memory is two float operands,
+one per part, strided over the interleaved storage (element strides doubled, the imaginary
+part one element further).  So every code generator handles complex kernels unchanged.
 """
 from __future__ import annotations
 
@@ -57,9 +62,13 @@ SCALAR_OPS: dict[str, int] = {
     "not": 1, "and": 2, "or": 2, "xor": 2, "invert": 1, "shl": 2, "shr": 2,
     # select(cond: bool, a, b)
     "where": 3,
+    # fma(a, b, c) = a * b + c rounded once (floats only): complex products round as NumPy's do
+    "fma": 3,
     # cast(x) to the node's dtype (float->int truncates toward zero; ->bool is x != 0)
     "cast": 1,
 }
+
+LANE_DTYPES = {"complex64": "float32", "complex128": "float64"}   # a complex dtype's part lanes
 
 REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")  # arg*: int64 flat index into the reduce space
 

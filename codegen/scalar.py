@@ -547,7 +547,7 @@ def emit_op(builder: ir.IRBuilder, op: str, args: Sequence[ir.Value], arg_dtypes
     if op == "where":
         return builder.select(args[0], args[1], args[2])
     src = arg_dtypes[0]
-    if src == "float16" and (op in MATH_OPS or op in ("floordiv", "mod")):
+    if src == "float16" and (op in MATH_OPS or op in ("floordiv", "mod", "fma")):
         # Computed in float32 and rounded once, as NumPy does for half precision (a half fma,
         # which floor division uses, would be widened to double and call the compiler runtime).
         wide = [cast(builder, a, "float16", "float32") for a in args]
@@ -584,6 +584,7 @@ def _float_op(b: ir.IRBuilder, op: str, a: list, dt: str) -> ir.Value:
         "floordiv": lambda: _float_floordiv_mod(b, x, y, dt)[0],
         "mod": lambda: _float_floordiv_mod(b, x, y, dt)[1],
         "nextafter": lambda: _nextafter(b, x, y, dt),
+        "fma": lambda: intrinsic(b, "fma", [x, y, a[2]]),
     }
     if op in simple:
         return simple[op]()

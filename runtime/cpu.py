@@ -237,8 +237,10 @@ class _PreparedLaunch:
         self.strides = np.array(strides or [[0]], dtype=np.int64).reshape(-1)
         if self.strides.size == 0:
             self.strides = np.zeros(1, dtype=np.int64)
-        # (slot, byte offset) per operand
-        self.operands = [(v.slot, v.offset * np.dtype(slot_dtypes[v.slot]).itemsize) for v in views]
+        # (slot, byte offset) per operand; offsets count the operand's elements (a complex
+        # slot's parts are float operands, the imaginary one a float past the real one)
+        self.operands = [(v.slot, v.offset * np.dtype(o.dtype).itemsize)
+                         for v, o in zip(views, k.inputs + k.outputs, strict=True)]
         self.ptrs = (ctypes.c_uint64 * max(1, len(views)))()
         self.ranges = plan_ranges(step.shape, k.n_outer, cost=point_cost(k))
         self.args = (self.shape.ctypes.data, self.strides.ctypes.data, ctypes.addressof(self.ptrs))

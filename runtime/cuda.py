@@ -153,6 +153,19 @@ class DeviceArray:
         return self.offset == 0 and _is_contiguous(self.shape, self.strides)
 
 
+_COMPLEX_PARTS = {"complex64": "float32", "complex128": "float64"}
+
+
+def _float_parts(arr: DeviceArray) -> DeviceArray:
+    """A complex view as a view of its float parts (a last dim of 2); others as they are:
+    kernels have no complex lanes."""
+    part = _COMPLEX_PARTS.get(arr.dtype)
+    if part is None:
+        return arr
+    strides = tuple(2 * s for s in arr.strides) + (1,)
+    return DeviceArray(arr.buffer, 2 * arr.offset, strides, arr.shape + (2,), part)
+
+
 # --------------------------------------------------------------------------- device
 
 class CudaDevice:
@@ -223,8 +236,9 @@ class CudaDevice:
             out = self._empty_like(arr)
         if out.shape != arr.shape:
             raise ValueError(f"copy between shapes {arr.shape} and {out.shape}")
-        k = copy_kernel(arr.dtype, arr.strides, out.strides)
-        self.launch_kernel(k, arr.shape, [arr], [out])
+        src, dst = _float_parts(arr), _float_parts(out)
+        k = copy_kernel(src.dtype, src.strides, dst.strides)
+        self.launch_kernel(k, src.shape, [src], [dst])
         return out
 
     def memory_stats(self) -> dict[str, int]:

@@ -19,7 +19,7 @@ from codegen.kir import Kernel
 @dataclass(frozen=True)
 class View:
     slot: int
-    offset: int                 # in elements
+    offset: int                 # in elements (of a launch operand's dtype; of the slot's for externs)
     strides: tuple[int, ...]    # in elements, one per iteration dim (or per array dim for externs)
 
 

@@ -21,7 +21,8 @@ shrunk (drop ops, drop outputs, shrink input extents) before they are written as
 Comparison: shapes and dtypes equal; integer/bool values equal; float values equal where the
 computation is exact (IEEE add/sub/mul/div/sqrt, moves, casts) and within a dtype-dependent
 tolerance where it is not (transcendentals, reductions whose order may differ, matmul); NaN
-positions and infinities' signs equal; arguments mutated in place equal afterwards.  A value
+positions and infinities' signs equal; arguments mutated in place equal afterwards.  Complex
+values (inputs drawn part by part, Python complex scalars) are compared part by part.  A value
 that depends discontinuously (floor, comparisons, casts to int, argmax, ...) on an inexact one
 is compared by shape and dtype only.  Both runs raise or neither does; an error under jit where
 eager succeeds counts unless it is ``UnsupportedUnderJitError`` or ``ConcretizationError``.
@@ -53,13 +54,16 @@ import numpy as np
 import tracejit as tj
 from runtime import kernel_cache
 
-DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64"]
+DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64", "complex64",
+          "complex128"]
 FLOATS = ("float16", "float32", "float64")
+COMPLEX = ("complex64", "complex128")
+PART = {"complex64": "float32", "complex128": "float64"}
 INTS = ("int8", "int16", "int32", "int64", "uint8")
 
 UNARY_EXACT = ["negative", "abs", "square", "sqrt", "floor", "ceil", "trunc", "round", "sign",
                "isnan", "isinf", "isfinite", "signbit", "logical_not", "bitwise_invert", "reciprocal",
-               "positive"]
+               "positive", "real", "imag", "conj"]
 UNARY_MATH = ["exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin",
               "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "rsqrt"]
 BINARY_EXACT = ["add", "subtract", "multiply", "divide", "maximum", "minimum", "floor_divide",
@@ -138,6 +142,12 @@ def make_value(spec: Input) -> np.ndarray:
     """The argument's values (deterministic from its seed), in its logical shape, contiguous."""
     rng = np.random.default_rng(spec.seed)
     n = math.prod(spec.shape)
+    if spec.dtype in COMPLEX:               # each part as a float input of the part dtype
+        part = [make_value(dataclasses.replace(spec, dtype=PART[spec.dtype], seed=spec.seed + k))
+                for k in (0, 7)]
+        out = np.empty(spec.shape, spec.dtype)
+        out.real, out.imag = part
+        return out
     mode = spec.seed % 4                    # 0: small values, 1: wide, 2: with specials, 3: ints
     if spec.dtype == "bool":
         a = rng.random(n) < 0.5
@@ -215,6 +225,8 @@ def _scalar_for(dtype: Any, s: float) -> Any:
         return bool(int(s) % 2)
     if dtype in (tj.float16, tj.float32, tj.float64):
         return float(s)
+    if dtype in (tj.complex64, tj.complex128):
+        return complex(float(s), -1.5)
     return int(s)
 
 
@@ -261,9 +273,13 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         a = arg(0)
         x = _for_kind(op.name, a.t)
         out = getattr(tj, op.name)(x)
-        approx = a.approx or op.name in UNARY_MATH
-        # known: float64 sin/cos/tan lose accuracy past |x| ~ 1e12 (codegen.mathlib)
-        f64_trig = op.name in ("sin", "cos", "tan") and out.dtype == tj.float64
+        # (|z| of a complex z is a hypot, which kernels approximate as they do exp; sign is z / |z|)
+        approx = a.approx or op.name in UNARY_MATH or (op.name in ("abs", "sign") and _is_complex(a.t))
+        # known: float64 sin/cos/tan lose accuracy past |x| ~ 1e12 (codegen.mathlib), and so
+        # do complex128 exp, exp2, expm1, tanh, sin, cos, sinh and cosh (a sin and cos of a part)
+        f64_trig = (op.name in ("sin", "cos", "tan") and out.dtype == tj.float64) or \
+            (op.name in ("exp", "exp2", "expm1", "tanh", "sin", "cos", "sinh", "cosh")
+             and out.dtype == tj.complex128)
         # tan has poles: an input one ulp off near pi/2 moves the result arbitrarily far
         ill = a.approx and (op.name in DISCONTINUOUS or op.name == "tan")
         return Val(out, approx, a.chaotic or f64_trig or ill)
@@ -284,7 +300,7 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         return Val(out, approx, a.chaotic or b.chaotic or jumps)
     if op.kind == "where":
         c, a, b = arg(0), arg(1), arg(2)
-        cond = c.t if c.t.dtype == tj.bool else c.t > 0
+        cond = c.t if c.t.dtype == tj.bool else (tj.real(c.t) if _is_complex(c.t) else c.t) > 0
         if not _broadcastable(cond.shape, a.t.shape) or not _broadcastable(np.broadcast_shapes(
                 cond.shape, a.t.shape), b.t.shape):
             b = a
@@ -293,8 +309,9 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
     if op.kind == "cast":
         a = arg(0)
         out = tj.astype(a.t, getattr(tj, op.name))
-        float_to_other = a.t.dtype in (tj.float16, tj.float32, tj.float64) and op.name not in FLOATS
-        return Val(out, a.approx and op.name in FLOATS, a.chaotic or (a.approx and float_to_other))
+        inexact = a.t.dtype in (tj.float16, tj.float32, tj.float64) or _is_complex(a.t)
+        float_to_other = inexact and op.name not in FLOATS + COMPLEX
+        return Val(out, a.approx and op.name in FLOATS + COMPLEX, a.chaotic or (a.approx and float_to_other))
     if op.kind == "reduce":
         a = arg(0)
         axis = _axes(p, a.t.ndim)
@@ -306,7 +323,7 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         else:
             x = a.t
         out = fn(x, axis=axis, keepdims=bool(p.get("keepdims")))
-        is_float = x.dtype in (tj.float16, tj.float32, tj.float64)
+        is_float = x.dtype in (tj.float16, tj.float32, tj.float64) or _is_complex(x)
         approx = a.approx or op.name == "mean" or (is_float and op.name in ("sum", "prod"))
         return Val(out, approx, a.chaotic or (a.approx and op.name in DISCONTINUOUS))
     if op.kind == "view":
@@ -363,7 +380,7 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
             x = x[:MATMUL_ROWS] if x.shape[0] > MATMUL_ROWS else x
             y, b = x.mT, a
         out = tj.matmul(x, y)
-        is_float = x.dtype in (tj.float16, tj.float32, tj.float64)
+        is_float = x.dtype in (tj.float16, tj.float32, tj.float64) or _is_complex(x)
         return Val(out, a.approx or b.approx or is_float, a.chaotic or b.chaotic)
     if op.kind == "inplace":
         a, b = arg(0), arg(1)
@@ -408,6 +425,10 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
     raise AssertionError(op.kind)
 
 
+def _is_complex(t: Any) -> bool:
+    return t.dtype in (tj.complex64, tj.complex128)
+
+
 def _taint(env: list[Val], target: Val, chaotic: bool, approx: bool) -> None:
     """After an in-place update every value may share memory with the target: mark them all."""
     if not (chaotic or approx):
@@ -419,9 +440,11 @@ def _taint(env: list[Val], target: Val, chaotic: bool, approx: bool) -> None:
 
 def _magnitude(t: Any) -> float:
     """The largest finite |value| of a concrete float tensor (1 for tracers and other dtypes)."""
-    if getattr(t, "is_tracer", True) or t.dtype not in (tj.float16, tj.float32, tj.float64) or t.size == 0:
+    if getattr(t, "is_tracer", True) or t.dtype not in (tj.float16, tj.float32, tj.float64, tj.complex64,
+                                                          tj.complex128) or t.size == 0:
         return 1.0
-    a = np.asarray(t).astype(np.float64)
+    a = np.asarray(t)
+    a = (np.concatenate([a.real.ravel(), a.imag.ravel()]) if a.dtype.kind == "c" else a).astype(np.float64)
     a = np.abs(a[np.isfinite(a)])
     return max(1.0, float(a.max())) if a.size else 1.0
 
@@ -590,7 +613,7 @@ class Finding(Exception):
         self.detail = detail
 
 
-_TOL = {"float16": 1e-2, "float32": 2e-5, "float64": 1e-11}
+_TOL = {"float16": 1e-2, "float32": 2e-5, "float64": 1e-11, "complex64": 2e-5, "complex128": 1e-11}
 
 
 @dataclass
@@ -653,6 +676,10 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, what: str, flag: Val | None, ex
         raise Finding("shape", f"{what}: shape {b.shape} vs eager {a.shape}")
     if a.dtype != b.dtype:
         raise Finding("dtype", f"{what}: dtype {b.dtype} vs eager {a.dtype}")
+    if a.dtype.kind == "c":             # each part as a float array
+        compare_arrays(a.real, b.real, f"{what} (real part)", flag, exact)
+        compare_arrays(a.imag, b.imag, f"{what} (imaginary part)", flag, exact)
+        return
     if flag is not None and flag.chaotic and not exact:
         return
     if a.dtype.kind in "biu" or exact:

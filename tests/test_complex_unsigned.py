@@ -162,14 +162,15 @@ def _mixed(z, x):
 
 
 def test_complex_under_jit_equals_eager(rng, jit_backend):
-    # complex ops run as host steps (NumPy) between the real kernels, so compiled equals eager exactly
+    # complex arithmetic fuses into kernels as pairs of float lanes (the rest are host steps):
+    # compiled equals eager up to the kernels' transcendentals (a few ulp)
     z = tj.asarray((rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))).astype(np.complex64))
     x = tj.asarray(rng.standard_normal((3, 4)).astype(np.float32))
     eager = _mixed(z, x)
     compiled = jitted(_mixed, jit_backend)(z, x)
     for e, c in zip(eager, compiled):
         assert c.dtype == e.dtype
-        np.testing.assert_array_equal(np.asarray(c), np.asarray(e))
+        np.testing.assert_allclose(np.asarray(c), np.asarray(e), rtol=2e-6, atol=2e-6)
 
 
 def _complex_loss_pairs():

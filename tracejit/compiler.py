@@ -443,7 +443,7 @@ def _register_externs() -> None:
     if register is None:
         return
     for name, prim in PRIMS.items():
-        # (host ops, and any op on complex values: see fusion._touches_complex)
+        # (host ops, and the ops on complex values kernels do not compute: fusion._touches_complex)
         if name != "matmul" and prim.kind != "source":
             register(name, prim.impl)
 

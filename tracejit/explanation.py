@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 from codegen import kir
+from codegen.scalar import itemsize
 
 from . import fusion
 from .compiler import CompiledProgram, peak_bytes
@@ -89,7 +90,7 @@ class Explanation:
                 members = sorted((m for m in step.members if m in names), key=order.__getitem__)
                 ops = ", ".join(f"{names[m]}={g.node(m).op}" for m in members)
                 lines.append(f"kernel {k}: {step.kernel.name}  shape={step.shape}  fuses [{ops}]")
-                for node, _ in step.outputs:
+                for node in dict.fromkeys(node for node, _ in step.outputs):    # (complex: two parts)
                     lines.append(f"    writes {names[node]}: {plan.materialized.get(node, 'stage output')}"
                                  f"{self._at(node)}")
             else:
@@ -126,8 +127,11 @@ class Explanation:
         """Bytes a step reads and writes (each operand's elements once)."""
         g = self.compiled.graph
         if isinstance(step, fusion.KernelPlan):
+            # (operand dtypes: a complex buffer is read or written as two float parts)
             views = step.inputs + step.outputs
-            return sum(_touched_bytes(v.shape, v.strides, g.node(n).dtype.itemsize) for n, v in views)
+            operands = step.kernel.inputs + step.kernel.outputs
+            return sum(_touched_bytes(v.shape, v.strides, itemsize(o.dtype))
+                       for (_, v), o in zip(views, operands))
         out = g.node(step.node)
         return sum(_touched_bytes(v.shape, v.strides, g.node(n).dtype.itemsize) for n, v in step.inputs) \
             + math.prod(out.shape) * out.dtype.itemsize

@@ -4,7 +4,9 @@ The rules, in the order they are applied (each materialized value records its re
 ``explain`` prints):
 
 1. Graph outputs live in memory.
-2. Matmul and host ops (sort, take, …) run as extern steps; their operands live in memory,
+2. Matmul, host ops (sort, take, …) and the ops on complex values that kernels do not compute
+   (``_touches_complex``; in kernels complex values are pairs of float lanes) run as extern
+   steps; their operands live in memory,
    read through strided views when a movement chain allows it.  Concatenation, pad and slice
    assignment are selects by index range inside kernels (:class:`codegen.kir.Piecewise`): each
    operand is an ordinary fused expression read shifted to its position (a ``window`` step).
@@ -31,7 +33,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from codegen import kir
+from codegen import kir, kir_complex
+from codegen.kir_complex import Pair
 
 from .graph import Graph
 from .ops import PRIMS, REDUCTIONS
@@ -94,7 +97,7 @@ def _inline(n: Any) -> Any:
     """The single value of a constant node that kernels compile in, else None (an array, or a
     run-time count, which they load)."""
     value = n.params["value"]
-    return None if n.params.get("runtime") or value.dtype.kind == "c" else _uniform(value)
+    return None if n.params.get("runtime") else _uniform(value)
 
 
 def _uniform(v: np.ndarray) -> Any:
@@ -133,8 +136,11 @@ def _cost(g: Graph, nid: int, materialized: dict[int, str], memo: dict[int, int]
 
 
 def _own_cost(n: Any) -> int:
-    """What an elementwise or movement node costs by itself (views are index arithmetic)."""
-    return 0 if n.op in VIEW_OPS else (4 if n.op in _EXPENSIVE else 1)
+    """What an elementwise or movement node costs by itself (views are index arithmetic; an op
+    on complex pairs is a few float ops)."""
+    if n.op in VIEW_OPS:
+        return 0
+    return (4 if n.op in _EXPENSIVE else 1) * (2 if n.dtype.kind == "c" else 1)
 
 
 def _cost_text(g: Graph, nid: int, materialized: dict[int, str]) -> str:
@@ -191,16 +197,27 @@ def _is_fused_gather(g: Graph, nid: int) -> bool:
 
 def _is_extern(g: Graph, nid: int) -> bool:
     n = g.node(nid)
+    if n.op == "input":
+        return False
+    if _touches_complex(g, n):
+        return True
     if n.op == "take" and _is_fused_gather(g, nid):
         return False
-    return n.op != "input" and (PRIMS[n.op].kind in ("matmul", "host") or
-                                (n.op in EXTERN_MOVEMENT and not _is_piecewise(n)) or _touches_complex(g, n))
+    return PRIMS[n.op].kind in ("matmul", "host") or (n.op in EXTERN_MOVEMENT and not _is_piecewise(n))
+
+
+COMPLEX_REDUCTIONS = frozenset({"reduce_sum"})     # a complex sum is a sum per part
 
 
 def _touches_complex(g: Graph, n: Any) -> bool:
-    """Kernels have no complex lanes: an op making or reading a complex value runs as a host
-    step through its NumPy reference, so compiled code means what eager code does."""
-    return n.dtype.kind == "c" or any(g.node(i).dtype.kind == "c" for i in n.inputs)
+    """Whether ``n`` makes or reads a complex value that kernels cannot compute: kernels hold a
+    complex value as a pair of float lanes (:mod:`codegen.kir_complex`), for the ops whose
+    every special case there is NumPy's; any other op on complex values is a host step through
+    its NumPy reference, so compiled code means what eager code does."""
+    if not (n.dtype.kind == "c" or any(g.node(i).dtype.kind == "c" for i in n.inputs)):
+        return False
+    return not (n.op in VIEW_OPS or n.op == "constant" or n.op in kir_complex.FUSED_OPS
+                or n.op in COMPLEX_REDUCTIONS)
 
 
 def _is_piecewise(n: Any) -> bool:
@@ -550,10 +567,11 @@ def _chainable(k: Any) -> bool:
 
 def _reads_elsewhere(a: KernelPlan, b: KernelPlan, aliases: dict[int, tuple[int, View]]) -> bool:
     """Whether ``b`` reads a buffer ``a`` writes other than at the point ``a`` writes it."""
-    written = dict(a.outputs)
+    written = set(a.outputs)
+    written_nodes = {node for node, _ in a.outputs}
     for node, view in b.inputs:
-        if node in written:
-            if view != written[node]:
+        if node in written_nodes:
+            if (node, view) not in written:
                 return True
             continue
         while node in aliases:
@@ -566,7 +584,7 @@ def _reads_elsewhere(a: KernelPlan, b: KernelPlan, aliases: dict[int, tuple[int,
 def _chain_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
     """``a`` followed by ``b``, ``b``'s loads of what ``a`` stores replaced by ``a``'s
     expressions for them (computed once per point)."""
-    stored = {node: st.expr for (node, _), st in zip(a.outputs, _stores_by_output(a.kernel))}
+    stored = {out: st.expr for out, st in zip(a.outputs, _stores_by_output(a.kernel))}
     return _join_kernels(a, b, stored)
 
 
@@ -581,17 +599,17 @@ def _concat_kernels(a: KernelPlan, b: KernelPlan) -> KernelPlan:
     return _join_kernels(a, b, {})
 
 
-def _join_kernels(a: KernelPlan, b: KernelPlan, stored: dict[int, kir.Expr]) -> KernelPlan:
-    """``a``'s stages then ``b``'s over one launch, operands shared; ``b``'s loads of a node in
-    ``stored`` become that expression instead."""
+def _join_kernels(a: KernelPlan, b: KernelPlan, stored: dict[tuple[int, View], kir.Expr]) -> KernelPlan:
+    """``a``'s stages then ``b``'s over one launch, operands shared; ``b``'s loads of a (node,
+    view) in ``stored`` become that expression instead."""
     inputs = list(a.inputs)
     n_a = len(a.inputs)
     raw = list(a.space_strides[:n_a])
     replace: dict[int, kir.Expr] = {}
     remap: dict[int, int] = {}
     for i, operand in enumerate(b.inputs):
-        if operand[0] in stored:
-            replace[i] = stored[operand[0]]
+        if operand in stored:
+            replace[i] = stored[operand]
             continue
         if operand not in inputs:
             inputs.append(operand)
@@ -766,25 +784,40 @@ class KernelBuilder:
         stages: list[Any] = []
         outputs: list[tuple[int, View]] = []
         for r in absorbed:
-            self.stage_of[r] = len(stages)
-            rn_ = g.node(r)
-            expr = self.expr(rn_.inputs[0], ())
-            stages.append(kir.Reduce(REDUCTIONS[rn_.op], expr, self._reduce_dtype(r)))
+            self._reduce_stage(r, stages)
             self.members.add(r)      # (if r is also stored, its own kernel stores it: one producer each)
         if rn.op in REDUCTIONS:
-            self.stage_of[root] = len(stages)
-            expr = self.expr(rn.inputs[0], ())
-            stages.append(kir.Reduce(REDUCTIONS[rn.op], expr, self._reduce_dtype(root)))
-            outputs.append((root, self._reduced_view(root)))
-            stages.append(kir.Store(len(outputs) - 1, kir.Acc(self.stage_of[root]), False))
+            self._reduce_stage(root, stages)
+            self._store(root, self._reduced_view(root), self._acc(root), False, stages, outputs)
         else:
             # with a prefix, the root is an epilogue stored once per outer point
             view = _apply_path(View.contiguous(rn.shape), prefix)
-            outputs.append((root, self._iter_view(view)))
             over = self.n_reduce > 0 and not prefix
-            stages.append(kir.Store(len(outputs) - 1, self.expr(root, prefix), over))
+            self._store(root, self._iter_view(view), self.expr(root, prefix), over, stages, outputs)
         self.members.add(root)
         return self._finish(stages, outputs)
+
+    def _reduce_stage(self, r: int, stages: list) -> None:
+        """The stage(s) folding reduction ``r``'s input: one per part of a complex value."""
+        self.stage_of[r] = len(stages)
+        op, dtype = REDUCTIONS[self.g.node(r).op], self._reduce_dtype(r)
+        expr = self.expr(self.g.node(r).inputs[0], ())
+        stages.extend(kir.Reduce(op, e, dtype) for e in (expr if isinstance(expr, Pair) else (expr,)))
+
+    def _acc(self, r: int) -> kir.Expr | Pair:
+        """Reduction ``r``'s result at the current outer point."""
+        s = self.stage_of[r]
+        return Pair(kir.Acc(s), kir.Acc(s + 1)) if self.g.node(r).dtype.kind == "c" else kir.Acc(s)
+
+    @staticmethod
+    def _store(node: int, view: View, expr: kir.Expr | Pair, over: bool, stages: list,
+               outputs: list[tuple[int, View]]) -> None:
+        """Store ``expr`` into ``node``'s buffer at ``view`` (a complex pair: each part through
+        its float view of the interleaved memory)."""
+        parts = zip(_part_views(view), expr) if isinstance(expr, Pair) else ((view, expr),)
+        for v, e in parts:
+            outputs.append((node, v))
+            stages.append(kir.Store(len(outputs) - 1, e, over))
 
     def _epilogue(self, root: int) -> tuple[tuple[int, ...], Path, list[int], tuple[int, ...] | None]:
         """Try computing ``root`` from a reduction's result in the reduction's own kernel.
@@ -830,7 +863,7 @@ class KernelBuilder:
         return found
 
     def _reduce_dtype(self, r: int) -> str:
-        return self.g.node(r).dtype.name
+        return kir_complex.lane_dtype(self.g.node(r).dtype.name)
 
     def _absorbable(self, root: int, space: tuple[int, ...], prefix: Path) -> list[int]:
         """Reductions over ``space`` that the root's expression reads broadcast back (topo order)."""
@@ -888,9 +921,12 @@ class KernelBuilder:
         g = self.g
         n = g.node(nid)
         if nid in self.stage_of and self._is_broadcast_back(nid, path, self.space):
-            return kir.Acc(self.stage_of[nid])
+            return self._acc(nid)
         if n.op == "constant":
             u = _inline(n)
+            if u is not None and n.dtype.kind == "c":
+                f = kir_complex.lane_dtype(n.dtype.name)
+                return Pair(kir.Const(u.real, f), kir.Const(u.imag, f))
             if u is not None:
                 return kir.Const(u, n.dtype.name)
         if n.op == "iota":
@@ -921,6 +957,11 @@ class KernelBuilder:
         if prim.kind != "elementwise" or prim.lower is None:
             raise NeedsMaterialization(nid, f"{n.op} cannot be computed inside a kernel")
         args = [self.expr(i, path) for i in n.inputs]
+        if n.dtype.kind == "c" or any(isinstance(a, Pair) for a in args):
+            out = kir_complex.lower(n.op, args, [g.node(i).dtype.name for i in n.inputs], n.dtype.name)
+            if out is None:
+                raise AssertionError(f"{n.op} on complex values has no kernel lowering (a host step)")
+            return out
         params = {k: v for k, v in n.params.items() if k != "dtype"}   # the result dtype is passed as such
         return prim.lower(args, n.dtype.name, **params)
 
@@ -950,6 +991,12 @@ class KernelBuilder:
             failing = _failing_view_op(View.contiguous(self.g.node(nid).shape), path)
             raise NeedsMaterialization(self.g.node(failing).inputs[0],
                                        f"{COPIED}read by reshape %{failing}, which no strides can express")
+        if self.g.node(nid).dtype.kind == "c":
+            re, im = (self._load_view(nid, part) for part in _part_views(v))
+            return Pair(re, im)
+        return self._load_view(nid, v)
+
+    def _load_view(self, nid: int, v: View) -> kir.Load:
         key = (nid, self._iter_view(v))
         if key not in self.loads:
             self.loads[key] = len(self.loads)
@@ -1118,7 +1165,9 @@ class KernelBuilder:
         n_in = len(inputs)
 
         def operand(node: int, v: View) -> kir.Operand:
-            return kir.Operand(g.node(node).dtype.name, tuple(_layout(s) for s in v.strides))
+            # (a complex buffer is read and written through float views of its parts)
+            dtype = kir_complex.lane_dtype(g.node(node).dtype.name)
+            return kir.Operand(dtype, tuple(_layout(s) for s in v.strides))
 
         kernel = kir.Kernel(
             name=f"{g.node(self.root).op}_{self.root}",
@@ -1165,6 +1214,13 @@ def _with_gather_dim(st: Any) -> Any:
     if isinstance(st, kir.Reduce):
         return kir.Reduce(st.op, shift(st.expr), st.dtype)
     return kir.Store(st.output, shift(st.expr), st.over_reduce)
+
+
+def _part_views(v: View) -> tuple[View, View]:
+    """The real and imaginary parts of a view of complex memory, as views of its float lanes
+    (strides and offset in part elements: two per complex element)."""
+    strides = tuple(2 * s for s in v.strides)
+    return View(v.shape, strides, 2 * v.offset), View(v.shape, strides, 2 * v.offset + 1)
 
 
 def _layout(stride: int) -> str:

@@ -122,8 +122,10 @@ def _step_cost(step: rp.Launch | rp.Extern, slot_dtypes: list[str]) -> tuple[str
     """(name, kind, bytes, flops) of a program step."""
     size = [np.dtype(slot_dtypes[v.slot]).itemsize for v in step.inputs + step.outputs]
     if isinstance(step, rp.Launch):
-        moved = sum(touched_bytes(step.shape, v.strides, s)
-                    for v, s in zip(step.inputs + step.outputs, size))
+        # (a launch reads a complex slot as two float operands: operand dtypes count)
+        operands = step.kernel.inputs + step.kernel.outputs
+        moved = sum(touched_bytes(step.shape, v.strides, np.dtype(o.dtype).itemsize)
+                    for v, o in zip(step.inputs + step.outputs, operands))
         return step.kernel.name, "kernel", moved, kernel_flops(step.kernel, step.shape)
     views = step.inputs + step.outputs
     moved = sum(touched_bytes(shp, v.strides, s) for v, shp, s in zip(views, step.shapes, size))

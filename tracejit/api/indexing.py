@@ -167,7 +167,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             f"  at {user_frame()}\nuse tracejit.where(mask, value, x) for a masked update")
     start, stop, step, target, _ = _basic_plan(x.shape, k)
     slice_shape = tuple(len(range(b, e, s)) for b, e, s in zip(start, stop, step))
-    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float)) else
+    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float, complex)) else
                P.constant(np.asarray(value).astype(x.dtype)), x.dtype)    # (wraps as eagerly)
     v = P.broadcast_to(_drop_leading_ones(v, len(target), target), target)
     v = P.reshape(v, shape=slice_shape) if v.shape != slice_shape else v
