@@ -5,13 +5,21 @@ One C-ABI entry per dtype (:data:`codegen.cpu.KERNEL_CFUNCTYPE`)::
     void tj_gemm_<dtype>_v<vector bytes>(int64 start, int64 end, const int64 *shape,
                                          const int64 *strides, void **ptrs)
 
-* ``shape = (M, N, K, split, chunk)``: ``[start, end)`` is a range of columns of C (``split`` 0)
-  or of rows (``split`` 1); ranges are ``chunk`` long except the last, so ``start // chunk``
-  names the range's scratch slot;
+* ``shape = (M, N, K, split, chunk, b_mode)``: ``[start, end)`` is a range of columns of C
+  (``split`` 0) or of rows (``split`` 1); ranges are ``chunk`` long except the last, so
+  ``start // chunk`` names the range's scratch slot;
+* ``b_mode``: where B's packed panels live.  :data:`B_SCRATCH` (0): packed into the range's
+  scratch slot, one block at a time.  :data:`B_PACK` (1): all of B packed into the shared
+  panels at ``ptrs[4]`` (each range its own columns, so only with ``split`` 0 or one range) and
+  used from there.  :data:`B_PACKED` (2): read from ``ptrs[4]`` as an earlier ``B_PACK`` call of
+  the same B, K and N left them, nothing packed.  The shared layout
+  (:func:`shared_b_elements`): K block ``p`` (balanced blocks of <= KC) at element
+  ``p * packed_k(kstep) * round_up(N, NR)``, within it column ``j``'s panel at ``j * packed_k(kc)``;
 * ``strides`` = element strides ``(a_m, a_k, b_k, b_n, c_m, c_n)``, any values (transposed
   views, steps, 0 for broadcasts);
-* ``ptrs = (A, B, C, scratch)``: scratch holds one slot of :attr:`GemmParams.scratch_bytes`
-  per range, 64-byte aligned.
+* ``ptrs = (A, B, C, scratch, shared B panels)``: scratch holds one slot of
+  :attr:`GemmParams.scratch_bytes` per range, 64-byte aligned; the shared panels are 64-byte
+  aligned (null with ``B_SCRATCH``).
 
 Loops (per range): ``jc`` over NC columns, ``pc`` over KC of K (balanced blocks), B's block packed
 into KC x NR panels; ``ic`` over MC rows, A's block packed into MR x KC panels; then the
@@ -37,6 +45,7 @@ from codegen.llvm_loops import FunctionBuilder, function
 from codegen.scalar import I1, I32, I64, const, intrinsic, itemsize, splat, value_type
 
 DTYPES = ("float32", "float64")
+B_SCRATCH, B_PACK, B_PACKED = 0, 1, 2
 # K per packed block: a B micro-panel (KC x NR, KC * 128 bytes with two vectors per row of the
 # tile) stays in L1 while the A panels stream past it.
 KC = 256
@@ -75,6 +84,19 @@ class GemmParams:
         size = itemsize(self.operand_dtype)
         a = -(-self.mc * self.kc * size // 64) * 64
         return a + self.kc * self.nc * size
+
+
+def k_blocks(k: int, kc: int = KC) -> tuple[int, int]:
+    """(count, size) of the balanced K blocks of <= ``kc`` the kernel splits ``k`` into."""
+    count = max(1, -(-k // kc))
+    return count, -(-k // count)
+
+
+def shared_b_elements(p: GemmParams, k: int, n: int) -> int:
+    """Elements of the shared packed panels of a K x N B (``b_mode`` 1 and 2)."""
+    count, size = k_blocks(k, p.kc)
+    packed = size + size % 2 if p.operand else size     # (pairs of k in the bfloat16 kernel)
+    return count * packed * -(-n // p.nr) * p.nr
 
 
 def params(dtype: str, vector_bytes: int | None = None) -> GemmParams:
@@ -310,13 +332,19 @@ class _Gemm:
         start, end, shape_p, strides_p, ptrs_p = fn.args
         e = FunctionBuilder(fn)
         b = e.b
-        m, n, k, split, chunk = [b.load(e.at(shape_p, I64(i))) for i in range(5)]
+        m, n, k, split, chunk, b_mode = [b.load(e.at(shape_p, I64(i))) for i in range(6)]
         strides = [b.load(e.at(strides_p, I64(i))) for i in range(6)]
         a_p, b_p, c_p, scratch = self._pointers(e, ptrs_p, start, chunk)
+        shared = b.bitcast(b.load(e.at(ptrs_p, I64(4))), self.t.as_pointer())
         by_rows = b.icmp_signed("!=", split, I64(0))
         m0, m1 = b.select(by_rows, start, I64(0)), b.select(by_rows, end, m)
         n0, n1 = b.select(by_rows, I64(0), start), b.select(by_rows, n, end)
-        b.call(self.block, [m0, m1, n0, n1, k, *strides, a_p, b_p, c_p, scratch])
+        # a K block's panels in the shared layout: packed_k(kstep) x N rounded up to NR panels
+        k_blocks = e.ceil_div(k, I64(self.p.kc))
+        kstep = e.ceil_div(k, b.select(b.icmp_signed(">", k_blocks, I64(0)), k_blocks, I64(1)))
+        n_panels = b.mul(e.ceil_div(n, I64(self.p.nr)), I64(self.p.nr))
+        block_ld = b.mul(self.packed_k(e, kstep), n_panels)
+        b.call(self.block, [m0, m1, n0, n1, k, *strides, a_p, b_p, c_p, scratch, shared, b_mode, block_ld])
         b.ret_void()
 
     def _batched_entry(self) -> None:
@@ -342,7 +370,8 @@ class _Gemm:
             row = e.at(offsets, b.mul(item, I64(3)))
             a_off, b_off, c_off = [b.load(e.at(row, I64(j))) for j in range(3)]
             b.call(self.block, [I64(0), m, n0, n1, k, *strides, e.at(a_p, a_off), e.at(b_p, b_off),
-                                e.at(c_p, c_off), scratch])
+                                e.at(c_p, c_off), scratch, ir.Constant(self.t.as_pointer(), None),
+                                I64(B_SCRATCH), I64(0)])
         b.ret_void()
 
     def _pointers(self, e: FunctionBuilder, ptrs_p: ir.Value, start: ir.Value, chunk: ir.Value
@@ -356,19 +385,24 @@ class _Gemm:
         return [a_p, b_p, c_p, b.bitcast(scratch, ptr)]
 
     def _block(self) -> ir.Function:
-        """``block(m0, m1, n0, n1, k, a_m, a_k, b_k, b_n, c_m, c_n, A, B, C, scratch)``: rows
-        [m0, m1) x columns [n0, n1) of ``C = A @ B``, packing into ``scratch``."""
+        """``block(m0, m1, n0, n1, k, a_m, a_k, b_k, b_n, c_m, c_n, A, B, C, scratch, shared,
+        b_mode, block_ld)``: rows [m0, m1) x columns [n0, n1) of ``C = A @ B``, packing A into
+        ``scratch`` and B as ``b_mode`` says (see the module's docstring; ``block_ld``: the
+        elements of one K block of the shared panels)."""
         p, t, ct = self.p, self.t, self.ct
         ptr, cptr = t.as_pointer(), ct.as_pointer()
-        fn = function(self.module, f"{p.symbol}_block", [I64] * 11 + [ptr, ptr, cptr, ptr])
-        m0, m1, n0, n1, k, a_m, a_k, b_k, b_n, c_m, c_n, a_p, b_p, c_p, scratch = fn.args
+        fn = function(self.module, f"{p.symbol}_block", [I64] * 11 + [ptr, ptr, cptr, ptr, ptr, I64, I64])
+        m0, m1, n0, n1, k, a_m, a_k, b_k, b_n, c_m, c_n, a_p, b_p, c_p, scratch, shared, b_mode, block_ld \
+            = fn.args
         e = FunctionBuilder(fn)
         b = e.b
         tile = b.alloca(ir.ArrayType(ct, p.mr * p.nr))
         tile.align = 64
         tile = b.bitcast(tile, cptr)
         a_pack = scratch
-        b_pack = e.at(scratch, I64(-(-p.mc * p.kc * self.size // 64) * 64 // self.size))
+        b_scratch = e.at(scratch, I64(-(-p.mc * p.kc * self.size // 64) * 64 // self.size))
+        in_scratch = b.icmp_signed("==", b_mode, I64(B_SCRATCH))
+        packs_b = b.icmp_signed("!=", b_mode, I64(B_PACKED))
         zero = const(p.dtype, 0)
 
         empty_bb, work_bb = fn.append_basic_block("k0"), fn.append_basic_block("work")
@@ -391,9 +425,14 @@ class _Gemm:
                 kp = self.packed_k(e, kc)
                 acc = b.icmp_signed(">", pc, I64(0))
                 b_src = e.at(b_p, b.add(b.mul(pc, b_k), b.mul(jc, b_n)))
-                with e.loop(I64(0), nc, p.nr, "pb", tail=True) as lp:
-                    b.call(self.pack_b, [kc, e.min(I64(p.nr), b.sub(nc, lp.i)), e.at(b_src, b.mul(lp.i, b_n)),
-                                         b_n, b_k, e.at(b_pack, b.mul(lp.i, kp))])
+                # (jc is a multiple of NR: ranges of columns are, and so are NC blocks)
+                shared_at = b.add(b.mul(b.sdiv(pc, kstep), block_ld), b.mul(jc, kp))
+                b_pack = b.select(in_scratch, b_scratch, e.at(shared, shared_at))
+                with b.if_then(packs_b):
+                    with e.loop(I64(0), nc, p.nr, "pb", tail=True) as lp:
+                        b.call(self.pack_b, [kc, e.min(I64(p.nr), b.sub(nc, lp.i)),
+                                             e.at(b_src, b.mul(lp.i, b_n)), b_n, b_k,
+                                             e.at(b_pack, b.mul(lp.i, kp))])
                 with e.loop(m0, m1, p.mc, "ic", tail=True) as lic:
                     ic = lic.i
                     mc = e.min(I64(p.mc), b.sub(m1, ic))

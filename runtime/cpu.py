@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from codegen import cpu_gemm as cpu_gemm_kernel
 from codegen import kir
 from codegen.mathlib import FUNCTIONS as MATH_FUNCTIONS
 from runtime import cpu_gemm, cpu_scatter, worker_pool
@@ -374,6 +375,62 @@ def _prepared_extern(step: Extern, p: Program) -> _PreparedMatmul | _PreparedSca
     return _ExternCall(step, p.slot_dtypes)
 
 
+def _slot_sharers(p: Program) -> dict[int, frozenset[int]]:
+    """Each slot's possible sharers of memory at run time (itself included): the temporaries of
+    one pooled buffer (the buffer plan's aliases).  Inputs bound to one caller's memory are
+    not: an input updated in place that overlaps another is given a private copy."""
+    classes: dict[int, set[int]] = {}
+    for s in range(len(p.slot_nbytes)):
+        classes.setdefault(p.aliases.get(s, s), set()).add(s)
+    return {s: frozenset(c) for c in classes.values() for s in c}
+
+
+def _shared_b_key(prepared: _PreparedMatmul) -> tuple:
+    """What a 2-D product's shared B panels depend on: the kernel's B operand (slot, byte
+    offset), its strides, K, N and the kernel."""
+    call = prepared.call
+    a, b, _ = prepared.operands
+    return ((a if call.swapped else b), call.b_layout)
+
+
+def share_packed_weights(steps: Sequence[Any], p: Program) -> list[np.ndarray]:
+    """Let a program's 2-D products of one B (a weight read by every time step of a recurrence)
+    pack it once per run: the first product after B was last written packs its panels into a
+    buffer of the program's (``B_PACK``), the ones after it read them (``B_PACKED``) until a
+    step writes memory B may share, after which the next product packs again.  A product that
+    cannot fill shared panels (rows split across threads) packs its own.  Returns the buffers,
+    which the program keeps (a call of the program is not re-entrant, so one set suffices)."""
+    sharers = _slot_sharers(p)
+    runs: dict[tuple, list[list[_PreparedMatmul]]] = {}   # key -> runs of products between writes
+    open_runs: dict[tuple, list[_PreparedMatmul]] = {}
+    for step, prepared in zip(p.steps, steps):
+        if type(prepared) is _PreparedMatmul and prepared.call.ranges and prepared.call.has_k:
+            key = _shared_b_key(prepared)
+            run = open_runs.get(key)
+            if run is None and prepared.call.packs_all_of_b:
+                run = open_runs[key] = []
+                runs.setdefault(key, []).append(run)
+            if run is not None:
+                run.append(prepared)
+        written = {t for v in step.outputs for t in sharers[v.slot]}
+        for key in [k for k in open_runs if k[0][0] in written]:
+            del open_runs[key]
+    buffers = []
+    for key_runs in runs.values():
+        shared = [r for r in key_runs if len(r) > 1]
+        if not shared:
+            continue
+        nbytes = shared[0][0].call.shared_b_bytes()
+        buf = np.empty(nbytes + 64, np.uint8)
+        buffers.append(buf)
+        address = (data_address(buf) + 63) // 64 * 64
+        for run in shared:
+            run[0].call.share_b(cpu_gemm_kernel.B_PACK, address)
+            for prepared in run[1:]:
+                prepared.call.share_b(cpu_gemm_kernel.B_PACKED, address)
+    return buffers
+
+
 def _within(view: View, shape: Sequence[int], n_elements: int) -> bool:
     """Do all elements of ``view`` (of ``shape``) lie in [0, n_elements)?"""
     if 0 in shape:
@@ -444,6 +501,7 @@ class CpuProgram:
         cache = cache or default_cache()
         self.steps = [_PreparedLaunch(s, p.slot_dtypes, cache) if isinstance(s, Launch)
                       else _prepared_extern(s, p) for s in p.steps]
+        self._shared_b = share_packed_weights(self.steps, p)
         n_slots = len(p.slot_nbytes)
         scratch = max((s.call.scratch_bytes for s in self.steps if isinstance(s, _PreparedMatmul)), default=0)
         records = [s.native(*worker_pool.Steps.extra_slots(n_slots)) for s in self.steps]

@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from codegen import cpu, cpu_gemm, cpu_gemm_bf16
+from codegen.scalar import itemsize
 from runtime.addresses import data_address, element_strides
 from runtime.kernel_cache import cached_artifact
 from runtime.worker_pool import num_threads
@@ -178,7 +179,11 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None = No
 
 class GemmCall:
     """One GEMM's kernel, shapes, element strides and split, worked out once: :meth:`run` takes
-    the operands' addresses (a program step, or a repeated eager product).  Not re-entrant."""
+    the operands' addresses (a program step, or a repeated eager product).  Not re-entrant.
+
+    B (the kernel's: A when the product runs transposed) is packed per call into scratch,
+    unless :meth:`share_b` points the call at panels shared with other products of the same B
+    (a program's products of one weight, :func:`runtime.cpu.share_packed_weights`)."""
 
     def __init__(self, dtype: str, m: int, n: int, k: int, a_strides: tuple[int, int],
                  b_strides: tuple[int, int], out_strides: tuple[int, int], threads: int | None = None,
@@ -193,12 +198,39 @@ class GemmCall:
         split, chunk, total = plan(m, n, k, p, num_threads() if threads is None else threads)
         self.ranges = [(s, min(s + chunk, total)) for s in range(0, total, chunk)] if m and n else []
         self.fn = kern.fn
+        self.params = p
         self.has_k = k > 0
         self.scratch_bytes = p.scratch_bytes * len(self.ranges)
-        self.shape = (ctypes.c_int64 * 5)(m, n, k, split, chunk)
+        # what fixes the shared panels' layout and content, given the address of B's element [0, 0]
+        self.b_layout = (dtype, vector_bytes, k, n, tuple(b_strides))
+        self.b_mode, self.shared_b = cpu_gemm.B_SCRATCH, 0
+        self.shape = (ctypes.c_int64 * 6)(m, n, k, split, chunk, cpu_gemm.B_SCRATCH)
         self.strides = (ctypes.c_int64 * 6)(*a_strides, *b_strides, *out_strides)
-        self.ptrs = (ctypes.c_uint64 * 4)()
+        self.ptrs = (ctypes.c_uint64 * 5)()
         self.args = tuple(ctypes.addressof(x) for x in (self.shape, self.strides, self.ptrs))
+
+    @property
+    def packs_all_of_b(self) -> bool:
+        """Do this call's ranges pack B's panels between them, each panel once (columns split,
+        or one range), so that it may fill shared panels (``B_PACK``)?"""
+        return bool(self.ranges) and self.has_k and (self.shape[3] == 0 or len(self.ranges) == 1)
+
+    def shared_b_bytes(self) -> int:
+        """Bytes of the shared panels of this call's B."""
+        p = self.params
+        _, _, k, n, _ = self.b_layout
+        return cpu_gemm.shared_b_elements(p, k, n) * itemsize(p.operand_dtype)
+
+    def share_b(self, mode: int, address: int) -> None:
+        """Pack B into (``B_PACK``) or read it from (``B_PACKED``) the shared panels at
+        ``address`` (64-byte aligned, :meth:`shared_b_bytes` long)."""
+        if mode == cpu_gemm.B_PACK and not self.packs_all_of_b:
+            raise ValueError("gemm: only a call whose ranges split C's columns may fill shared panels")
+        if address % 64:
+            raise ValueError("gemm: shared panels must be 64-byte aligned")
+        self.b_mode, self.shared_b = mode, address
+        self.shape[5] = mode
+        self.ptrs[4] = address
 
     def pointer_sources(self, a, b, out, zero, scratch) -> list:
         """What the kernel's pointer array holds, in order, given what A, B and C's pointers
@@ -206,7 +238,8 @@ class GemmCall:
         ``scratch``: the packing scratch's)."""
         if self.swapped:
             a, b = b, a
-        return [a, b, out, scratch] if self.has_k else [zero, zero, out, scratch]
+        shared = (zero[0], zero[1] + self.shared_b)
+        return [a, b, out, scratch, shared] if self.has_k else [zero, zero, out, scratch, shared]
 
     def run(self, a: int, b: int, out: int) -> None:
         """``out = a @ b`` at these addresses (of each operand's element [0, 0])."""

@@ -238,3 +238,24 @@ def test_value_read_through_disjoint_slices_is_computed_by_its_reader(rng):
     z = np.asarray(x) * 2.0 + np.asarray(y) * 3.0 - np.asarray(x) * np.asarray(y)
     want = np.tanh(z[:, :16]) * np.tanh(z[:, 16:32]) + np.tanh(z[:, 32:48]) * np.tanh(z[:, 48:])
     assert_close(tj.jit(gates)(x, y), want, rtol=1e-5, atol=1e-6)
+
+
+def test_readers_collapsing_one_space_differently_are_one_kernel(rng):
+    """An LSTM step: the gates read strided slices of a product (launched over (batch, hidden)),
+    the cell reads the stored gates and its state contiguously (collapsing to batch * hidden
+    elements); the cell is still computed by the gates' kernel, over (batch, hidden)."""
+    x, w, c0 = t(rng, 8, 16), t(rng, 16, 64), t(rng, 8, 16)
+
+    def step(x, w, c0):
+        z = x @ w
+        i, f, g, o = (tj.sigmoid(z[:, 16 * k:16 * (k + 1)]) for k in range(4))
+        c = f * c0 + i * tj.tanh(g)
+        return i, f, g, o, c, o * tj.tanh(c)
+    ks = kernels(step, x, w, c0)
+    assert len(ks) == 1, [(k.name, k.ndim) for k in ks]
+    assert ks[0].ndim == 2
+    z = np.asarray(x).astype(np.float64) @ np.asarray(w)
+    i, f, g, o = (1 / (1 + np.exp(-z[:, 16 * k:16 * (k + 1)])) for k in range(4))
+    c = f * np.asarray(c0) + i * np.tanh(g)
+    for got, want in zip(tj.jit(step)(x, w, c0), (i, f, g, o, c, o * np.tanh(c))):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)

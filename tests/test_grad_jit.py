@@ -1,10 +1,13 @@
 """Functional autodiff (grad, value_and_grad, vjp) eagerly, nested, and traced under jit."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 import tracejit as tj
+from runtime import program as rp
 
 F = tj.nn.functional
 
@@ -179,6 +182,33 @@ def test_lstm_weight_gradients_are_one_matmul_each():
     # forward: the input projection and one hidden product per step; backward: the hidden
     # state's gradient per step but the first, then weight_ih and weight_hh in one product each
     assert kinds["matmul"] == 1 + seq + (seq - 1) + 2, kinds
+    eager = [g.numpy() for g in grads(x)]
+    for got, want in zip(step(x), eager):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_weight_gradient_reads_the_sequences_in_place():
+    """``weight_hh``'s gradient, ``sum_t g_t.T @ h_{t-1}``, leaves out the zero initial state's
+    term and reads the output sequence and the gate gradients' concatenation (made for
+    ``weight_ih``'s product) where they are: no other copy of either; equal to eager."""
+    seq, batch, hidden = 6, 3, 16
+    m = tj.nn.LSTM(8, hidden)
+    x = tj.asarray(np.random.default_rng(1).standard_normal((seq, batch, 8)).astype(np.float32))
+
+    def grads(x):
+        for p in m.parameters():
+            p.grad = None
+        out, _ = m(x)
+        (out * out).mean().backward()
+        return m.weight_hh_l0.grad, m.weight_ih_l0.grad
+    step = tj.jit(grads)
+    program = step.lower(x).entry.executable.program
+    products = [s.shapes[0] for s in program.steps if isinstance(s, rp.Extern) and s.name == "matmul"]
+    assert (4 * hidden, (seq - 1) * batch) in products, products
+    copies = [s.kernel.name for s in program.steps if isinstance(s, rp.Launch) and not s.kernel.n_reduce
+              and math.prod(s.shape) == seq * batch * 4 * hidden]
+    # one kernel writes seq x batch x 4 hidden gate gradients (the concatenation), none more
+    assert len(copies) == 1, copies
     eager = [g.numpy() for g in grads(x)]
     for got, want in zip(step(x), eager):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)

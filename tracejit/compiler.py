@@ -126,15 +126,94 @@ class CompiledProgram:
 
 def _joined(g: Graph, xs: list[int], axis: int) -> int:
     """``concat(xs, axis)`` of 2-D values; transposed views joined as the transpose of their
-    sources joined the other way (the copy then writes and reads rows)."""
+    sources joined the other way (the copy then writes and reads rows); rows a concatenation
+    in the graph already holds in this order, a view of it (no copy)."""
     nodes = [g.node(x) for x in xs]
     if all(n.op == "permute" and n.params["perm"] == (1, 0) for n in nodes):
         inner = _joined(g, [n.inputs[0] for n in nodes], 1 - axis)
         shape = g.node(inner).shape
         return g.add("permute", (inner,), {"perm": (1, 0)}, AVal((shape[1], shape[0]), nodes[0].dtype))
+    if axis == 0:
+        found = _concatenated(g, xs)
+        if found is not None:
+            return _rows_of(g, *found, len(xs))
     shape = list(nodes[0].shape)
     shape[axis] = sum(n.shape[axis] for n in nodes)
     return g.add("concat", tuple(xs), {"axis": axis}, AVal(tuple(shape), nodes[0].dtype))
+
+
+def _is_zero(g: Graph, x: int) -> bool:
+    """Is ``x`` a constant of zeros (through reshapes and broadcasts)?"""
+    n = g.node(x)
+    while n.op in ("reshape", "expand"):
+        n = g.node(n.inputs[0])
+    return n.op == "constant" and not n.params.get("runtime") and not np.any(n.params["value"])
+
+
+def _piece_source(g: Graph, piece: int) -> int:
+    """The 2-D value a concatenation's piece copies: through a reshape to a leading unit dim
+    and an added zero (the pieces of a sum of pads, see :mod:`tracejit.passes`)."""
+    n = g.node(piece)
+    if n.op == "add" and _is_zero(g, n.inputs[1]):
+        piece, n = n.inputs[0], g.node(n.inputs[0])
+    if n.op == "reshape" and len(n.shape) == 3 and n.shape[0] == 1 \
+            and g.node(n.inputs[0]).shape == n.shape[1:]:
+        piece = n.inputs[0]
+    return piece
+
+
+def _concatenations_near(g: Graph, x: int, depth: int = 3) -> list[int]:
+    """Concatenations along dim 0 reading ``x`` within ``depth`` nodes (through a piece's
+    reshape and added zero)."""
+    found, frontier = [], [x]
+    for _ in range(depth):
+        frontier = [u for y in frontier for u in g.users(y)]
+        found += [u for u in frontier if g.node(u).op == "concat" and g.node(u).params["axis"] == 0]
+    return list(dict.fromkeys(found))
+
+
+def _concatenated(g: Graph, xs: list[int]) -> tuple[int, int] | None:
+    """(concatenation, first piece) of one in the graph whose pieces from ``first`` on copy
+    ``xs`` in this order (2-D values of one shape), or None."""
+    shape = g.node(xs[0]).shape
+    if any(g.node(x).shape != shape for x in xs):
+        return None
+    for c in _concatenations_near(g, xs[0]):
+        pieces = g.node(c).inputs
+        if any(g.node(p).shape[-2:] != shape or len(g.node(p).shape) != len(g.node(c).shape) for p in pieces):
+            continue
+        sources = [_piece_source(g, p) for p in pieces]
+        for i in (i for i, src in enumerate(sources) if src == xs[0]):
+            if sources[i:i + len(xs)] == xs:
+                return c, i
+    return None
+
+
+def _rows_of(g: Graph, c: int, first: int, count: int) -> int:
+    """Pieces ``first .. first + count - 1`` of concatenation ``c`` as 2-D rows (a view of it)."""
+    n = g.node(c)
+    rows, cols = n.shape if len(n.shape) == 2 else (n.shape[0] * n.shape[1], n.shape[2])
+    flat = c if len(n.shape) == 2 else \
+        g.add("reshape", (c,), {"shape": (rows, cols)}, AVal((rows, cols), n.dtype))
+    per = rows // len(n.inputs)
+    if count * per == rows:
+        return flat
+    lo, hi = first * per, (first + count) * per
+    return g.add("slice", (flat,), {"start": (lo, 0), "stop": (hi, cols), "step": (1, 1)},
+                 AVal((hi - lo, cols), n.dtype))
+
+
+def _in_concatenation_order(g: Graph, products: list[int]) -> list[int]:
+    """``products`` ordered as a concatenation in the graph holds their left (else right)
+    operands' rows, so that joining them reads that concatenation instead of copying again."""
+    for side in (0, 1):
+        xs = [g.node(p).inputs[side] for p in products]
+        xs = [g.node(x).inputs[0] if g.node(x).op == "permute" else x for x in xs]
+        for c in _concatenations_near(g, xs[0]):
+            position = {_piece_source(g, q): i for i, q in enumerate(g.node(c).inputs)}
+            if all(x in position for x in xs):
+                return [p for _, p in sorted(zip((position[x] for x in xs), products))]
+    return products
 
 
 def _joining_pays(g: Graph, products: list[int]) -> bool:
@@ -154,6 +233,10 @@ def join_summed_products(g: Graph) -> int:
     a pass adding their results (a recurrent layer's weight
     gradient, one product per time step, becomes one product over the sequence).  Like
     :func:`split_reductions`, it reassociates a sum: results differ from eager code in rounding.
+    Products with a zero operand (the initial state's) are left out, and the products are
+    ordered as a concatenation in the graph already holds their operands (the layer's output
+    sequence, its gate gradients), which the joined product then reads in place: those may be
+    the pieces plus zero (a sum of pads'), which differ from them in the sign of zero only.
     """
     count = 0
     for nid in reversed(g.topo()):
@@ -165,8 +248,12 @@ def join_summed_products(g: Graph) -> int:
         leaves = add_tree_leaves(g, nid)
         products = [x for x in leaves if g.node(x).op == "matmul" and len(g.users(x)) == 1
                     and x not in g.outputs and leaves.count(x) == 1]
+        zeros = [x for x in products if any(_is_zero(g, y) for y in g.node(x).inputs)]
+        products = [x for x in products if x not in zeros]
         if len(products) < 2 or not _joining_pays(g, products):
             continue
+        products = _in_concatenation_order(g, products)
+        leaves = [x for x in leaves if x not in zeros]
         a = _joined(g, [g.node(x).inputs[0] for x in products], 1)
         b = _joined(g, [g.node(x).inputs[1] for x in products], 0)
         out = g.add("matmul", (a, b), {}, n.aval)

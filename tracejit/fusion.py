@@ -403,11 +403,22 @@ def _build(g: Graph, order: list[int], materialized: dict[int, str]) -> FusionPl
 
 
 MAX_OPERANDS = 24    # horizontal fusion stops before kernels grow unwieldy
+# vertical fusion's limit on the joined kernel's arrays: an LSTM step's gates (four slices of
+# two projections and of two biases, four outputs) and its cell (six outputs) are 27
+MAX_CHAIN_OPERANDS = 32
 
 
 def _n_arrays(k: KernelPlan) -> int:
     """Operands a kernel walks (a broadcast number, such as a learning rate, is not one)."""
     return sum(1 for _, v in k.inputs if any(v.strides)) + len(k.outputs)
+
+
+def _n_chained_arrays(a: KernelPlan, b: KernelPlan) -> int:
+    """Operands of ``a`` and ``b`` joined vertically: ``b``'s loads of what ``a`` stores are
+    no operands, nor are its inputs ``a`` reads already."""
+    stored = {node for node, _ in a.outputs}
+    extra = {op for op in b.inputs if op[0] not in stored and op not in a.inputs and any(op[1].strides)}
+    return _n_arrays(a) + len(extra) + len(b.outputs)
 
 
 def _step_dag(fp: FusionPlan):
@@ -515,7 +526,10 @@ def _merge_chains(fp: FusionPlan) -> None:
 
     ``b`` joins its producer ``a`` when every buffer of ``a`` it reads it reads pointwise, no
     step between them (``b`` reading another step that reads ``a``) would make a cycle, and no
-    extern step lies between them in the program (as for :func:`_merge_siblings`).
+    extern step lies between them in the program (as for :func:`_merge_siblings`).  Kernels
+    of one space whose operands collapsed it differently (a step's gates, read from strided
+    slices over (batch, hidden), and its cell over batch * hidden contiguous elements) are both
+    launched over the collapse their operands share (:func:`_over_one_shape`).
     """
     pos = [_program_position(fp, k) for k in range(len(fp.steps))]
     externs = sorted(p for p, st in zip(pos, fp.steps) if isinstance(st, ExternPlan))
@@ -533,9 +547,13 @@ def _merge_chains(fp: FusionPlan) -> None:
             continue
         for a in sorted(dag.predecessors(b)):
             sa = steps[a]
-            if not (_chainable(sa) and (sa.shape, sa.space) == (sb.shape, sb.space)):
+            if not (_chainable(sa) and sa.space == sb.space):
                 continue
-            if _n_arrays(sa) + _n_arrays(sb) > MAX_OPERANDS or _reads_elsewhere(sa, sb, fp.aliases):
+            pair = (sa, sb) if sa.shape == sb.shape else _over_one_shape(sa, sb)
+            if pair is None:
+                continue
+            sa, sb_a = pair
+            if _n_chained_arrays(sa, sb_a) > MAX_CHAIN_OPERANDS or _reads_elsewhere(sa, sb_a, fp.aliases):
                 continue
             lo, hi = sorted((pos[a], pos[b]))
             i = bisect.bisect_right(externs, lo)
@@ -543,7 +561,7 @@ def _merge_chains(fp: FusionPlan) -> None:
                 continue
             if any(p != a and (anc[p] >> a) & 1 for p in dag.predecessors(b)):
                 continue                # b also reads a step that reads a: a cycle
-            steps[a] = _chain_kernels(sa, sb)
+            steps[a] = _chain_kernels(sa, sb_a)
             pos[a] = min(pos[a], pos[b])
             # a takes b's place in the step DAG, and in every step's ancestors
             for p in list(dag.predecessors(b)):
@@ -563,6 +581,36 @@ def _merge_chains(fp: FusionPlan) -> None:
 
 def _chainable(k: Any) -> bool:
     return isinstance(k, KernelPlan) and not k.kernel.n_reduce and k.merge
+
+
+def _over_one_shape(a: KernelPlan, b: KernelPlan) -> tuple[KernelPlan, KernelPlan] | None:
+    """``a`` and ``b`` (elementwise, of one uncollapsed space) launched over the collapse of
+    that space all their operands allow, or None when either's strides over it are unknown."""
+    n_a, n_b = len(a.inputs) + len(a.outputs), len(b.inputs) + len(b.outputs)
+    if len(a.space_strides) != n_a or len(b.space_strides) != n_b:
+        return None
+    shape, strides, _ = _collapse(a.space, list(a.space_strides) + list(b.space_strides), 0, merge=True)
+    return _relaunched(a, shape, strides[:n_a]), _relaunched(b, shape, strides[n_a:])
+
+
+def _relaunched(k: KernelPlan, shape: tuple[int, ...], strides: list[tuple[int, ...]]) -> KernelPlan:
+    """Elementwise kernel ``k`` over launch ``shape``, its operands (inputs, then outputs) at
+    ``strides``: its stages name no dim (no index, select by range or gather), so only the
+    operands' layouts change."""
+    if shape == k.shape:
+        return k
+    n_in = len(k.inputs)
+    views = [View(shape, st, v.offset) for (_, v), st in zip(k.inputs + k.outputs, strides)]
+
+    def operand(old: kir.Operand, v: View) -> kir.Operand:
+        return kir.Operand(old.dtype, tuple(_layout(st) for st in v.strides))
+    ops = k.kernel.inputs + k.kernel.outputs
+    kernel = kir.Kernel(k.kernel.name, len(shape), 0,
+                        tuple(operand(o, v) for o, v in zip(ops[:n_in], views[:n_in])),
+                        tuple(operand(o, v) for o, v in zip(ops[n_in:], views[n_in:])), k.kernel.stages)
+    return KernelPlan(kernel, shape, [(node, v) for (node, _), v in zip(k.inputs, views[:n_in])],
+                      [(node, v) for (node, _), v in zip(k.outputs, views[n_in:])], k.members, k.root,
+                      k.space, k.space_strides, 0, k.merge)
 
 
 def _reads_elsewhere(a: KernelPlan, b: KernelPlan, aliases: dict[int, tuple[int, View]]) -> bool:

@@ -259,9 +259,12 @@ def add_tree_leaves(g: Graph, root: int) -> list[int]:
 
 def _rule_sum_of_disjoint_pads(g: Graph, nid: int) -> int | None:
     """``pad(a0) + pad(a1) + ...`` with zero fill, each padded along one axis into disjoint,
-    adjacent ranges -> ``pad(concat(a0, a1, ...)) + 0``: the gradient of slicing a tensor into
-    pieces (an LSTM's time steps, split gates) is one copy, not a sum of many padded copies.
-    The ``+ 0`` keeps the sum's value exactly (it turns -0.0 into +0.0, as adding zeros does)."""
+    adjacent ranges -> ``pad(concat(a0 + 0, a1 + 0, ...))``: the gradient of slicing a tensor
+    into pieces (an LSTM's time steps, split gates) is one copy, not a sum of many padded
+    copies.  The ``+ 0`` keeps the sum's value exactly (it turns -0.0 into +0.0, as adding zeros
+    does); on each piece it is computed by the concatenation's kernel as it copies, where on the
+    concatenation a kernel reading it through a view (a matmul's operand) or reducing it needed
+    one more pass over the whole."""
     n = g.node(nid)
     if n.op != "add":
         return None
@@ -287,11 +290,12 @@ def _rule_sum_of_disjoint_pads(g: Graph, nid: int) -> int | None:
         return None                     # overlapping or apart: a real sum
     start, end = ranges[0][0], ranges[-1][1]
     shape = n.shape[:axis] + (end - start,) + n.shape[axis + 1:]
-    joined = g.add("concat", tuple(r[2] for r in ranges), {"axis": axis}, AVal(shape, n.dtype))
+    pieces = tuple(g.add("add", (r[2], _zeros(g, r[2])), {}, g.node(r[2]).aval) for r in ranges)
+    joined = g.add("concat", pieces, {"axis": axis}, AVal(shape, n.dtype))
     if (start, end) != (0, n.shape[axis]):
         pads = tuple((start, n.shape[axis] - end) if d == axis else (0, 0) for d in range(len(n.shape)))
         joined = g.add("pad", (joined,), {"pads": pads, "value": 0.0}, n.aval)
-    return g.add("add", (joined, _zeros(g, nid)), {}, n.aval)
+    return joined
 
 
 RULES: list[Callable[[Graph, int], int | None]] = [
