@@ -273,8 +273,10 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         a = arg(0)
         x = _for_kind(op.name, a.t)
         out = getattr(tj, op.name)(x)
-        # (|z| of a complex z is a hypot, which kernels approximate as they do exp; sign is z / |z|)
-        approx = a.approx or op.name in UNARY_MATH or (op.name in ("abs", "sign") and _is_complex(a.t))
+        # (|z| of a complex z is a hypot, which kernels approximate as they do exp; sign is z / |z|;
+        # a complex sqrt is no correctly rounded operation: within an ulp or two of glibc's)
+        approx = a.approx or op.name in UNARY_MATH or (
+            op.name in ("abs", "sign", "sqrt") and _is_complex(a.t))
         # known: float64 sin/cos/tan lose accuracy past |x| ~ 1e12 (codegen.mathlib), and so
         # do complex128 exp, exp2, expm1, tanh, sin, cos, sinh and cosh (a sin and cos of a part)
         f64_trig = (op.name in ("sin", "cos", "tan") and out.dtype == tj.float64) or \
@@ -325,7 +327,11 @@ def _apply(op: Op, env: list[Val]) -> Val | None:
         out = fn(x, axis=axis, keepdims=bool(p.get("keepdims")))
         is_float = x.dtype in (tj.float16, tj.float32, tj.float64) or _is_complex(x)
         approx = a.approx or op.name == "mean" or (is_float and op.name in ("sum", "prod"))
-        return Val(out, approx, a.chaotic or (a.approx and op.name in DISCONTINUOUS))
+        # a float16 product of many terms under- or overflows part-way or not depending on the
+        # precision of the running product (NumPy rounds it to float16 at every step)
+        terms = x.size // max(1, out.size)
+        ranged = op.name == "prod" and x.dtype == tj.float16 and terms > 8
+        return Val(out, approx, a.chaotic or ranged or (a.approx and op.name in DISCONTINUOUS))
     if op.kind == "view":
         a = arg(0)
         x = a.t
