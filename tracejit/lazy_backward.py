@@ -85,9 +85,10 @@ def replay_backward(root: Tensor, retain_graph: bool, trace: Any) -> bool:
 
 
 def _plain_backward(root: Tensor) -> bool:
-    """Nothing observes the walk but its results: no hooks, callbacks, checkpoint or autocast."""
+    """Nothing observes the walk but its results: no callbacks, checkpoint or autocast (hooks
+    on the tape's own leaves are checked with the tape)."""
     return (type(root._grad_fn) is Node and root.requires_grad and root.size == 1
-            and not autograd._POST_ACCUMULATE_HOOKS and autograd.node_collector is None
+            and autograd.node_collector is None
             and getattr(autograd._callbacks, "queue", None) is None and not _autocast_stack())
 
 
@@ -143,6 +144,9 @@ def _tape(root: Tensor, trace: Any) -> _Tape | None:
                 edges.append(~k)
         key.append((node.prim.name, tuple(node.params.items()), slot(out),
                     tuple([slot(x) for x in node.inputs]), tuple(edges)))
+    hooked = autograd._POST_ACCUMULATE_HOOKS
+    if hooked and any(id(tensors[k]) in hooked for k in leaves):
+        return None                 # a leaf's hook observes its accumulation: op by op
     key.append(tuple([None if tensors[k].grad is None else slot(tensors[k].grad) for k in leaves]))
     for t in tensors:
         if t._device.type != "cpu" or (t._trace is not None and t._trace is not trace):
