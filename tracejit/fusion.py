@@ -1023,7 +1023,8 @@ class KernelBuilder:
         if known is not None:
             return known
         n = self.g.node(nid)
-        if self.materialized[nid] != "graph output" or n.op not in PRIMS or PRIMS[n.op].kind != "elementwise" \
+        elementwise = n.op in PRIMS and PRIMS[n.op].kind == "elementwise"
+        if self.materialized[nid] != "graph output" or not elementwise \
                 or _is_extern(self.g, nid):       # (a host step: complex round, say)
             again = False
         else:
