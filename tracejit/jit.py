@@ -519,7 +519,8 @@ class CompiledEntry:
             arrays += [c._value for c in tr.captures]
         else:
             arrays = [_leaf_array(x, a, dev) for x, a in zip(leaves, tr.in_avals)]
-            arrays += [None if type(c) is ArgumentGrad else _leaf_array(c, c.aval, dev) for c in tr.captures]
+            arrays += [None if type(c) is ArgumentGrad else
+                       _leaf_array(c.current if type(c) is GradOf else c, c.aval, dev) for c in tr.captures]
         for k, c in self._argument_grads:       # the arguments' own gradients
             g = c.of(leaves)
             arrays[k] = g._value if dev.type == "cpu" else _leaf_array(g, c.aval, dev)
