@@ -16,11 +16,11 @@ tracing would make every later call read that first tensor.  So, for each eager 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import UnsupportedUnderJitError
-from .guards import Guard, ValueGuard
+from .guards import CaptureSource, Guard, ValueGuard
 from .ops import AVal
 from .tensors import Tensor, set_grad_watch
 
@@ -92,23 +92,14 @@ class GradOf:
         return self.owner._grad._value
 
 
-@dataclass
-class GradUpdates:
-    """What a call does to ``.grad`` attributes after its program ran: (tensor, value) for each
-    ``.grad`` the function assigned, ``None`` or the gradient tensor the trace made (the program
-    writes each call's gradient into that tensor, so it is reused from call to call)."""
-    rebinds: list[tuple[Tensor, Any]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.rebinds)
-
-
 def resolve(watch: GradWatch, captures: list[Any], writebacks: list[tuple[Any, int]],
-            where: str) -> tuple[list[Guard], GradUpdates]:
+            where: str) -> tuple[list[Guard], list[tuple[Tensor, Any]]]:
     """Turn the recorded ``.grad`` accesses into guards, per-call captures (``captures`` and
-    ``writebacks`` are edited in place) and per-call ``.grad`` updates."""
+    ``writebacks`` are edited in place) and what each call assigns after its program ran:
+    (tensor, value) for each ``.grad`` the function assigned, ``None`` or the gradient tensor
+    the trace made (the program writes each call's gradient into it, so it is reused)."""
     guards: list[Guard] = []
-    updates = GradUpdates()
+    rebinds: list[tuple[Tensor, Any]] = []
     for acc in watch.accesses.values():
         t = acc.tensor
         if acc.read_first:
@@ -127,9 +118,9 @@ def resolve(watch: GradWatch, captures: list[Any], writebacks: list[tuple[Any, i
             raise UnsupportedUnderJitError(
                 f"jit: a value computed by the traced function was stored in the .grad of a tensor "
                 f"{t._aval} at {where}; assign it outside the function, or return it")
-        updates.rebinds.append((t, final))
+        rebinds.append((t, final))
     _restore(watch)
-    return guards, updates
+    return guards, rebinds
 
 
 def _restore(watch: GradWatch) -> None:
@@ -151,26 +142,16 @@ def _read_at_each_call(owner: Tensor, seen: Tensor, captures: list[Any],
             writebacks[i] = (source or GradOf(owner), k)
 
 
-class ArgumentGrad:
+class ArgumentGrad(CaptureSource):
     """A trace's capture standing for the ``.grad`` of argument ``index`` at each call (the
     trace read the gradient an argument had; the next call's argument has its own)."""
 
-    __slots__ = ("index", "_aval", "_device")
-    requires_grad = False
+    __slots__ = ("index",)
     _value = None           # filled in from the call's arguments (``CompiledEntry.run``)
 
     def __init__(self, index: int, seen: Tensor) -> None:
+        super().__init__(seen._aval, seen._device)
         self.index = index
-        self._aval = seen._aval
-        self._device = seen._device
-
-    @property
-    def aval(self) -> AVal:
-        return self._aval
-
-    @property
-    def device(self) -> Any:
-        return self._device
 
     def of(self, leaves: list[Any]) -> Tensor:
         g = leaves[self.index]._grad

@@ -300,22 +300,16 @@ def first_failing(guards: list[Guard]) -> Guard | None:
 
 # ---------------------------------------------------------------------------- run-time scalars
 
-class ScalarSource:
-    """A Python number read from a container while tracing, fed to the program at every call.
+class CaptureSource:
+    """A trace's capture that is not a tensor but stands for a value read at each call, with the
+    aval and device it had when traced (what the capture guard compares)."""
 
-    It sits in a trace's captures like a tensor: the program reads ``container[key]`` each time
-    it runs, so a learning-rate schedule changes the step without re-tracing.
-    """
+    __slots__ = ("_aval", "_device")
+    requires_grad = False
 
-    __slots__ = ("container", "key", "_aval", "_device", "requires_grad", "_type")
-
-    def __init__(self, container: Any, key: Any, value: Any, aval: AVal, device: Any) -> None:
-        self.container = container
-        self.key = key
+    def __init__(self, aval: AVal, device: Any) -> None:
         self._aval = aval
         self._device = device
-        self.requires_grad = False
-        self._type = type(value)
 
     @property
     def aval(self) -> AVal:
@@ -324,6 +318,22 @@ class ScalarSource:
     @property
     def device(self) -> Any:
         return self._device
+
+
+class ScalarSource(CaptureSource):
+    """A Python number read from a container while tracing, fed to the program at every call.
+
+    It sits in a trace's captures like a tensor: the program reads ``container[key]`` each time
+    it runs, so a learning-rate schedule changes the step without re-tracing.
+    """
+
+    __slots__ = ("container", "key", "_type")
+
+    def __init__(self, container: Any, key: Any, value: Any, aval: AVal, device: Any) -> None:
+        super().__init__(aval, device)
+        self.container = container
+        self.key = key
+        self._type = type(value)
 
     @property
     def _value(self) -> np.ndarray:

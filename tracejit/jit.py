@@ -33,7 +33,7 @@ from .errors import (
     TracejitError,
     UnsupportedUnderJitError,
 )
-from .grad_state import ArgumentGrad, GradOf, GradUpdates, GradWatch
+from .grad_state import ArgumentGrad, GradOf, GradWatch
 from .graph import Graph
 from .guards import (
     CaptureGuard,
@@ -194,7 +194,7 @@ class Traced:
     # (result, root, view ops) for each result that eagerly shares memory with an argument (root:
     # its index among the graph's arguments) or a captured tensor (root: that tensor)
     result_views: list[tuple[int, Any, tuple]] = field(default_factory=list)
-    grad_updates: GradUpdates = field(default_factory=GradUpdates)   # .grad set after each call
+    grad_rebinds: list[tuple[Tensor, Any]] = field(default_factory=list)   # .grad set after each call
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -277,7 +277,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
         arg_grad_outputs.append((i, len(g.outputs)))
         g.outputs.append(node)
     _refuse_aliased_updates([t for t, _ in mutated], trace.captures)
-    grad_guards, grad_updates = grad_state.resolve(watch, trace.captures, writebacks, function_location(fn))
+    grad_guards, grad_rebinds = grad_state.resolve(watch, trace.captures, writebacks, function_location(fn))
     grad_state.argument_grads(argument_grads, trace.captures)
     n_forward = len(g.outputs)
     if joint is not None:
@@ -300,7 +300,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, guards, dynamic, arg_grad_outputs, plan,
-                  function_location(fn), phases, pass_times, views, grad_updates)
+                  function_location(fn), phases, pass_times, views, grad_rebinds)
 
 
 def _host_rng_states() -> tuple:
@@ -481,7 +481,7 @@ class CompiledEntry:
         self._writeback_captures = [(t, k) for t, k in traced.writebacks if isinstance(t, (Tensor, GradOf))]
         # the common case, a single tensor result: its aval is known, no pytree work per call
         plain = traced.grad_plan is None and not traced.arg_grads
-        plain = plain and not (traced.result_views and device.type == "cpu") and not traced.grad_updates
+        plain = plain and not (traced.result_views and device.type == "cpu") and not traced.grad_rebinds
         self._single_out = traced.graph.node(traced.graph.outputs[0]).aval \
             if plain and backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
         self._backward: Any = None       # the compiled backward program, built on first use
@@ -537,9 +537,8 @@ class CompiledEntry:
         for t, k in self._writeback_captures:
             if outs[k] is not t._value:
                 write_back(t, outs[k], dev)
-        if tr.grad_updates:
-            for t, value in tr.grad_updates.rebinds:     # each .grad the function assigned
-                t._grad = value
+        for t, value in tr.grad_rebinds:     # each .grad the function assigned
+            t._grad = value
         if self._single_out is not None:
             return Tensor._new(outs[0], None, -1, self._single_out, dev)
         views = tr.result_views if dev.type == "cpu" else ()
