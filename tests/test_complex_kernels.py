@@ -12,6 +12,7 @@ from conftest import jitted
 
 import tracejit as tj
 from codegen import ptx
+from tests.codegen.cpu_helpers import before_guard_page
 from tracejit import fusion
 
 COMPLEX = [np.complex64, np.complex128]
@@ -399,27 +400,11 @@ def test_eager_complex_ops_on_the_simulated_gpu():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
-def _before_guard_page(shape: tuple[int, ...], dtype) -> tuple[np.ndarray, object]:
-    """An array whose last byte is the last before an unreadable page (as in
-    tests/codegen/test_cpu_reductions.py)."""
-    import ctypes
-    import mmap
-    page = mmap.PAGESIZE
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    pages = -(-nbytes // page)
-    m = mmap.mmap(-1, (pages + 1) * page)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    assert libc.mprotect(base + pages * page, page, 0) == 0     # PROT_NONE
-    return np.frombuffer(m, np.uint8, nbytes, pages * page - nbytes).view(dtype).reshape(shape), m
-
-
 @pytest.mark.parametrize("n", [1, 7, 17, 100])
 def test_complex_parts_stay_inside_their_buffer(n):
     """The imaginary part of the last element is the buffer's last float: masked tails of the
     parts' strided loads read nothing past it (the data ends at a guard page)."""
-    z, keep = _before_guard_page((5, n), np.complex64)
+    z, keep = before_guard_page((5, n), np.complex64)
     z[...] = random_complex(np.random.default_rng(n), (5, n), np.complex64)
     t = tj.asarray(z)
     assert np.shares_memory(np.asarray(t), z)
@@ -440,3 +425,4 @@ def test_a_complex_host_step_returned_and_read_by_a_kernel_is_not_recomputed_the
     x = tj.asarray(np.array([1.6 + 2.4j, -0.5 + 0.5j, 3.49 - 7.5j], np.complex64))
     for e, j in zip(f(x), tj.jit(f)(x)):
         np.testing.assert_allclose(j.numpy(), e.numpy(), rtol=2e-6)
+

@@ -1,6 +1,8 @@
 """Building and running small hand-written kernels against NumPy."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from codegen import kir
@@ -46,3 +48,20 @@ def reduce_kernel(stages: list[kir.Stage], inputs: list[np.ndarray], outputs: li
     k = kir.Kernel("r", len(shape), n_reduce, tuple(operand(a, shape) for a in inputs),
                    tuple(operand(o, shape) for o in outputs), tuple(stages))
     run_kernel(k, shape, inputs, outputs, threads=threads, cache=CACHE)
+
+
+def before_guard_page(shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, object]:
+    """An array whose last byte is the last before an unreadable page: a vector access past
+    the end of the data faults instead of reading a neighbour's memory."""
+    import ctypes
+    import mmap
+    page = mmap.PAGESIZE
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    pages = -(-nbytes // page)
+    m = mmap.mmap(-1, (pages + 1) * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    assert libc.mprotect(base + pages * page, page, 0) == 0     # PROT_NONE
+    arr = np.frombuffer(m, np.uint8, nbytes, pages * page - nbytes).view(dtype).reshape(shape)
+    return arr, m

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cpu_helpers import C, L, op, reduce_kernel
+from cpu_helpers import C, L, before_guard_page, op, reduce_kernel
 
 from codegen import cpu, kir
 
@@ -140,37 +140,20 @@ def test_narrow_column_tiles_with_many_outer_rows():
     np.testing.assert_array_equal(out[:, :, 0], x.max(axis=1))
 
 
-def _before_guard_page(shape: tuple[int, ...], dtype: str) -> tuple[np.ndarray, object]:
-    """An array whose last byte is the last before an unreadable page: a vector access past
-    the end of the data faults instead of reading a neighbour's memory."""
-    import ctypes
-    import mmap
-    page = mmap.PAGESIZE
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    pages = -(-nbytes // page)
-    m = mmap.mmap(-1, (pages + 1) * page)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    assert libc.mprotect(base + pages * page, page, 0) == 0     # PROT_NONE
-    arr = np.frombuffer(m, np.uint8, nbytes, pages * page - nbytes).view(dtype).reshape(shape)
-    return arr, m
-
-
 @pytest.mark.parametrize("n", [1, 10, 17, 63, 100])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int8"])
 def test_row_tails_stay_inside_their_rows(n, dtype):
     """Short rows and row tails run as masked vector steps: every pass of a three-pass row
     kernel (max, sum of exp, normalized store) and an argmax match NumPy, and nothing is read
     or written past the last row (the data ends at a guard page)."""
-    x, keep = _before_guard_page((37, n), dtype)
+    x, keep = before_guard_page((37, n), dtype)
     x[...] = (RNG.standard_normal((37, n)) * 4).astype(dtype)
     if dtype == "int8":
         out = np.empty((37, 1), np.int64)
         reduce_kernel([kir.Reduce("argmax", L(0), "int64"), kir.Store(0, kir.Acc(0))], [x], [out], x.shape, 1)
         np.testing.assert_array_equal(out[:, 0], x.argmax(axis=1))
         return
-    y, keep_y = _before_guard_page((37, n), dtype)
+    y, keep_y = before_guard_page((37, n), dtype)
     stages = [kir.Reduce("max", L(0), dtype),
               kir.Reduce("sum", op("exp", dtype, op("sub", dtype, L(0), kir.Acc(0))), dtype),
               kir.Store(0, op("div", dtype, op("exp", dtype, op("sub", dtype, L(0), kir.Acc(0))), kir.Acc(1)),
