@@ -236,7 +236,15 @@ def _log_abs(x: Expr, y: Expr, f: str) -> Expr:
     near = _op("mul", f, _c(0.5, f), _op("log1p", f, m))
     sq = _op("add", f, hx, hy)
     in_band = _bool("and", _bool("ge", sq, _c(0.5, f)), _bool("le", sq, _c(2.0, f)))
-    return _sel(in_band, near, _op("log", f, _op("hypot", f, x, y)), f)
+    # a subnormal |z| has few significant bits: scale both parts up by 2**(2 k) first, as
+    # sqrt does, and take k * 2 * log(2) off the logarithm
+    k = _SCALE_EXP[f]
+    small_t = _c(2.0 ** _TINY_EXP[f], f)
+    small = _bool("and", _bool("lt", _op("abs", f, x), small_t), _bool("lt", _op("abs", f, y), small_t))
+    up = _sel(small, _c(2.0 ** (2 * k), f), _c(1.0, f), f)
+    far = _op("sub", f, _op("log", f, _op("hypot", f, _op("mul", f, x, up), _op("mul", f, y, up))),
+              _sel(small, _c(2 * k * math.log(2.0), f), _c(0.0, f), f))
+    return _sel(in_band, near, far, f)
 
 
 def log(a: Pair, f: str) -> Pair:

@@ -814,6 +814,11 @@ def _atan2(m: _Math, y, x):
     huge = m.gt(den, m.k(1e37, 1e307))
     num = m.sel(huge, m.mul(num, m.c(0.25)), num)
     den = m.sel(huge, m.mul(den, m.c(0.25)), den)
+    # subnormal operands: scaled up (exactly) first, else the reduction's comparison below
+    # rounds to a multiple of the smallest subnormal and picks the wrong interval
+    tiny = m.lt(den, m.k(2.0 ** -100, 2.0 ** -1000))
+    up = m.sel(tiny, m.k(2.0 ** 100, 2.0 ** 1000), m.c(1.0))
+    num, den = m.mul(num, up), m.mul(den, up)
     mid = m.gt(num, m.mul(den, m.c(0.4142135623730950)))
     t = m.div(m.sel(mid, m.sub(num, den), num), m.sel(mid, m.add(num, den), den))
     pio4 = _sel_k(m, _PIO4)

@@ -426,3 +426,13 @@ def test_a_complex_host_step_returned_and_read_by_a_kernel_is_not_recomputed_the
     for e, j in zip(f(x), tj.jit(f)(x)):
         np.testing.assert_allclose(j.numpy(), e.numpy(), rtol=2e-6)
 
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_log_of_subnormal_parts(dtype):
+    """``log |z|`` of a subnormal ``z`` and ``atan2`` of subnormal parts: scaled up first (the
+    modulus alone has too few bits; the angle's interval test rounds to the smallest step)."""
+    tiny = np.finfo(np.float32 if dtype == np.complex64 else np.float64).smallest_subnormal
+    parts = np.array([1, 2, 3, 4, 7, 1000, 12345], dtype=np.float64) * float(tiny)
+    re, im = np.meshgrid(parts, parts)
+    z = (re + 1j * im).ravel().astype(dtype)
+    check(tj.log, np.log, z, ulps=4)

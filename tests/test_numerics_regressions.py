@@ -94,3 +94,15 @@ def test_output_that_is_a_broadcast_run_time_constant():
     def f(x):
         return x, tj.broadcast_to(tj.ones((1,)) * 3.7, (2,))
     np.testing.assert_array_equal(tj.jit(f)(tj.ones(2))[1].numpy(), f(tj.ones(2))[1].numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_atan2_of_subnormal_operands(dtype):
+    """Both operands subnormal: the kernel scales them up before reducing ``y / x`` (its
+    interval test rounded to the smallest subnormal and took atan(0.5) 9 ulp off)."""
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    y = np.array([2, 1, 3, 7, -5], dtype=np.float64) * tiny
+    x = np.array([4, 3, 8, 2, 6], dtype=np.float64) * tiny
+    y, x = y.astype(dtype), x.astype(dtype)
+    got = tj.jit(tj.atan2)(tj.asarray(y), tj.asarray(x)).numpy()
+    np.testing.assert_allclose(got, np.arctan2(y, x), rtol=4 * np.finfo(dtype).eps)
