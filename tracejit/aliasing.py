@@ -14,6 +14,7 @@ copy stay there); broadcast views are read-only (a write raises, as NumPy does).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -124,12 +125,21 @@ class Aliasing:
 
     def note_view(self, op: str, params: dict[str, Any], x: Any, out: Any) -> None:
         """``out = op(x)`` was recorded: remember ``out`` as a view when NumPy would make one."""
+        self.note_views(((op, params, out.shape),), x, out)
+
+    def note_views(self, ops: Sequence[tuple[str, dict[str, Any], tuple[int, ...]]], x: Any,
+                   out: Any) -> None:
+        """``out`` is ``x`` through the view ``ops`` (op, params, result shape) in turn: remember
+        it as a view when NumPy would make each of them one."""
         base = self.views.get(id(x))
         root, chain = (base.root, base.chain) if base else (x, ())
-        layout = (base.layout if base else self.root_layout(x)).apply(op, params, out.shape)
-        if layout is None:
-            return                          # a copy: writes into it stay in it
-        self.views[id(out)] = View(out, root, chain + ((op, params),), layout, self.versions.get(id(root), 0))
+        layout = base.layout if base else self.root_layout(x)
+        for op, params, shape in ops:
+            layout = layout.apply(op, params, shape)
+            if layout is None:
+                return                      # a copy: writes into it stay in it
+        chain += tuple([(op, params) for op, params, _ in ops])
+        self.views[id(out)] = View(out, root, chain, layout, self.versions.get(id(root), 0))
 
     def current_node(self, t: Any, node_of: Any) -> None:
         """Re-derive ``t``'s node from its root if the root was written since (call before reading it)."""

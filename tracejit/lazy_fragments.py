@@ -95,10 +95,11 @@ class FragmentTrace(LazyTrace):
         self._read_values[where] = out
         return out
 
-    def fragment(self, given: list[Tensor], results: list[Tensor] = ()) -> Fragment:
+    def fragment(self, given: list[Tensor], results: list[Tensor] = (), checks: bool = False) -> Fragment:
         """What was recorded, as a fragment; ``given`` are the placeholders, whose last values
-        are its outputs, and ``results`` the values it returns (tensors of this trace)."""
-        if self.mutated or self._checks or self.device not in (None, CPU):
+        are its outputs, and ``results`` the values it returns (tensors of this trace).
+        ``checks``: the caller keeps the data checks (``refs`` maps each node to its reference)."""
+        if self.mutated or (self._checks and not checks) or self.device not in (None, CPU):
             raise Unreplayable("the computation writes a tensor it was not given, or checks data")
         captured = {self._captured[id(c)]: c for c in self.captures}
         constants: list[Tensor] = []
@@ -120,6 +121,7 @@ class FragmentTrace(LazyTrace):
                 slot = len(self._slots) + len(constants)
                 constants.append(c)
             refs[nid] = ~slot
+        self.refs = refs
         outputs = tuple((k, refs[t._node]) for k, t in enumerate(given) if refs[t._node] != ~k)
         if any(t._trace is not self for t in results):
             raise Unreplayable("a result that is not a value of the computation")

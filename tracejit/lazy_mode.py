@@ -318,18 +318,10 @@ class LazyTrace(Trace):
         are, its outputs written into the tensors they stand for; returns its results. None
         (nothing recorded) where it writes tensors that share memory, which the op-by-op
         recording orders and this does not."""
-        if not self._splices(tensors, fragment.outputs):
+        appended = self.append_fragment(fragment, tensors, numbers)
+        if appended is None:
             return None
-        if self.device is not None and self.device != CPU:
-            self.flush()                # the pending graph runs on one device: run it first
-        inputs = [self.node_of(t) for t in tensors]
-        constant = PRIMS["constant"]
-        for v, aval in zip(numbers, fragment.number_avals):
-            number = self.record(constant, (), {"value": np.asarray(v, aval.dtype), "runtime": True}, aval)
-            inputs.append(self.node_of(number))
-        inputs += [self.node_of(c) for c in fragment.constants]
-        base = self.graph.extend(fragment, inputs)
-        self.device = CPU
+        base, inputs = appended
         for slot, ref in fragment.outputs:
             target = tensors[slot]
             self.assign(target, Tensor._new(None, self, base + ref if ref >= 0 else inputs[~ref],
@@ -343,6 +335,24 @@ class LazyTrace(Trace):
         if len(self.graph.key) > self.max_nodes:
             self.flush()
         return results
+
+    def append_fragment(self, fragment: Fragment, tensors: list[Tensor],
+                        numbers: list[Any]) -> tuple[int, list[int]] | None:
+        """Append ``fragment``'s ops reading ``tensors`` and ``numbers``: (the node of its op 0,
+        the node of each of its slots), or None where :meth:`splice` must not (see there)."""
+        if not self._splices(tensors, fragment.outputs):
+            return None
+        if self.device is not None and self.device != CPU:
+            self.flush()                # the pending graph runs on one device: run it first
+        inputs = [self.node_of(t) for t in tensors]
+        constant = PRIMS["constant"]
+        for v, aval in zip(numbers, fragment.number_avals):
+            number = self.record(constant, (), {"value": np.asarray(v, aval.dtype), "runtime": True}, aval)
+            inputs.append(self.node_of(number))
+        inputs += [self.node_of(c) for c in fragment.constants]
+        base = self.graph.extend(fragment, inputs)
+        self.device = CPU
+        return base, inputs
 
     def _splices(self, tensors: list[Tensor], writes: Any) -> bool:
         """Whether ``tensors`` are distinct host tensors (eager or pending here) and, where a

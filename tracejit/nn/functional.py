@@ -16,6 +16,7 @@ from .. import dtypes as dt
 from .. import prims as P
 from .. import random as R
 from ..autocast import autocast_dtype
+from ..lazy_composites import replayable
 from ..tensors import Tensor
 
 __all__ = ["relu", "gelu", "sigmoid", "silu", "softmax", "log_softmax", "logsumexp", "layer_norm",
@@ -49,6 +50,7 @@ def relu(x: Tensor) -> Tensor:
     return A.maximum(x, 0)
 
 
+@replayable
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit: ``x * Phi(x)``; ``approximate="tanh"`` uses the tanh form."""
     x = _float(x)
@@ -72,6 +74,7 @@ def silu(x: Tensor) -> Tensor:
     return x * sigmoid(x)
 
 
+@replayable
 def logsumexp(x: Tensor, axis: int = -1, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
     """``log(sum(exp(x)))`` along ``axis``, computed with the max subtracted for stability."""
     x = _float(x)
@@ -81,6 +84,7 @@ def logsumexp(x: Tensor, axis: int = -1, keepdims: bool = False, *, dim: int | N
     return out if keepdims else A.squeeze(out, axis=ax)
 
 
+@replayable
 def softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``axis`` (max-shifted)."""
     x = _float(x)
@@ -89,6 +93,7 @@ def softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
     return e / A.sum(e, axis=ax, keepdims=True)
 
 
+@replayable
 def log_softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
     """``x - logsumexp(x)`` along ``axis``."""
     x = _float(x)
@@ -96,6 +101,7 @@ def log_softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
     return x - logsumexp(x, ax, keepdims=True)
 
 
+@replayable
 def layer_norm(x: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalize over the trailing ``normalized_shape`` dims (biased variance), then scale and shift."""

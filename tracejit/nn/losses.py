@@ -15,6 +15,7 @@ from typing import Any
 from .. import api as A
 from .. import dtypes as dt
 from .. import prims as P
+from ..lazy_composites import replayable
 from ..tensors import Tensor
 from ..tracing import current_trace
 from .functional import _float, _one_hot, log_softmax
@@ -106,6 +107,7 @@ def _nll_from_logp(logp: Tensor, target: Tensor, weight: Tensor | None, ignore_i
     return A.sum(loss) if reduction == "sum" else loss
 
 
+@replayable
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, *,  # noqa: A002
              ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of integer labels given log-probabilities ``input`` (class dim 1,
@@ -118,6 +120,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, *,  # 
     return _nll_from_logp(input, target, weight, ignore_index, reduction, 0.0, "nll_loss")
 
 
+@replayable
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *,  # noqa: A002
                   ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy of logits ``input`` (class dim 1, or 0 for 1-D input) against integer labels
@@ -144,6 +147,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *
     return _reduce(-A.sum(probs * logp, axis=-1), reduction, "cross_entropy")
 
 
+@replayable
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *,  # noqa: A002
                          reduction: str = "mean") -> Tensor:
     """``-w * (y log x + (1 - y) log(1 - x))`` of probabilities ``input``, each log clamped to
@@ -163,6 +167,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     return _reduce(loss, reduction, "binary_cross_entropy")
 
 
+@replayable
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None, *,  # noqa: A002
                                      reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
     """Binary cross-entropy of ``sigmoid(input)`` computed from the logits without overflow;
@@ -180,17 +185,20 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 
+@replayable
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
     """Mean (or sum, or elementwise) squared error."""
     d = A.subtract(input, target)
     return _reduce(d * d, reduction, "mse_loss")
 
 
+@replayable
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
     """Mean (or sum, or elementwise) absolute error."""
     return _reduce(A.abs(A.subtract(input, target)), reduction, "l1_loss")
 
 
+@replayable
 def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
     """``0.5 d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``beta=0``: L1)."""
     if beta < 0:
@@ -202,6 +210,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta:
     return _reduce(A.where(ad < beta, d * d * (0.5 / beta), ad - 0.5 * beta), reduction, "smooth_l1_loss")
 
 
+@replayable
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0) -> Tensor:  # noqa: A002
     """``0.5 d**2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``."""
     if delta <= 0:
@@ -211,6 +220,7 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: fl
     return _reduce(A.where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta), reduction, "huber_loss")
 
 
+@replayable
 def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False) -> Tensor:  # noqa: A002
     """KL divergence ``target * (log target - input)`` for log-probabilities ``input``; with
     ``log_target`` the target is a log-probability too.  ``batchmean`` divides the sum by the
