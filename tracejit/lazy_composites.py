@@ -246,19 +246,19 @@ def _splice(rec: _Recorded, trace: Any, tensors: list[Tensor]) -> Any:
     if appended is None:
         return _REFUSED
     base, inputs = appended
-    key = trace.graph.key
+    ops = rec.fragment.ops
     live = trace._live
     made: dict[int, Tensor] = {}
     for ref, (weak, requires_grad) in zip(rec.values, rec.flags):
-        t = made[ref] = Tensor._new(None, trace, base + ref, key[base + ref][3], CPU)
+        t = made[ref] = Tensor._new(None, trace, base + ref, ops[ref][3], CPU)
         t._weak, t.requires_grad = weak, requires_grad
     slots = list(tensors) + [None] * len(rec.fragment.number_avals) + list(rec.fragment.constants)
     aliasing = trace.aliasing
     views = aliasing.views
     viewed = set()
-    for k, root, ops in rec.views:      # as op-by-op recording would note each (see LazyTrace._record)
+    for k, root, chain in rec.views:    # as op-by-op recording would note each (see LazyTrace._record)
         out = made[rec.values[k]]
-        aliasing.note_views(ops, made[root] if root >= 0 else slots[~root], out)
+        aliasing.note_views(chain, made[root] if root >= 0 else slots[~root], out)
         view = views.get(id(out))
         if view is not None:
             view.tensor = None
@@ -270,7 +270,7 @@ def _splice(rec: _Recorded, trace: Any, tensors: list[Tensor]) -> Any:
     for ref in rec.checks:
         t = made.get(ref)
         if t is None:
-            t = made[ref] = Tensor._new(None, trace, base + ref, key[base + ref][3], CPU)
+            t = made[ref] = Tensor._new(None, trace, base + ref, ops[ref][3], CPU)
             live.append(weakref.ref(t))
         trace._checks.append(t)
     nodes: list[Node] = []
@@ -283,7 +283,7 @@ def _splice(rec: _Recorded, trace: Any, tensors: list[Tensor]) -> Any:
         n._out = weakref.ref(out)
         out._grad_fn = n
         nodes.append(n)
-    if len(key) > trace.max_nodes:
+    if len(trace.graph) > trace.max_nodes:
         trace.flush()
     outs = [made[rec.values[k]] for k in rec.results]
     return outs[0] if rec.single else tuple(outs)

@@ -38,6 +38,9 @@ class Fragment(NamedTuple):
     constants: tuple[Tensor, ...]       # eager numbers the computation made (read as inputs)
     outputs: tuple[tuple[int, int], ...]    # (tensor slot, reference of its new value)
     results: tuple[int, ...] = ()           # references of the values it returns
+    # its identity in a recording's structural key (compared by identity: cheap to hash, and
+    # a cached program's key keeps it alive)
+    token: object = None
 
 
 class StateRead(NamedTuple):
@@ -106,7 +109,7 @@ class FragmentTrace(LazyTrace):
         refs: dict[int, int] = {}
         ops: list[tuple] = []
         params: list[dict[str, Any]] = []
-        for nid, (entry, prm) in enumerate(zip(self.graph.key, self.graph.params)):
+        for nid, (entry, prm) in enumerate(zip(self.graph.entries(), self.graph.params)):
             op, inputs, items, aval = entry
             if op != "input":
                 refs[nid] = len(ops)
@@ -126,4 +129,4 @@ class FragmentTrace(LazyTrace):
         if any(t._trace is not self for t in results):
             raise Unreplayable("a result that is not a value of the computation")
         return Fragment(tuple(ops), tuple(params), tuple(self._number_avals), tuple(constants), outputs,
-                        tuple([refs[t._node] for t in results]))
+                        tuple([refs[t._node] for t in results]), object())

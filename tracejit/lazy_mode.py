@@ -69,11 +69,13 @@ class Recording:
     It answers what tracing and views ask of a :class:`~tracejit.graph.Graph` while recording
     (``add``, ``add_input``, ``node``); the networkx graph is built only when a flush misses
     the cache (:meth:`to_graph`), so a replayed step pays for a list append per op. The key's
-    entries are the ops themselves (no ``Node`` is made unless asked for).
+    entries are the ops themselves (no ``Node`` is made unless asked for); a spliced fragment is
+    one entry (its identity and the nodes it reads), its ops resolved only when asked for.
     """
 
     def __init__(self) -> None:
-        self.key: list[tuple] = []      # per op: (op, input ids, params as items, aval)
+        self.key: list[tuple] = []      # per op: (op, input ids, params as items, aval); per splice one
+        self.ops: list[Any] = []        # per node: its key entry, or the _Splice it is an op of
         self.params: list[dict[str, Any]] = []
         self.sources: dict[int, str] = {}   # the ops recorded with a source line
         self.inputs: list[int] = []
@@ -81,7 +83,7 @@ class Recording:
         self.default_source = ""
 
     def add(self, op: str, inputs: Any, params: dict[str, Any], aval: AVal, source: str | None = None) -> int:
-        nid = len(self.key)
+        nid = len(self.ops)
         inputs = tuple(inputs)
         # (params: the fresh keyword dict of one bind, or a view's own; not shared with a caller)
         self.params.append(params)
@@ -89,19 +91,34 @@ class Recording:
         if source:
             self.sources[nid] = source
         # params as items (hashed once, when the flush looks the key up); a constant's array by content
-        self.key.append((op, inputs, (freeze(params) if "value" in params else tuple(params.items()))
-                         if params else (), aval))
+        entry = (op, inputs, (freeze(params) if "value" in params else tuple(params.items()))
+                 if params else (), aval)
+        self.key.append(entry)
+        self.ops.append(entry)
         return nid
 
     def extend(self, fragment: Fragment, inputs: list[int]) -> int:
         """Append ``fragment``'s ops, reading ``inputs`` where it reads its inputs; returns the
         node of its first op (op ``k`` of the fragment is node ``base + k``)."""
-        base = len(self.key)
-        key = self.key
-        for op, refs, items, aval in fragment.ops:
-            key.append((op, tuple([base + r if r >= 0 else inputs[~r] for r in refs]), items, aval))
+        base = len(self.ops)
+        splice = _Splice(fragment, base, tuple(inputs))
+        self.key.append((fragment.token, splice.inputs))
+        self.ops.extend([splice] * len(fragment.ops))
         self.params.extend(fragment.params)
         return base
+
+    def entry(self, nid: int) -> tuple:
+        """Node ``nid`` as (op, input ids, params as items, aval)."""
+        e = self.ops[nid]
+        return e.entry(nid) if type(e) is _Splice else e
+
+    def aval(self, nid: int) -> AVal:
+        e = self.ops[nid]
+        return e.fragment.ops[nid - e.base][3] if type(e) is _Splice else e[3]
+
+    def entries(self) -> Iterator[tuple]:
+        for nid in range(len(self.ops)):
+            yield self.entry(nid)
 
     def structure_key(self) -> tuple:
         """The recorded ops as one hashable tuple (params that do not hash are frozen)."""
@@ -109,7 +126,7 @@ class Recording:
         try:
             hash(key)
         except TypeError:           # an unhashable param (a list): frozen, as rarely as that happens
-            key = tuple((op, inputs, freeze(dict(items)), aval) for op, inputs, items, aval in key)
+            key = tuple(e if len(e) == 2 else (e[0], e[1], freeze(dict(e[2])), e[3]) for e in key)
         return key
 
     def add_input(self, aval: AVal, name: str = "") -> int:
@@ -118,26 +135,38 @@ class Recording:
         return nid
 
     def node(self, nid: int) -> Node:
-        op, inputs, _, aval = self.key[nid]
+        op, inputs, _, aval = self.entry(nid)
         return Node(op, inputs, self.params[nid], aval, self.sources.get(nid, ""))
 
     def __contains__(self, nid: int) -> bool:
-        return 0 <= nid < len(self.key)
+        return 0 <= nid < len(self.ops)
 
     def __len__(self) -> int:
-        return len(self.key)
+        return len(self.ops)
 
     def to_graph(self) -> Graph:
         g = Graph()
         sources = self.sources
-        for nid, ((op, inputs, _, aval), params) in enumerate(zip(self.key, self.params)):
+        for nid, ((op, inputs, _, aval), params) in enumerate(zip(self.entries(), self.params)):
             g.g.add_node(nid, node=Node(op, inputs, dict(params), aval, sources.get(nid, "")))
             for i in inputs:
                 g.g.add_edge(i, nid)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        g._ids = itertools.count(len(self.key))
+        g._ids = itertools.count(len(self.ops))
         return g
+
+
+class _Splice(NamedTuple):
+    """A fragment's ops in a recording, from node ``base``, reading ``inputs`` for its slots."""
+    fragment: Fragment
+    base: int
+    inputs: tuple[int, ...]
+
+    def entry(self, nid: int) -> tuple:
+        op, refs, items, aval = self.fragment.ops[nid - self.base]
+        base, inputs = self.base, self.inputs
+        return op, tuple([base + r if r >= 0 else inputs[~r] for r in refs]), items, aval
 
 
 class LazyTrace(Trace):
@@ -255,7 +284,7 @@ class LazyTrace(Trace):
         return self._record(PRIMS["expand"], (x,), {"shape": shape}, AVal(shape, dtype), view=False)
 
     def _bounded(self, out: Tensor) -> Tensor:
-        if len(self.graph.key) > self.max_nodes:
+        if len(self.graph) > self.max_nodes:
             self.flush()
         return out
 
@@ -329,10 +358,10 @@ class LazyTrace(Trace):
         results = []
         for ref in fragment.results:
             nid = base + ref if ref >= 0 else inputs[~ref]
-            out = Tensor._new(None, self, nid, self.graph.key[nid][3], CPU)
+            out = Tensor._new(None, self, nid, self.graph.aval(nid), CPU)
             self._live.append(weakref.ref(out))
             results.append(out)
-        if len(self.graph.key) > self.max_nodes:
+        if len(self.graph) > self.max_nodes:
             self.flush()
         return results
 
