@@ -437,21 +437,25 @@ def _arguments_device(name: str, leaves: list[Any]) -> Device | None:
     return next(iter(devices), None)
 
 
-def _pins_device(capture: Any) -> bool:
+def _pins_device(capture: Any, declared: bool) -> bool:
     """Whether a captured value decides the program's device: a tensor, unless it is a number on
-    the host (a GPU op reads one from the host eagerly too) or a random generator's state (host
-    memory by design).  Run-time numbers and gradients read per call follow the program."""
+    the host (a GPU op reads one from the host eagerly too), a random generator's state (host
+    memory by design) or, for a ``declared`` target, any host tensor (uploaded at each call).
+    Run-time numbers and gradients read per call follow the program."""
     if not isinstance(capture, Tensor):
         return False
     if capture._device.type != "cpu":
         return True
-    return not is_host_number(capture._value) and not is_generator_state(capture)
+    return not (declared or is_host_number(capture._value) or is_generator_state(capture))
 
 
-def _program_device(name: str, arguments: Device | None, captures: list[Any]) -> Device:
+def _program_device(name: str, arguments: Device | None, captures: list[Any],
+                    declared: bool = False) -> Device:
     """The device a trace's program runs on: that of its tensor arguments and of the captured
-    tensors it read (the CPU when there are none); they must share one, as an eager op's do."""
-    pinned = [c for c in captures if _pins_device(c)]
+    tensors it read (the CPU when there are none); they must share one, as an eager op's do.
+    ``declared``: the arguments are specs, a target to compile for (export compiles a model's
+    host parameters into a GPU program)."""
+    pinned = [c for c in captures if _pins_device(c, declared)]
     devices = {c._device for c in pinned} | ({arguments} if arguments is not None else set())
     if len(devices) <= 1:
         return next(iter(devices), CPU)
@@ -739,7 +743,8 @@ class Jitted:
                     key = self._key(leaves, treedef, static_key, backend, grad_mode)
                     traced = trace_function(self.fn, leaves, treedef, static, grad_mode, True)
                 t1 = time.perf_counter()
-                device = _program_device(self.__name__, arguments_device, traced.captures)
+                declared = any(isinstance(x, Spec) for x in leaves)
+                device = _program_device(self.__name__, arguments_device, traced.captures, declared)
                 entry = CompiledEntry(traced, backend, device)
                 entry.name = self.__name__
                 log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",

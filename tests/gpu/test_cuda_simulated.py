@@ -290,3 +290,14 @@ def test_a_program_reading_only_captured_gpu_tensors_launches_assembled_kernels(
         keys = {default_ptx_cache().get(k, gpu.arch).key for k in entry.executable.kernels}
         assert keys and keys <= gpu.assembled
         assert any(k.startswith("matmul_") for k in gpu.assembled)
+
+
+def test_lowering_for_declared_specs_takes_host_captures_as_data(gpu):
+    """Specs declare the target (export compiles a model's host parameters into a GPU program):
+    a host capture is uploaded there; a GPU capture still cannot feed a CPU program."""
+    on_host = tj.asarray(np.ones((3, 2), np.float32))
+    on_device = on_host.to("cuda")
+    lowered = tj.jit(lambda x: x @ on_host).lower(tj.spec((4, 3), tj.float32, device="cuda"))
+    assert lowered.entry.device == "cuda:0"
+    with pytest.raises(ValueError, match=r"cpu \(the arguments\).*cuda:0 \(a captured tensor"):
+        tj.jit(lambda x: x @ on_device).lower(tj.spec((4, 3), tj.float32))
