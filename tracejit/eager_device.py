@@ -23,7 +23,7 @@ from runtime import cuda_user
 from . import tracing
 from .graph import Graph, freeze
 from .ops import AVal, Prim
-from .tensors import Device, Tensor, check_same_device
+from .tensors import Device, Tensor, check_same_device, is_host_number
 
 _programs: dict[Any, Any] = {}      # (prim, params, avals, device) -> CompiledProgram
 
@@ -78,12 +78,7 @@ def _compile(prim: Prim, params: dict[str, Any], avals: tuple[AVal, ...], scalar
 def _common_device(op: str, inputs: tuple[Tensor, ...]) -> Device:
     """The GPU all operands are on, host scalars aside (else the usual error naming both)."""
     return check_same_device(op, tuple(x for x in inputs
-                                       if x.device.type != "cpu" or not _is_uniform(x._value)))
-
-
-def _is_uniform(a: np.ndarray) -> bool:
-    """A scalar, or a broadcast view of one (what the API makes of a Python scalar)."""
-    return a.size <= 1 or all(s == 0 for s in a.strides)
+                                       if x.device.type != "cpu" or not is_host_number(x._value)))
 
 
 def _operand(x: Tensor, device: Device) -> Any:

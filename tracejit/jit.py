@@ -49,7 +49,8 @@ from .nn.modules import Module
 from .ops import PRIMS, AVal
 from .optim import Optimizer
 from .pytree import LEAF, flatten, unflatten
-from .tensors import CPU, Device, Tensor
+from .random import is_generator_state
+from .tensors import CPU, Device, Tensor, is_host_number
 from .tracing import Trace, current_trace, grad_enabled, tracing
 
 log_compiles = topic("compiles")
@@ -425,6 +426,47 @@ def _guards(fn: Callable, trace: Trace, stateful_args: list[Any], code: CodeGuar
     return guards
 
 
+def _arguments_device(name: str, leaves: list[Any]) -> Device | None:
+    """The device of a call's tensor arguments (None: it has none); they must share one."""
+    # Python scalars have no device: they go wherever the tensors are
+    devices = {_leaf_aval(x)[1] for x in leaves
+               if not isinstance(x, (bool, int, float, str)) and not _is_stateful(x)}
+    if len(devices) > 1:
+        raise ValueError(f"jit({name}): arguments are on different devices: "
+                         f"{', '.join(sorted(map(str, devices)))}")
+    return next(iter(devices), None)
+
+
+def _pins_device(capture: Any, declared: bool) -> bool:
+    """Whether a captured value decides the program's device: a tensor, unless it is a number on
+    the host (a GPU op reads one from the host eagerly too), a random generator's state (host
+    memory by design) or, for a ``declared`` target, any host tensor (uploaded at each call).
+    Run-time numbers and gradients read per call follow the program."""
+    if not isinstance(capture, Tensor):
+        return False
+    if capture._device.type != "cpu":
+        return True
+    return not (declared or is_host_number(capture._value) or is_generator_state(capture))
+
+
+def _program_device(name: str, arguments: Device | None, captures: list[Any],
+                    declared: bool = False) -> Device:
+    """The device a trace's program runs on: that of its tensor arguments and of the captured
+    tensors it read (the CPU when there are none); they must share one, as an eager op's do.
+    ``declared``: the arguments are specs, a target to compile for (export compiles a model's
+    host parameters into a GPU program)."""
+    pinned = [c for c in captures if _pins_device(c, declared)]
+    devices = {c._device for c in pinned} | ({arguments} if arguments is not None else set())
+    if len(devices) <= 1:
+        return next(iter(devices), CPU)
+    seen = [f"{arguments} (the arguments)"] if arguments is not None else []
+    for d in sorted(devices - {arguments}, key=str):
+        c = next(c for c in pinned if c._device == d)
+        seen.append(f"{d} (a captured tensor {c.aval})")
+    raise ValueError(f"jit({name}): the function reads tensors on different devices: {', '.join(seen)}; "
+                     "a program runs on one device: move them with .to(device)")
+
+
 def _default_backend() -> str:
     return os.environ.get("TRACEJIT_BACKEND", "llvm")
 
@@ -668,12 +710,7 @@ class Jitted:
 
     def _entry(self, leaves: list, treedef: Any, static: dict, static_key: tuple,
                backend: str | None = None) -> CompiledEntry:
-        # Python scalars have no device: they go wherever the tensors are
-        devices = {_leaf_aval(x)[1] for x in leaves
-                   if not isinstance(x, (bool, int, float, str)) and not _is_stateful(x)}
-        if len(devices) > 1:
-            raise ValueError(f"jit({self.__name__}): arguments are on different devices: "
-                             f"{', '.join(sorted(map(str, devices)))}")
+        arguments_device = _arguments_device(self.__name__, leaves)
         backend = backend or self.backend or _default_backend()
         grad_mode = grad_enabled()
         key = self._key(leaves, treedef, static_key, backend, grad_mode)
@@ -706,7 +743,9 @@ class Jitted:
                     key = self._key(leaves, treedef, static_key, backend, grad_mode)
                     traced = trace_function(self.fn, leaves, treedef, static, grad_mode, True)
                 t1 = time.perf_counter()
-                entry = CompiledEntry(traced, backend, devices.pop() if devices else CPU)
+                declared = any(isinstance(x, Spec) for x in leaves)
+                device = _program_device(self.__name__, arguments_device, traced.captures, declared)
+                entry = CompiledEntry(traced, backend, device)
                 entry.name = self.__name__
                 log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",
                                   self.__name__, _describe(key[1]), len(traced.graph), (t1 - t0) * 1e3,

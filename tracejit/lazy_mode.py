@@ -41,7 +41,7 @@ from .graph import Graph, Node, freeze
 from .logs import topic
 from .ops import CHECKS, PRIMS, AVal, Prim
 from .prims import run_eager
-from .tensors import CPU, Device, Tensor, check_same_device
+from .tensors import CPU, Device, Tensor, check_same_device, is_host_number
 from .tracing import Trace
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ class LazyTrace(Trace):
             if made:
                 if x._trace is self:
                     made = x._node in self._synthetic      # (number broadcasts are synthetic too)
-                elif x._trace is not None or not _is_number(x._value):
+                elif x._trace is not None or not is_host_number(x._value):
                     made = False
         return None if made else CPU
 
@@ -311,7 +311,7 @@ class LazyTrace(Trace):
                 if x._node in self._free and x._device.type == "cpu":
                     continue
                 made = made and x._node in self._synthetic and x._device.type == "cpu"
-            elif x._trace is None and x._device.type == "cpu" and _is_number(x._value):
+            elif x._trace is None and x._device.type == "cpu" and is_host_number(x._value):
                 continue
             else:
                 made = False
@@ -589,11 +589,6 @@ def _is_data(params: dict[str, Any]) -> bool:
 
 
 _NUMBER_OPS = frozenset({"constant", "reshape", "expand", "slice", "permute"})
-
-
-def _is_number(value: Any) -> bool:
-    """A host array that holds one number (a scalar, or a broadcast view of one)."""
-    return isinstance(value, np.ndarray) and (value.size <= 1 or not any(value.strides))
 
 
 def _device_copy(a: Any, device: Device) -> Any:

@@ -17,6 +17,7 @@ jitted step draws fresh numbers on every call, exactly as the same code run eage
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,11 +152,21 @@ def _settle(state: Tensor) -> None:
         trace.flush()
 
 
+_generators: weakref.WeakSet[Generator] = weakref.WeakSet()
+
+
+def is_generator_state(t: Any) -> bool:
+    """Whether ``t`` is a generator's state: host memory whatever the device of the tensors its
+    keys make (eagerly the bits are made on the host and moved to their operand's device)."""
+    return any(g.state is t for g in list(_generators))
+
+
 class Generator:
-    """Stateful source of keys: ``[seed, counter]`` in an eager tensor, advanced in place."""
+    """Stateful source of keys: ``[seed, counter]`` in an eager host tensor, advanced in place."""
 
     def __init__(self, seed: int = 0) -> None:
         self.state = Tensor._from_array(np.array([_i64(seed), 0], dtype=np.int64))
+        _generators.add(self)
 
     def manual_seed(self, seed: int) -> Generator:
         # in place, so jitted functions that captured the state see the reset

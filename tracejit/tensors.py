@@ -60,6 +60,12 @@ class Device:
 CPU = Device("cpu")
 
 
+def is_host_number(value: Any) -> bool:
+    """A host array that holds one number (a scalar, or a broadcast view of one): a GPU op reads
+    it from the host, so next to GPU tensors it pins no device."""
+    return isinstance(value, np.ndarray) and (value.size <= 1 or not any(value.strides))
+
+
 def check_same_device(op: str, tensors: tuple[Tensor, ...]) -> Device:
     if not tensors:
         return CPU

@@ -154,6 +154,53 @@ def test_mixing_devices_names_both(gpu, rng):
         tj.jit(lambda a, b: a + b)(t, c)
 
 
+def test_jit_without_arguments_runs_on_its_captured_tensors_device(gpu, rng):
+    a = rng.standard_normal((4, 5)).astype(np.float32)
+    w = on_gpu(a)
+    f = tj.jit(lambda: (w * 2).sum())
+    close(f(), np.asarray((w * 2).sum().numpy()), rtol=1e-6)     # as eagerly
+    close(f(), (a * 2).sum(dtype=np.float64).astype(np.float32), rtol=1e-5)
+
+
+def test_jit_reads_a_modules_parameters_on_their_device(gpu):
+    tj.manual_seed(1)
+    model = tj.nn.Linear(4, 3).to("cuda")
+    f = tj.jit(lambda: model.weight @ model.weight.T + model.bias)
+    w, b = model.weight.detach().numpy(), model.bias.detach().numpy()
+    close(f(), w @ w.T + b, rtol=1e-5)
+    model.to("cpu")                     # (in place: the same parameters, now on the host)
+    out = f()
+    assert out.device == "cpu"
+    np.testing.assert_allclose(out.numpy(), w @ w.T + b, rtol=1e-5)
+
+
+def test_jit_refuses_arguments_and_captured_tensors_on_different_devices(gpu, rng):
+    a = rng.standard_normal((2, 3)).astype(np.float32)
+    on_device, on_host = on_gpu(a), tj.asarray(a)
+    with pytest.raises(ValueError, match=r"cpu \(the arguments\).*cuda:0 \(a captured tensor"):
+        tj.jit(lambda x: x + on_device)(on_host)
+    with pytest.raises(ValueError, match=r"cuda:0 \(the arguments\).*cpu \(a captured tensor"):
+        tj.jit(lambda x: x + on_host)(on_device)
+    # a host number is read from the host next to GPU tensors, eagerly and under jit alike
+    scale = tj.asarray(np.float32(3.0))
+    close(tj.jit(lambda x: x * scale)(on_device), a * np.float32(3.0))
+    close(tj.jit(lambda: on_device * scale)(), a * np.float32(3.0))
+
+
+def test_jit_retraces_when_a_capture_is_rebound_to_another_device(gpu, rng):
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    w = on_gpu(a)
+    f = tj.jit(lambda: w * 2)
+    close(f(), a * 2)
+    w = tj.asarray(a + 1)               # the same name, now a host tensor
+    out = f()
+    assert out.device == "cpu"
+    np.testing.assert_array_equal(out.numpy(), (a + 1) * 2)
+    w = on_gpu(a - 1)
+    close(f(), (a - 1) * 2)
+    assert f.cache_info()["traces"] == 3
+
+
 def test_namespace(gpu):
     assert tj.cuda.is_available() and tj.cuda.unavailable_reason() is None
     assert tj.cuda.device_count() >= 1

@@ -8,7 +8,9 @@ from cuda_frontend_cases import *  # noqa: F403
 from simulated_cuda import installed
 
 import tracejit as tj
+from codegen import ptx
 from runtime import cuda
+from runtime.ptx_cache import default_ptx_cache
 from tracejit import device as tj_device
 from tracejit import eager_device
 
@@ -272,3 +274,30 @@ def _weights_after_steps(wrap) -> np.ndarray:
 def test_a_jitted_optimizer_step_reads_each_steps_gradients_on_the_device(gpu):
     """The program reads a parameter's ``.grad`` of the moment (a device array) at every call."""
     np.testing.assert_allclose(_weights_after_steps(tj.jit), _weights_after_steps(lambda f: f), rtol=1e-6)
+
+
+def test_a_program_reading_only_captured_gpu_tensors_launches_assembled_kernels(gpu):
+    """No tensor arguments: the captured parameters make it a GPU program, whose kernels (and
+    GEMM) the simulated device assembled with ptxas, as a driver would load them."""
+    tj.manual_seed(2)
+    model = tj.nn.Linear(4, 3).to("cuda")
+    f = tj.jit(lambda: (model.weight @ model.weight.T).sum() * 2)
+    w = model.weight.detach().numpy()
+    np.testing.assert_allclose(f().numpy(), (w @ w.T).sum() * 2, rtol=1e-5)
+    entry, = f.entries()
+    assert entry.device == "cuda:0" and gpu.launches >= 2
+    if ptx.ptxas_available():
+        keys = {default_ptx_cache().get(k, gpu.arch).key for k in entry.executable.kernels}
+        assert keys and keys <= gpu.assembled
+        assert any(k.startswith("matmul_") for k in gpu.assembled)
+
+
+def test_lowering_for_declared_specs_takes_host_captures_as_data(gpu):
+    """Specs declare the target (export compiles a model's host parameters into a GPU program):
+    a host capture is uploaded there; a GPU capture still cannot feed a CPU program."""
+    on_host = tj.asarray(np.ones((3, 2), np.float32))
+    on_device = on_host.to("cuda")
+    lowered = tj.jit(lambda x: x @ on_host).lower(tj.spec((4, 3), tj.float32, device="cuda"))
+    assert lowered.entry.device == "cuda:0"
+    with pytest.raises(ValueError, match=r"cpu \(the arguments\).*cuda:0 \(a captured tensor"):
+        tj.jit(lambda x: x @ on_device).lower(tj.spec((4, 3), tj.float32))
