@@ -351,10 +351,20 @@ class LazyTrace(Trace):
         if appended is None:
             return None
         base, inputs = appended
+        views, versions, mutated = self.aliasing.views, self.aliasing.versions, self.mutated
         for slot, ref in fragment.outputs:
             target = tensors[slot]
-            self.assign(target, Tensor._new(None, self, base + ref if ref >= 0 else inputs[~ref],
-                                            target._aval, CPU))
+            nid = base + ref if ref >= 0 else inputs[~ref]
+            if id(target) in views:
+                self.assign(target, Tensor._new(None, self, nid, target._aval, CPU))
+                continue
+            # what assign does for a tensor that is no view and (checked by _splices) shares no
+            # memory: the write is a new version of it, an eager one is captured and mutated
+            versions[id(target)] = versions.get(id(target), 0) + 1
+            if target._trace is None:
+                mutated.setdefault(id(target), target)
+                target._trace = self
+            target._node = nid
         results = []
         for ref in fragment.results:
             nid = base + ref if ref >= 0 else inputs[~ref]
@@ -373,7 +383,8 @@ class LazyTrace(Trace):
             return None
         if self.device is not None and self.device != CPU:
             self.flush()                # the pending graph runs on one device: run it first
-        inputs = [self.node_of(t) for t in tensors]
+        views = self.aliasing.views
+        inputs = [t._node if t._trace is self and id(t) not in views else self.node_of(t) for t in tensors]
         constant = PRIMS["constant"]
         for v, aval in zip(numbers, fragment.number_avals):
             number = self.record(constant, (), {"value": np.asarray(v, aval.dtype), "runtime": True}, aval)
