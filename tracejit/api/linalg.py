@@ -6,13 +6,17 @@ from collections.abc import Sequence
 
 from .. import dtypes as dt
 from .. import prims as P
-from ..autocast import autocast_operands
+from ..autocast import autocast_dtype, autocast_operands
 from ..tensors import Tensor
 from ._convert import as_tensor, broadcast_shapes_for, normalize_axis
 
 
 def matmul(x1: Tensor, x2: Tensor, /) -> Tensor:
     """Matrix product with NumPy's rules for 1-D operands and broadcast batch dims."""
+    if type(x1) is Tensor and type(x2) is Tensor:     # two matrices of one dtype: nothing to adapt
+        (sa, da), (sb, db) = x1._aval, x2._aval
+        if len(sa) == 2 and len(sb) == 2 and da == db and sa[1] == sb[0] and autocast_dtype() is None:
+            return P.matmul(x1, x2)
     a, b = as_tensor(x1), as_tensor(x2)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
