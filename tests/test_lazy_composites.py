@@ -195,3 +195,27 @@ def test_a_write_through_a_returned_view_reaches_what_it_views() -> None:
             v[0, 0] = 7.0
         assert lazy_composites.stats["spliced"] == before + 1
         assert y.numpy()[1, 0] == 7.0 and y.numpy()[0, 0] == 2.0
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_returned_view_of_an_argument_follows_its_memory_layout(transposed: bool) -> None:
+    """A reshape of a contiguous argument is a view of it, of a transposed one a copy (NumPy's
+    rule): a later write into the argument shows in the result exactly as eagerly."""
+    @lazy_composites.replayable
+    def flat(x: Any) -> Any:
+        return tj.reshape(x, (-1,))
+
+    def run(mode: str) -> np.ndarray:
+        x = tj.asarray(np.arange(12, dtype=np.float32).reshape(4, 3)).T if transposed \
+            else tj.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+        with _mode(mode):
+            y = flat(x)
+            x[0, 0] = 100.0
+        return y.numpy().copy()
+
+    before = lazy_composites.stats["spliced"]
+    want = run("eager")
+    assert (want[0] == 100.0) != transposed
+    for _ in range(2):
+        np.testing.assert_array_equal(run("spliced"), want)
+    assert lazy_composites.stats["spliced"] - before == 2
