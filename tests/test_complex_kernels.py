@@ -427,6 +427,19 @@ def test_a_complex_host_step_returned_and_read_by_a_kernel_is_not_recomputed_the
         np.testing.assert_allclose(j.numpy(), e.numpy(), rtol=2e-6)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_complex_product_is_read_by_the_kernel_after_it_not_folded_again(rng, axis):
+    """``prod`` of complex values is a host step; the kernel reading it (a cast to its real part,
+    a scale) must load its result, not fold the reduction itself lane by lane (the product of the
+    real parts, which is not the real part of the product)."""
+    z = random_complex(rng, (3, 4), np.complex64)
+    check(lambda z: tj.astype(tj.prod(z, axis=axis), tj.float64),
+          lambda z: np.prod(z, axis=axis).real.astype(np.float64), z)
+    check(lambda z: tj.real(tj.prod(z, axis=axis)) * 2.0 + 1.0,
+          lambda z: np.prod(z, axis=axis).real * 2 + 1, z)
+    assert n_externs(lambda z: tj.astype(tj.prod(z, axis=axis), tj.float64), tj.asarray(z)) == 1
+
+
 @pytest.mark.parametrize("dtype", COMPLEX)
 def test_log_of_subnormal_parts(dtype):
     """``log |z|`` of a subnormal ``z`` and ``atan2`` of subnormal parts: scaled up first (the

@@ -900,8 +900,8 @@ class KernelBuilder:
                 continue
             seen.add(nid)
             n = self.g.node(nid)
-            if n.op in REDUCTIONS and nid != root:
-                found.append(nid)
+            if n.op in REDUCTIONS and nid != root and not _is_extern(self.g, nid):
+                found.append(nid)      # (an extern one, a complex prod, is a buffer read as such)
                 continue
             if nid != root and nid in self.materialized and n.op not in VIEW_OPS:
                 continue
@@ -924,7 +924,8 @@ class KernelBuilder:
             seen.add((nid, path))
             n = self.g.node(nid)
             if not top and nid in self.materialized and (n.op not in REDUCTIONS or
-                                                         self.materialized[nid] == STORED_REDUCTION):
+                                                         self.materialized[nid] == STORED_REDUCTION
+                                                         or _is_extern(self.g, nid)):
                 return
             if n.op in REDUCTIONS:
                 if not top:
