@@ -118,7 +118,8 @@ class Aliasing:
         known = self.root_layouts.get(id(x))
         if known is not None:
             return known
-        value = getattr(x, "_value", None) if getattr(x, "_trace", None) is None else None
+        # (an eager tensor the trace has written still has its own memory: writes go back there)
+        value = getattr(x, "_value", None)
         if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
             return array_layout(value)
         return Layout.contiguous(x.shape)
