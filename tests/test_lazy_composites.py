@@ -102,6 +102,33 @@ def test_a_changed_signature_is_recorded_again() -> None:
     assert lazy_composites.stats["recorded"] - before >= 4
 
 
+def test_modules_train_through_spliced_linear_and_layer_norm() -> None:
+    """nn.Linear (its weight read transposed: a view the tape keeps), nn.LayerNorm with a list
+    shape and nn.GELU, trained by SGD: every call after the first is spliced."""
+    def run(mode: str) -> list[np.ndarray]:
+        tj.manual_seed(0)
+        net = tj.nn.Sequential(tj.nn.Linear(5, 4), tj.nn.LayerNorm([4]), tj.nn.GELU(), tj.nn.Linear(4, 3))
+        opt = tj.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        x = tj.asarray(np.linspace(-2, 2, 30).reshape(6, 5).astype(np.float32))
+        out = []
+        for _ in range(4):
+            with _mode(mode):
+                opt.zero_grad()
+                loss = F.cross_entropy(net(x), tj.asarray(LABELS[:6] % 3))
+                loss.backward()
+                opt.step()
+            out.append(loss.numpy().copy())
+        return out + [p.detach().numpy().copy() for p in net.parameters()]
+
+    want, plain = run("eager"), run("op by op")
+    before = lazy_composites.stats["spliced"]
+    got = run("spliced")
+    assert lazy_composites.stats["spliced"] - before == 4 * 5
+    for w, p, g in zip(want, plain, got):
+        np.testing.assert_array_equal(g, p)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_second_order_gradients_through_a_spliced_tape() -> None:
     def grad_norm(mode: str) -> np.ndarray:
         x = tj.asarray(np.linspace(-1, 1, 12).reshape(3, 4).astype(np.float32), requires_grad=True)

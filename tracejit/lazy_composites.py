@@ -36,6 +36,7 @@ CACHE_SIZE = 64         # recordings kept per function, least recently used drop
 F = TypeVar("F", bound=Callable[..., Any])
 _REFUSED = object()     # a call that must run op by op
 _PLAIN = (type(None), bool, int, str)   # argument types keyed by value (floats by their bits)
+_SEQUENCES = (tuple, list)              # keyed by their items (a shape)
 stats = {"recorded": 0, "spliced": 0, "refused": 0}
 enabled = True          # False: every call runs op by op (to compare against)
 
@@ -133,9 +134,9 @@ def _plain_key(a: Any) -> Any:
         return (float, a.hex())     # (-0.0 and 0.0 differ, NaN equals itself)
     if t in _PLAIN:
         return (t, a)
-    if t is tuple:
+    if t in _SEQUENCES:
         items = tuple([_plain_key(x) for x in a])
-        return _MISSING if _MISSING in items else (tuple, items)
+        return _MISSING if _MISSING in items else (t, items)
     return _MISSING
 
 

@@ -122,6 +122,7 @@ def layer_norm(x: Tensor, normalized_shape: int | Sequence[int], weight: Tensor 
     return y
 
 
+@replayable
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight.T + bias`` with PyTorch's layout: ``weight`` is (out_features, in_features)."""
     if weight.ndim != 2:
