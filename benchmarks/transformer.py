@@ -44,7 +44,8 @@ KEY = "T2"
 MODEL = "gpt"
 BATCH = 32
 CHECK_STEPS = 3
-# float32 against the float64 reference, three steps in: the loss (about 4.2) agrees to ~1e-6.
+# float32 against the float64 reference, three steps in: the loss (4.65 to 4.32) agrees to within
+# 1e-6, while a step that does not train misses it by 4%.
 LOSS_RTOL = 1e-4
 # tracejit lazy and jit against tracejit eager: the same float32 ops, possibly fused or reordered.
 AGREE_RTOL = 1e-5
