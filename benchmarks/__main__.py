@@ -22,6 +22,7 @@ from . import (
     serving,
     training,
     training_utils,
+    transformer,
 )
 from .harness import (
     IMPLS,
@@ -40,8 +41,8 @@ from .workloads import WORKLOADS
 
 ALL_KEYS = [w.key for w in WORKLOADS] + [training.KEY, compile_latency.KEY, eager_dispatch.KEY]
 # run only when named in --only (they take minutes, or keep the default run short)
-OPT_IN = [compile_scaling.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS, serving.KEY,
-          ddp_scaling.KEY, array_api_ext.KEY]
+OPT_IN = [compile_scaling.KEY, transformer.KEY, *cnn.KEYS, *sequence_models.KEYS, *training_utils.KEYS,
+          serving.KEY, ddp_scaling.KEY, array_api_ext.KEY]
 
 
 def selected(only: str | None) -> list[str]:
@@ -117,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     if training.KEY in keys:
         log(f"[bench] {training.KEY} training step")
         group = training.run(cfg)
+        results += group
+        print(render_group(group, ceilings) + "\n", flush=True)
+
+    if transformer.KEY in keys and cfg.device == "cpu":
+        log(f"[bench] {transformer.KEY} transformer training step")
+        group = transformer.run(cfg, log)
         results += group
         print(render_group(group, ceilings) + "\n", flush=True)
 

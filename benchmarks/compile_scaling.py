@@ -102,7 +102,7 @@ def problem(model: str, batch: int | None = None
 # --- tracejit --------------------------------------------------------------------------------
 
 def tracejit_step(model: str, params: Mapping[str, np.ndarray]) -> tuple[Callable[..., Any], Any]:
-    """(jitted step(x, y) -> loss, tj): modules built from ``params``, AdamW, backward inside."""
+    """(step(x, y) -> loss, tj): modules built from ``params``, AdamW, backward inside; not jitted."""
     tj = framework("tracejit")
     nn, F = tj.nn, tj.nn.functional
 
@@ -180,7 +180,7 @@ def tracejit_step(model: str, params: Mapping[str, np.ndarray]) -> tuple[Callabl
         opt.step()
         return loss
 
-    return tj.jit(train_step), tj
+    return train_step, tj
 
 
 def _tracejit_child(model: str, measure_new_batch: bool) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def _tracejit_child(model: str, measure_new_batch: bool) -> dict[str, Any]:
     tj = framework("tracejit")
     out["import_s"] = time.perf_counter() - t0
     params, (x, y) = problem(model)
-    step, _ = tracejit_step(model, params)
+    step = tj.jit(tracejit_step(model, params)[0])
     t0 = time.perf_counter()
     loss = float(np.asarray(step(tj.asarray(x), tj.asarray(y))))
     out["first_call_s"] = time.perf_counter() - t0
@@ -217,12 +217,11 @@ def _half_batch(model: str) -> int:
 
 # --- torch.compile ---------------------------------------------------------------------------
 
-def _torch_child(model: str, new_batch: bool) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def torch_step(model: str, params: Mapping[str, np.ndarray]) -> tuple[Callable[..., Any], Any]:
+    """(step(x, y) -> loss, torch): parameters copied from ``params`` (in their dtype), AdamW,
+    backward inside; not compiled."""
     torch = framework("torch")
-    out: dict[str, Any] = {"import_s": time.perf_counter() - t0}
     nn, F = torch.nn, torch.nn.functional
-    params, (x, y) = problem(model)
     P = {k: nn.Parameter(torch.from_numpy(v.copy())) for k, v in params.items()}
     if model == "gpt":
         def loss_of(idx: Any, tgt: Any) -> Any:
@@ -250,7 +249,6 @@ def _torch_child(model: str, new_batch: bool) -> dict[str, Any]:
             return F.cross_entropy(h @ P["wh"] + P["bh"], tgt)
     opt = torch.optim.AdamW(P.values(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
 
-    @torch.compile
     def train_step(a: Any, b: Any) -> Any:
         opt.zero_grad()
         loss = loss_of(a, b)
@@ -258,6 +256,15 @@ def _torch_child(model: str, new_batch: bool) -> dict[str, Any]:
         opt.step()
         return loss
 
+    return train_step, torch
+
+
+def _torch_child(model: str, new_batch: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    torch = framework("torch")
+    out: dict[str, Any] = {"import_s": time.perf_counter() - t0}
+    params, (x, y) = problem(model)
+    train_step = torch.compile(torch_step(model, params)[0])
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     t0 = time.perf_counter()
     out["loss"] = float(train_step(xt, yt).detach())
@@ -272,12 +279,11 @@ def _torch_child(model: str, new_batch: bool) -> dict[str, Any]:
 
 # --- jax.jit ---------------------------------------------------------------------------------
 
-def _jax_child(model: str, new_batch: bool) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def jax_step(model: str) -> Callable[..., Any]:
+    """step(P, m, v, t, x, y) -> (loss, P, m, v, t): a functional AdamW step with the same
+    update as torch's, backward inside; not jitted. ``jax_state`` gives the first (P, m, v, t)."""
     jax = framework("jax")
     import jax.numpy as jnp
-    out: dict[str, Any] = {"import_s": time.perf_counter() - t0}
-    params, (x, y) = problem(model)
 
     def layer_norm(h: Any, g: Any, b: Any) -> Any:
         mu = h.mean(-1, keepdims=True)
@@ -313,7 +319,6 @@ def _jax_child(model: str, new_batch: bool) -> dict[str, Any]:
                                 approximate=False)
             return xent(h @ P["wh"] + P["bh"], tgt)
 
-    @jax.jit
     def train_step(P: Any, m: Any, v: Any, t: Any, a: Any, b: Any) -> Any:
         loss, g = jax.value_and_grad(loss_of)(P, a, b)
         t = t + 1
@@ -326,10 +331,27 @@ def _jax_child(model: str, new_batch: bool) -> dict[str, Any]:
             return p - LR * (m_ / (1 - b1 ** t)) / (jnp.sqrt(v_ / (1 - b2 ** t)) + EPS)
         return loss, jax.tree_util.tree_map(upd, P, m, v), m, v, t
 
+    return train_step
+
+
+def jax_state(params: Mapping[str, np.ndarray]) -> tuple[Any, Any, Any, Any]:
+    """(P, m, v, t) before the first step: ``params`` on the device, zero moments, step 0."""
+    framework("jax")
+    import jax.numpy as jnp
     P = {k: jnp.asarray(a) for k, a in params.items()}
     zeros = {k: jnp.zeros_like(a) for k, a in P.items()}
+    return P, zeros, zeros, jnp.float32(0)
+
+
+def _jax_child(model: str, new_batch: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    loss, P1, m1, v1, t1 = train_step(P, zeros, zeros, jnp.float32(0), jnp.asarray(x), jnp.asarray(y))
+    jax = framework("jax")
+    import jax.numpy as jnp
+    out: dict[str, Any] = {"import_s": time.perf_counter() - t0}
+    params, (x, y) = problem(model)
+    train_step = jax.jit(jax_step(model))
+    t0 = time.perf_counter()
+    loss, P1, m1, v1, t1 = train_step(*jax_state(params), jnp.asarray(x), jnp.asarray(y))
     out["loss"] = float(loss)
     out["first_call_s"] = time.perf_counter() - t0
     if new_batch:
