@@ -56,6 +56,16 @@ class Node:
         if node_collector is not None:
             node_collector.add(self)
 
+    @classmethod
+    def restored(cls, prim: Prim, params: dict[str, Any], inputs: tuple[Tensor, ...],
+                 edges: tuple[Edge, ...], out: Tensor) -> Node:
+        """A node of a recorded tape rebuilt over other tensors: its edges are given, not derived
+        from its inputs (lazy mode's replays; never collected by a checkpoint)."""
+        n = cls.__new__(cls)
+        n.prim, n.params, n.inputs, n.edges, n._retained = prim, params, inputs, edges, None
+        n._out = weakref.ref(out)
+        return n
+
     @property
     def out(self) -> Tensor:
         out = self._out()

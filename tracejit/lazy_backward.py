@@ -16,14 +16,13 @@ other backward walks the tape op by op as before.
 """
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from . import autograd
 from .autocast import _stack as _autocast_stack
 from .autograd import Node, _topo_order
-from .lazy_fragments import Fragment, FragmentTrace, Unreplayable
+from .lazy_fragments import Fragment, FragmentTrace, Unreplayable, reads_no_state
 from .ops import PRIMS
 from .tensors import Tensor
 from .tracing import tracing
@@ -157,18 +156,13 @@ def _tape(root: Tensor, trace: Any) -> _Tape | None:
 
 def _record(tape: _Tape) -> _Walk | None:
     """The walk of ``tape``'s structure, recorded on a shadow tape of placeholders."""
-    sub = FragmentTrace(_unlocated)
-    given = [sub.placeholder(t._aval) for t in tape.tensors]
-    for p, t in zip(given, tape.tensors):
-        p._weak, p.requires_grad = t._weak, t.requires_grad
+    sub = FragmentTrace(reads_no_state)
+    given = sub.stand_ins(tape.tensors)
     shadow: list[Node] = []
     for node, (_, _, out, inputs, edges) in zip(tape.order, tape.key[1:]):
-        s = Node.__new__(Node)
-        s.prim, s.params, s._retained = node.prim, node.params, None
-        s.inputs = tuple([given[k] for k in inputs])
-        s.edges = tuple([None if e is None else shadow[e] if e >= 0 else given[~e] for e in edges])
-        s._out = weakref.ref(given[out])
-        shadow.append(s)
+        shadow.append(Node.restored(
+            node.prim, node.params, tuple([given[k] for k in inputs]),
+            tuple([None if e is None else shadow[e] if e >= 0 else given[~e] for e in edges]), given[out]))
     root_node = tape.tensors[tape.key[0]]._grad_fn
     root = given[tape.key[0]]
     root._grad_fn = next(s for s, n in zip(shadow, tape.order) if n is root_node)
@@ -187,6 +181,3 @@ def _record(tape: _Tape) -> _Walk | None:
     except Exception:       # (op by op instead: the same error, if any, is raised there)
         return None
 
-
-def _unlocated(container: Any, key: Any) -> Any:
-    raise Unreplayable("a VJP reads state")

@@ -10,10 +10,11 @@ call splices that recording into the pending graph and rebuilds the tape it made
 nodes, primitives and params over the tensors of the moment, so ``backward`` (and its own replay,
 :mod:`tracejit.lazy_backward`) sees what the op-by-op recording would have made.
 
-It is refused (the call runs op by op) where the recording cannot stand for the call: an
-argument on a GPU or of another type, an autocast region or checkpoint active, a recording that
-reads other tensors or state, writes a tensor, or returns a view (a later write through it must
-reach what it views).
+The views the recording made are noted again over the real arguments at each splice, as
+recording them would (whether a reshape is a view depends on the argument's memory layout), so
+writes through them reach what they view.  It is refused (the call runs op by op) where the
+recording cannot stand for the call: an argument on a GPU or of another type, an autocast region
+or checkpoint active, or a recording that reads other tensors or state or writes a tensor.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from . import dtypes as dt
 from . import tracing as _tracing
 from .autocast import _stack as _autocast_stack
 from .autograd import Node
-from .lazy_fragments import Fragment, FragmentTrace, Unreplayable
+from .lazy_fragments import Fragment, FragmentTrace, Unreplayable, reads_no_state
 from .tensors import CPU, Tensor
 
 CACHE_SIZE = 64         # recordings kept per function, least recently used dropped
@@ -142,12 +143,8 @@ def _plain_key(a: Any) -> Any:
 
 def _record(fn: Callable[..., Any], args: tuple, kwargs: dict, tensors: list[Tensor]) -> _Recorded | None:
     """``fn`` recorded on placeholders standing for ``tensors``; None where it cannot be."""
-    sub = FragmentTrace(_unlocated)
-    given = []
-    for t in tensors:
-        p = sub.placeholder(t._aval)
-        p._weak, p.requires_grad = t._weak, t.requires_grad
-        given.append(p)
+    sub = FragmentTrace(reads_no_state)
+    given = sub.stand_ins(tensors)
     stand_in = iter(given)
     args = tuple([next(stand_in) if isinstance(a, Tensor) else a for a in args])
     kwargs = {k: next(stand_in) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
@@ -276,14 +273,11 @@ def _splice(rec: _Recorded, trace: Any, tensors: list[Tensor]) -> Any:
         trace._checks.append(t)
     nodes: list[Node] = []
     for tn in rec.tape:
-        n = Node.__new__(Node)
-        n.prim, n.params, n._retained = tn.prim, tn.params, None
-        n.inputs = tuple([made[r] if r >= 0 else slots[~r] for r in tn.inputs])
-        n.edges = tuple([None if e is None else nodes[e] if e >= 0 else _edge(slots[~e]) for e in tn.edges])
         out = made[tn.out]
-        n._out = weakref.ref(out)
-        out._grad_fn = n
-        nodes.append(n)
+        out._grad_fn = Node.restored(
+            tn.prim, tn.params, tuple([made[r] if r >= 0 else slots[~r] for r in tn.inputs]),
+            tuple([None if e is None else nodes[e] if e >= 0 else _edge(slots[~e]) for e in tn.edges]), out)
+        nodes.append(out._grad_fn)
     if len(trace.graph) > trace.max_nodes:
         trace.flush()
     outs = [made[rec.values[k]] for k in rec.results]
@@ -294,6 +288,3 @@ def _edge(t: Tensor) -> Any:
     """Where an argument's gradient goes (as :class:`~tracejit.autograd.Node` computes it)."""
     return t._grad_fn if t._grad_fn is not None else (t if t.requires_grad else None)
 
-
-def _unlocated(container: Any, key: Any) -> Any:
-    raise Unreplayable("the function reads state")

@@ -37,10 +37,10 @@ class Fragment(NamedTuple):
     number_avals: tuple[AVal, ...]
     constants: tuple[Tensor, ...]       # eager numbers the computation made (read as inputs)
     outputs: tuple[tuple[int, int], ...]    # (tensor slot, reference of its new value)
-    results: tuple[int, ...] = ()           # references of the values it returns
+    results: tuple[int, ...]                # references of the values it returns
     # its identity in a recording's structural key (compared by identity: cheap to hash, and
     # a cached program's key keeps it alive)
-    token: object = None
+    token: object
 
 
 class StateRead(NamedTuple):
@@ -74,6 +74,15 @@ class FragmentTrace(LazyTrace):
         nid = self.graph.add_input(aval)
         self._slots[nid] = len(self._slots)
         return Tensor._tracer(self, nid, aval)
+
+    def stand_ins(self, tensors: list[Tensor]) -> list[Tensor]:
+        """A placeholder for each of ``tensors``, promoting and taking gradients as it does."""
+        given = []
+        for t in tensors:
+            p = self.placeholder(t._aval)
+            p._weak, p.requires_grad = t._weak, t.requires_grad
+            given.append(p)
+        return given
 
     def flush(self, reset: bool = True) -> None:
         raise Unreplayable("the computation observes a value")
@@ -130,3 +139,8 @@ class FragmentTrace(LazyTrace):
             raise Unreplayable("a result that is not a value of the computation")
         return Fragment(tuple(ops), tuple(params), tuple(self._number_avals), tuple(constants), outputs,
                         tuple([refs[t._node] for t in results]), object())
+
+
+def reads_no_state(container: Any, key: Any) -> Any:
+    """The ``locate`` of a computation that reads its arguments only: any state read refuses it."""
+    raise Unreplayable("the computation reads state")
