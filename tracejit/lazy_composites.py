@@ -4,7 +4,7 @@ spliced in with its autograd tape.
 ``F.cross_entropy`` is about 35 primitives; op by op, lazy mode runs the API layers for each of
 them at every step.  A :func:`replayable` function computes from its arguments alone: what it
 records depends only on their shapes, dtypes, weak flags and ``requires_grad``, on its other
-arguments (numbers, strings, tuples) and on the grad mode and default dtype.  So its first call
+arguments (numbers, strings, tuples and lists) and on the grad mode and default dtype.  So its first call
 with a signature is recorded on placeholders (:mod:`tracejit.lazy_fragments`) and each later
 call splices that recording into the pending graph and rebuilds the tape it made: the same
 nodes, primitives and params over the tensors of the moment, so ``backward`` (and its own replay,
