@@ -16,7 +16,7 @@ import numpy as np
 from codegen import kir
 from runtime import program as rp
 
-from . import fusion, kernel_reuse
+from . import collector, fusion, kernel_reuse
 from .graph import Graph
 from .logs import topic
 from .ops import PRIMS, AVal
@@ -273,6 +273,11 @@ def compile_graph(g: Graph, device: Device, updates: dict[int, int] | None = Non
     safe (see :func:`_in_place_outputs`), the kernel computing the output writes the input's
     buffer itself instead of a new one that the caller would copy back (CPU only).
     """
+    with collector.paused():
+        return _compile_graph(g, device, updates)
+
+
+def _compile_graph(g: Graph, device: Device, updates: dict[int, int] | None) -> CompiledProgram:
     t0 = time.perf_counter()
     g = _copy(g)
     split_reductions(g)

@@ -15,6 +15,7 @@ The text form reads like a jaxpr::
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -85,7 +86,9 @@ class Graph:
         return nid
 
     def node(self, nid: int) -> Node:
-        return self.g.nodes[nid]["node"]
+        # ``_node`` is the DiGraph's own node -> attributes dict (what ``g.nodes[nid]`` reads
+        # through a view); the passes ask for nodes some hundred times per graph node.
+        return self.g._node[nid]["node"]
 
     def __contains__(self, nid: int) -> bool:
         return nid in self.g
@@ -101,8 +104,27 @@ class Graph:
 
         Computed once per structure: analyses that ask for it per node stay linear."""
         if self._topo is None or len(self._topo) != self.g.number_of_nodes():
-            self._topo = list(nx.lexicographical_topological_sort(self.g))
+            self._topo = self._lexicographic_order()
         return list(self._topo)
+
+    def _lexicographic_order(self) -> list[int]:
+        """Kahn's algorithm taking the smallest ready id first: networkx's lexicographical
+        topological sort, over the DiGraph's own adjacency dicts (a few times faster)."""
+        pred, succ = self.g._pred, self.g._succ
+        waiting = {nid: len(p) for nid, p in pred.items()}
+        ready = [nid for nid, k in waiting.items() if k == 0]
+        heapq.heapify(ready)
+        order: list[int] = []
+        while ready:
+            nid = heapq.heappop(ready)
+            order.append(nid)
+            for user in succ[nid]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    heapq.heappush(ready, user)
+        if len(order) != len(pred):
+            raise nx.NetworkXUnfeasible("graph contains a cycle")
+        return order
 
     def topo_index(self) -> dict[int, int]:
         """node -> its position in :meth:`topo` (shared, do not modify)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import aliasing, grad_state, passes
+from . import aliasing, collector, grad_state, passes
 from . import dtypes as dt
 from . import prims as P
 from .debug import check_outputs
@@ -730,31 +730,41 @@ class Jitted:
                 if reason:
                     log_recompiles.info("%s: re-tracing, %s", self.__name__, reason)
                 t0 = time.perf_counter()
-                try:
-                    traced = trace_function(self.fn, leaves, treedef, static, grad_mode, self._specialize)
-                except ConcretizationError:
-                    if self._specialize or not any(type(x) in (int, float) for x in leaves):
-                        raise
-                    # Python control flow on a number argument: trace with numbers as constants
-                    # (keyed by value), as torch.compile specializes them
-                    self._specialize = True
-                    log_recompiles.info("%s: branched on a Python number argument; numbers are "
-                                        "now part of the cache key", self.__name__)
-                    key = self._key(leaves, treedef, static_key, backend, grad_mode)
-                    traced = trace_function(self.fn, leaves, treedef, static, grad_mode, True)
-                t1 = time.perf_counter()
-                declared = any(isinstance(x, Spec) for x in leaves)
-                device = _program_device(self.__name__, arguments_device, traced.captures, declared)
-                entry = CompiledEntry(traced, backend, device)
-                entry.name = self.__name__
-                log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",
-                                  self.__name__, _describe(key[1]), len(traced.graph), (t1 - t0) * 1e3,
-                                  backend, (time.perf_counter() - t1) * 1e3)
+                with collector.paused():
+                    entry, key = self._compile(key, leaves, treedef, static, static_key, backend, grad_mode,
+                                               arguments_device, t0)
                 self._cache.setdefault(key, []).insert(0, entry)
                 self._stats["traces"] += 1
                 self._evict(reason)
         self._touch(entry)
         return entry
+
+    def _compile(self, key: tuple, leaves: list, treedef: Any, static: dict, static_key: tuple,
+                 backend: str, grad_mode: bool, arguments_device: Device | None,
+                 t0: float) -> tuple[CompiledEntry, tuple]:
+        """Trace and compile a new entry; returns it with its cache key (which changes when the
+        trace finds it must key Python numbers by value)."""
+        try:
+            traced = trace_function(self.fn, leaves, treedef, static, grad_mode, self._specialize)
+        except ConcretizationError:
+            if self._specialize or not any(type(x) in (int, float) for x in leaves):
+                raise
+            # Python control flow on a number argument: trace with numbers as constants
+            # (keyed by value), as torch.compile specializes them
+            self._specialize = True
+            log_recompiles.info("%s: branched on a Python number argument; numbers are "
+                                "now part of the cache key", self.__name__)
+            key = self._key(leaves, treedef, static_key, backend, grad_mode)
+            traced = trace_function(self.fn, leaves, treedef, static, grad_mode, True)
+        t1 = time.perf_counter()
+        declared = any(isinstance(x, Spec) for x in leaves)
+        device = _program_device(self.__name__, arguments_device, traced.captures, declared)
+        entry = CompiledEntry(traced, backend, device)
+        entry.name = self.__name__
+        log_compiles.info("%s%s: traced %d ops in %.1f ms, compiled (%s) in %.1f ms",
+                          self.__name__, _describe(key[1]), len(traced.graph), (t1 - t0) * 1e3,
+                          backend, (time.perf_counter() - t1) * 1e3)
+        return entry, key
 
     def _key(self, leaves: list, treedef: Any, static_key: tuple, backend: str, grad_mode: bool) -> tuple:
         sig = tuple(("static", type(x), x) if _is_static_leaf(x, self._specialize) else _signature(x)
