@@ -32,9 +32,10 @@ part one element further).  So every code generator handles complex kernels unch
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
           "bfloat16", "float32", "float64")
@@ -204,11 +205,11 @@ class Kernel:
     inputs: tuple[Operand, ...]
     outputs: tuple[Operand, ...]
     stages: tuple[Stage, ...]
-    key: str = field(default="", compare=False)
 
-    def __post_init__(self) -> None:
-        if not self.key:
-            object.__setattr__(self, "key", structural_key(self))
+    @functools.cached_property
+    def key(self) -> str:
+        """The structural key (computed when first asked: fusion builds many kernels it drops)."""
+        return structural_key(self)
 
     @property
     def n_outer(self) -> int:

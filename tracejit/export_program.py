@@ -111,13 +111,13 @@ def _unkir(x: Any) -> Any:
 
 
 def encode_kernel(k: kir.Kernel) -> Any:
-    return _kir(k)
+    return {**_kir(k), "key": k.key}
 
 
 def decode_kernel(tree: Any) -> kir.Kernel:
     """A kernel rebuilt from its tree; its structural key must be the one stored."""
     stored = tree.get("key") if isinstance(tree, dict) else None
-    k = _unkir({**tree, "key": ""}) if isinstance(tree, dict) else None
+    k = _unkir({f: v for f, v in tree.items() if f != "key"}) if isinstance(tree, dict) else None
     if not isinstance(k, kir.Kernel) or k.key != stored:
         raise ExportError("export file: a kernel does not match its structural key")
     return k

@@ -49,6 +49,7 @@ def cache_env(tmp_path, monkeypatch):
     # Entry names hash the code generator's source; pinned, so an edit to it while the tests
     # run cannot make a child process look for another entry.
     monkeypatch.setattr(kernel_cache, "codegen_digest", lambda: PINNED_DIGEST)
+    monkeypatch.setattr(kernel_cache, "_provided", {})   # (a loaded export provides its modules)
     return tmp_path / "cache", env
 
 
