@@ -479,6 +479,7 @@ def _merge_siblings(fp: FusionPlan) -> None:
     for k, st in enumerate(steps):
         if isinstance(st, KernelPlan) and not st.kernel.n_reduce:
             by_shape.setdefault((st.shape, st.space), []).append(k)
+    arrays = {k: _n_arrays(steps[k]) for ks in by_shape.values() for k in ks}
     for group in by_shape.values():
         for ai, a in enumerate(group):
             if a in merged_into:
@@ -487,7 +488,7 @@ def _merge_siblings(fp: FusionPlan) -> None:
                 if b in merged_into:
                     continue
                 sa, sb = steps[a], steps[b]
-                if _n_arrays(sa) + _n_arrays(sb) > MAX_OPERANDS:
+                if arrays[a] + arrays[b] > MAX_OPERANDS:
                     continue
                 if (anc[b] >> a) & 1 or (anc[a] >> b) & 1:
                     continue
@@ -496,6 +497,7 @@ def _merge_siblings(fp: FusionPlan) -> None:
                     continue
                 span[a] = (lo, hi)
                 steps[a] = _concat_kernels(sa, sb)
+                arrays[a] = _n_arrays(steps[a])
                 parts.setdefault(a, [sa]).append(sb)
                 merged_into[b] = a
                 # the merged step depends on what either did; whatever depended on either

@@ -164,7 +164,8 @@ class Graph:
             n.inputs = tuple(new if i == old else i for i in n.inputs)
             self.g.remove_edge(old, user)
             self.g.add_edge(new, user)
-        self.outputs = [new if o == old else o for o in self.outputs]
+        if old in self.outputs:         # (a step's outputs are hundreds: test before copying)
+            self.outputs = [new if o == old else o for o in self.outputs]
 
     def remove(self, nid: int) -> None:
         if self.g.out_degree(nid):
