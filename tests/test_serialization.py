@@ -79,3 +79,16 @@ def test_save_rejects_unsupported_objects(tmp_path) -> None:
         tj.save(tj.nn.Linear(2, 2), tmp_path / "m")
     with pytest.raises(TypeError, match="cannot store"):
         tj.save({"f": object()}, tmp_path / "m")
+
+
+def test_load_reads_what_save_wrote(tmp_path, state) -> None:
+    """``tj.load`` of a checkpoint is ``tj.load_state`` (as ``torch.load`` reads ``torch.save``'s)."""
+    path = tmp_path / "c.tj"
+    tj.save(state, path)
+    back = tj.load(path)
+    assert list(back) == list(state)
+    for k, v in state.items():
+        np.testing.assert_array_equal(back[k].numpy(), v.numpy())
+    (tmp_path / "junk").write_bytes(b"not a checkpoint")
+    with pytest.raises(tj.TracejitError, match="not a tracejit export file"):
+        tj.load(tmp_path / "junk")

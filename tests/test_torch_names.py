@@ -593,3 +593,15 @@ def test_randint_and_like_creation_follow_the_seed() -> None:
     assert tj.randint(0, 3, size=(2,)).shape == (2,)
     with pytest.raises(ValueError):
         tj.randint(3, 3, (2,))
+
+
+def test_tril_triu_take_pytorchs_diagonal_and_a_positional_offset():
+    a = np.arange(16.0).reshape(4, 4)
+    x = tj.asarray(a)
+    for k in (-1, 0, 2):
+        np.testing.assert_array_equal(tj.triu(x, diagonal=k).numpy(), np.triu(a, k))
+        np.testing.assert_array_equal(tj.tril(x, k).numpy(), np.tril(a, k))
+        np.testing.assert_array_equal(x.triu(k).numpy(), np.triu(a, k))
+        np.testing.assert_array_equal(tj.tril(x, k=k).numpy(), np.tril(a, k))
+    with pytest.raises(TypeError, match="same offset"):
+        tj.triu(x, 1, diagonal=2)

@@ -37,13 +37,13 @@ from runtime import program as rp
 
 from . import dtypes as dt
 from . import export_format as fmt
+from . import serialization
 from .autograd import no_grad
 from .compiler import _buffer_plan  # (the scheduler's own plan, for the program at each size)
 from .errors import TracejitError
 from .export_program import ExportError, check_bounds, decode_kernel, decode_program, encode_program
 from .jit import Jitted, Spec, jit
 from .pytree import unflatten
-from .serialization import write_atomic
 from .symbolic import MAX_NAMES, ExportShapeError, difference, evaluate, fit, sample_points
 from .tensors import Device, Tensor
 
@@ -73,7 +73,7 @@ class Exported:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the file atomically (a temporary file renamed into place)."""
-        write_atomic(path, self.to_bytes())
+        serialization.write_atomic(path, self.to_bytes())
 
     def save_library(self, path: str | os.PathLike, prefix: str | None = None) -> Path:
         """Write the CPU program as a shared library callable from C, and its header (``.h``
@@ -467,6 +467,14 @@ class LoadedFunction:
         return f"<tracejit exported function {self.name}({args}) from {self.where}>"
 
 
+def _starts_with(path: str | os.PathLike, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False        # (reading it again says why)
+
+
 def _dim_name(d: Any, symbols: list[str]) -> int | str | None:
     if isinstance(d, int):
         return d
@@ -496,11 +504,16 @@ def _rebuild(tree: Any, tensors: list[Tensor]) -> Any:
     raise fmt.ExportFormatError("export file: bad result structure")
 
 
-def load(path: str | os.PathLike) -> LoadedFunction:
-    """Load an exported function (``Exported.save``) to run on the CPU.  This links native code
-    from the file into the process: load trusted files only.  Raises :class:`ExportFormatError`
-    for a damaged file, another format version, or one built for another target triple, CPU
-    feature set or code generator."""
+def load(path: str | os.PathLike) -> Any:
+    """Load what ``tj.save`` or ``Exported.save`` wrote.
+
+    A checkpoint (``tj.save``) gives back its state, as :func:`tracejit.load_state` does.  An
+    exported function is loaded to run on the CPU: this links native code from the file into
+    the process, so load trusted files only.  Raises :class:`ExportFormatError` for a damaged
+    file, another format version, or one built for another target triple, CPU feature set or
+    code generator."""
+    if _starts_with(path, serialization.MAGIC):
+        return serialization.load_state(path)
     file = fmt.read(path)
     try:
         return LoadedFunction(file, os.fspath(path))

@@ -233,11 +233,21 @@ def _tri_mask(x: Tensor, k: int, upper: bool) -> Tensor:
     return where(keep, x, P.zeros_like(x) if x.ndim == 2 else 0)
 
 
-def tril(x: Tensor, /, *, k: int = 0) -> Tensor:
-    """Lower triangle of the last two dims (above diagonal ``k`` zeroed)."""
-    return _tri_mask(x, k, upper=False)
+def tril(x: Tensor, /, k: int = 0, *, diagonal: int | None = None) -> Tensor:
+    """Lower triangle of the last two dims (above diagonal ``k`` zeroed; ``diagonal`` is
+    PyTorch's name for ``k``, and ``x.tril(1)`` passes it by position)."""
+    return _tri_mask(x, _diagonal(k, diagonal, "tril"), upper=False)
 
 
-def triu(x: Tensor, /, *, k: int = 0) -> Tensor:
-    """Upper triangle of the last two dims (below diagonal ``k`` zeroed)."""
-    return _tri_mask(x, k, upper=True)
+def triu(x: Tensor, /, k: int = 0, *, diagonal: int | None = None) -> Tensor:
+    """Upper triangle of the last two dims (below diagonal ``k`` zeroed; ``diagonal`` as for
+    :func:`tril`)."""
+    return _tri_mask(x, _diagonal(k, diagonal, "triu"), upper=True)
+
+
+def _diagonal(k: int, diagonal: int | None, op: str) -> int:
+    if diagonal is None:
+        return k
+    if k != 0:
+        raise TypeError(f"{op}() got both k={k!r} and diagonal={diagonal!r}: they name the same offset")
+    return diagonal

@@ -177,14 +177,6 @@ def cumprod(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
     return statistical.cumulative_prod(x, axis=dim, dtype=dtype)
 
 
-def tril(x: Tensor, diagonal: int = 0) -> Tensor:
-    return creation.tril(x, k=diagonal)
-
-
-def triu(x: Tensor, diagonal: int = 0) -> Tensor:
-    return creation.triu(x, k=diagonal)
-
-
 def diagonal(x: Tensor, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
     """The diagonal of the ``dim1``/``dim2`` planes, as the last dimension."""
     a, b = _dim(x, dim1, "diagonal"), _dim(x, dim2, "diagonal")

@@ -386,7 +386,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "log_softmax": _with_dim(F.log_softmax),
     "masked_fill_": _in_place(tf.masked_fill),
     "index_add_": _in_place(tf.index_add),
-    "tril": tf.tril, "triu": tf.triu,      # methods only: tj.tril/triu are the standard's (k=)
+    "tril": creation.tril, "triu": creation.triu,
     "t": tf.t, "view_as": tf.view_as, "expand_as": tf.expand_as,
     "sort": tf.sort, "argsort": tf.argsort, "roll": tf.roll,
     "new_zeros": tf.new_zeros, "new_ones": tf.new_ones, "new_full": tf.new_full,
