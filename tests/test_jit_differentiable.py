@@ -190,3 +190,25 @@ def test_python_float_argument_keeps_its_value() -> None:
     assert r.dtype == tj.float32 and r.numpy()[0] == np.float32(0.001)
     assert f(tj.zeros((2,), dtype=tj.float16), 2.5).dtype == tj.float16
     assert f(tj.zeros((2,), dtype=tj.int32), 3).dtype == tj.int32
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_a_result_through_a_graph_the_function_freed(jitted):
+    """A step that calls ``backward`` and also returns a statistic of the freed graph (attention
+    weights, logits): eagerly the statistic keeps ``requires_grad`` and only a backward through
+    it raises; the jitted step must run the same way, not fail while tracing."""
+    w = tj.asarray(np.arange(6.0).reshape(2, 3) / 10, requires_grad=True)
+
+    def step(x):
+        h = x @ w
+        loss = (h * h).sum()
+        loss.backward()
+        return loss, h.mean()
+
+    f = tj.jit(step) if jitted else step
+    loss, stat = f(tj.ones((4, 2)))
+    assert stat.requires_grad
+    np.testing.assert_allclose(float(stat), (np.ones((4, 2)) @ w.numpy()).mean())
+    np.testing.assert_allclose(w.grad.numpy(), 2 * np.ones((4, 2)).T @ (np.ones((4, 2)) @ w.numpy()))
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        stat.backward()

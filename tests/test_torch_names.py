@@ -605,3 +605,46 @@ def test_tril_triu_take_pytorchs_diagonal_and_a_positional_offset():
         np.testing.assert_array_equal(tj.tril(x, k=k).numpy(), np.tril(a, k))
     with pytest.raises(TypeError, match="same offset"):
         tj.triu(x, 1, diagonal=2)
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit", "lazy"])
+def test_view_shares_memory_or_refuses(mode):
+    """``x.view`` is a reshape that shares memory; where strides cannot express it, PyTorch
+    raises instead of copying, and so does tracejit in every mode (a copy would drop writes)."""
+    def viewed(x):
+        v = x.view(2, 6)
+        v[0, 0] = 100.0           # reaches x: a view
+        return x * 1
+
+    def transposed_view(x):
+        return x.T.view(12)
+
+    def in_lazy(f):
+        def run_lazily(x):
+            with tj.lazy():
+                out = f(x)
+                return out.numpy()
+        return run_lazily
+
+    run = {"eager": lambda f: f, "jit": tj.jit, "lazy": in_lazy}[mode]
+    a = np.arange(12.0).reshape(3, 4)
+    out = run(viewed)(tj.asarray(a.copy()))
+    want = a.copy()
+    want.reshape(2, 6)[0, 0] = 100.0
+    np.testing.assert_array_equal(np.asarray(out if mode == "lazy" else out.numpy()), want)
+    with pytest.raises(RuntimeError, match="cannot be viewed"):
+        run(transposed_view)(tj.asarray(a.copy()))
+    with pytest.raises(TypeError, match="reinterprets bits"):
+        tj.ones(3).view(tj.int32)
+
+
+def test_view_matches_torch_on_what_it_accepts():
+    torch = pytest.importorskip("torch")
+    a = np.arange(24.0).reshape(2, 3, 4)
+    for shape in [(6, 4), (24,), (2, 12), (-1, 4)]:
+        want = torch.from_numpy(a).view(*shape).numpy()
+        np.testing.assert_array_equal(tj.asarray(a).view(*shape).numpy(), want)
+    with pytest.raises(RuntimeError):
+        torch.from_numpy(a).transpose(0, 2).view(24)
+    with pytest.raises(RuntimeError):
+        tj.asarray(a).mT.view(24)

@@ -48,14 +48,46 @@ def _differentiable(t: Tensor) -> bool:
     return t._grad_fn is None or not t._grad_fn.released
 
 
-def record_backward(trace: Any, results: list[Tensor], args: list[Tensor]
+def _reaches_released(t: Tensor) -> bool:
+    """Does ``t``'s tape reach a node whose graph a ``backward`` already freed?"""
+    seen: set[int] = set()
+    stack = [t._grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or isinstance(node, Tensor) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.released:
+            return True
+        stack.extend(node.edges)
+    return False
+
+
+def freed_results(results: list[Tensor]) -> list[int]:
+    """Positions of the results that require grad through a graph the function's own
+    ``backward`` freed: eagerly they keep ``requires_grad`` and a backward through them raises."""
+    return [k for k, t in enumerate(results)
+            if t.requires_grad and dt.is_float(t.dtype) and t._grad_fn is not None and _reaches_released(t)]
+
+
+def mark_freed(tensors: list[Tensor], positions: Sequence[int], name: str) -> None:
+    """Give ``tensors[k]`` a tape node that was released: a backward through it raises as the
+    eager one does (see :func:`freed_results`)."""
+    node = CompiledNode(name, lambda cotangents: [], (), [tensors[k].aval for k in positions])
+    node.release()
+    for slot, k in enumerate(positions):
+        tensors[k]._grad_fn = OutputOf(node, slot)
+        tensors[k].requires_grad = True
+
+
+def record_backward(trace: Any, results: list[Tensor], args: list[Tensor], freed: Sequence[int] = ()
                     ) -> tuple[list[int], list[Any], list[int], list[int]] | None:
     """Trace the backward pass of ``results`` into ``trace``'s graph (inside the trace).
 
     Returns (differentiable result positions, wrt, cotangent input nodes, gradient nodes), or
-    None when no result requires grad.
+    None when no result requires grad.  The ``freed`` results are left out.
     """
-    diff = [k for k, t in enumerate(results) if _differentiable(t)]
+    diff = [k for k, t in enumerate(results) if _differentiable(t) and k not in freed]
     if not diff:
         return None
     wrt: list[Any] = [i for i, t in enumerate(args) if t.requires_grad and dt.is_float(t.dtype)]
@@ -165,4 +197,4 @@ def attach(name: str, plan: GradPlan, results: list[Any], args: list[Any], array
         t.requires_grad = True
 
 
-__all__ = ["GradPlan", "record_backward", "split", "attach"]
+__all__ = ["GradPlan", "record_backward", "split", "attach", "freed_results", "mark_freed"]

@@ -26,7 +26,7 @@ from . import prims as P
 from .debug import check_outputs
 from .debug import flags as debug_flags
 from .device import write_back
-from .differentiable import GradPlan, attach, record_backward, split
+from .differentiable import GradPlan, attach, freed_results, mark_freed, record_backward, split
 from .errors import (
     ConcretizationError,
     InternalCompilerError,
@@ -196,6 +196,8 @@ class Traced:
     # its index among the graph's arguments) or a captured tensor (root: that tensor)
     result_views: list[tuple[int, Any, tuple]] = field(default_factory=list)
     grad_rebinds: list[tuple[Tensor, Any]] = field(default_factory=list)   # .grad set after each call
+    # results whose tape the function's own backward freed (they get a released node)
+    freed_results: list[int] = field(default_factory=list)
 
 
 def _arg_grad_nodes(trace: Trace, tracers: list[Tensor], before: list[Any]) -> list[tuple[int, int]]:
@@ -260,7 +262,8 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
             out_nodes = [trace.node_of(x) for x in results]
             views = _result_views(trace, results, tracers)
             arg_grads = _arg_grad_nodes(trace, tracers, grads_before)
-            joint = record_backward(trace, results, tracers) if differentiable else None
+            freed = freed_results(results) if differentiable else []
+            joint = record_backward(trace, results, tracers, freed) if differentiable else None
         finally:
             mutated = trace.finish()
     g = trace.graph
@@ -301,7 +304,7 @@ def trace_function(fn: Callable, leaves: list[Any], treedef: Any, static: dict[i
     return Traced(g, [a for a, _ in avals], list(trace.captures), out_tree, out_is_tensor,
                   [None if isinstance(x, Tensor) else x for x in out_leaves], len(out_nodes), writebacks,
                   stats, guards, dynamic, arg_grad_outputs, plan,
-                  function_location(fn), phases, pass_times, views, grad_rebinds)
+                  function_location(fn), phases, pass_times, views, grad_rebinds, freed)
 
 
 def _host_rng_states() -> tuple:
@@ -524,6 +527,7 @@ class CompiledEntry:
         # the common case, a single tensor result: its aval is known, no pytree work per call
         plain = traced.grad_plan is None and not traced.arg_grads
         plain = plain and not (traced.result_views and device.type == "cpu") and not traced.grad_rebinds
+        plain = plain and not traced.freed_results
         self._single_out = traced.graph.node(traced.graph.outputs[0]).aval \
             if plain and backend == "llvm" and traced.out_tree is LEAF and traced.out_is_tensor[0] else None
         self._backward: Any = None       # the compiled backward program, built on first use
@@ -584,7 +588,8 @@ class CompiledEntry:
         if self._single_out is not None:
             return Tensor._new(outs[0], None, -1, self._single_out, dev)
         views = tr.result_views if dev.type == "cpu" else ()
-        if tr.grad_plan is None and tr.out_tree is LEAF and tr.out_is_tensor[0] and not views:
+        if tr.grad_plan is None and tr.out_tree is LEAF and tr.out_is_tensor[0] and not views \
+                and not tr.freed_results:
             return Tensor._from_array(outs[0], dev)
         tensors = [Tensor._from_array(a, dev) for a in outs[:tr.n_outputs]]
         for r, root, chain in views:        # results sharing an argument's memory, as eagerly
@@ -594,6 +599,8 @@ class CompiledEntry:
         if tr.grad_plan is not None:
             attach(self.name, tr.grad_plan, tensors, leaves, arrays, outs, dev, self._run_backward,
                    lambda x, aval: _leaf_array(x, aval, dev))
+        if tr.freed_results:
+            mark_freed(tensors, tr.freed_results, self.name)
         results, it = [], iter(tensors)
         for is_t, static in zip(tr.out_is_tensor, tr.out_static):
             results.append(next(it) if is_t else static)

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes as dt
 from .. import prims as P
 from .. import random
@@ -180,6 +182,29 @@ def _size(x: Tensor) -> ElementCount:
 def _sizes(args: tuple) -> tuple[int, ...]:
     """``f(2, 3)`` or ``f((2, 3))``."""
     return tuple(args[0]) if len(args) == 1 and not isinstance(args[0], int) else tuple(args)
+
+
+def _view(x: Tensor, *sizes: Any) -> Tensor:
+    """PyTorch's ``x.view(2, 3)``: a reshape that shares ``x``'s memory, refused (as PyTorch
+    refuses it) where the strides cannot express it, so writes through it always reach ``x``."""
+    if len(sizes) == 1 and (isinstance(sizes[0], (np.dtype, type, str))):
+        raise TypeError("view(dtype) reinterprets bits, which tracejit does not do; use astype for a "
+                        "value conversion")
+    out = manipulation.reshape(x, _sizes(sizes))
+    if out is x or x.size == 0 or _shares_memory(x, out):
+        return out
+    raise RuntimeError(
+        f"view: a {x.shape} tensor with these strides cannot be viewed as {out.shape} (a dimension "
+        "spans two separate runs of memory); use .reshape(...), which copies where it must")
+
+
+def _shares_memory(x: Tensor, out: Tensor) -> bool:
+    trace = out._trace
+    if trace is not None:
+        return id(out) in trace.aliasing.views        # (a reshape the trace took for a view)
+    if x.device.type != "cpu":
+        return True             # (on a GPU a view is what reshape makes there)
+    return np.shares_memory(x._value, out._value)
 
 
 def _expand(x: Tensor, *sizes: Any) -> Tensor:
@@ -370,6 +395,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "clone": clone,
     "size": property(_size),
     "expand": _expand,
+    "view": _view,
     "repeat": _repeat,
     "softmax": _softmax,
     "pow": elementwise.pow,
