@@ -648,3 +648,35 @@ def test_view_matches_torch_on_what_it_accepts():
         torch.from_numpy(a).transpose(0, 2).view(24)
     with pytest.raises(RuntimeError):
         tj.asarray(a).mT.view(24)
+
+
+@pytest.mark.parametrize("call", [
+    "sum(X, dim=1)", "mean(X, dim=1, keepdim=True)", "argsort(X, dim=1)", "argsort(X, 1, descending=True)",
+    "max(X, dim=1)", "min(X, 1)", "sort(X, dim=1)", "argmax(X, dim=1)", "std(X, dim=1)", "var(X, 1)",
+    "all(X > 2, dim=1)", "prod(X, dim=0)", "flip(X, dims=(1,))", "flip(X, (0, 1))", "roll(X, 1, dims=1)",
+    "roll(X, 1, 0)", "roll(X, shifts=2, dims=1)", "stack([X, X], dim=1)", "stack([X, X], 2)"])
+def test_namespace_functions_take_pytorchs_spelling(call):
+    """``tj.sum(x, dim=1)`` as ``torch.sum``: PyTorch's arguments select PyTorch's form (and
+    result: (values, indices) for max/min/sort along a dim)."""
+    torch = pytest.importorskip("torch")
+    a = np.array([[3.0, 1.0, 2.0], [0.5, 5.0, 4.0]])
+    names = {"torch": torch, "tj": tj, "a": a}
+    want = eval("torch." + call.replace("X", "torch.from_numpy(a)"), names)
+    got = eval("tj." + call.replace("X", "tj.asarray(a)"), names)
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and got._fields == ("values", "indices")
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.numpy(), w.numpy())
+    else:
+        np.testing.assert_allclose(got.numpy(), want.numpy())
+
+
+def test_namespace_functions_keep_the_standards_form():
+    a = np.array([[3.0, 1.0, 2.0], [0.5, 5.0, 4.0]])
+    x = tj.asarray(a)
+    np.testing.assert_array_equal(tj.sort(x, axis=1, descending=True).numpy(), -np.sort(-a, axis=1))
+    np.testing.assert_array_equal(tj.max(x, axis=0).numpy(), a.max(0))
+    np.testing.assert_allclose(tj.var(x).numpy(), a.var())          # the standard's correction=0
+    np.testing.assert_array_equal(tj.roll(x, 1, axis=1).numpy(), np.roll(a, 1, axis=1))
+    import inspect
+    assert "axis" in inspect.signature(tj.sum).parameters

@@ -427,6 +427,29 @@ METHODS: dict[str, Callable[..., Any]] = {
 # creation with varargs shapes, as PyTorch allows: the standard's functions accept them too
 VARARGS_CREATION = ("zeros", "ones", "empty")
 
+# Functions of the standard that PyTorch spells with ``dim``-style arguments and sometimes other
+# results (``torch.max(x, dim=1)`` and ``torch.sort`` give (values, indices)): name -> (how many
+# positional arguments the standard takes, PyTorch's form).  A call with more positional
+# arguments or a PyTorch keyword takes PyTorch's form; any other call is the standard's.
+TORCH_FORMS: dict[str, tuple[int, Callable[..., Any]]] = {
+    **{name: (1, METHODS[name]) for name in ("sum", "prod", "mean", "all", "any", "max", "min",
+                                             "argmax", "argmin", "var", "std", "sort", "argsort")},
+    "roll": (2, tf.roll),
+    "flip": (1, lambda x, dims: manipulation.flip(x, axis=dims)),
+    "stack": (1, lambda tensors, dim=0: manipulation.stack(tensors, axis=dim)),
+}
+_TORCH_KEYWORDS = frozenset({"dim", "keepdim", "dims", "shifts", "unbiased"})   # (not the standard's)
+
+
+def _standard_or_torch(standard: Callable[..., Any], positional: int,
+                       torch_form: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(standard)          # (its signature is the standard's, for introspection)
+    def either(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > positional or not _TORCH_KEYWORDS.isdisjoint(kwargs):
+            return torch_form(*args, **kwargs)
+        return standard(*args, **kwargs)
+    return either
+
 
 def install(namespace: dict[str, Any]) -> list[str]:
     """Put the aliases into ``namespace`` (the ``tracejit`` module's) and onto Tensor."""
@@ -435,4 +458,6 @@ def install(namespace: dict[str, Any]) -> list[str]:
     for name in VARARGS_CREATION:
         namespace[name] = _varargs_shape(getattr(creation, name))
     namespace.update(NAMESPACE)
-    return list(NAMESPACE)
+    for name, (positional, torch_form) in TORCH_FORMS.items():
+        namespace[name] = _standard_or_torch(namespace[name], positional, torch_form)
+    return list(NAMESPACE) + list(TORCH_FORMS)
