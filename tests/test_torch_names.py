@@ -517,21 +517,45 @@ def _in_place_grads(loss, mode):
     np.testing.assert_allclose(g[1].numpy(), tw.grad.numpy(), rtol=1e-5)
 
 
-# In-place writes on the tape: what works today, and (strict xfail, so a fix shows up) three
+# In-place writes on the tape: what works today, and (strict xfail, so a fix shows up) two
 # limits of the Tensor._assign machinery these methods share with ``+=`` and ``x[i] = v``.
-JIT_IN_PLACE_GRAD = pytest.mark.xfail(strict=True, reason=(
-    "grad of a jitted function that writes an intermediate in place (even y += w) differs from "
-    "torch and from the eager tape"))
-
-
 @needs_torch
-@pytest.mark.parametrize("mode", ["eager", pytest.param("jit", marks=JIT_IN_PLACE_GRAD)])
+@pytest.mark.parametrize("mode", ["eager", "jit"])
 def test_in_place_gradients_match_torch(mode) -> None:
     def loss(x, w):
         y = x * 1
         y.add_(w, alpha=2).sub_(1).mul_(3).div_(2)
         return (y * w).sum()
     _in_place_grads(loss, mode)
+
+
+@needs_torch
+@pytest.mark.parametrize("mode", ["eager", "jit", "lazy"])
+@pytest.mark.parametrize("key", ["0", "(slice(None), 1)", "M", "(0, I)", "(I, slice(None, 2))"])
+def test_item_assignment_is_on_the_tape(mode, key) -> None:
+    """``y[key] = v`` on a tensor that requires grad: ``y``'s gradient is zero where it was
+    overwritten and ``v`` gets the gradient of what it wrote, as in PyTorch (the eager write
+    went around the tape; jit dropped the update from the tape)."""
+    def loss(x, w, lib):
+        y = x * 1
+        k = eval(key, {"M": x > 0.5, "I": lib.asarray(np.array([2, 0])) if lib is tj
+                       else torch.tensor([2, 0])})
+        y[k] = w.sum() if key == "M" else w[k] * 3      # (a masked read has a data-dependent shape)
+        return (y * w).sum()
+
+    xs, ws = X[0].copy(), X[1].copy() / 4
+    tx, tw = (torch.from_numpy(a.copy()).requires_grad_() for a in (xs, ws))
+    loss(tx, tw, torch).backward()
+    x, w = tj.asarray(xs, requires_grad=True), tj.asarray(ws, requires_grad=True)
+    if mode == "jit":
+        tj.jit(lambda x, w: loss(x, w, tj))(x, w).backward()
+    elif mode == "lazy":
+        with tj.lazy():
+            loss(x, w, tj).backward()
+    else:
+        loss(x, w, tj).backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-6)
 
 
 @needs_torch

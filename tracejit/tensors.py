@@ -324,15 +324,12 @@ class Tensor:
         if new.shape != self.shape:
             raise ValueError(f"in-place op would change shape {self.shape} to {new.shape}")
         trace = _current_trace() if self._trace is not None or new._trace is not None else _lazy_trace()
-        if trace is not None and not trace.is_lazy:
-            trace.assign(self, new)
-            return
         if trace is None and (self._trace is not None or new._trace is not None):
             raise TypeError("in-place update of a traced value outside its trace")
-        if self.requires_grad and self._grad_fn is None and _grad_on():
+        if self.requires_grad and self._grad_fn is None and _grad_on() and (trace is None or trace.is_lazy):
             raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
                                "wrap the update in tracejit.no_grad()")
-        if trace is not None:           # lazy mode: the write is recorded, done when flushed
+        if trace is not None:           # traced, or lazy mode: the write is recorded
             trace.assign(self, new)
         else:
             from .device import write_back

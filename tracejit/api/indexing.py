@@ -150,6 +150,9 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         if current_trace() is None:
             npkey = tuple(k.numpy() if isinstance(k, Tensor) else k for k in key) if isinstance(key, tuple) \
                 else (key.numpy() if isinstance(key, Tensor) else key)
+            if _on_tape(x, value):
+                _update_on_tape(x, npkey, value)
+                return
             v = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
             if x.device.type == "cpu":
                 x._value[npkey] = v.astype(x.dtype, copy=False)
@@ -160,7 +163,15 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             host[npkey] = v.astype(x.dtype, copy=False)
             write_back(x, cuda_device(x.device).upload(host))
             return
+    mask = key[0] if isinstance(key, tuple) and len(key) == 1 else key
+    if isinstance(mask, Tensor) and mask.dtype == dt.bool_:
+        x._assign(_masked_update(x, mask, value))
+        return
     k = _expand_key(key, x.ndim)
+    known = [_known_index(i) for i in k]
+    if not all(_is_basic(i) for i in k) and all(i is not None for i in known):
+        _update_on_tape(x, tuple(known), value)     # (index arrays known now: constants, or lazy)
+        return
     if not all(_is_basic(i) for i in k):
         raise UnsupportedUnderJitError(
             f"under jit, x[key] = value supports ints, slices, None and Ellipsis in key, not {key!r}\n"
@@ -172,6 +183,85 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     v = P.broadcast_to(_drop_leading_ones(v, len(target), target), target)
     v = P.reshape(v, shape=slice_shape) if v.shape != slice_shape else v
     x._assign(P.slice_scatter(x, v, start=start, stop=stop, step=step))
+
+
+def _known_index(i: Any) -> Any:
+    """A key part with its values known while recording (an index array made from constants,
+    or any in lazy mode), as NumPy indexes with it; None for a traced one."""
+    if not isinstance(i, Tensor):
+        return i
+    if _concrete(i):
+        return i.numpy()
+    node = i._trace.graph.node(i._node)
+    # (a run-time constant may hold another number at the next call of the same trace)
+    return node.params["value"] if node.op == "constant" and not node.params.get("runtime") else None
+
+
+def _on_tape(x: Tensor, value: Any) -> bool:
+    """Must ``x[key] = value`` be recorded for autograd (rather than written into the array)?"""
+    from ..tracing import grad_enabled
+    # (a leaf's own values written outside autograd, as a module's init does, stay a plain write)
+    return grad_enabled() and (x._grad_fn is not None or isinstance(value, Tensor) and value.requires_grad)
+
+
+def _update_on_tape(x: Tensor, npkey: Any, value: Any) -> None:
+    """``x[key] = value`` as ops, for any NumPy key: ``where(selected, placed, x)``,
+    ``placed`` taking each written element of the (broadcast) value, so the gradient of ``x``
+    is zero where it was overwritten and the value's gradient is what reached its elements (the
+    last write wins for a position written twice, as NumPy's assignment does)."""
+    from .elementwise import where
+    positions = np.arange(x.size, dtype=np.int64).reshape(x.shape)[npkey]
+    if positions.size == 0:
+        return
+    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float, complex)) else
+               P.constant(np.asarray(value).astype(x.dtype)), x.dtype)
+    v = P.broadcast_to(_drop_leading_ones(v, positions.ndim, positions.shape), positions.shape)
+    source = np.zeros(x.size, dtype=np.int64)
+    source[positions.ravel()] = np.arange(positions.size)
+    selected = np.zeros(x.size, dtype=bool)
+    selected[positions.ravel()] = True
+    placed = P.take(P.reshape(v, shape=(positions.size,)), P.placed_like(P.constant(source), x), axis=0)
+    mask = P.placed_like(P.constant(selected.reshape(x.shape)), x)
+    x._assign(where(mask, P.reshape(placed, shape=x.shape), x))
+
+
+def _masked_update(x: Tensor, mask: Tensor, value: Any) -> Tensor:
+    """``x[mask] = value`` recorded, as ``where(mask, value, x)``: the mask covers ``x``'s leading
+    dims; ``value`` fills every selected element (or row) alike, or, where the mask's values can
+    be read (lazy mode), gives one entry per selected element, in order."""
+    if mask.shape != x.shape[:mask.ndim]:
+        raise IndexError(f"setitem: a boolean mask of shape {mask.shape} does not match the leading "
+                         f"dims of a tensor of shape {x.shape}")
+    rest = x.shape[mask.ndim:]
+    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float, complex)) else
+               P.constant(np.asarray(value).astype(x.dtype)), x.dtype)
+    from .elementwise import where
+    m = P.reshape(mask, shape=mask.shape + (1,) * len(rest)) if rest else mask
+    if v.size == 1 or v.ndim <= len(rest) or all(n == 1 for n in v.shape[:v.ndim - len(rest)]):
+        v = P.reshape(v, shape=()) if v.size == 1 else _drop_leading_ones(v, len(rest), rest)
+        return where(m, P.broadcast_to(v, x.shape) if v.ndim else v, x)
+    if not _concrete(mask):
+        raise UnsupportedUnderJitError(
+            f"under jit, x[mask] = value needs a value that fills every selected element alike (a "
+            f"number, or one entry per trailing dim {rest}), not shape {v.shape}: how many elements "
+            f"the mask selects is data\n  at {user_frame()}\nuse tracejit.where(mask, value, x)")
+    count = int(mask.numpy().sum())
+    if v.ndim != 1 + len(rest) or v.shape[0] != count:
+        raise ValueError(f"setitem: cannot assign a value of shape {v.shape} to the {count} elements "
+                         f"the mask selects (of shape {(count,) + rest})")
+    return where(m, _spread_over_mask(v, mask, rest), x) if count else x
+
+
+def _spread_over_mask(v: Tensor, mask: Tensor, rest: tuple[int, ...]) -> Tensor:
+    """``v``'s rows placed at the mask's selected positions in order (shape mask + rest; the
+    others hold any row): the k-th True takes row k."""
+    from .elementwise import subtract
+    from .statistical import cumulative_sum
+    flat = P.reshape(mask, shape=(mask.size,))
+    row = subtract(cumulative_sum(P.cast(flat, dt.int64)), 1)
+    row = P.bind("max", row, P.full(row.shape, 0, dt.int64))      # (before the first True: any row)
+    picked = P.take(v, row, axis=0)
+    return P.reshape(picked, shape=mask.shape + rest)
 
 
 def _drop_leading_ones(v: Tensor, ndim: int, target: tuple[int, ...]) -> Tensor:
