@@ -165,7 +165,11 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             return
     mask = key[0] if isinstance(key, tuple) and len(key) == 1 else key
     if isinstance(mask, Tensor) and mask.dtype == dt.bool_:
-        x._assign(_masked_update(x, mask, value))
+        updated = _masked_update(x, mask, value)
+        if updated is None:             # one entry per selected element: the mask is known here
+            _update_on_tape(x, mask.numpy(), value)
+        else:
+            x._assign(updated)
         return
     k = _expand_key(key, x.ndim)
     known = [_known_index(i) for i in k]
@@ -178,8 +182,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             f"  at {user_frame()}\nuse tracejit.where(mask, value, x) for a masked update")
     start, stop, step, target, _ = _basic_plan(x.shape, k)
     slice_shape = tuple(len(range(b, e, s)) for b, e, s in zip(start, stop, step))
-    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float, complex)) else
-               P.constant(np.asarray(value).astype(x.dtype)), x.dtype)    # (wraps as eagerly)
+    v = _value_as(value, x.dtype)
     v = P.broadcast_to(_drop_leading_ones(v, len(target), target), target)
     v = P.reshape(v, shape=slice_shape) if v.shape != slice_shape else v
     x._assign(P.slice_scatter(x, v, start=start, stop=stop, step=step))
@@ -213,8 +216,7 @@ def _update_on_tape(x: Tensor, npkey: Any, value: Any) -> None:
     positions = np.arange(x.size, dtype=np.int64).reshape(x.shape)[npkey]
     if positions.size == 0:
         return
-    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float, complex)) else
-               P.constant(np.asarray(value).astype(x.dtype)), x.dtype)
+    v = _value_as(value, x.dtype)
     v = P.broadcast_to(_drop_leading_ones(v, positions.ndim, positions.shape), positions.shape)
     source = np.zeros(x.size, dtype=np.int64)
     source[positions.ravel()] = np.arange(positions.size)
@@ -225,16 +227,15 @@ def _update_on_tape(x: Tensor, npkey: Any, value: Any) -> None:
     x._assign(where(mask, P.reshape(placed, shape=x.shape), x))
 
 
-def _masked_update(x: Tensor, mask: Tensor, value: Any) -> Tensor:
-    """``x[mask] = value`` recorded, as ``where(mask, value, x)``: the mask covers ``x``'s leading
-    dims; ``value`` fills every selected element (or row) alike, or, where the mask's values can
-    be read (lazy mode), gives one entry per selected element, in order."""
+def _masked_update(x: Tensor, mask: Tensor, value: Any) -> Tensor | None:
+    """``x[mask] = value`` recorded, as ``where(mask, value, x)``, for a value that fills every
+    selected element (or row) alike; None for one with an entry per selected element, which
+    needs the mask's values (lazy mode: :func:`_update_on_tape`)."""
     if mask.shape != x.shape[:mask.ndim]:
         raise IndexError(f"setitem: a boolean mask of shape {mask.shape} does not match the leading "
                          f"dims of a tensor of shape {x.shape}")
     rest = x.shape[mask.ndim:]
-    v = P.cast(as_tensor(value) if not isinstance(value, (bool, int, float, complex)) else
-               P.constant(np.asarray(value).astype(x.dtype)), x.dtype)
+    v = _value_as(value, x.dtype)
     from .elementwise import where
     m = P.reshape(mask, shape=mask.shape + (1,) * len(rest)) if rest else mask
     if v.size == 1 or v.ndim <= len(rest) or all(n == 1 for n in v.shape[:v.ndim - len(rest)]):
@@ -245,23 +246,15 @@ def _masked_update(x: Tensor, mask: Tensor, value: Any) -> Tensor:
             f"under jit, x[mask] = value needs a value that fills every selected element alike (a "
             f"number, or one entry per trailing dim {rest}), not shape {v.shape}: how many elements "
             f"the mask selects is data\n  at {user_frame()}\nuse tracejit.where(mask, value, x)")
-    count = int(mask.numpy().sum())
-    if v.ndim != 1 + len(rest) or v.shape[0] != count:
-        raise ValueError(f"setitem: cannot assign a value of shape {v.shape} to the {count} elements "
-                         f"the mask selects (of shape {(count,) + rest})")
-    return where(m, _spread_over_mask(v, mask, rest), x) if count else x
+    return None
 
 
-def _spread_over_mask(v: Tensor, mask: Tensor, rest: tuple[int, ...]) -> Tensor:
-    """``v``'s rows placed at the mask's selected positions in order (shape mask + rest; the
-    others hold any row): the k-th True takes row k."""
-    from .elementwise import subtract
-    from .statistical import cumulative_sum
-    flat = P.reshape(mask, shape=(mask.size,))
-    row = subtract(cumulative_sum(P.cast(flat, dt.int64)), 1)
-    row = P.bind("max", row, P.full(row.shape, 0, dt.int64))      # (before the first True: any row)
-    picked = P.take(v, row, axis=0)
-    return P.reshape(picked, shape=mask.shape + rest)
+def _value_as(value: Any, dtype: Any) -> Tensor:
+    """The value of an item assignment as a tensor of the target's dtype (a Python number wraps
+    as it does eagerly)."""
+    if isinstance(value, (bool, int, float, complex)):
+        return P.constant(np.asarray(value).astype(dtype))
+    return P.cast(as_tensor(value), dtype)
 
 
 def _drop_leading_ones(v: Tensor, ndim: int, target: tuple[int, ...]) -> Tensor:
